@@ -1,0 +1,74 @@
+"""Access: only the API host is intercepted; endpoints, body size and models per policy."""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http, tls
+
+from addons.core import access, apierrors
+from addons.core.access import HostRoute
+from addons.flowutil import exchange_of, refuse
+from addons.state import GatewayState
+
+log = logging.getLogger(__name__)
+
+
+class Access:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        route = access.route_host(self.state.require_policy(), flow.request.host)
+        if route is HostRoute.DENY:
+            log.info(f"gatehouse: refused CONNECT to {flow.request.host}:{flow.request.port} (not an allowed host)")
+            refuse(flow, access.host_refusal(flow.request.host), "access", rule="other_hosts")
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        # A passthrough host's TLS is not intercepted: the tunnel carries the client's own TLS.
+        host = data.client_hello.sni or (data.context.server.address or ("",))[0]
+        if host and access.route_host(self.state.require_policy(), host) is HostRoute.PASSTHROUGH:
+            data.ignore_connection = True
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        policy = self.state.require_policy()
+        route = access.route_host(policy, flow.request.host)
+        if route is HostRoute.DENY:
+            refuse(flow, access.host_refusal(flow.request.host), "access", rule="other_hosts")
+            return
+        if route is not HostRoute.API:
+            return
+        # Refuse an oversized body before mitmproxy reads it into memory.
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and (err := access.check_body_size(policy, int(length))):
+            refuse(flow, err, "access", rule="max_body_bytes")
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        policy = self.state.require_policy()
+        if access.route_host(policy, flow.request.host) is not HostRoute.API:
+            return
+        ex = exchange_of(flow)
+        path = flow.request.path
+        if err := access.check_endpoint(policy, path, ex.identity):
+            refuse(flow, err, "access", rule="endpoint")
+            return
+        body = flow.request.raw_content or b""
+        if err := access.check_body_size(policy, len(body)):
+            refuse(flow, err, "access", rule="max_body_bytes")
+            return
+        if policy.groups and ex.identity is not None:
+            try:
+                model = access.requested_model(path, flow.request.content or b"")
+            except ValueError as e:
+                refuse(flow, apierrors.invalid_request(f"Gatehouse cannot read the request body to check its model: {e}"), "access")
+                return
+            if model is not None and (err := access.check_model(policy, model, ex.identity)):
+                refuse(flow, err, "access", rule="model", model=model)
+                return
+        ex.decide("access", "allow")

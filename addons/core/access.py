@@ -1,0 +1,96 @@
+"""Access decisions: which hosts, endpoints and models a caller may reach."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from enum import Enum
+
+from addons.core import apierrors
+from addons.core.apierrors import ApiError
+from addons.core.exchange import Identity
+from addons.core.policy import API_HOST, GroupPolicy, Policy, endpoint_allowed
+
+# Endpoints whose JSON body names a model that group policy must allow.
+MODEL_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
+
+
+class HostRoute(Enum):
+    API = "api"  # intercepted, inspected, forwarded to the upstream
+    PASSTHROUGH = "passthrough"  # tunnelled untouched (TLS not intercepted)
+    DENY = "deny"
+
+
+def route_host(policy: Policy, host: str) -> HostRoute:
+    host = host.lower().rstrip(".")
+    if host == API_HOST:
+        return HostRoute.API
+    if policy.gateway.other_hosts == "passthrough" or any(
+        fnmatch.fnmatchcase(host, p) for p in policy.gateway.passthrough_hosts
+    ):
+        return HostRoute.PASSTHROUGH
+    return HostRoute.DENY
+
+
+def host_refusal(host: str) -> ApiError:
+    return apierrors.permission(
+        f"Gatehouse only forwards Claude API traffic; {host} is not an allowed host. "
+        f"Ask your gateway operator to add it to [gateway] passthrough_hosts, or exclude it with NO_PROXY."
+    )
+
+
+def caller_groups(policy: Policy, identity: Identity | None) -> list[GroupPolicy]:
+    """The policy groups the caller belongs to, in policy order."""
+    if identity is None:
+        return []
+    mine = set(identity.groups)
+    return [g for name, g in policy.groups.items() if name in mine]
+
+
+def check_endpoint(policy: Policy, path: str, identity: Identity | None) -> ApiError | None:
+    bare = path.split("?", 1)[0]
+    if not endpoint_allowed(bare, policy.gateway.allowed_endpoints):
+        return apierrors.permission(f"Gatehouse policy does not allow the endpoint {bare}.")
+    if policy.groups and identity is not None:
+        groups = caller_groups(policy, identity)
+        if not groups:
+            return apierrors.permission(
+                f"{identity.email or identity.subject} is in none of the groups this gateway allows "
+                f"({', '.join(policy.groups)}); ask your gateway operator for access."
+            )
+        if not any(endpoint_allowed(bare, g.endpoints or policy.gateway.allowed_endpoints) for g in groups):
+            return apierrors.permission(f"Your groups ({', '.join(g.name for g in groups)}) may not use the endpoint {bare}.")
+    return None
+
+
+def requested_model(path: str, body: bytes) -> str | None:
+    """The `model` of a Messages API request body, or None when the endpoint carries none.
+
+    Raises ValueError for a body that should name a model and cannot be read.
+    """
+    if path.split("?", 1)[0] not in MODEL_ENDPOINTS:
+        return None
+    doc = json.loads(body)
+    if not isinstance(doc, dict):
+        raise ValueError("the request body is not a JSON object")
+    model = doc.get("model")
+    if not isinstance(model, str):
+        raise ValueError("the request body has no string `model`")
+    return model
+
+
+def check_model(policy: Policy, model: str, identity: Identity | None) -> ApiError | None:
+    if not policy.groups or identity is None:
+        return None
+    groups = caller_groups(policy, identity)
+    if any(g.allows_model(model) for g in groups):
+        return None
+    names = ", ".join(g.name for g in groups) or "none"
+    return apierrors.permission(f"Gatehouse policy does not allow the model {model} for your groups ({names}).")
+
+
+def check_body_size(policy: Policy, size: int) -> ApiError | None:
+    limit = policy.gateway.max_body_bytes
+    if size > limit:
+        return apierrors.too_large(f"Request body is {size} bytes; this gateway accepts at most {limit} bytes.")
+    return None

@@ -1,0 +1,54 @@
+"""Credentials: the caller's API credentials never reach the upstream; the gateway's key does."""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import ctx, http
+
+from addons.core import apierrors
+from addons.core.access import HostRoute, route_host
+from addons.core.credentials import MissingKey, key_source_for, read_key
+from addons.flowutil import exchange_of, refuse
+from addons.state import GatewayState
+
+log = logging.getLogger(__name__)
+
+# Headers that carry a caller's credentials; none of them may reach the upstream.
+CALLER_AUTH_HEADERS = ("x-api-key", "authorization", "proxy-authorization", "x-gatehouse-token")
+
+
+class Credentials:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    def configure(self, updated: set[str]) -> None:
+        if "flow_detail" in updated and ctx.options.flow_detail > 1:
+            # Levels 2+ print request headers, and so the injected API key, to the log.
+            log.warning("gatehouse: flow_detail > 1 would log the injected API key and prompts; using 1")
+            ctx.options.update(flow_detail=1)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        policy = self.state.require_policy()
+        if route_host(policy, flow.request.host) is not HostRoute.API:
+            return
+        for name in CALLER_AUTH_HEADERS:
+            flow.request.headers.pop(name, None)
+        ex = exchange_of(flow)
+        source, group = key_source_for(policy, ex.identity)
+        try:
+            key = read_key(source)
+        except MissingKey as e:
+            log.error(f"gatehouse: {e}")
+            refuse(flow, apierrors.api_error(f"{e}. Ask your gateway operator to configure [credentials] in the policy."), "credentials")
+            return
+        flow.request.headers["x-api-key"] = key
+        ex.decide("credentials", "inject", f"gateway key from {source.describe()}", group=group)
+        up = self.state.upstream
+        if self.state.upstream_overridden:
+            flow.request.scheme = up.scheme
+            flow.request.host = up.hostname or ""
+            flow.request.port = up.port or (443 if up.scheme == "https" else 80)
+            flow.request.path = up.path.rstrip("/") + flow.request.path

@@ -1,0 +1,23 @@
+"""Gives every flow an Exchange and its id, and stamps the id on every response the client gets."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from addons.core.exchange import EXCHANGE_ID_HEADER
+from addons.flowutil import exchange_of
+
+
+class ExchangeIds:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        exchange_of(flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # Relayed responses; the gateway's own refusals get the header in flowutil.refuse.
+        if flow.response is not None:
+            flow.response.headers[EXCHANGE_ID_HEADER] = exchange_of(flow).exchange_id
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # Responses set by a `request` hook never pass through `responseheaders`.
+        if flow.response is not None and EXCHANGE_ID_HEADER not in flow.response.headers:
+            flow.response.headers[EXCHANGE_ID_HEADER] = exchange_of(flow).exchange_id

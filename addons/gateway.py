@@ -1,0 +1,22 @@
+"""The script mitmdump loads: `mitmdump -s addons/gateway.py --set gateway_policy=FILE`.
+
+mitmproxy puts this file's folder first on sys.path while loading it, so everything is
+imported from the installed `addons` package by absolute name, and no module in this
+folder may be named like a library it uses (jwt, re2, http...).
+"""
+
+from addons.access import Access
+from addons.credentials import Credentials
+from addons.exchanges import ExchangeIds
+from addons.gatewaypolicy import PolicyLoader
+from addons.state import GatewayState
+
+state = GatewayState()
+
+# Stack order (DESIGN.md): identity, access, credentials, masking, commands, approvals, recorder.
+addons = [
+    PolicyLoader(state),
+    ExchangeIds(),
+    Access(state),
+    Credentials(state),
+]

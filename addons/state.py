@@ -1,0 +1,21 @@
+"""State shared by the addons of one gateway: the loaded policy and the effective upstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+from addons.core.policy import DEFAULT_UPSTREAM, Policy
+
+
+@dataclass
+class GatewayState:
+    policy: Policy | None = None
+    upstream: SplitResult = urlsplit(DEFAULT_UPSTREAM)
+    # True when the upstream is not api.anthropic.com (an option or the policy overrode it).
+    upstream_overridden: bool = False
+
+    def require_policy(self) -> Policy:
+        if self.policy is None:
+            raise RuntimeError("the gateway policy is not loaded")
+        return self.policy

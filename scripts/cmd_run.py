@@ -1,0 +1,89 @@
+"""`gatehouse run`: start mitmdump with the Gatehouse addon stack."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from addons.core.policy import load_policy
+from addons.core.policyfile import PolicyError
+from scripts.common import CA_CERT_NAME, DEFAULT_LISTEN, confdir_for, gateway_script, parse_listen, quickstart_policy
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="start the gateway",
+        description="Start the gateway (mitmdump with the Gatehouse addons) on a policy. The policy is "
+                    "validated first; the CA lives in <state_dir>/mitmproxy. Arguments after `--` go to mitmdump.",
+        epilog="example: gatehouse run --policy policies/quickstart.toml --listen 127.0.0.1:8080",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--policy", type=Path, default=None, help="policy file (default: the quick-start policy)")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN})")
+    p.add_argument("--upstream", default="", help="override the upstream base URL (gateway_upstream)")
+    p.add_argument("mitmdump_args", nargs=argparse.REMAINDER, help="extra mitmdump arguments, after --")
+    p.set_defaults(func=run)
+
+
+def mitmdump_command() -> list[str]:
+    sibling = Path(sys.executable).parent / "mitmdump"
+    if sibling.exists():
+        return [str(sibling)]
+    found = shutil.which("mitmdump")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+
+
+def ensure_ca(confdir: Path) -> Path:
+    """Create the gateway's CA now, so its path can be printed before mitmdump starts."""
+    from mitmproxy.certs import CertStore
+
+    confdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    CertStore.from_store(str(confdir), "mitmproxy", 2048)
+    return confdir / CA_CERT_NAME
+
+
+def prepare(policy_path: Path) -> list[str]:
+    """Per-feature start-up preparation (e.g. the local dev issuer's keys); returns lines to print."""
+    try:
+        from scripts.devsetup import prepare_quickstart
+    except ImportError:
+        return []
+    return prepare_quickstart(policy_path)
+
+
+def run(args: argparse.Namespace) -> int:
+    policy_path = args.policy or quickstart_policy()
+    try:
+        host, port = parse_listen(args.listen)
+        policy = load_policy(policy_path)
+    except (ValueError, PolicyError) as e:
+        print(f"gatehouse run: {e}", file=sys.stderr)
+        return 1
+    confdir = confdir_for(policy.gateway.state_dir)
+    ca = ensure_ca(confdir)
+    extra = list(args.mitmdump_args)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    cmd = mitmdump_command() + [
+        "--listen-host", host, "--listen-port", str(port),
+        "--set", f"confdir={confdir}",
+        "-s", str(gateway_script()),
+        "--set", f"gateway_policy={Path(policy_path).resolve()}",
+    ]
+    if args.upstream:
+        cmd += ["--set", f"gateway_upstream={args.upstream}"]
+    cmd += extra
+    notes = prepare(Path(policy_path))
+    print(f"Gatehouse on {host}:{port}, policy {policy_path}", file=sys.stderr)
+    print("Point a client at it (in another shell):", file=sys.stderr)
+    print(f'  eval "$(gatehouse env --gateway {host}:{port} --ca {ca})"', file=sys.stderr)
+    for line in notes:
+        print(f"  {line}", file=sys.stderr)
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)
+    return 0  # not reached

@@ -1,0 +1,50 @@
+"""Shared fixtures: a fake Anthropic upstream and real mitmdump gateways in front of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from fake_upstream import FakeUpstream
+from harness import Gateway, write_policy
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """A fake Anthropic API over TLS with its own CA (the gateway trusts it explicitly)."""
+    with FakeUpstream(tls=True) as up:
+        yield up
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Gateway]]:
+    """Start gateways on a policy text; all are stopped at the end of the test."""
+    started: list[Gateway] = []
+
+    def start(policy: str = "", *, name: str = "policy.toml", env: dict[str, str] | None = None,
+              extra_args: list[str] | None = None, upstream_url: str | None = None,
+              start: bool = True) -> Gateway:
+        workdir = tmp_path / f"gw{len(started)}"
+        workdir.mkdir()
+        gw = Gateway(
+            policy_path=write_policy(workdir, policy, name),
+            workdir=workdir,
+            upstream=upstream_url or upstream.base_url,
+            upstream_ca=upstream.ca_cert_path,
+            env=env or {},
+            extra_args=extra_args or [],
+        )
+        started.append(gw)
+        return gw.start() if start else gw
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory) -> Gateway:
+    """A gateway on a minimal policy (no identity), in front of the fake upstream."""
+    return gateway_factory("")
