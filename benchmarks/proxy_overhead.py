@@ -1,0 +1,135 @@
+"""Latency the gateway adds, against bare mitmdump and a direct connection, measured in one run.
+
+The same fake upstream (TLS, separate process) answers the same ~200 KB Claude Code-shaped
+request three ways:
+  direct   client -> upstream
+  bare     client -> mitmdump (no addons) -> upstream
+  gateway  client -> mitmdump with the Gatehouse stack -> upstream
+and the script prints median and p99 latency of each, and the ratio gateway/bare.
+
+    .venv/bin/python benchmarks/proxy_overhead.py [--requests 200] [--stream]
+
+Timings on a shared machine are noisy: compare ratios from one run, not absolute numbers
+across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import GATEWAY_KEY, Gateway, free_port, mitmdump_bin, write_policy  # noqa: E402
+
+from payloads import claude_code_request  # noqa: E402  (the script folder is on sys.path)
+
+
+def start_upstream(cert_dir: Path) -> tuple[subprocess.Popen, str, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "fake_upstream.py"), "--port", str(port), "--tls", "--cert-dir", str(cert_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    base_url = proc.stdout.readline().strip()
+    ca = proc.stdout.readline().strip()
+    return proc, base_url, ca
+
+
+def start_bare_mitmdump(workdir: Path, upstream_ca: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    confdir = workdir / "bare-mitmproxy"
+    proc = subprocess.Popen(
+        [mitmdump_bin(), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port), "--set", f"confdir={confdir}",
+         "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not (confdir / "mitmproxy-ca-cert.pem").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    return proc, port
+
+
+def measure(client: httpx.Client, url: str, body: bytes, n: int, stream: bool) -> list[float]:
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": "caller"}
+    times = []
+    for i in range(n + 5):
+        t0 = time.perf_counter()
+        if stream:
+            with client.stream("POST", url, content=body, headers=headers) as r:
+                for _ in r.iter_bytes():
+                    pass
+                status = r.status_code
+        else:
+            r = client.post(url, content=body, headers=headers)
+            status = r.status_code
+        dt = time.perf_counter() - t0
+        if status != 200:
+            raise SystemExit(f"{url}: HTTP {status}")
+        if i >= 5:  # warm-up: connection set-up, certificate generation
+            times.append(dt)
+    return times
+
+
+def summarize(name: str, times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    med = statistics.median(times)
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    print(f"{name:8s} median {med * 1000:7.2f} ms   p99 {p99 * 1000:7.2f} ms   (n={len(times)})")
+    return {"median": med, "p99": p99}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--stream", action="store_true", help="ask for SSE responses")
+    args = ap.parse_args()
+
+    body_doc = claude_code_request(target_bytes=200_000, stream=args.stream)
+    body = json.dumps(body_doc).encode()
+    print(f"payload: {len(body)} bytes, {len(body_doc['messages'])} messages, stream={args.stream}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        up_proc, base_url, up_ca = start_upstream(tmp / "certs")
+        bare_proc, bare_port = start_bare_mitmdump(tmp, up_ca)
+        gw = Gateway(policy_path=write_policy(tmp, ""), workdir=tmp, upstream=base_url, upstream_ca=up_ca,
+                     extra_args=["-q"], env={"ANTHROPIC_API_KEY": GATEWAY_KEY})
+        gw.start()
+        try:
+            results = {}
+            up_ctx = ssl.create_default_context(cafile=up_ca)
+            with httpx.Client(verify=up_ctx, timeout=60) as c:
+                results["direct"] = summarize("direct", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream))
+            bare_ctx = ssl.create_default_context(cafile=str(tmp / "bare-mitmproxy" / "mitmproxy-ca-cert.pem"))
+            with httpx.Client(proxy=f"http://127.0.0.1:{bare_port}", verify=bare_ctx, timeout=60) as c:
+                results["bare"] = summarize("bare", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream))
+            gw_ctx = ssl.create_default_context(cafile=gw.ca_path)
+            with httpx.Client(proxy=gw.proxy_url(), verify=gw_ctx, timeout=60) as c:
+                results["gateway"] = summarize("gateway", measure(c, "https://api.anthropic.com/v1/messages", body, args.requests, args.stream))
+        finally:
+            gw.stop()
+            bare_proc.terminate()
+            up_proc.terminate()
+            bare_proc.wait(10)
+            up_proc.wait(10)
+    g, b, d = results["gateway"], results["bare"], results["direct"]
+    print(f"ratio gateway/bare: median {g['median'] / b['median']:.2f}x, p99 {g['p99'] / b['p99']:.2f}x")
+    print(f"added by the gateway over bare mitmdump: median {(g['median'] - b['median']) * 1000:.2f} ms")
+    print(f"ratio bare/direct: median {b['median'] / d['median']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
