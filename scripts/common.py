@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 from addons.core.policy import DEFAULT_STATE_DIR
@@ -13,11 +12,15 @@ CA_CERT_NAME = "mitmproxy-ca-cert.pem"
 
 def quickstart_policy() -> Path:
     """The quick-start policy: the repo's file in a checkout, the packaged copy otherwise."""
-    return Path(str(importlib.resources.files("policies") / "quickstart.toml"))
+    import policies
+
+    return Path(policies.__file__).parent / "quickstart.toml"
 
 
 def gateway_script() -> Path:
-    return Path(str(importlib.resources.files("addons") / "gateway.py"))
+    import addons
+
+    return Path(addons.__file__).parent / "gateway.py"
 
 
 def confdir_for(state_dir: Path) -> Path:
