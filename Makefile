@@ -6,9 +6,11 @@ LISTEN ?= 127.0.0.1:8080
 POLICY ?= policies/quickstart.toml
 NODE_TOOLS := .tools/node
 CLAUDE := $(NODE_TOOLS)/node_modules/.bin/claude
+# Node tools the tests use: the Claude Code CLI, a real OpenID Provider for interop tests.
+NODE_PACKAGES := @anthropic-ai/claude-code oidc-provider@^9.13.3
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit bench demo clean claude-cli
+.PHONY: install run test test-unit bench demo clean node-tools
 
 # The stamp depends on pyproject.toml so that a changed dependency list re-installs.
 $(VENV)/.installed: pyproject.toml
@@ -25,18 +27,20 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The Claude Code CLI from the npm registry, into a git-ignored folder.
-$(CLAUDE):
+# The Claude Code CLI and other Node tools from the npm registry, into a git-ignored folder.
+# The stamp depends on the Makefile, so a changed package list re-installs.
+$(NODE_TOOLS)/.installed: Makefile
 	@mkdir -p $(NODE_TOOLS)
 	@[ -f $(NODE_TOOLS)/package.json ] || echo '{"private": true}' > $(NODE_TOOLS)/package.json
-	cd $(NODE_TOOLS) && npm install --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code
+	cd $(NODE_TOOLS) && npm install --no-audit --no-fund --loglevel=error $(NODE_PACKAGES)
+	@touch $@
 
-claude-cli: $(CLAUDE)
+node-tools: $(NODE_TOOLS)/.installed
 
 run: install
 	$(VENV)/bin/gatehouse run --policy $(POLICY) --listen $(LISTEN)
 
-test: install claude-cli
+test: install node-tools
 	GATEHOUSE_CLAUDE_BIN=$(abspath $(CLAUDE)) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install

@@ -8,7 +8,7 @@ from mitmproxy import http, tls
 
 from addons.core import access, apierrors
 from addons.core.access import HostRoute
-from addons.flowutil import exchange_of, refuse
+from addons.flowutil import exchange_of, fail_closed, refuse
 from addons.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -18,6 +18,7 @@ class Access:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
+    @fail_closed("access")
     def http_connect(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
@@ -32,6 +33,7 @@ class Access:
         if host and access.route_host(self.state.require_policy(), host) is HostRoute.PASSTHROUGH:
             data.ignore_connection = True
 
+    @fail_closed("access")
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
@@ -47,6 +49,7 @@ class Access:
         if length.isdigit() and (err := access.check_body_size(policy, int(length))):
             refuse(flow, err, "access", rule="max_body_bytes")
 
+    @fail_closed("access")
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return

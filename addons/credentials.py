@@ -9,7 +9,7 @@ from mitmproxy import ctx, http
 from addons.core import apierrors
 from addons.core.access import HostRoute, route_host
 from addons.core.credentials import MissingKey, key_source_for, read_key
-from addons.flowutil import exchange_of, refuse
+from addons.flowutil import exchange_of, fail_closed, refuse
 from addons.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ class Credentials:
             log.warning("gatehouse: flow_detail > 1 would log the injected API key and prompts; using 1")
             ctx.options.update(flow_detail=1)
 
+    @fail_closed("credentials")
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return

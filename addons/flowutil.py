@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+from typing import Any, Callable
+
 from mitmproxy import http
 
+from addons.core import apierrors
 from addons.core.apierrors import ApiError
 from addons.core.exchange import EXCHANGE_ID_HEADER, METADATA_KEY, Exchange
 
@@ -16,7 +22,10 @@ def exchange_of(flow: http.HTTPFlow) -> Exchange:
     return ex
 
 
-def refuse(flow: http.HTTPFlow, err: ApiError, stage: str, rule: str | None = None) -> None:
+log = logging.getLogger(__name__)
+
+
+def refuse(flow: http.HTTPFlow, err: ApiError, stage: str, rule: str | None = None, **detail: Any) -> None:
     """Answer the flow ourselves: it never reaches the upstream.
 
     Setting `flow.response` (rather than `flow.kill()`) is what makes the client see the
@@ -24,7 +33,47 @@ def refuse(flow: http.HTTPFlow, err: ApiError, stage: str, rule: str | None = No
     """
     ex = exchange_of(flow)
     ex.refused = True
-    ex.decide(stage, "deny", err.message, rule, status=err.status, error_type=err.type)
+    ex.decide(stage, "deny", err.message, rule, status=err.status, error_type=err.type, **detail)
     headers = err.headers()
     headers[EXCHANGE_ID_HEADER] = ex.exchange_id
     flow.response = http.Response.make(err.status, err.body(), headers)
+
+
+def fail_closed(stage: str) -> Callable:
+    """Turn an exception in a flow hook into a refusal instead of an uninspected forward.
+
+    mitmproxy runs a script's addons inside one error handler per event: an exception in one
+    hook logs "Addon error" and skips every later addon's hook for that event, after which the
+    flow goes on. A bug in masking would then send unmasked content to the upstream with the
+    caller's headers. Every flow hook of the gateway is wrapped in this, so a failure answers
+    the client with an `api_error` and the later addons see a refused flow.
+    """
+
+    def decorate(hook: Callable) -> Callable:
+        def fail(flow: http.HTTPFlow, e: Exception) -> None:
+            # The exception text may quote content; log only its type and where it happened.
+            log.error(f"gatehouse: internal error in {stage} ({type(e).__name__} at "
+                      f"{hook.__qualname__}); the flow was refused, not forwarded", exc_info=False)
+            exchange_of(flow).errors.append(f"{stage}: internal error {type(e).__name__}")
+            refuse(flow, apierrors.api_error(
+                f"Gatehouse could not process this request ({stage} failed) and did not forward it."), stage,
+                rule="internal_error")
+
+        if inspect.iscoroutinefunction(hook):
+            @functools.wraps(hook)
+            async def async_wrapper(self: Any, flow: http.HTTPFlow, *args: Any) -> None:
+                try:
+                    await hook(self, flow, *args)
+                except Exception as e:
+                    fail(flow, e)
+            return async_wrapper
+
+        @functools.wraps(hook)
+        def wrapper(self: Any, flow: http.HTTPFlow, *args: Any) -> None:
+            try:
+                hook(self, flow, *args)
+            except Exception as e:
+                fail(flow, e)
+        return wrapper
+
+    return decorate

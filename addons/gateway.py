@@ -9,14 +9,17 @@ from addons.access import Access
 from addons.credentials import Credentials
 from addons.exchanges import ExchangeIds
 from addons.gatewaypolicy import PolicyLoader
+from addons.identity import IdentityAddon
 from addons.state import GatewayState
 
 state = GatewayState()
+identity = IdentityAddon()
 
 # Stack order (DESIGN.md): identity, access, credentials, masking, commands, approvals, recorder.
 addons = [
-    PolicyLoader(state),
+    PolicyLoader(state, identity=identity),
     ExchangeIds(),
+    identity,
     Access(state),
     Credentials(state),
 ]

@@ -7,23 +7,32 @@ was logged during start-up, exits non-zero before serving anyone (DESIGN.md).
 from __future__ import annotations
 
 import logging
-from typing import Callable
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions
 
-from addons.core.policy import DEFAULT_UPSTREAM, Policy, load_policy, validate_upstream
+from addons.core.policy import API_HOST, DEFAULT_UPSTREAM, Policy, load_policy, validate_upstream
 from addons.core.policyfile import PolicyError
+from addons.core.tokens import TokenConfigError, TokenVerifier
+from addons.identity import IdentityAddon
 from addons.state import GatewayState
 
 log = logging.getLogger(__name__)
 
 
 class PolicyLoader:
-    def __init__(self, state: GatewayState, on_policy: list[Callable[[Policy], None]] | None = None) -> None:
+    """Loads the policy and hands each feature addon its part of it."""
+
+    def __init__(self, state: GatewayState, *, identity: IdentityAddon) -> None:
         self.state = state
-        # Called in order with each newly loaded policy, to configure the other addons.
-        self.on_policy = on_policy or []
+        self.identity = identity
+
+    def apply(self, policy: Policy) -> None:
+        """Configure the feature addons; raises PolicyError or TokenConfigError."""
+        verifier = TokenVerifier(policy.issuers) if policy.issuers else None
+        # Clients CONNECT to the API host even when the upstream is overridden.
+        self.identity.configure_verifier(verifier, api_hosts={API_HOST},
+                                         passthrough_hosts=set(policy.gateway.passthrough_hosts))
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -48,9 +57,8 @@ class PolicyLoader:
             upstream = policy.gateway.upstream
             if ctx.options.gateway_upstream:
                 upstream = validate_upstream(ctx.options.gateway_upstream, "--set gateway_upstream", "gateway_upstream")
-            for hook in self.on_policy:
-                hook(policy)
-        except PolicyError as e:
+            self.apply(policy)
+        except (PolicyError, TokenConfigError) as e:
             raise exceptions.OptionsError(str(e)) from None
         self.state.policy = policy
         self.state.upstream = urlsplit(upstream or DEFAULT_UPSTREAM)

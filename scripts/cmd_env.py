@@ -93,7 +93,14 @@ def run_env(args: argparse.Namespace) -> int:
         "# Hosts that should not go through the gateway (it only forwards the Claude API):",
         "# export NO_PROXY=localhost,127.0.0.1,.internal.example.com",
     ]
-    if not args.token:
+    if args.token:
+        lines += [
+            "# Identity: the token above rides in HTTPS_PROXY, which Claude Code reads once, at start.",
+            "# To refresh tokens without restarting it, use an apiKeyHelper in ~/.claude/settings.json:",
+            '#   {"apiKeyHelper": "gatehouse token --sub $USER --groups developers --print"}',
+            "# and unset ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN: Claude Code prefers them to the helper.",
+        ]
+    else:
         lines.insert(1, "# No --token: fine for a gateway without [[issuers]]; otherwise pass --token or use apiKeyHelper.")
     print("\n".join(lines))
     return 0

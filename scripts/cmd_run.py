@@ -10,6 +10,7 @@ from pathlib import Path
 
 from addons.core.policy import load_policy
 from addons.core.policyfile import PolicyError
+from scripts.devsetup import prepare_quickstart
 from scripts.common import CA_CERT_NAME, DEFAULT_LISTEN, confdir_for, gateway_script, parse_listen, quickstart_policy
 
 
@@ -47,15 +48,6 @@ def ensure_ca(confdir: Path) -> Path:
     return confdir / CA_CERT_NAME
 
 
-def prepare(policy_path: Path) -> list[str]:
-    """Per-feature start-up preparation (e.g. the local dev issuer's keys); returns lines to print."""
-    try:
-        from scripts.devsetup import prepare_quickstart
-    except ImportError:
-        return []
-    return prepare_quickstart(policy_path)
-
-
 def run(args: argparse.Namespace) -> int:
     policy_path = args.policy or quickstart_policy()
     try:
@@ -78,11 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if args.upstream:
         cmd += ["--set", f"gateway_upstream={args.upstream}"]
     cmd += extra
-    notes = prepare(Path(policy_path))
+    notes = prepare_quickstart(Path(policy_path), f"{host}:{port}")
     print(f"Gatehouse on {host}:{port}, policy {policy_path}", file=sys.stderr)
     print("Point a client at it (in another shell):", file=sys.stderr)
-    print(f'  eval "$(gatehouse env --gateway {host}:{port} --ca {ca})"', file=sys.stderr)
-    for line in notes:
+    for line in notes or [f'eval "$(gatehouse env --gateway {host}:{port} --ca {ca})"']:
         print(f"  {line}", file=sys.stderr)
     sys.stderr.flush()
     os.execv(cmd[0], cmd)

@@ -177,7 +177,7 @@ def sdk_client(gateway: Gateway, token: str | None = None, api_key: str = CALLER
     return anthropic.Anthropic(api_key=api_key, http_client=http_client, **kwargs)
 
 
-def claude_env(gateway: Gateway, home: Path, token: str | None = None, **extra: str) -> dict[str, str]:
+def claude_env(gateway: Gateway, home: Path, token: str | None = None, **extra: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("ANTHROPIC")}
     env.update(
         HOME=str(home),
@@ -187,12 +187,16 @@ def claude_env(gateway: Gateway, home: Path, token: str | None = None, **extra: 
         DISABLE_AUTOUPDATER="1",
         ANTHROPIC_API_KEY=CALLER_KEY,
     )
-    env.update(extra)
+    for k, v in extra.items():
+        if v is None:  # None removes a variable, e.g. the API key when apiKeyHelper must be used
+            env.pop(k, None)
+        else:
+            env[k] = v
     return env
 
 
 def run_claude(gateway: Gateway, workdir: Path, prompt: str, *, token: str | None = None,
-               args: list[str] | None = None, timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess:
+               args: list[str] | None = None, timeout: float = 120, **extra_env: str | None) -> subprocess.CompletedProcess:
     binary = claude_bin()
     need(binary is not None, "the Claude Code CLI is not installed (run `make claude-cli`)")
     home = workdir / "home"

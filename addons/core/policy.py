@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from addons.core.policyfile import PolicyError, Section
+from addons.core.tokens import IssuerConfig, parse_issuers
 
 API_HOST = "api.anthropic.com"
 DEFAULT_UPSTREAM = f"https://{API_HOST}"
@@ -86,7 +87,7 @@ class Policy:
     gateway: GatewayPolicy
     credentials: CredentialsPolicy
     groups: Mapping[str, GroupPolicy]
-    issuers: tuple[Any, ...] = ()
+    issuers: tuple[IssuerConfig, ...] = ()
     masking: Any = None
     recording: Any = None
 
@@ -171,13 +172,7 @@ def parse_policy(data: dict[str, Any], path: Path, raw: bytes = b"") -> Policy:
 
     # Sections whose parsers live with the feature that enforces them; imported here so that
     # a build without the feature refuses the section instead of ignoring it.
-    issuers: tuple[Any, ...] = ()
-    try:
-        from addons.core.tokens import parse_issuers
-    except ImportError:
-        root.unsupported("issuers")
-    else:
-        issuers = parse_issuers(root.sections("issuers"))
+    issuers = parse_issuers(root.sections("issuers"))
     if groups and not issuers:
         # Groups come from verified tokens; without an issuer nobody is in any group.
         raise root.error("groups", "groups need at least one [[issuers]] entry to take members from")
