@@ -10,16 +10,22 @@ from addons.credentials import Credentials
 from addons.exchanges import ExchangeIds
 from addons.gatewaypolicy import PolicyLoader
 from addons.identity import IdentityAddon
+from addons.masking import Masking
+from addons.recorder import Recorder
 from addons.state import GatewayState
 
 state = GatewayState()
 identity = IdentityAddon()
+masking = Masking()
+recorder = Recorder()
 
 # Stack order (DESIGN.md): identity, access, credentials, masking, commands, approvals, recorder.
 addons = [
-    PolicyLoader(state, identity=identity),
+    PolicyLoader(state, identity=identity, masking=masking, recorder=recorder),
     ExchangeIds(),
     identity,
     Access(state),
     Credentials(state),
+    masking,
+    recorder,
 ]

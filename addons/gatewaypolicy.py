@@ -11,10 +11,15 @@ from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions
 
+import addons
+
 from addons.core.policy import API_HOST, DEFAULT_UPSTREAM, Policy, load_policy, validate_upstream
 from addons.core.policyfile import PolicyError
 from addons.core.tokens import TokenConfigError, TokenVerifier
+from addons.core.masker import FingerprintKeyError, build_masker
 from addons.identity import IdentityAddon
+from addons.masking import Masking
+from addons.recorder import Recorder
 from addons.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -23,9 +28,11 @@ log = logging.getLogger(__name__)
 class PolicyLoader:
     """Loads the policy and hands each feature addon its part of it."""
 
-    def __init__(self, state: GatewayState, *, identity: IdentityAddon) -> None:
+    def __init__(self, state: GatewayState, *, identity: IdentityAddon, masking: Masking, recorder: Recorder) -> None:
         self.state = state
         self.identity = identity
+        self.masking = masking
+        self.recorder = recorder
 
     def apply(self, policy: Policy) -> None:
         """Configure the feature addons; raises PolicyError or TokenConfigError."""
@@ -33,6 +40,13 @@ class PolicyLoader:
         # Clients CONNECT to the API host even when the upstream is overridden.
         self.identity.configure_verifier(verifier, api_hosts={API_HOST},
                                          passthrough_hosts=set(policy.gateway.passthrough_hosts))
+        # One masker for the wire and the recorder's copy: the same rules and fingerprints.
+        masker = build_masker(policy.masking, policy.gateway.state_dir)
+        self.masking.configure_masker(masker, policy.masking)
+        assert policy.recording is not None
+        # Last: it opens the store and the spool, and checks S3 Object Lock.
+        self.recorder.configure_recording(policy.recording, state_dir=policy.gateway.state_dir, masker=masker,
+                                          policy_sha256=policy.sha256, gateway_version=addons.__version__)
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -58,7 +72,7 @@ class PolicyLoader:
             if ctx.options.gateway_upstream:
                 upstream = validate_upstream(ctx.options.gateway_upstream, "--set gateway_upstream", "gateway_upstream")
             self.apply(policy)
-        except (PolicyError, TokenConfigError) as e:
+        except (PolicyError, TokenConfigError, FingerprintKeyError) as e:
             raise exceptions.OptionsError(str(e)) from None
         self.state.policy = policy
         self.state.upstream = urlsplit(upstream or DEFAULT_UPSTREAM)

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from addons.core.policyfile import PolicyError, Section
+from addons.core.recording_policy import RecordingPolicy, parse_recording
+from addons.core.rules import MaskingPolicy, parse_masking
 from addons.core.tokens import IssuerConfig, parse_issuers
 
 API_HOST = "api.anthropic.com"
@@ -88,8 +90,8 @@ class Policy:
     credentials: CredentialsPolicy
     groups: Mapping[str, GroupPolicy]
     issuers: tuple[IssuerConfig, ...] = ()
-    masking: Any = None
-    recording: Any = None
+    masking: MaskingPolicy | None = None
+    recording: RecordingPolicy | None = None
 
 
 def validate_upstream(value: str, file: str, key: str) -> str:
@@ -170,28 +172,15 @@ def parse_policy(data: dict[str, Any], path: Path, raw: bytes = b"") -> Policy:
     groups = _parse_groups(root, gateway.allowed_endpoints)
     credentials = _parse_credentials(root.section("credentials"), set(groups))
 
-    # Sections whose parsers live with the feature that enforces them; imported here so that
-    # a build without the feature refuses the section instead of ignoring it.
+    # Sections whose parsers live with the feature that enforces them.
     issuers = parse_issuers(root.sections("issuers"))
     if groups and not issuers:
         # Groups come from verified tokens; without an issuer nobody is in any group.
         raise root.error("groups", "groups need at least one [[issuers]] entry to take members from")
 
-    masking = None
-    try:
-        from addons.core.rules import parse_masking
-    except ImportError:
-        root.unsupported("masking")
-    else:
-        masking = parse_masking(root.section("masking"))
+    masking = parse_masking(root.section("masking"))
 
-    recording = None
-    try:
-        from addons.core.recording_policy import parse_recording
-    except ImportError:
-        root.unsupported("recording")
-    else:
-        recording = parse_recording(root.section("recording"))
+    recording = parse_recording(root.section("recording"), base_dir=root.base_dir)
 
     # Tool-call rules and approvals are designed (DESIGN.md) but not built in this version.
     root.unsupported("commands")

@@ -1,0 +1,485 @@
+"""SSE: the parser, encoder and assembler, and the streaming pipeline, including the
+property that for any split of a stream into chunks the client gets what buffered masking
+gives, as a valid stream that the anthropic SDK parses to the same message."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import anthropic
+import httpx2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from addons.core.masker import Masker
+from addons.core.rules import MaskingPolicy, parse_masking
+from addons.core.sse import (
+    MessageAssembler,
+    SseParser,
+    SsePipeline,
+    assemble_message,
+    encode_event,
+    mask_sse_body,
+    parse_sse,
+)
+from test_rules import fake_pem, fake_secret, survives
+
+KEY = b"test-fingerprint-key-0123456789ab"
+
+
+@pytest.fixture(scope="module")
+def masker() -> Masker:
+    return Masker(parse_masking(None), KEY)
+
+
+def aws(seed: int = 1) -> str:
+    return fake_secret("aws-access-key-id", random.Random(seed))
+
+
+# --------------------------------------------------------------------------------------------
+# Building streams
+# --------------------------------------------------------------------------------------------
+
+
+def ev(name: str, **data: Any) -> tuple[str, dict[str, Any]]:
+    return name, {"type": name, **data}
+
+
+def message_start(**extra: Any) -> tuple[str, dict[str, Any]]:
+    return ev("message_start", message={
+        "id": "msg_01", "type": "message", "role": "assistant", "model": "gatehouse-test-model", "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 12, "output_tokens": 1}, **extra})
+
+
+def text_block(idx: int, text: str, rng: random.Random, max_piece: int = 9) -> list[tuple[str, dict[str, Any]]]:
+    out = [ev("content_block_start", index=idx, content_block={"type": "text", "text": ""})]
+    i = 0
+    while i < len(text):
+        n = rng.randint(1, max_piece)
+        out.append(ev("content_block_delta", index=idx, delta={"type": "text_delta", "text": text[i:i + n]}))
+        i += n
+    out.append(ev("content_block_stop", index=idx))
+    return out
+
+
+def tool_block(idx: int, name: str, inp: dict[str, Any], rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
+    js = json.dumps(inp, ensure_ascii=False)
+    out = [ev("content_block_start", index=idx,
+              content_block={"type": "tool_use", "id": f"toolu_{idx:04d}", "name": name, "input": {}}),
+           ev("content_block_delta", index=idx, delta={"type": "input_json_delta", "partial_json": ""})]
+    i = 0
+    while i < len(js):
+        n = rng.randint(1, 15)
+        out.append(ev("content_block_delta", index=idx, delta={"type": "input_json_delta", "partial_json": js[i:i + n]}))
+        i += n
+    out.append(ev("content_block_stop", index=idx))
+    return out
+
+
+def thinking_block(idx: int, text: str, signature: str, rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
+    out = [ev("content_block_start", index=idx, content_block={"type": "thinking", "thinking": "", "signature": ""})]
+    for i in range(0, len(text), 11):
+        out.append(ev("content_block_delta", index=idx, delta={"type": "thinking_delta", "thinking": text[i:i + 11]}))
+    out.append(ev("content_block_delta", index=idx, delta={"type": "signature_delta", "signature": signature}))
+    out.append(ev("content_block_stop", index=idx))
+    return out
+
+
+def ending(stop_reason: str = "end_turn") -> list[tuple[str, dict[str, Any]]]:
+    return [ev("message_delta", delta={"stop_reason": stop_reason, "stop_sequence": None},
+               usage={"output_tokens": 321}),
+            ev("message_stop")]
+
+
+def encode(events: list[tuple[str, dict[str, Any]]], newline: str = "\n") -> bytes:
+    raw = b"".join(encode_event(n, d) for n, d in events)
+    return raw.replace(b"\n", newline.encode()) if newline != "\n" else raw
+
+
+def run(pipe: SsePipeline, data: bytes, cuts: list[int]) -> tuple[bytes, list[Any]]:
+    """Feed `data` split at `cuts`; returns the output and every value the pipeline returned."""
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
+    returned = [pipe(data[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
+    end = pipe(b"")
+    out = b"".join(r if isinstance(r, bytes) else b"".join(r) for r in returned) + end
+    return out, returned
+
+
+def sdk_message(data: bytes) -> Any:
+    """The anthropic SDK's own parse of an SSE body: its Stream decoder and accumulator."""
+    transport = httpx2.MockTransport(
+        lambda request: httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=data))
+    client = anthropic.Anthropic(api_key="sk-test", max_retries=0,
+                                 http_client=anthropic.DefaultHttpxClient(transport=transport))
+    with client.messages.stream(model="gatehouse-test-model", max_tokens=10,
+                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        return stream.get_final_message()
+
+
+def comparable(msg: dict[str, Any]) -> dict[str, Any]:
+    keep = ("type", "text", "thinking", "signature", "id", "name", "input", "data")
+    return {"content": [{k: b[k] for k in keep if k in b} for b in msg["content"]],
+            "stop_reason": msg.get("stop_reason"), "output_tokens": msg.get("usage", {}).get("output_tokens")}
+
+
+# --------------------------------------------------------------------------------------------
+# Parser, encoder, assembler
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nl", ["\n", "\r\n", "\r"])
+def test_parser_line_endings_comments_and_multiline_data(nl):
+    raw = (f": comment{nl}event: a{nl}data: {{\"x\":{nl}data:1}}{nl}{nl}"
+           f"data: {{\"type\": \"ping\"}}{nl}{nl}event: lonely{nl}{nl}id: 5{nl}retry: 9{nl}data:{{}}{nl}{nl}").encode()
+    for split in range(len(raw) + 1):
+        p = SseParser()
+        evs = p.feed(raw[:split]) + p.feed(raw[split:]) + p.finish()
+        assert [(e.name, e.data) for e in evs] == [("a", '{"x":\n1}'), (None, '{"type": "ping"}'), (None, "{}")]
+
+
+def test_parser_delivers_a_last_event_without_blank_line_at_the_end():
+    p = SseParser()
+    assert p.feed(b"event: x\ndata: {}") == []
+    assert p.pending_bytes > 0
+    assert [(e.name, e.data) for e in p.finish()] == [("x", "{}")]
+
+
+def test_parser_splits_inside_utf8_characters():
+    raw = encode_event("content_block_delta", {"delta": {"text": "é日🔑"}})
+    for split in range(len(raw)):
+        p = SseParser()
+        evs = p.feed(raw[:split]) + p.feed(raw[split:])
+        assert json.loads(evs[0].data)["delta"]["text"] == "é日🔑"
+
+
+def test_encode_event_and_parse_sse_round_trip():
+    data = {"type": "content_block_delta", "delta": {"text": "line1\nline2 é"}}
+    raw = encode_event("content_block_delta", data)
+    assert raw.startswith(b"event: content_block_delta\ndata: {") and raw.endswith(b"}\n\n") and raw.count(b"\n") == 3
+    assert parse_sse(raw) == [("content_block_delta", data)]
+    assert parse_sse(b'data: {"type":"ping"}\n\n') == [("ping", {"type": "ping"})]
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_sse(b"event: x\ndata: nope\n\n")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        parse_sse(b"data: [1]\n\n")
+
+
+def test_assemble_message(masker):
+    rng = random.Random(1)
+    events = [message_start(), *thinking_block(0, "hmm", "c2lnbmF0dXJl", rng),
+              *text_block(1, "Hello world", rng), *tool_block(2, "Bash", {"command": "ls -la"}, rng),
+              ev("content_block_delta", index=1, delta={"type": "citations_delta", "citation": {"cited_text": "x"}}),
+              *ending("tool_use")]
+    msg = assemble_message(events)
+    assert [b["type"] for b in msg["content"]] == ["thinking", "text", "tool_use"]
+    assert msg["content"][0] == {"type": "thinking", "thinking": "hmm", "signature": "c2lnbmF0dXJl"}
+    assert msg["content"][1]["text"] == "Hello world" and msg["content"][1]["citations"] == [{"cited_text": "x"}]
+    assert msg["content"][2]["input"] == {"command": "ls -la"}
+    assert msg["stop_reason"] == "tool_use"
+    assert msg["usage"] == {"input_tokens": 12, "output_tokens": 321}
+    assert "error" not in msg
+    err = assemble_message([message_start(), ev("error", error={"type": "overloaded_error", "message": "busy"})])
+    assert err["error"] == {"type": "overloaded_error", "message": "busy"}
+    asm = MessageAssembler()
+    for n, d in [message_start(), *tool_block(0, "X", {}, rng)[:1],
+                 ev("content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": '{"a": '})]:
+        asm.feed(n, d)
+    assert asm.result()["content"][0]["input"] == '{"a": '  # an unfinished input is kept as text
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline behaviour
+# --------------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_holding_returns_empty_list_never_empty_bytes(masker):
+    pipe = SsePipeline(masker)
+    rng = random.Random(2)
+    data = encode([message_start(), *text_block(0, "short text that stays in the window", rng)])
+    head = data[:data.index(b"event: content_block_delta")]
+    assert isinstance(pipe(head), bytes)  # message_start and block start go out at once
+    stop = data.index(b"event: content_block_stop")
+    returned = [pipe(data[i:min(i + 5, stop)]) for i in range(len(head), stop, 5)]
+    assert returned and all(r == [] for r in returned)  # all held: the text is within the window
+    released = pipe(data[stop:])
+    assert b"short text that stays in the window" in released  # released at the block's stop
+    assert pipe(b"") == b""  # the end signal: nothing left
+
+
+def test_tool_use_is_held_until_stop_then_masked_and_sent_whole(masker):
+    s = aws()
+    rng = random.Random(3)
+    events = [message_start(), *tool_block(0, "Bash", {"command": f"export AWS_ACCESS_KEY_ID={s}", "timeout": 5}, rng),
+              *ending("tool_use")]
+    data = encode(events)
+    pipe = SsePipeline(masker)
+    stop_at = data.index(b"event: content_block_stop")
+    first = pipe(data[:stop_at])
+    assert b"tool_use" not in (first if isinstance(first, bytes) else b"".join(first))
+    rest = pipe(data[stop_at:]) + pipe(b"")
+    out_events = parse_sse(rest)
+    names = [n for n, _ in out_events]
+    assert names[:3] == ["content_block_start", "content_block_delta", "content_block_stop"]
+    delta = out_events[1][1]["delta"]
+    assert delta["type"] == "input_json_delta"
+    inp = json.loads(delta["partial_json"])
+    assert inp["timeout"] == 5 and s not in inp["command"] and "[MASKED:aws-access-key-id:" in inp["command"]
+    assert [f.where for f in pipe.findings] == ["content[0].input.command"]
+    assert pipe.assembled["content"][0]["input"] == inp
+
+
+def test_judge_sees_the_complete_block_and_may_replace_it(masker):
+    seen = []
+
+    def judge(block):
+        seen.append(block)
+        if "rm -rf" in block["input"]["command"]:
+            return {"type": "text", "text": "Gatehouse blocked this command."}
+        return None
+
+    rng = random.Random(4)
+    data = encode([message_start(), *tool_block(0, "Bash", {"command": "rm -rf /"}, rng),
+                   *tool_block(1, "Bash", {"command": "ls"}, rng), *ending("tool_use")])
+    pipe = SsePipeline(masker, judge_tool_use=judge)
+    out, _ = run(pipe, data, list(range(0, len(data), 17)))
+    assert [b["input"]["command"] for b in seen] == ["rm -rf /", "ls"]
+    msg = assemble_message(parse_sse(out))
+    assert msg["content"][0] == {"type": "text", "text": "Gatehouse blocked this command."}
+    assert msg["content"][1]["input"] == {"command": "ls"}
+    assert sdk_message(out).content[0].text == "Gatehouse blocked this command."
+
+
+def test_pings_while_holding_and_only_then(masker):
+    clock = Clock()
+    pipe = SsePipeline(masker, clock=clock, ping_interval=15)
+    rng = random.Random(5)
+    big = {"content": "x" * 3000}
+    events = [message_start(), *tool_block(0, "Write", big, rng)[:-1]]  # its stop comes later
+    data = encode(events)
+    start = data.index(b"event: content_block_start")
+    assert pipe(data[:start])  # message_start goes out
+    pings = 0
+    for i in range(start, len(data), 200):
+        clock.t += 4  # the model writes a long tool input slowly
+        r = pipe(data[i:i + 200])
+        if r:
+            assert parse_sse(r) == [("ping", {"type": "ping"})]
+            pings += 1
+    assert pings >= 3 and pipe.pings_sent == pings
+    done = pipe(encode([ev("content_block_stop", index=0)]))
+    assert [n for n, _ in parse_sse(done)] == ["content_block_start", "content_block_delta", "content_block_stop"]
+    # Not holding anything: silence from upstream is passed on as silence.
+    idle = SsePipeline(masker, clock=clock, ping_interval=15)
+    idle(encode([message_start()]))
+    clock.t += 100
+    assert idle(encode([ev("ping")])) == encode([ev("ping")])
+    clock.t += 100
+    assert idle(b": keepalive comment\n\n") == []
+
+
+def test_thinking_signature_ping_pass_unchanged(masker):
+    s = aws()
+    rng = random.Random(6)
+    events = [message_start(), ev("ping"), *thinking_block(0, f"I saw {s} in the file", "c2ln/" + s, rng), *ending()]
+    pipe = SsePipeline(masker)
+    out, _ = run(pipe, encode(events), [7, 100, 300])
+    assert parse_sse(out) == events
+    assert pipe.findings == []
+
+
+def test_error_event_flushes_held_text_masked_then_passes(masker):
+    s = aws()
+    rng = random.Random(7)
+    events = [message_start(), *text_block(0, f"key {s} and", rng)[:-1],
+              ev("error", error={"type": "overloaded_error", "message": "Overloaded"})]
+    pipe = SsePipeline(masker)
+    out, _ = run(pipe, encode(events), [50, 200])
+    names = [n for n, _ in parse_sse(out)]
+    assert names[-1] == "error" and names[-2] == "content_block_delta"
+    assert s not in out.decode() and "[MASKED:aws-access-key-id:" in out.decode()
+    assert pipe.assembled["error"]["type"] == "overloaded_error"
+
+
+def test_stream_cut_short_inside_a_tool_block_is_masked(masker):
+    s = aws()
+    rng = random.Random(8)
+    events = [message_start(), *tool_block(0, "Bash", {"command": f"echo {s} > k"}, rng)[:-3]]
+    pipe = SsePipeline(masker)
+    out, _ = run(pipe, encode(events), [])
+    assert s not in out.decode()
+    assert [n for n, _ in parse_sse(out)][-1] == "content_block_stop"
+
+
+def test_non_json_event_is_masked_as_text(masker):
+    s = aws()
+    pipe = SsePipeline(masker)
+    out, _ = run(pipe, f"event: weird\ndata: raw {s}\n\n".encode(), [])
+    assert out.startswith(b"event: weird\ndata: raw [MASKED:aws-access-key-id:") and s.encode() not in out
+
+
+def test_pipeline_fails_closed(masker):
+    class Broken:
+        enabled = True
+
+        def scan(self, *a, **k):
+            raise RuntimeError("boom")
+
+    bad = Masker(masker.policy, KEY)
+    bad.scanner = Broken()  # type: ignore[assignment]
+    pipe = SsePipeline(bad)
+    rng = random.Random(9)
+    data = encode([message_start(), *text_block(0, "x" * 400, rng), *ending()])
+    out, returned = run(pipe, data, list(range(0, len(data), 64)))
+    events = parse_sse(out)
+    assert events[-1][0] == "error" and pipe.errors
+    assert "x" * 40 not in out.decode()
+
+
+def test_disabled_masking_passes_text_through(masker):
+    off = Masker(MaskingPolicy(rules=()), KEY)
+    s = aws()
+    rng = random.Random(10)
+    events = [message_start(), *text_block(0, f"key {s}", rng), *ending()]
+    out, _ = run(SsePipeline(off), encode(events), [10])
+    assert assemble_message(parse_sse(out))["content"][0]["text"] == f"key {s}"
+
+
+def test_buffered_sse_body_masked_like_a_stream(masker):
+    s = aws()
+    rng = random.Random(11)
+    events = [message_start(), *text_block(0, f"a {s} b", rng), *ending()]
+    masked, pipe = mask_sse_body(masker, encode(events))
+    msg = assemble_message(parse_sse(masked))
+    assert msg["content"][0]["text"] == masker.mask_text(f"a {s} b")[0]
+    assert [f.rule for f in pipe.findings] == ["aws-access-key-id"]
+
+
+# --------------------------------------------------------------------------------------------
+# The property: any chunking, same result as buffered, valid for the SDK
+# --------------------------------------------------------------------------------------------
+
+TEXT_BITS = ["Sure, here it is: ", "\n", " ", "é日🔑 ", "password = ", "token: ", "-----BEGIN", "AKIA", "```\n",
+             "The config file says ", ". Done.", "`", '"']
+
+
+@st.composite
+def streams(draw):
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    kinds = ["aws-access-key-id", "github-pat", "anthropic-api-key", "slack-bot-token", "stripe-secret-key",
+             "openai-api-key", "npm-token", "sendgrid-api-key", "google-api-key"]
+
+    def text() -> str:
+        parts = []
+        for _ in range(rng.randint(1, 8)):
+            r = rng.random()
+            if r < 0.35:
+                parts.append(fake_secret(rng.choice(kinds), rng))
+            elif r < 0.45:
+                parts.append(fake_pem(rng, rng.choice(["RSA ", "EC ", ""]), lines=rng.randint(1, 8)))
+            elif r < 0.55:
+                parts.append(f"DB_PASSWORD={fake_secret('npm-token', rng)[4:20]}\n")
+            else:
+                parts.append(rng.choice(TEXT_BITS) * rng.randint(1, 3))
+        return "".join(parts)
+
+    events = [message_start()]
+    if rng.random() < 0.3:
+        events.insert(1, ev("ping"))
+    idx = 0
+    for _ in range(draw(st.integers(1, 4))):
+        kind = rng.choice(["text", "text", "tool", "thinking"])
+        if kind == "text":
+            events += text_block(idx, text(), rng, max_piece=rng.choice([2, 5, 12]))
+        elif kind == "tool":
+            events += tool_block(idx, rng.choice(["Bash", "Write"]),
+                                 {"command": text(), "env": {"K": fake_secret("aws-access-key-id", rng)}, "n": 1}, rng)
+        else:
+            events += thinking_block(idx, text(), "c2ln/" + fake_secret("github-pat", rng), rng)
+        idx += 1
+        if rng.random() < 0.2:
+            events.append(ev("ping"))
+    events += ending(rng.choice(["end_turn", "tool_use"]))
+    newline = draw(st.sampled_from(["\n", "\n", "\r\n"]))
+    data = encode(events, newline)
+    cuts = draw(st.lists(st.integers(1, max(1, len(data) - 1)), max_size=60))
+    if draw(st.booleans()):  # also very fine splits: every few bytes
+        step = draw(st.integers(1, 7))
+        cuts += list(range(0, len(data), step))
+    return events, data, cuts
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(streams())
+def test_any_chunking_gives_the_buffered_result_and_a_valid_stream(case):
+    events, data, cuts = case
+    masker = Masker(parse_masking(None), KEY)
+    expected = assemble_message(events)
+    buffered_findings = masker.mask_response_message(expected)
+
+    pipe = SsePipeline(masker)
+    out, returned = run(pipe, data, cuts)
+    # mitmproxy contract: [] while holding, never b"" before the end
+    assert all(r == [] or (isinstance(r, bytes) and r) for r in returned)
+
+    # a valid stream: every event has its event: line, naming its type
+    raw_events = SseParser().feed(out)
+    assert raw_events and all(e.name == json.loads(e.data)["type"] for e in raw_events)
+    got = assemble_message(parse_sse(out))
+    assert comparable(got) == comparable(expected)
+    assert comparable(pipe.assembled) == comparable(expected)
+    assert sorted((f.rule, f.where, f.fingerprint) for f in pipe.findings) == \
+        sorted((f.rule, f.where, f.fingerprint) for f in buffered_findings)
+
+    # the anthropic SDK parses it to the same message
+    sdk = sdk_message(out).model_dump()
+    assert comparable(sdk) == comparable(expected)
+
+    # no secret of a text or tool block reaches the client (thinking passes unchanged)
+    original = assemble_message(events)
+    secrets = set()
+    for block in original["content"]:
+        if block["type"] == "text":
+            secrets |= {h.secret for h in masker.scanner.scan(block["text"])}
+        elif block["type"] == "tool_use":
+            secrets |= {h.secret for v in _strings(block["input"]) for h in masker.scanner.scan(v)}
+    visible = json.dumps([d for _, d in parse_sse(out)
+                          if d.get("delta", {}).get("type") not in ("thinking_delta", "signature_delta")],
+                         ensure_ascii=False)
+    for secret in secrets:
+        # Each run of secret material (a PEM block is several lines) must be gone; a 12-character
+        # window test would flag context names that some rules include, e.g. "DB_PASSWORD=".
+        for part in secret.split():
+            if len(part) >= 16:
+                assert part not in visible, part
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_secret_split_at_every_byte_boundary_is_caught(masker):
+    s = fake_secret("anthropic-api-key", random.Random(12))
+    rng = random.Random(13)
+    events = [message_start(), *text_block(0, f"export ANTHROPIC_API_KEY={s}\n", rng, max_piece=3), *ending()]
+    data = encode(events)
+    for step in (1, 2, 3, 5, 8, 13, 64, 1000):
+        pipe = SsePipeline(masker)
+        out, _ = run(pipe, data, list(range(0, len(data), step)))
+        assert not survives(s, out.decode()), step
