@@ -46,8 +46,14 @@ test: install node-tools
 test-unit: install
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
+# Each benchmark prints its figures against a baseline measured in the same run.
 bench: install
 	$(PY) benchmarks/proxy_overhead.py
+	$(PY) benchmarks/proxy_overhead.py --stream
+	$(PY) benchmarks/masking_throughput.py
+	$(PY) benchmarks/token_verify.py
+	$(PY) benchmarks/recording_size.py
+	$(PY) benchmarks/report_scale.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache build *.egg-info

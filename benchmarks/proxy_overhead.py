@@ -4,8 +4,11 @@ The same fake upstream (TLS, separate process) answers the same ~200 KB Claude C
 request three ways:
   direct   client -> upstream
   bare     client -> mitmdump (no addons) -> upstream
-  gateway  client -> mitmdump with the Gatehouse stack -> upstream
-and the script prints median and p99 latency of each, and the ratio gateway/bare.
+  unmasked client -> the Gatehouse stack with masking off ([masking] packs = []) -> upstream
+  gateway  client -> the full Gatehouse stack (masking and recording on) -> upstream
+and the script prints median and p99 latency of each, and the ratio gateway/bare. The
+difference gateway - unmasked is what masking adds; unmasked - bare is mostly the recorder
+(spool fsync included) plus access and credential checks.
 
     .venv/bin/python benchmarks/proxy_overhead.py [--requests 200] [--stream]
 
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import ssl
 import statistics
 import subprocess
@@ -105,9 +107,12 @@ def main() -> None:
         tmp = Path(tmp)
         up_proc, base_url, up_ca = start_upstream(tmp / "certs")
         bare_proc, bare_port = start_bare_mitmdump(tmp, up_ca)
-        gw = Gateway(policy_path=write_policy(tmp, ""), workdir=tmp, upstream=base_url, upstream_ca=up_ca,
-                     extra_args=["-q"], env={"ANTHROPIC_API_KEY": GATEWAY_KEY})
-        gw.start()
+        gateways = {}
+        for name, policy in (("unmasked", "[masking]\npacks = []\n"), ("gateway", "")):
+            workdir = tmp / name
+            workdir.mkdir()
+            gateways[name] = Gateway(policy_path=write_policy(workdir, policy), workdir=workdir, upstream=base_url,
+                                     upstream_ca=up_ca, extra_args=["-q"], env={"ANTHROPIC_API_KEY": GATEWAY_KEY}).start()
         try:
             results = {}
             up_ctx = ssl.create_default_context(cafile=up_ca)
@@ -116,11 +121,14 @@ def main() -> None:
             bare_ctx = ssl.create_default_context(cafile=str(tmp / "bare-mitmproxy" / "mitmproxy-ca-cert.pem"))
             with httpx.Client(proxy=f"http://127.0.0.1:{bare_port}", verify=bare_ctx, timeout=60) as c:
                 results["bare"] = summarize("bare", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream))
-            gw_ctx = ssl.create_default_context(cafile=gw.ca_path)
-            with httpx.Client(proxy=gw.proxy_url(), verify=gw_ctx, timeout=60) as c:
-                results["gateway"] = summarize("gateway", measure(c, "https://api.anthropic.com/v1/messages", body, args.requests, args.stream))
+            for name, gw in gateways.items():
+                gw_ctx = ssl.create_default_context(cafile=gw.ca_path)
+                with httpx.Client(proxy=gw.proxy_url(), verify=gw_ctx, timeout=60) as c:
+                    results[name] = summarize(name, measure(c, "https://api.anthropic.com/v1/messages", body,
+                                                            args.requests, args.stream))
         finally:
-            gw.stop()
+            for gw in gateways.values():
+                gw.stop()
             bare_proc.terminate()
             up_proc.terminate()
             bare_proc.wait(10)
@@ -128,6 +136,9 @@ def main() -> None:
     g, b, d = results["gateway"], results["bare"], results["direct"]
     print(f"ratio gateway/bare: median {g['median'] / b['median']:.2f}x, p99 {g['p99'] / b['p99']:.2f}x")
     print(f"added by the gateway over bare mitmdump: median {(g['median'] - b['median']) * 1000:.2f} ms")
+    u = results["unmasked"]
+    print(f"masking adds (gateway - unmasked): median {(g['median'] - u['median']) * 1000:.2f} ms")
+    print(f"recorder, access, credentials add (unmasked - bare): median {(u['median'] - b['median']) * 1000:.2f} ms")
     print(f"ratio bare/direct: median {b['median'] / d['median']:.2f}x")
 
 

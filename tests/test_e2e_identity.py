@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from fake_upstream import Reply, claude_code_tool_responder
+from fake_upstream import claude_code_tool_responder
 from harness import GATEWAY_KEY, run_claude, sdk_client
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,6 @@ import json
 import ssl
 import time
 
-import anthropic
 import httpx2 as httpx
 import pytest
 

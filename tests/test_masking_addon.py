@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy import exceptions, http
+from mitmproxy import http
 from mitmproxy.proxy.layers.http import HttpErrorHook, HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow, tutils
 
