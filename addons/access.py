@@ -29,8 +29,11 @@ class Access:
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         # A passthrough host's TLS is not intercepted: the tunnel carries the client's own TLS.
-        host = data.client_hello.sni or (data.context.server.address or ("",))[0]
-        if host and access.route_host(self.state.require_policy(), host) is HostRoute.PASSTHROUGH:
+        # Decided on where the tunnel goes (the CONNECT target), never on the client's SNI: a
+        # CONNECT to the API host with a passthrough name in its SNI would otherwise reach the
+        # API uninspected.
+        address = data.context.server.address
+        if address and access.route_host(self.state.require_policy(), address[0]) is HostRoute.PASSTHROUGH:
             data.ignore_connection = True
 
     @fail_closed("access")
@@ -44,8 +47,25 @@ class Access:
             return
         if route is not HostRoute.API:
             return
+        # mitmproxy's stream_large_bodies would send the body upstream before `request` runs:
+        # uninspected, with the caller's headers. API bodies are always read whole.
+        flow.request.stream = False
+        req = flow.request
+        if err := access.check_api_target(req.scheme, req.port):
+            refuse(flow, err, "access", rule="https_only")
+            return
+        if err := access.check_path(req.path):
+            refuse(flow, err, "access", rule="path")
+            return
+        if req.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            # A compressed body's decoded size is unknown until decoded (a 32 MiB gzip bomb
+            # inflates to gigabytes); Claude clients do not compress requests.
+            refuse(flow, apierrors.invalid_request("Gatehouse does not accept compressed request bodies "
+                                                   "(Content-Encoding); send the body uncompressed."),
+                   "access", rule="content_encoding")
+            return
         # Refuse an oversized body before mitmproxy reads it into memory.
-        length = flow.request.headers.get("content-length", "")
+        length = req.headers.get("content-length", "")
         if length.isdigit() and (err := access.check_body_size(policy, int(length))):
             refuse(flow, err, "access", rule="max_body_bytes")
 

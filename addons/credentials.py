@@ -37,6 +37,8 @@ class Credentials:
             return
         for name in CALLER_AUTH_HEADERS:
             flow.request.headers.pop(name, None)
+        # Trailers are sent after the body, past every check: none go upstream.
+        flow.request.trailers = None
         ex = exchange_of(flow)
         source, group = key_source_for(policy, ex.identity)
         try:
@@ -47,9 +49,10 @@ class Credentials:
             return
         flow.request.headers["x-api-key"] = key
         ex.decide("credentials", "inject", f"gateway key from {source.describe()}", group=group)
+        # Always route to the upstream explicitly, so nothing the client said about scheme or
+        # port decides where the gateway's key goes.
         up = self.state.upstream
-        if self.state.upstream_overridden:
-            flow.request.scheme = up.scheme
-            flow.request.host = up.hostname or ""
-            flow.request.port = up.port or (443 if up.scheme == "https" else 80)
-            flow.request.path = up.path.rstrip("/") + flow.request.path
+        flow.request.scheme = up.scheme
+        flow.request.host = up.hostname or ""
+        flow.request.port = up.port or (443 if up.scheme == "https" else 80)
+        flow.request.path = up.path.rstrip("/") + flow.request.path

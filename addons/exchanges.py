@@ -5,7 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from addons.core.exchange import EXCHANGE_ID_HEADER
-from addons.flowutil import exchange_of
+from addons.flowutil import exchange_of, refusal_response
 
 
 class ExchangeIds:
@@ -18,6 +18,12 @@ class ExchangeIds:
             flow.response.headers[EXCHANGE_ID_HEADER] = exchange_of(flow).exchange_id
 
     def response(self, flow: http.HTTPFlow) -> None:
+        ex = exchange_of(flow)
+        if ex.refusal is not None:
+            # A refusal made in `responseheaders` is a new Response, but mitmproxy then reads
+            # the upstream's body into it: put the refusal back whole, before later addons
+            # (masking, the recorder) look at it.
+            flow.response = refusal_response(ex)
         # Responses set by a `request` hook never pass through `responseheaders`.
-        if flow.response is not None and EXCHANGE_ID_HEADER not in flow.response.headers:
-            flow.response.headers[EXCHANGE_ID_HEADER] = exchange_of(flow).exchange_id
+        elif flow.response is not None and EXCHANGE_ID_HEADER not in flow.response.headers:
+            flow.response.headers[EXCHANGE_ID_HEADER] = ex.exchange_id

@@ -33,10 +33,16 @@ def refuse(flow: http.HTTPFlow, err: ApiError, stage: str, rule: str | None = No
     """
     ex = exchange_of(flow)
     ex.refused = True
+    ex.refusal = err
     ex.decide(stage, "deny", err.message, rule, status=err.status, error_type=err.type, **detail)
+    flow.response = refusal_response(ex)
+
+
+def refusal_response(ex: Exchange) -> http.Response:
+    err: ApiError = ex.refusal
     headers = err.headers()
     headers[EXCHANGE_ID_HEADER] = ex.exchange_id
-    flow.response = http.Response.make(err.status, err.body(), headers)
+    return http.Response.make(err.status, err.body(), headers)
 
 
 def fail_closed(stage: str) -> Callable:

@@ -24,6 +24,8 @@ from addons.state import GatewayState
 
 log = logging.getLogger(__name__)
 
+BODY_LIMIT_MARGIN = 1024 * 1024
+
 
 class PolicyLoader:
     """Loads the policy and hands each feature addon its part of it."""
@@ -60,8 +62,13 @@ class PolicyLoader:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if not ({"gateway_policy", "gateway_upstream"} & updated):
+        if not ({"gateway_policy", "gateway_upstream", "stream_large_bodies"} & updated):
             return
+        if getattr(ctx.options, "stream_large_bodies", None):
+            # Streamed request bodies leave before any addon has seen them.
+            raise exceptions.OptionsError(
+                "Gatehouse inspects every API body: mitmproxy's stream_large_bodies must not be set "
+                "(bodies over [gateway] max_body_bytes are refused instead)")
         if not ctx.options.gateway_policy:
             raise exceptions.OptionsError(
                 "Gatehouse needs a policy: --set gateway_policy=policies/quickstart.toml"
@@ -77,6 +84,12 @@ class PolicyLoader:
         self.state.policy = policy
         self.state.upstream = urlsplit(upstream or DEFAULT_UPSTREAM)
         self.state.upstream_overridden = upstream is not None
+        # Bounds the memory a body can take before any hook runs (a chunked body has no
+        # Content-Length to check): past max_body_bytes plus a margin, mitmproxy itself cuts it.
+        # Bodies between the two get the gateway's own 413 from Access.
+        limit = str(policy.gateway.max_body_bytes + BODY_LIMIT_MARGIN)
+        if getattr(ctx.options, "body_size_limit", limit) != limit:
+            ctx.options.update(body_size_limit=limit)
         if upstream is not None and ctx.options.connection_strategy != "lazy":
             # Eager would connect to api.anthropic.com on CONNECT; the override goes elsewhere.
             ctx.options.update(connection_strategy="lazy")

@@ -29,7 +29,8 @@ from typing import Any
 
 from mitmproxy import http
 
-from addons.core import apierrors
+from addons.core import apierrors, jsonbody
+from addons.core.jsonbody import DuplicateKey
 from addons.core.exchange import Finding
 from addons.core.masker import Masker
 from addons.core.rules import MaskingPolicy
@@ -78,7 +79,9 @@ def parse_json_body(message: http.Message, what: str) -> Any:
     except UnicodeDecodeError as e:
         raise UnparseableBody(f"{what} is not UTF-8 text (invalid byte at offset {e.start})") from None
     try:
-        return json.loads(text)
+        return jsonbody.loads(text)
+    except DuplicateKey as e:
+        raise UnparseableBody(f"{what} is ambiguous: {e}") from None
     except RecursionError:
         raise UnparseableBody(f"{what} is JSON nested too deeply to inspect") from None
     except ValueError as e:

@@ -43,7 +43,7 @@ from addons.core.records import (
 )
 from addons.core.spool import Recording, SpoolError, SpoolLocked
 from addons.core.stores import StoreError, open_store
-from addons.flowutil import exchange_of, refuse
+from addons.flowutil import exchange_of, fail_closed, refuse
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ class Recorder:
                  f"on_record_failure={policy.on_record_failure})")
 
     # -- hooks ----------------------------------------------------------------------------------
+    @fail_closed("recording")
     async def request(self, flow: http.HTTPFlow) -> None:
         if self.recording is None or flow.response is not None or flow.request.method == "CONNECT":
             return  # a refusal by an earlier addon is recorded in `response`
@@ -163,6 +164,7 @@ class Recorder:
         except Exception as e:  # noqa: BLE001 - whatever failed, the policy decides
             self._failed(flow, ex, e, can_refuse=True)
 
+    @fail_closed("recording")
     async def response(self, flow: http.HTTPFlow) -> None:
         if self.recording is None or flow in self._recorded:
             return

@@ -208,3 +208,22 @@ def run_claude(gateway: Gateway, workdir: Path, prompt: str, *, token: str | Non
 
 def have_node() -> bool:
     return shutil.which("node") is not None
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response from a raw socket: headers and a Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body

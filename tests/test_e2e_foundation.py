@@ -10,7 +10,7 @@ import anthropic
 import pytest
 
 from fake_upstream import Reply, claude_code_tool_responder
-from harness import CALLER_KEY, GATEWAY_KEY, REPO, sdk_client
+from harness import CALLER_KEY, GATEWAY_KEY, REPO, read_response, sdk_client
 
 pytestmark = pytest.mark.e2e
 
@@ -80,18 +80,10 @@ def test_oversized_body_gets_413(gateway_factory, upstream):
 
 
 def _raw_exchange(gateway, request: bytes) -> bytes:
-    """Send raw bytes to the proxy and read one whole response (headers + content-length body)."""
+    """Send raw bytes to the proxy and read one whole response."""
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
         s.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += s.recv(4096)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
-        while len(body) < length:
-            body += s.recv(4096)
-        return head + b"\r\n\r\n" + body
+        return read_response(s)
 
 
 def _connect(gateway, host: str, port: int = 443) -> bytes:

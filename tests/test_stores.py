@@ -50,7 +50,7 @@ def test_local_put_is_exclusive_durable_and_read_only(tmp_path: Path) -> None:
     assert store.put("records/c/000000000000.json", b"two") is False  # never overwritten
     assert store.get("records/c/000000000000.json") == b"one"
     mode = stat.S_IMODE((tmp_path / "rec/records/c/000000000000.json").stat().st_mode)
-    assert mode == 0o444
+    assert mode == 0o400
     assert list(store.list("records/")) == ["records/c/000000000000.json"]
     assert list(store.list("blobs/")) == []
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "rec").rglob("*"))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
-import json
+import re
 from enum import Enum
 
-from addons.core import apierrors
+from addons.core import apierrors, jsonbody
 from addons.core.apierrors import ApiError
 from addons.core.exchange import Identity
 from addons.core.policy import API_HOST, GroupPolicy, Policy, endpoint_allowed
@@ -19,6 +19,15 @@ class HostRoute(Enum):
     API = "api"  # intercepted, inspected, forwarded to the upstream
     PASSTHROUGH = "passthrough"  # tunnelled untouched (TLS not intercepted)
     DENY = "deny"
+
+
+def check_api_target(scheme: str, port: int) -> ApiError | None:
+    """The API is https on 443 only: anything else would carry the gateway's key in clear text
+    or to another service on the API host."""
+    if scheme != "https" or port != 443:
+        return apierrors.permission(f"Gatehouse only forwards https://{API_HOST} (port 443); "
+                                    f"this request was {scheme} on port {port}.")
+    return None
 
 
 def route_host(policy: Policy, host: str) -> HostRoute:
@@ -47,6 +56,19 @@ def caller_groups(policy: Policy, identity: Identity | None) -> list[GroupPolicy
     return [g for name, g in policy.groups.items() if name in mine]
 
 
+# Dot segments, encoded separators or dots, backslashes and empty segments: an upstream (or a
+# proxy in front of it) may normalise these into another endpoint than the one checked here.
+_AMBIGUOUS_PATH = re.compile(r"(^|/)\.\.?(/|$)|%2e|%2f|%5c|\\|//", re.IGNORECASE)
+
+
+def check_path(path: str) -> ApiError | None:
+    bare = path.split("?", 1)[0]
+    if not bare.startswith("/") or _AMBIGUOUS_PATH.search(bare):
+        return apierrors.invalid_request(
+            "Gatehouse refuses request paths with dot segments, encoded separators or empty segments.")
+    return None
+
+
 def check_endpoint(policy: Policy, path: str, identity: Identity | None) -> ApiError | None:
     bare = path.split("?", 1)[0]
     if not endpoint_allowed(bare, policy.gateway.allowed_endpoints):
@@ -70,7 +92,7 @@ def requested_model(path: str, body: bytes) -> str | None:
     """
     if path.split("?", 1)[0] not in MODEL_ENDPOINTS:
         return None
-    doc = json.loads(body)
+    doc = jsonbody.loads(body)
     if not isinstance(doc, dict):
         raise ValueError("the request body is not a JSON object")
     model = doc.get("model")

@@ -78,6 +78,9 @@ class Exchange:
     response_findings: list[Finding] = field(default_factory=list)
     # Set when the gateway itself answered (a refusal); the recorder stores it as an audit event.
     refused: bool = False
+    # The refusal the client gets (an ApiError: a message, never content), kept so that it can
+    # be put back if mitmproxy fills the response with the upstream's body afterwards.
+    refusal: Any = None
     errors: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 

@@ -90,13 +90,13 @@ def makedirs_durable(path: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir(mode=0o755)
+            d.mkdir(mode=0o700)  # conversation content: owner only
         except FileExistsError:
             continue
         _fsync_dir(d.parent)
 
 
-def write_exclusive(path: Path, data: bytes, *, mode: int = 0o444) -> bool:
+def write_exclusive(path: Path, data: bytes, *, mode: int = 0o400) -> bool:
     """Create `path` with `data` atomically and durably; False if it already exists.
 
     The data goes to a temporary file first, fsynced, then is hard-linked to its name: the

@@ -420,7 +420,8 @@ def parse_proxy_authorization(value: str) -> tuple[str, str | None]:
                              "goes in the password: HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT (run "
                              "`gatehouse token` to get one).")
         return password.strip(), user
-    raise TokenError("malformed", f"The proxy credentials use the {_show(scheme, 20)} scheme; use Basic "
+    # The scheme is not echoed: without a space, the "scheme" is the credential itself.
+    raise TokenError("malformed", "The proxy credentials use neither the Basic nor the Bearer scheme; use Basic "
                      "(HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT) or Bearer.")
 
 
