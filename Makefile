@@ -6,8 +6,9 @@ LISTEN ?= 127.0.0.1:8080
 POLICY ?= policies/quickstart.toml
 NODE_TOOLS := .tools/node
 CLAUDE := $(NODE_TOOLS)/node_modules/.bin/claude
-# Node tools the tests use: the Claude Code CLI, a real OpenID Provider for interop tests.
-NODE_PACKAGES := @anthropic-ai/claude-code oidc-provider@^9.13.3
+# Node tools the tests use: the Claude Code CLI, a real OpenID Provider for interop tests,
+# and Playwright's driver for the report's browser tests (it drives Debian's chromium).
+NODE_PACKAGES := @anthropic-ai/claude-code oidc-provider@^9.13.3 playwright-core@^1.65
 PYTEST_ARGS ?=
 
 .PHONY: install run test test-unit bench demo clean node-tools
@@ -54,6 +55,11 @@ bench: install
 	$(PY) benchmarks/token_verify.py
 	$(PY) benchmarks/recording_size.py
 	$(PY) benchmarks/report_scale.py
+
+# A scripted agent session through a real gateway and fake upstream, then its report.
+demo: install
+	$(PY) scripts/demo.py --out report/demo --screenshot report/demo/screenshot.png
+	@echo "open report/demo/index.html"
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache build *.egg-info
