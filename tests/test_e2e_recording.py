@@ -22,6 +22,7 @@ from s3_server import CREDENTIALS, S3Server
 
 pytestmark = pytest.mark.e2e
 MODEL = "claude-sonnet-4-6"
+GITHUB_PAT = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
 GATEHOUSE = str(Path(sys.executable).parent / "gatehouse")
 
 
@@ -55,7 +56,8 @@ def test_sdk_exchanges_are_recorded_and_verify(gateway_factory, upstream, tmp_pa
     gw = gateway_factory(local_policy(store))
     client = sdk_client(gw)
     upstream.enqueue(Reply.text("Buffered answer."))
-    msg = client.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "first"}])
+    msg = client.messages.create(model=MODEL, max_tokens=50, messages=[
+        {"role": "user", "content": f"first, with a secret {GITHUB_PAT}"}])
     upstream.enqueue(Reply.message([{"type": "text", "text": "Let me look."},
                                     {"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "ls -la"}}],
                                    stop_reason="tool_use"))
@@ -87,6 +89,8 @@ def test_sdk_exchanges_are_recorded_and_verify(gateway_factory, upstream, tmp_pa
         if path.is_file():
             data = path.read_bytes()
             assert GATEWAY_KEY.encode() not in data and CALLER_KEY.encode() not in data, path
+            assert GITHUB_PAT.encode() not in data, path
+    assert any(b"[MASKED:github-pat:" in p.read_bytes() for p in store.rglob("*.json"))
 
 
 def test_claude_code_session_is_recorded(gateway_factory, upstream, tmp_path):

@@ -86,3 +86,29 @@ def test_required_claims_against_provider_claims(op: OidcProvider) -> None:
     with pytest.raises(TokenError) as info:
         verifier(op, required_claims={"client_id": "someone-else"}).verify(token)
     assert info.value.check == "claims"
+
+
+# -- through a real mitmdump ---------------------------------------------------------------------
+
+@pytest.mark.e2e
+def test_provider_tokens_pass_the_gateway_and_forgeries_do_not(op: OidcProvider, gateway_factory, upstream) -> None:
+    import anthropic
+
+    from harness import sdk_client
+
+    gw = gateway_factory(f'[[issuers]]\nname = "op"\nissuer = "{op.issuer}"\naudience = "{RESOURCE}"\n'
+                         f'static_groups = ["ci"]\n\n[groups.ci]\nmodels = ["claude-*"]\n')
+    genuine = op.client_credentials_token()
+    msg = sdk_client(gw, token=genuine).messages.create(
+        model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert msg.content
+    impostor_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(claims(genuine) | {"sub": "admin"}, impostor_key, algorithm="RS256",
+                        headers={"kid": op.kid, "typ": "at+jwt"})
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        sdk_client(gw, token=forged).messages.create(
+            model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert "signature" in e.value.response.json()["error"]["message"]
+    assert len(upstream.requests.messages()) == 1
+    gw.stop()
+    assert genuine not in gw.log() and forged not in gw.log()

@@ -12,7 +12,6 @@ import hmac
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from idp_server import IdP, jwk_of, jwks_of
 from addons.core.policyfile import PolicyError, Section
 from addons.core.tokens import (
     MAX_TOKEN_BYTES,
@@ -46,22 +46,6 @@ RSA_B = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_EVIL = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_A = ec.generate_private_key(ec.SECP256R1())
 ED_A = ed25519.Ed25519PrivateKey.generate()
-
-
-def jwk_of(key: Any, kid: str, **extra: str) -> dict[str, Any]:
-    pub = key.public_key()
-    if isinstance(key, rsa.RSAPrivateKey):
-        d = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(pub))
-    elif isinstance(key, ec.EllipticCurvePrivateKey):
-        d = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(pub))
-    else:
-        d = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(pub))
-    d.update(kid=kid, use="sig", **extra)
-    return d
-
-
-def jwks_of(*pairs: tuple[Any, str]) -> dict[str, Any]:
-    return {"keys": [jwk_of(k, kid) for k, kid in pairs]}
 
 
 def b64(data: bytes) -> str:
@@ -99,54 +83,6 @@ class Clock:
         self.now += seconds
 
 
-# -- a real JWKS / discovery server on loopback --------------------------------------------------
-
-
-class IdP:
-    """An OpenID Provider's key endpoints: /.well-known/openid-configuration and /jwks."""
-
-    def __init__(self, jwks: dict[str, Any]) -> None:
-        self.jwks = jwks
-        self.hits: list[str] = []
-        idp = self
-
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:  # noqa: N802
-                idp.hits.append(self.path)
-                if self.path.endswith("/.well-known/openid-configuration"):
-                    body = json.dumps({"issuer": idp.issuer, "jwks_uri": idp.issuer + "/jwks"}).encode()
-                elif self.path == "/jwks":
-                    body = json.dumps(idp.jwks).encode()
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-        self.up = True
-
-    def down(self) -> None:
-        """Stop serving: later fetches get connection refused."""
-        if self.up:
-            self.server.shutdown()
-            self.server.server_close()
-            self.up = False
-
-    @property
-    def jwks_fetches(self) -> int:
-        return self.hits.count("/jwks")
 
 
 @pytest.fixture
