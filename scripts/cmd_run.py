@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, PolicyError) as e:
         print(f"gatehouse run: {e}", file=sys.stderr)
         return 1
+    # The state dir holds keys and the spool: owner only, created before anything inside it.
+    policy.gateway.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     confdir = confdir_for(policy.gateway.state_dir)
     ca = ensure_ca(confdir)
     extra = list(args.mitmdump_args)
