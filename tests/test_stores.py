@@ -61,6 +61,57 @@ def test_local_put_is_exclusive_durable_and_read_only(tmp_path: Path) -> None:
             store.put(bad, b"x")
 
 
+def _all_keys_sorted(root: Path, prefix: str = "") -> list[str]:
+    """What LocalStore.list returned before it streamed: walk everything, then sort."""
+    keys = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        keys.extend(rel + n for n in filenames if not n.startswith(".tmp-") and (rel + n).startswith(prefix))
+    return sorted(keys)
+
+
+def test_local_list_is_sorted_and_prefix_filtered_like_a_full_sort(tmp_path: Path) -> None:
+    # Names where directory order and key order differ: "a" (a directory) sorts after "a-b"
+    # and "a.json" as a key ("a/..."), "/" being after "-" and ".".
+    store = LocalStore(tmp_path)
+    for key in ("a/x.json", "a-b/y.json", "a.json", "a/b/c.json", "a/b.json", "ab", "records/c-1/000000000001.json",
+                "records/c/000000000000.json", "records/c/000000000001.json", "records/c.json", "records/cc/z.json",
+                "blobs/sha256/ab/ab.json", "Z", "é/1", "e/1"):
+        store.put(key, b"x")
+    (tmp_path / "a" / ".tmp-123").write_bytes(b"partial")
+    (tmp_path / "empty" / "dir").mkdir(parents=True)
+    os.symlink(tmp_path / "a", tmp_path / "link-to-dir")  # not followed, as os.walk does not
+    expected = _all_keys_sorted(tmp_path)
+    assert list(store.list()) == expected and expected == sorted(expected)
+    assert not any(".tmp-" in k or k.startswith("link-to-dir") for k in expected)
+    for prefix in ("", "a", "a/", "a/b", "a-", "records/", "records/c", "records/c/", "records/c/0000000000001",
+                   "records/c-", "nothing/", "nothing", "blobs/sha256/", "é"):
+        assert list(store.list(prefix)) == _all_keys_sorted(tmp_path, prefix), prefix
+    assert list(LocalStore(tmp_path / "absent").list()) == []
+
+
+def test_local_list_reads_one_directory_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing is lazy: the first key comes before the rest of the store is read."""
+    store = LocalStore(tmp_path)
+    for chain in ("c1", "c2", "c3"):
+        for seq in range(3):
+            store.put(records.record_key(chain, seq), b"{}")
+    scanned: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        scanned.append(os.path.relpath(path, tmp_path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    keys = store.list("records/")
+    assert next(keys) == records.record_key("c1", 0)
+    assert scanned == ["records", os.path.join("records", "c1")]  # c2 and c3 not yet read
+    assert list(keys)[-1] == records.record_key("c3", 2)
+    assert len(scanned) == 4
+
+
 def test_local_extend_retention_touches_the_file(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put("blobs/sha256/aa/x.json", b"{}")

@@ -15,8 +15,8 @@ Memory is bounded by one session, not the store: a first pass copies each record
 small; the large parts are blobs) into an SQLite file inside the output folder, indexed by
 session; each session is then read back, its blobs loaded, rendered and dropped. A session
 whose records, integrity and renderer are unchanged since the last run into the same folder
-is not rendered again. (`verify.verify_store` itself holds per-record state for the whole
-store; see docs/report.md.)
+is not rendered again. (`verify.verify_store` keeps a few dozen bytes per record, not the
+records themselves.)
 
 "Only what is new in each turn": Claude Code resends the whole conversation every turn. Each
 request's message list is matched against every conversation prefix already seen in the

@@ -123,6 +123,41 @@ def write_exclusive(path: Path, data: bytes, *, mode: int = 0o400) -> bool:
     return True
 
 
+def _walk_sorted(path: str, rel: str, prefix: str) -> Iterator[str]:
+    """Keys (`rel` + relative path) of the files under directory `path` that start with
+    `prefix`, in sorted order, reading one directory at a time.
+
+    A directory's entries sort as their names, a subdirectory's as its name + "/": every key
+    under it starts with that, and no sibling's name contains "/", so visiting the entries in
+    that order and recursing yields exactly the order of sorting all keys. `prefix` matters
+    only in the first directory (below it every key already starts with it).
+    """
+    names: list[str] = []  # files as their names, directories as name + "/"
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if not entry.is_symlink():  # os.walk does not descend into links
+                        names.append(entry.name + "/")
+                elif not entry.name.startswith(".tmp-"):
+                    names.append(entry.name)
+    except OSError:
+        return  # vanished or unreadable: skipped, as os.walk does
+    names.sort()
+    for name in names:
+        key = rel + name
+        if prefix and not key.startswith(prefix):
+            continue
+        if name.endswith("/"):
+            yield from _walk_sorted(os.path.join(path, name[:-1]), key, "")
+        else:
+            yield key
+
+
 class LocalStore:
     """A directory; the default store (`recordings/`)."""
 
@@ -158,19 +193,17 @@ class LocalStore:
         return self.path(key).is_file()
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys starting with `prefix`, sorted; temporary files are skipped."""
+        """Keys starting with `prefix`, sorted; temporary files are skipped.
+
+        Lazy: directories are read one at a time as the walk reaches them (each one's entries
+        sorted), so memory is bounded by the largest directory, not the whole store. Like
+        `os.walk`, links to directories are not followed and unreadable directories are skipped.
+        """
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base if base else self.root
         if not start.is_dir():
-            return iter(())
-        keys = []
-        for dirpath, _dirnames, filenames in os.walk(start):
-            rel = os.path.relpath(dirpath, self.root)
-            rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            for name in filenames:
-                if not name.startswith(".tmp-") and (rel + name).startswith(prefix):
-                    keys.append(rel + name)
-        return iter(sorted(keys))
+            return
+        yield from _walk_sorted(str(start), base + "/" if base else "", prefix)
 
     def delete(self, key: str) -> None:
         """Remove an object (prune only). Read-only files go: the directory is writable."""

@@ -19,10 +19,12 @@ Checks, each reported with the store key and the check's name:
 from __future__ import annotations
 
 import hashlib
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -89,22 +91,43 @@ def load_trusted_keys(paths: Iterable[str | Path]) -> dict[str, Ed25519PublicKey
     return keys
 
 
-def _fmt_range(seqs: list[int]) -> list[tuple[int, int]]:
-    ranges: list[tuple[int, int]] = []
-    for s in sorted(seqs):
-        if ranges and s == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], s)
-        else:
-            ranges.append((s, s))
-    return ranges
+class _Chain:
+    """What verify keeps of one chain: per listed seq, whether the record could be read and its
+    hash (32 bytes), plus the few fields later checks need. Never a record's document: a store
+    holds far more records than memory (10,000 sessions of 20 exchanges, 4 GB as documents).
+    """
+
+    __slots__ = ("id", "seqs", "hashes", "read", "newest", "previous", "refs", "until")
+
+    def __init__(self, chain_id: str, seqs: Iterable[int]) -> None:
+        self.id = chain_id
+        self.seqs = array("q", sorted(seqs))  # every seq the listing had, read or not
+        self.hashes = bytearray(32 * len(self.seqs))
+        self.read = bytearray(len(self.seqs))  # 1 where the record was read (and hashed)
+        self.newest: int | None = None  # the highest seq read
+        self.previous: dict[str, Any] | None = None  # a signed start record's previous-run link
+        # Only when retention is checked: seq -> (the record's own chain id and seq, indexes of
+        # the listed blobs it references), and per listed seq its retain-until date.
+        self.refs: dict[int, tuple[Any, Any, array[int]]] = {}
+        self.until: list[datetime | None] = []
+
+    def hash(self, seq: int) -> str | None:
+        """The ``sha256:`` hash of record `seq`, None unless it was read."""
+        i = bisect_left(self.seqs, seq)
+        if i == len(self.seqs) or self.seqs[i] != seq or not self.read[i]:
+            return None
+        return "sha256:" + self.hashes[32 * i:32 * i + 32].hex()
 
 
-@dataclass
-class _Rec:
-    key: str
-    hash: str
-    doc: dict[str, Any] | None  # None when unreadable
-    valid_sig: bool
+def _gaps(read_seqs: Iterable[int], base: int) -> Iterator[tuple[int, int]]:
+    """The ranges of seqs after `base` and before the last of `read_seqs` (ascending) not in it."""
+    prev = base
+    for s in read_seqs:
+        if s <= base:
+            continue
+        if s > prev + 1:
+            yield prev + 1, s - 1
+        prev = s
 
 
 class _Verifier:
@@ -115,6 +138,11 @@ class _Verifier:
         self.check_retention = check_retention
         self.now = now
         self.result = VerifyResult(store.url, trust)
+        # Retention only: listed blobs (32-byte digests, listing order) and their indexes, and
+        # every blob some record references (listed or not).
+        self.blobs: list[bytes] = []
+        self.blob_index: dict[bytes, int] = {}
+        self.referenced: set[bytes] = set()
 
     def problem(self, key: str, check: str, message: str, *, chain: str | None = None, seq: int | None = None,
                 exchange_id: str | None = None) -> None:
@@ -143,24 +171,42 @@ class _Verifier:
 
     def run(self) -> VerifyResult:
         res = self.result
-        keys = list(self.store.list(""))
-        groups: dict[str, list[tuple[str, Any]]] = {"record": [], "checkpoint": [], "prune": [], "blob": [], "key": []}
-        for k in keys:
+        # One pass over the listing, keeping keys compactly: records as seqs per chain, blobs as
+        # digests; checkpoints and keys (a few per chain) as they are.
+        groups: dict[str, list[tuple[str, Any]]] = {"checkpoint": [], "prune": [], "key": []}
+        record_seqs: dict[str, array[int]] = {}
+        blobs: list[bytes] = []
+        for k in self.store.list(""):
             p = parse_key(k)
             if p is None:
                 if not k.endswith("/") and not k.split("/")[-1].startswith("."):
                     res.notes.append(f"{k}: not part of the recording layout (ignored)")
                 continue
-            groups[p.kind].append((k, p))
+            if p.kind == "record":
+                seqs = record_seqs.get(p.chain)
+                if seqs is None:
+                    seqs = record_seqs[p.chain] = array("q")
+                seqs.append(p.seq)
+            elif p.kind == "blob":
+                blobs.append(bytes.fromhex(p.hex))
+            else:
+                groups[p.kind].append((k, p))
 
         self._keys(groups["key"])
-        blob_hashes = self._blobs(groups["blob"])
+        blob_hashes = self._blobs(blobs)
+        if self.check_retention:
+            self.blobs = blobs
+            self.blob_index = {d: i for i, d in enumerate(blobs)}
+        del blobs
         prunes = self._prunes(groups["prune"])
-        chains = self._records(groups["record"], prunes, blob_hashes)
+        all_chains = self._records(record_seqs, prunes, blob_hashes)
+        del blob_hashes
+        # As verify always counted chains: those with at least one readable record.
+        chains = {cid: c for cid, c in all_chains.items() if c.newest is not None}
         self._checkpoints(groups["checkpoint"], chains, prunes)
         self._previous_runs(chains, prunes)
         if self.check_retention:
-            self._retention(keys, chains, prunes)
+            self._retention(groups, all_chains, chains, prunes)
         res.chains = len(chains)
         return res
 
@@ -191,18 +237,21 @@ class _Verifier:
         self.result.trusted_key_ids = sorted(self.trusted)
 
     # -- blobs ---------------------------------------------------------------------------------
-    def _blobs(self, items: list[tuple[str, Any]]) -> set[str]:
-        good: set[str] = set()
-        for k, p in items:
+    def _blobs(self, digests: list[bytes]) -> set[bytes]:
+        """The digests of the listed blobs whose content hashes to their name."""
+        good: set[bytes] = set()
+        for digest in digests:
+            k = records.blob_key(digest.hex())
             data = self._get(k)
             if data is None:
                 continue
             self.result.blobs += 1
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != p.hex:
-                self.problem(k, "blob", f"content hashes to sha256:{actual}, not to its name (the blob was modified)")
+            actual = hashlib.sha256(data).digest()
+            if actual != digest:
+                self.problem(k, "blob", f"content hashes to sha256:{actual.hex()}, not to its name (the blob was "
+                             "modified)")
                 continue
-            good.add(p.hex)
+            good.add(digest)
         return good
 
     # -- prune points --------------------------------------------------------------------------
@@ -240,81 +289,104 @@ class _Verifier:
         return prunes
 
     # -- records -------------------------------------------------------------------------------
-    def _records(self, items: list[tuple[str, Any]], prunes: dict[str, tuple[int, str]],
-                 blob_hashes: set[str]) -> dict[str, dict[int, _Rec]]:
-        chains: dict[str, dict[int, _Rec]] = {}
-        for k, p in sorted(items, key=lambda kp: (kp[1].chain, kp[1].seq)):
-            data = self._get(k)
-            if data is None:
-                continue
-            self.result.records += 1
-            digest = records.sha256_ref(data)
-            doc = self._parse(k, data, chain=p.chain, seq=p.seq)
-            rec = _Rec(k, digest, doc, False)
-            chains.setdefault(p.chain, {})[p.seq] = rec
-            if doc is None:
-                continue
-            xid = _str(doc.get("exchange_id"))
-            where = {"chain": p.chain, "seq": p.seq, "exchange_id": xid}
-            if doc.get("schema") != records.SCHEMA:
-                self.problem(k, "schema", f"unknown record schema {doc.get('schema')!r}", **where)
-            if doc.get("kind") not in records.RECORD_KINDS:
-                self.problem(k, "schema", f"unknown record kind {doc.get('kind')!r}", **where)
-            err = records.check_signature(doc, self.trusted or {})
-            if err:
-                self.problem(k, "signature", err, **where)
-            else:
-                rec.valid_sig = True
-            chain = doc.get("chain") if isinstance(doc.get("chain"), dict) else {}
-            if chain.get("id") != p.chain or chain.get("seq") != p.seq:
-                self.problem(k, "sequence", f"the record says it is seq {chain.get('seq')} of chain {chain.get('id')}, "
-                             f"but it is stored as seq {p.seq} of chain {p.chain} (records were moved, swapped or "
-                             "inserted)", **where)
-            if (doc.get("kind") == "start") != (p.seq == 0):
-                self.problem(k, "sequence", "a chain's seq 0, and only seq 0, is its start record"
-                             if p.seq == 0 else f"a start record stored as seq {p.seq}", **where)
-            try:
-                refs = records.blob_refs(doc)
-                for ref in refs:
-                    if records.ref_hex(ref) not in blob_hashes:
-                        self.problem(k, "blob", f"references blob {ref}, which is missing or damaged", **where)
-            except (RecordError, AttributeError, TypeError):
-                self.problem(k, "schema", "malformed blob references", **where)
-
-        for chain_id, recs in chains.items():
-            base = prunes.get(chain_id, (-1, ""))[0]
-            for seq, rec in sorted(recs.items()):
-                if rec.doc is None:
+    def _records(self, record_seqs: dict[str, array[int]], prunes: dict[str, tuple[int, str]],
+                 blob_hashes: set[bytes]) -> dict[str, _Chain]:
+        """Read every record once, in (chain, seq) order, checking it and its link as it goes;
+        nothing of a record but its hash (and what later checks name) outlives its turn."""
+        chains: dict[str, _Chain] = {}
+        # Link and gap problems: reported after every record's own problems, chain by chain.
+        deferred: list[Problem] = []
+        for chain_id in sorted(record_seqs):
+            c = chains[chain_id] = _Chain(chain_id, record_seqs.pop(chain_id))
+            if self.check_retention:
+                c.until = [None] * len(c.seqs)
+            base, base_hash = prunes.get(chain_id, (-1, ""))
+            last_seq, last_hash = -1, ""  # the record before this one, when it was read
+            for i, seq in enumerate(c.seqs):
+                k = records.record_key(chain_id, seq)
+                data = self._get(k)
+                if data is None:
                     continue
-                chain = rec.doc.get("chain") if isinstance(rec.doc.get("chain"), dict) else {}
+                self.result.records += 1
+                digest = hashlib.sha256(data).digest()
+                c.hashes[32 * i:32 * i + 32] = digest
+                c.read[i] = 1
+                c.newest = seq
+                before_seq, before_hash = last_seq, last_hash
+                last_seq, last_hash = seq, "sha256:" + digest.hex()
+                doc = self._parse(k, data, chain=chain_id, seq=seq)
+                del data
+                if doc is None:
+                    continue
+                xid = _str(doc.get("exchange_id"))
+                where = {"chain": chain_id, "seq": seq, "exchange_id": xid}
+                if doc.get("schema") != records.SCHEMA:
+                    self.problem(k, "schema", f"unknown record schema {doc.get('schema')!r}", **where)
+                if doc.get("kind") not in records.RECORD_KINDS:
+                    self.problem(k, "schema", f"unknown record kind {doc.get('kind')!r}", **where)
+                err = records.check_signature(doc, self.trusted or {})
+                if err:
+                    self.problem(k, "signature", err, **where)
+                chain = doc.get("chain") if isinstance(doc.get("chain"), dict) else {}
+                if chain.get("id") != chain_id or chain.get("seq") != seq:
+                    self.problem(k, "sequence", f"the record says it is seq {chain.get('seq')} of chain "
+                                 f"{chain.get('id')}, but it is stored as seq {seq} of chain {chain_id} (records were "
+                                 "moved, swapped or inserted)", **where)
+                if (doc.get("kind") == "start") != (seq == 0):
+                    self.problem(k, "sequence", "a chain's seq 0, and only seq 0, is its start record"
+                                 if seq == 0 else f"a start record stored as seq {seq}", **where)
+                try:
+                    refs = records.blob_refs(doc)
+                    for ref in refs:
+                        if bytes.fromhex(records.ref_hex(ref)) not in blob_hashes:
+                            self.problem(k, "blob", f"references blob {ref}, which is missing or damaged", **where)
+                except (RecordError, AttributeError, TypeError):
+                    self.problem(k, "schema", "malformed blob references", **where)
+
+                # The link to the record before, from the chain's hashes (not its document).
                 prev = chain.get("prev")
-                where = {"chain": chain_id, "seq": seq, "exchange_id": _str(rec.doc.get("exchange_id"))}
                 if seq == 0:
                     if prev is not None:
-                        self.problem(rec.key, "link", f"seq 0 names a previous record ({prev})", **where)
-                elif seq - 1 in recs:
-                    expected = recs[seq - 1].hash
-                    if prev != expected:
-                        self.problem(rec.key, "link", f"names {prev} as the previous record, but record {seq - 1} "
-                                     f"hashes to {expected} (a record was changed, replaced or reordered)", **where)
+                        deferred.append(Problem(k, "link", f"seq 0 names a previous record ({prev})", **where))
+                elif before_seq == seq - 1:
+                    if prev != before_hash:
+                        deferred.append(Problem(k, "link", f"names {prev} as the previous record, but record "
+                                                f"{seq - 1} hashes to {before_hash} (a record was changed, replaced "
+                                                "or reordered)", **where))
                 elif seq - 1 == base:
-                    expected = prunes[chain_id][1]
-                    if prev != expected:
-                        self.problem(rec.key, "link", f"names {prev} as the previous record, but the signed prune "
-                                     f"checkpoint says record {base} hashed to {expected}", **where)
+                    if prev != base_hash:
+                        deferred.append(Problem(k, "link", f"names {prev} as the previous record, but the signed "
+                                                f"prune checkpoint says record {base} hashed to {base_hash}",
+                                                **where))
+                if seq == 0 and not err and isinstance(doc.get("previous"), dict):
+                    c.previous = doc["previous"]
+                if self.check_retention:
+                    self._note_refs(c, seq, doc)
             # Gaps: every seq after the prune point up to the newest record must be present.
-            if recs:
-                top = max(recs)
-                missing = [s for s in range(base + 1, top) if s not in recs]
-                for lo, hi in _fmt_range(missing):
+            if c.newest is not None:
+                top = c.newest
+                for lo, hi in _gaps((s for s, r in zip(c.seqs, c.read) if r), base):
                     what = f"record {lo} is missing" if lo == hi else f"records {lo}..{hi} are missing"
-                    self.problem(records.record_key(chain_id, lo), "missing",
-                                 f"{what} from chain {chain_id} (deleted; the chain has records up to {top})",
-                                 chain=chain_id, seq=lo)
+                    deferred.append(Problem(records.record_key(chain_id, lo), "missing",
+                                            f"{what} from chain {chain_id} (deleted; the chain has records up to "
+                                            f"{top})", chain_id, lo))
+        self.result.problems.extend(deferred)
         return chains
 
+    def _note_refs(self, c: _Chain, seq: int, doc: dict[str, Any]) -> None:
+        """What the retention checks need of a record's blob references (retention only)."""
+        digests = [bytes.fromhex(records.ref_hex(ref)) for ref in _refs(doc)]
+        if not digests:
+            return
+        self.referenced.update(digests)
+        listed = array("I", (self.blob_index[d] for d in digests if d in self.blob_index))
+        if listed:
+            chain = doc.get("chain") if isinstance(doc.get("chain"), dict) else {}
+            cid, cseq = chain.get("id"), chain.get("seq")
+            c.refs[seq] = (c.id if cid == c.id else cid, seq if cseq == seq else cseq, listed)
+
     # -- checkpoints ---------------------------------------------------------------------------
-    def _checkpoints(self, items: list[tuple[str, Any]], chains: dict[str, dict[int, _Rec]],
+    def _checkpoints(self, items: list[tuple[str, Any]], chains: dict[str, _Chain],
                      prunes: dict[str, tuple[int, str]]) -> None:
         for k, p in items:
             doc = self._checkpoint_doc(k, p, "head")
@@ -324,63 +396,77 @@ class _Verifier:
             base = prunes.get(p.chain, (-1, ""))[0]
             if p.seq <= base:
                 continue
-            recs = chains.get(p.chain, {})
-            rec = recs.get(p.seq)
-            if rec is None:
-                newest = max(recs) if recs else None
+            c = chains.get(p.chain)
+            rec_hash = c.hash(p.seq) if c is not None else None
+            if rec_hash is None:
+                newest = c.newest if c is not None else None
                 if newest is None or newest < p.seq:
                     have = f"the newest record present is seq {newest}" if newest is not None else "no record of it is present"
                     lo = (newest + 1) if newest is not None else base + 1
                     self.problem(k, "checkpoint", f"chain {p.chain} was checkpointed at seq {p.seq}, but {have}: "
                                  f"records {lo}..{p.seq} were deleted (truncated tail)", chain=p.chain, seq=p.seq)
                 # else: the gap is already reported as missing records
-            elif rec.hash != doc.get("head"):
-                self.problem(k, "checkpoint", f"record {p.seq} of chain {p.chain} hashes to {rec.hash}, but the signed "
+            elif rec_hash != doc.get("head"):
+                self.problem(k, "checkpoint", f"record {p.seq} of chain {p.chain} hashes to {rec_hash}, but the signed "
                              f"checkpoint says {doc.get('head')} (the record was replaced)", chain=p.chain, seq=p.seq)
 
     # -- links between runs --------------------------------------------------------------------
-    def _previous_runs(self, chains: dict[str, dict[int, _Rec]], prunes: dict[str, tuple[int, str]]) -> None:
-        for chain_id, recs in chains.items():
-            start = recs.get(0)
-            if start is None or start.doc is None or not start.valid_sig:
+    def _previous_runs(self, chains: dict[str, _Chain], prunes: dict[str, tuple[int, str]]) -> None:
+        for chain_id, c in chains.items():
+            prev = c.previous  # set only for a readable, signed start record whose link is an object
+            if prev is None:
                 continue
-            prev = start.doc.get("previous")
-            if not isinstance(prev, dict):
-                continue
+            start_key = records.record_key(chain_id, 0)
             pc, ps, ph = prev.get("chain"), prev.get("seq"), prev.get("hash")
             if not isinstance(pc, str) or not isinstance(ps, int):
-                self.problem(start.key, "previous-run", f"malformed previous-run link {prev!r}", chain=chain_id, seq=0)
+                self.problem(start_key, "previous-run", f"malformed previous-run link {prev!r}", chain=chain_id, seq=0)
                 continue
-            target = chains.get(pc, {}).get(ps)
+            other = chains.get(pc)
+            target_hash = other.hash(ps) if other is not None else None
             base, base_hash = prunes.get(pc, (-1, ""))
-            if target is not None:
-                if target.hash != ph:
-                    self.problem(start.key, "previous-run", f"names record {ps} of chain {pc} with hash {ph}, but that "
-                                 f"record hashes to {target.hash}", chain=chain_id, seq=0)
-                newest = max(chains[pc])
+            if other is not None and target_hash is not None:
+                if target_hash != ph:
+                    self.problem(start_key, "previous-run", f"names record {ps} of chain {pc} with hash {ph}, but that "
+                                 f"record hashes to {target_hash}", chain=chain_id, seq=0)
+                newest = other.newest
+                assert newest is not None
                 if newest > ps:
-                    self.problem(start.key, "previous-run", f"names record {ps} as the last of the previous run's "
+                    self.problem(start_key, "previous-run", f"names record {ps} as the last of the previous run's "
                                  f"chain {pc}, but that chain has records up to {newest}", chain=chain_id, seq=0)
             elif ps == base:
                 if base_hash != ph:
-                    self.problem(start.key, "previous-run", f"names record {ps} of chain {pc} with hash {ph}, but the "
+                    self.problem(start_key, "previous-run", f"names record {ps} of chain {pc} with hash {ph}, but the "
                                  f"signed prune checkpoint says {base_hash}", chain=chain_id, seq=0)
             elif ps > base:
-                what = "the whole chain is missing" if pc not in chains else f"its newest record is seq {max(chains[pc])}"
-                self.problem(start.key, "previous-run", f"names record {ps} of chain {pc} as the previous run's last "
+                what = "the whole chain is missing" if other is None else f"its newest record is seq {other.newest}"
+                self.problem(start_key, "previous-run", f"names record {ps} of chain {pc} as the previous run's last "
                              f"record, which is missing ({what}): records were deleted", chain=chain_id, seq=0)
 
     # -- S3 ------------------------------------------------------------------------------------
-    def _retention(self, keys: list[str], chains: dict[str, dict[int, _Rec]],
-                   prunes: dict[str, tuple[int, str]]) -> None:
+    def _layout_keys(self, groups: dict[str, list[tuple[str, Any]]],
+                     chains: dict[str, _Chain]) -> Iterator[tuple[str, _Chain | None, int]]:
+        """Every layout key the listing had, in the listing's (sorted) order, rebuilt from what
+        verify kept: (key, its chain and index for a record, or None and the blob's index)."""
+        for i in sorted(range(len(self.blobs)), key=self.blobs.__getitem__):
+            yield records.blob_key(self.blobs[i].hex()), None, i
+        for k in sorted(k for kind in ("checkpoint", "prune") for k, _ in groups[kind]):
+            yield k, None, -1
+        for k in sorted(k for k, _ in groups["key"]):
+            yield k, None, -1
+        for chain_id in sorted(chains, key=lambda cid: cid + "/"):  # as records/<chain>/... sort
+            c = chains[chain_id]
+            for i, seq in enumerate(c.seqs):
+                yield records.record_key(chain_id, seq), c, i
+
+    def _retention(self, groups: dict[str, list[tuple[str, Any]]], all_chains: dict[str, _Chain],
+                   chains: dict[str, _Chain], prunes: dict[str, tuple[int, str]]) -> None:
         store = self.store
         if hasattr(store, "object_lock_enabled") and not store.object_lock_enabled():
             self.problem("", "retention", f"bucket of {store.url} does not have Object Lock enabled: objects can be "
                          "overwritten or deleted")
             return
         if hasattr(store, "versions"):
-            referenced = {records.ref_hex(ref) for recs in chains.values() for rec in recs.values() if rec.doc
-                          for ref in _refs(rec.doc)}
+            referenced = self.referenced
             for k, info in sorted(store.versions("").items()):
                 p = parse_key(k)
                 if p is None:
@@ -393,44 +479,50 @@ class _Verifier:
                 # `gatehouse prune` puts delete markers on what a signed prune checkpoint covers
                 # and on blobs no remaining record references; anywhere else one is an attack.
                 pruned = (p.kind in ("record", "checkpoint") and p.seq <= prunes.get(p.chain, (-1, ""))[0]) or \
-                         (p.kind == "blob" and p.hex not in referenced)
+                         (p.kind == "blob" and bytes.fromhex(p.hex) not in referenced)
                 if not pruned:
                     state = "hides it (it reads as deleted)" if info.latest_is_delete_marker else "exists"
                     self.problem(k, "versions", f"a delete marker {state}: someone tried to delete the object",
                                  chain=p.chain or None, seq=p.seq if p.seq >= 0 else None)
-        until: dict[str, datetime | None] = {}
-        for k in keys:
-            if parse_key(k) is None:
-                continue
+        blob_until: list[datetime | None] = [None] * len(self.blobs)
+        expired = 0
+        for k, c, i in self._layout_keys(groups, all_chains):
             try:
                 r = store.retention(k)
             except (NotFound, StoreError) as e:
                 self.problem(k, "retention", f"cannot read retention: {e}")
                 continue
             self.result.retention_checked += 1
+            u: datetime | None = None
             if r is None or r.mode is None or r.until is None:
                 self.problem(k, "retention", "no Object Lock retention")
-                until[k] = None
-                continue
-            if r.mode not in LOCK_MODES:
-                self.problem(k, "retention", f"unknown Object Lock mode {r.mode!r}")
-            until[k] = r.until
-        expired = sum(1 for u in until.values() if u is not None and u < self.now)
+            else:
+                if r.mode not in LOCK_MODES:
+                    self.problem(k, "retention", f"unknown Object Lock mode {r.mode!r}")
+                u = r.until
+                if u < self.now:
+                    expired += 1
+            if c is not None:
+                c.until[i] = u
+            elif i >= 0:
+                blob_until[i] = u
         if expired:
             self.result.notes.append(f"{expired} object(s) are past their retain-until date (no longer locked)")
         # A blob must stay at least as long as every record that references it.
-        for recs in chains.values():
-            for rec in recs.values():
-                ru = until.get(rec.key)
-                if rec.doc is None or ru is None:
+        for chain_id, c in chains.items():
+            for i, seq in enumerate(c.seqs):
+                ru = c.until[i]
+                entry = c.refs.get(seq)
+                if ru is None or entry is None or not c.read[i]:
                     continue
-                for ref in _refs(rec.doc):
-                    bk = records.blob_key(ref)
-                    bu = until.get(bk)
+                cid, cseq, listed = entry
+                for b in listed:
+                    bu = blob_until[b]
                     if bu is not None and bu < ru:
-                        self.problem(bk, "retention", f"retained until {bu.isoformat()}, before record {rec.key} "
-                                     f"(retained until {ru.isoformat()}) which references it",
-                                     chain=rec.doc.get("chain", {}).get("id"), seq=rec.doc.get("chain", {}).get("seq"))
+                        self.problem(records.blob_key(self.blobs[b].hex()), "retention",
+                                     f"retained until {bu.isoformat()}, before record "
+                                     f"{records.record_key(chain_id, seq)} (retained until {ru.isoformat()}) which "
+                                     "references it", chain=cid, seq=cseq)
 
 
 def _refs(doc: dict[str, Any]) -> list[str]:
