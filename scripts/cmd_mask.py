@@ -12,13 +12,13 @@ import json
 import os
 import secrets
 import sys
-import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from addons.core.masker import FINGERPRINT_KEY_FILE, FingerprintKeyError, Masker, fingerprint_key_for
-from addons.core.policyfile import PolicyError, Section
+from addons.core.policy import load_policy
+from addons.core.policyfile import PolicyError
 from addons.core.rules import MaskingPolicy, parse_masking
 from scripts.common import default_state_dir
 
@@ -55,18 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_masking(policy_file: Path | None) -> MaskingPolicy:
+    """The policy's masking rules, validated with the whole policy exactly as the gateway does."""
     if policy_file is None:
         return parse_masking(None)
-    try:
-        raw = policy_file.read_bytes()
-    except OSError as e:
-        raise PolicyError(policy_file, "", f"cannot read policy file: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise PolicyError(policy_file, "", f"not valid TOML: {e}") from None
-    root = Section(data, policy_file, "", policy_file.resolve().parent)
-    return parse_masking(root.section("masking"))
+    masking = load_policy(policy_file).masking
+    assert masking is not None
+    return masking
 
 
 def _fingerprint_key(policy: MaskingPolicy, state_dir: Path | None) -> bytes:

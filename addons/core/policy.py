@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from addons.core.policyfile import PolicyError, Section
+from addons.core.policyfile import PolicyError, Section, read_toml
 from addons.core.recording_policy import RecordingPolicy, parse_recording
 from addons.core.rules import MaskingPolicy, parse_masking
 from addons.core.tokens import IssuerConfig, parse_issuers
@@ -200,15 +199,5 @@ def parse_policy(data: dict[str, Any], path: Path, raw: bytes = b"") -> Policy:
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file; raises `PolicyError` naming the file and key."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise PolicyError(path, "", f"cannot read policy file: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise PolicyError(path, "", f"not UTF-8 text: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyError(path, "", f"not valid TOML: {e}") from None
-    return parse_policy(data, path, raw)
+    data, raw = read_toml(Path(path))
+    return parse_policy(data, Path(path), raw)

@@ -8,6 +8,7 @@ it did not read: a misspelt key in a security policy must not be silently ignore
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,6 +24,20 @@ class PolicyError(Exception):
         self.message = message
         where = f"{self.file}: {key}" if key else self.file
         super().__init__(f"{where}: {message}")
+
+
+def read_toml(path: Path, what: str = "policy file") -> tuple[dict[str, Any], bytes]:
+    """A TOML file's table and raw bytes; `PolicyError` naming the file when it cannot be read."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise PolicyError(path, "", f"cannot read {what}: {e.strerror or e}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8")), raw
+    except UnicodeDecodeError as e:
+        raise PolicyError(path, "", f"not UTF-8 text: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyError(path, "", f"not valid TOML: {e}") from None
 
 
 def _type_name(value: Any) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.resources
 import math
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Callable, Iterable
 
 import re2
 
-from addons.core.policyfile import PolicyError, Section
+from addons.core.policyfile import PolicyError, Section, read_toml
 
 DEFAULT_PACKS = ("secrets",)
 
@@ -278,14 +277,7 @@ def pack_path(name: str, base_dir: Path | None = None) -> Path:
 def load_pack(name: str, base_dir: Path | None = None) -> list[Rule]:
     """Read and validate a rule pack: a TOML file with `description` and `[[rules]]`."""
     path = pack_path(name, base_dir)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise PolicyError(path, "", f"cannot read rule pack {name!r}: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise PolicyError(path, "", f"not a valid TOML rule pack: {e}") from None
+    data, _ = read_toml(path, f"rule pack {name!r}")
     root = Section(data, path, "", path.resolve().parent)
     root.str("description", "", nonempty=False)
     rules = _parse_rule_list(root.sections("rules"))
