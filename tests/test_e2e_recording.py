@@ -149,6 +149,15 @@ def test_s3_store_down_during_traffic_loses_nothing(gateway_factory, upstream, s
     gw.stop()
     r = verify(url, "--s3-endpoint-url", s3.endpoint_url, env=dict(os.environ, **s3_env(s3)))
     assert r.returncode == 0, r.stdout + r.stderr
+    # The report reads the S3 store the same way.
+    out = gw.workdir / "report"
+    r = subprocess.run([GATEHOUSE, "report", url, "--out", str(out), "--quiet"], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, **s3_env(s3)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    index = (out / "index.html").read_text()
+    assert "verified" in index.lower()
+    pages = list((out / "sessions").glob("*.html"))
+    assert pages and "during 3" in "".join(p.read_text() for p in pages)
     # Every object is locked.
     s3c = s3.client()
     key = next(k for k in (o["Key"] for o in s3c.list_objects_v2(Bucket=bucket)["Contents"]) if "/records/" in k)
