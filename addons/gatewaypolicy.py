@@ -16,6 +16,7 @@ import addons
 from addons.core.policy import API_HOST, DEFAULT_UPSTREAM, Policy, load_policy, validate_upstream
 from addons.core.policyfile import PolicyError
 from addons.core.tokens import TokenConfigError, TokenVerifier
+from addons.core.credentials import MissingKey, read_key
 from addons.core.masker import FingerprintKeyError, build_masker
 from addons.identity import IdentityAddon
 from addons.masking import Masking
@@ -93,4 +94,11 @@ class PolicyLoader:
         if upstream is not None and ctx.options.connection_strategy != "lazy":
             # Eager would connect to api.anthropic.com on CONNECT; the override goes elsewhere.
             ctx.options.update(connection_strategy="lazy")
+        for source in (policy.credentials.default, *policy.credentials.groups.values()):
+            try:
+                read_key(source)
+            except MissingKey as e:
+                # A warning, not an error: mitmdump would exit on an error logged at start-up,
+                # and the key may be provided later (a file written by a secrets agent).
+                log.warning(f"gatehouse: {e}; API requests get an api_error until it is configured")
         log.info(f"gatehouse: policy {policy.path} loaded (sha256 {policy.sha256[:12]}), upstream {upstream or DEFAULT_UPSTREAM}")
