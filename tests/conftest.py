@@ -9,6 +9,7 @@ import pytest
 
 from fake_upstream import FakeUpstream
 from harness import Gateway, write_policy
+from s3_server import CREDENTIALS, S3Server
 
 
 @pytest.fixture
@@ -48,3 +49,16 @@ def gateway_factory(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable
 def gateway(gateway_factory) -> Gateway:
     """A gateway on a minimal policy (no identity), in front of the fake upstream."""
     return gateway_factory("")
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """A real S3 endpoint (the moto server) on loopback, with its test credentials in the
+    environment and no other AWS configuration leaking in from the machine."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in CREDENTIALS.items():
+            mp.setenv(k, v)
+        for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(k, raising=False)
+        with S3Server() as server:
+            yield server

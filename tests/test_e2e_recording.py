@@ -112,12 +112,6 @@ def test_claude_code_session_is_recorded(gateway_factory, upstream, tmp_path):
     assert verify(str(store)).returncode == 0
 
 
-@pytest.fixture
-def s3():
-    with S3Server() as server:
-        yield server
-
-
 def s3_env(s3: S3Server) -> dict[str, str]:
     return dict(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3.endpoint_url)
 
@@ -127,9 +121,7 @@ def s3_policy(s3: S3Server, bucket: str, extra: str = "") -> str:
             f'object_lock_mode = "COMPLIANCE"\nretention_days = 1\n{extra}')
 
 
-def test_s3_store_down_during_traffic_loses_nothing(gateway_factory, upstream, s3, monkeypatch):
-    for k, v in CREDENTIALS.items():
-        monkeypatch.setenv(k, v)
+def test_s3_store_down_during_traffic_loses_nothing(gateway_factory, upstream, s3):
     bucket = f"rec-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(bucket, object_lock=True)
     gw = gateway_factory(s3_policy(s3, bucket), env=dict(CREDENTIALS))

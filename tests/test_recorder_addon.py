@@ -24,7 +24,7 @@ from addons.core.stores import LocalStore
 from addons.core.verify import verify_store
 from addons.flowutil import exchange_of, refuse
 from addons.recorder import Recorder
-from s3_server import CREDENTIALS, S3Server
+from s3_server import S3Server
 from test_records import SECRET, FakeMasker
 
 API_KEY = "sk-ant-api03-" + "k" * 40
@@ -454,13 +454,6 @@ def test_configured_signing_key_and_bad_key(tmp_path: Path, state: Path, monkeyp
         configured(tmp_path, state, signing_key_env="GATEHOUSE_RECORDING_KEY")
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in CREDENTIALS.items():
-            mp.setenv(k, v)
-        with S3Server() as server:
-            yield server
 
 
 def test_bucket_without_object_lock_stops_start_up(s3: S3Server, tmp_path: Path, state: Path) -> None:

@@ -18,7 +18,7 @@ from addons.core.records import BuiltRecord, SigningKey
 from addons.core.spool import Journal, Recording, Spool, SpoolError, SpoolLocked, Uploader
 from addons.core.stores import LocalStore, StoreError, open_store
 from addons.core.verify import verify_store
-from s3_server import CREDENTIALS, S3Server
+from s3_server import S3Server
 
 
 def built(i: int, shared: str = "the system prompt " * 100) -> BuiltRecord:
@@ -219,13 +219,6 @@ def test_checkpoints_are_written_periodically(tmp_path: Path, key: SigningKey, r
 
 # -- faults against a real S3 endpoint --------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in CREDENTIALS.items():
-            mp.setenv(k, v)
-        with S3Server() as server:
-            yield server
 
 
 def test_s3_outage_during_traffic_loses_nothing(s3: S3Server, tmp_path: Path, key: SigningKey,

@@ -10,24 +10,14 @@ import stat
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from addons.core import records, spool
 from addons.core.stores import LocalStore, NotFound, S3Store, StillRetained, StoreError, open_store
-from s3_server import CREDENTIALS, S3Server
+from s3_server import S3Server
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in CREDENTIALS.items():
-            mp.setenv(k, v)
-        for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            mp.delenv(k, raising=False)
-        with S3Server() as server:
-            yield server
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from addons.core.records import BuiltRecord, SigningKey
 from addons.core.spool import Recording
 from addons.core.stores import LocalStore, open_store
 from addons.core.verify import Problem, VerifyResult, verify_store
-from s3_server import CREDENTIALS, S3Server
+from s3_server import S3Server
 from scripts import cli, cmd_prune
 
 DAY = 86400.0
@@ -391,13 +391,6 @@ def test_policy_retention_floor(store: Path, key: SigningKey, tmp_path: Path, ca
 
 # -- S3 --------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in CREDENTIALS.items():
-            mp.setenv(k, v)
-        with S3Server() as server:
-            yield server
 
 
 def test_s3_store_verifies_with_retention_and_catches_overwrites(s3: S3Server, tmp_path: Path,
