@@ -91,8 +91,10 @@ class PolicyLoader:
         limit = str(policy.gateway.max_body_bytes + BODY_LIMIT_MARGIN)
         if getattr(ctx.options, "body_size_limit", limit) != limit:
             ctx.options.update(body_size_limit=limit)
-        if upstream is not None and ctx.options.connection_strategy != "lazy":
-            # Eager would connect to api.anthropic.com on CONNECT; the override goes elsewhere.
+        if ctx.options.connection_strategy != "lazy":
+            # Eager connects upstream on CONNECT, before any check: an unauthenticated client
+            # could open upstream connections at will, and with an upstream override it would
+            # connect to api.anthropic.com for nothing.
             ctx.options.update(connection_strategy="lazy")
         for source in (policy.credentials.default, *policy.credentials.groups.values()):
             try:

@@ -152,6 +152,18 @@ class Recorder:
 
     # -- hooks ----------------------------------------------------------------------------------
     @fail_closed("recording")
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        # A CONNECT refused by identity (407) or access (a denied host) is answered without a
+        # `response` event: record it here, as the audit event it is.
+        if self.recording is None or flow.response is None or not exchange_of(flow).refused:
+            return
+        ex = exchange_of(flow)
+        try:
+            await asyncio.to_thread(self._record_exchange, flow, ex, "refusal")
+        except Exception as e:  # noqa: BLE001 - the refusal stands either way
+            self._failed(flow, ex, e, can_refuse=False)
+
+    @fail_closed("recording")
     async def request(self, flow: http.HTTPFlow) -> None:
         if self.recording is None or flow.response is not None or flow.request.method == "CONNECT":
             return  # a refusal by an earlier addon is recorded in `response`

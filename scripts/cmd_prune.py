@@ -99,7 +99,7 @@ def _retained(store: Any, key: str, now: float) -> bool:
 def run(args: argparse.Namespace, *, now: float | None = None) -> int:
     now = time.time() if now is None else now
     try:
-        policy = recording_policy_of(args.policy) if args.policy is not None else None
+        policy, state_dir = recording_policy_of(args.policy) if args.policy is not None else (None, None)
         if args.older_than <= 0:
             print("gatehouse prune: --older-than must be more than 0 days", file=sys.stderr)
             return 2
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, *, now: float | None = None) -> int:
                   file=sys.stderr)
             return 2
 
-        trusted, _ = trusted_keys_for(args, policy)
+        trusted, _ = trusted_keys_for(args, policy, state_dir)
         key = _signing_key(args, policy)
         if trusted is not None and key.key_id not in trusted:
             print(f"gatehouse prune: the signing key {key.key_id} is not among the trusted keys; verify would "

@@ -65,15 +65,15 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     if since is not None and until is not None and until < since:
         return fail("--until is before --since")
-    policy = None
+    policy, state_dir = None, None
     try:
         if args.policy is not None:
-            policy = recording_policy_of(args.policy)
+            policy, state_dir = recording_policy_of(args.policy)
         if args.store is None and policy is None:
             return fail("name a STORE or a --policy whose [recording] store to report on")
         url = args.store if args.store is not None else policy.store  # type: ignore[union-attr]
         endpoint = args.s3_endpoint_url or (policy.s3_endpoint_url if policy else None)
-        trusted, _desc = trusted_keys_for(args, policy)
+        trusted, _desc = trusted_keys_for(args, policy, state_dir)
         store = open_store(url, endpoint_url=endpoint if str(url).startswith("s3://") else None)
         if not str(url).startswith("s3://") and not Path(store.url).is_dir():
             return fail(f"{url}: no such directory")

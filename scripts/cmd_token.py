@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--sub", default=None, help="the subject (user name); default: your login name")
-    p.add_argument("--groups", default="", help="comma-separated groups, e.g. developers,sre")
+    p.add_argument("--groups", default=None,
+                   help="comma-separated groups, e.g. developers,sre (default: the policy's first group)")
     p.add_argument("--ttl", default="1h", help="lifetime: 90s, 30m, 1h, 2d (default 1h, at most 30d)")
     p.add_argument("--email", default=None, help="an email claim")
     p.add_argument("--name", default=None, help="a display-name claim")
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return fail(str(e), 2)
     subject = args.sub if args.sub is not None else getpass.getuser()
-    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    groups = [g.strip() for g in (args.groups or "").split(",") if g.strip()]
     policy_path = args.policy or quickstart_policy()
     try:
         policy = load_policy(policy_path)
@@ -92,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     except (PolicyError, ValueError) as e:
         return fail(f"{policy_path}: {e}" if not isinstance(e, PolicyError) else str(e))
     assert cfg.jwks_file is not None
+    if args.groups is None:
+        # Without --groups, the policy's first group: a token in no group is refused by any
+        # policy that has groups, which is never what someone typing this wants.
+        groups = list(policy.groups)[:1]
     state_dir = policy.gateway.state_dir
     try:
         devissuer.ensure_dev_issuer(state_dir, cfg.jwks_file)

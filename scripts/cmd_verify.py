@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
 from addons.core import records
-from addons.core.policyfile import PolicyError, Section
-from addons.core.recording_policy import RecordingPolicy, parse_recording
+from addons.core.policy import load_policy
+from addons.core.policyfile import PolicyError
+from addons.core.recording_policy import RecordingPolicy
 from addons.core.records import RecordError
 from addons.core.stores import StoreError, open_store
 from addons.core.verify import load_trusted_keys, verify_store
@@ -40,20 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def recording_policy_of(path: Path) -> RecordingPolicy:
-    """The [recording] section of a policy file, parsed the way the gateway parses it."""
-    try:
-        raw = path.read_bytes()
-        data = tomllib.loads(raw.decode("utf-8"))
-    except OSError as e:
-        raise PolicyError(path, "", f"cannot read policy file: {e.strerror or e}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise PolicyError(path, "", f"not valid TOML: {e}") from None
-    root = Section(data, path, "", path.resolve().parent)
-    return parse_recording(root.section("recording"), base_dir=path.resolve().parent)
+def recording_policy_of(path: Path) -> tuple[RecordingPolicy, Path]:
+    """The [recording] section of a policy file and its state dir, validated as the gateway does."""
+    policy = load_policy(path)
+    assert policy.recording is not None
+    return policy.recording, policy.gateway.state_dir
 
 
-def trusted_keys_for(args: argparse.Namespace, policy: RecordingPolicy | None) -> tuple[dict | None, str]:
+def trusted_keys_for(args: argparse.Namespace, policy: RecordingPolicy | None,
+                     state_dir: Path | None = None) -> tuple[dict | None, str]:
     """(keys, description); keys None means: fall back to the keys published in the store."""
     if args.public_key:
         keys = load_trusted_keys(args.public_key)
@@ -64,20 +59,24 @@ def trusted_keys_for(args: argparse.Namespace, policy: RecordingPolicy | None) -
     if policy is not None and (policy.signing_key_file or policy.signing_key_env):
         key = records.load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env)
         return {key.key_id: key.public_key}, f"the policy's signing key ({key.source})"
+    if policy is not None and state_dir is not None and (state_dir / records.STATE_KEY_FILE).is_file():
+        # The single-node default: the key the gateway generated in its state dir (never created here).
+        key = records.load_signing_key(state_dir=state_dir)
+        return {key.key_id: key.public_key}, f"the gateway's generated signing key ({key.source})"
     return None, "none given"
 
 
 def run(args: argparse.Namespace) -> int:
-    policy = None
+    policy, state_dir = None, None
     try:
         if args.policy is not None:
-            policy = recording_policy_of(args.policy)
+            policy, state_dir = recording_policy_of(args.policy)
         if args.store is None and policy is None:
             print("gatehouse verify: name a STORE or a --policy whose [recording] store to verify", file=sys.stderr)
             return 2
         url = args.store if args.store is not None else policy.store  # type: ignore[union-attr]
         endpoint = args.s3_endpoint_url or (policy.s3_endpoint_url if policy else None)
-        trusted, trust_desc = trusted_keys_for(args, policy)
+        trusted, trust_desc = trusted_keys_for(args, policy, state_dir)
         store = open_store(url, endpoint_url=endpoint if str(url).startswith("s3://") else None)
         if not str(url).startswith("s3://") and not Path(store.url).is_dir():
             print(f"gatehouse verify: {url}: no such directory", file=sys.stderr)

@@ -84,6 +84,9 @@ def test_sdk_exchanges_are_recorded_and_verify(gateway_factory, upstream, tmp_pa
 
     r = verify(str(store))
     assert r.returncode == 0, r.stdout + r.stderr
+    # With the policy, the signer is checked against the gateway's own key, not the store's.
+    r = verify(str(store), "--policy", str(gw.policy_path))
+    assert r.returncode == 0 and "generated signing key" in r.stdout + r.stderr, r.stdout + r.stderr
     # No secret at rest: neither key is anywhere in the store.
     for path in store.rglob("*"):
         if path.is_file():
@@ -214,3 +217,37 @@ def test_unwritable_spool_refuses_requests(gateway_factory, upstream, tmp_path):
     assert e.value.response.json()["error"]["type"] == "api_error"
     assert "record" in e.value.response.json()["error"]["message"]
     assert [r.json()["messages"][0]["content"] for r in upstream.requests.messages()] == ["ok"]
+
+
+def test_refused_connect_and_secrets_in_headers_are_recorded_safely(gateway_factory, upstream, tmp_path):
+    from harness import read_response
+    import socket
+
+    store = tmp_path / "store"
+    gw = gateway_factory(local_policy(store))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
+        assert read_response(s).startswith(b"HTTP/1.1 403")
+    # A secret pasted into the headers the recorder keeps as session and client.
+    sdk_client(gw, default_headers={"x-claude-code-session-id": GITHUB_PAT,
+                                    "user-agent": f"agent {GITHUB_PAT}"}).messages.create(
+        model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    gw.stop()
+    recs = store_records(str(store))
+    [connect] = [r for r in recs if r["kind"] == "refusal"]
+    assert connect["request"]["method"] == "CONNECT" and connect["request"]["host"] == "example.org"
+    assert "not an allowed host" in connect["decisions"][-1]["reason"]
+    [ex] = [r for r in recs if r["kind"] == "exchange"]
+    assert ex["session"]["id"].startswith("[MASKED:github-pat:")
+    assert "[MASKED:github-pat:" in ex["client"]["user_agent"]
+    for path in store.rglob("*"):
+        if path.is_file():
+            assert GITHUB_PAT.encode() not in path.read_bytes(), path
+    out = tmp_path / "report"
+    r = subprocess.run([GATEHOUSE, "report", str(store), "--out", str(out), "--quiet"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for path in out.rglob("*"):
+        assert GITHUB_PAT not in path.name
+        if path.is_file():
+            assert GITHUB_PAT.encode() not in path.read_bytes(), path

@@ -584,8 +584,13 @@ def build_request(req: RequestInput, *, masker: Masker | None, identity: dict[st
         "anthropic_beta": [b.strip() for b in beta.split(",") if b.strip()] if beta else [],
     }
     selected = select_headers(req.headers, REQUEST_HEADERS, REQUEST_HEADER_PREFIXES)
-    masked, findings = _mask(masker, {"path": req.path, "headers": selected, "body": value})
+    # Session and client values come from client headers too: masked like everything else (a
+    # secret pasted into a session id or user agent must not reach the record or the report).
+    # Masking is deterministic, so a masked session id still groups the same exchanges.
+    masked, findings = _mask(masker, {"path": req.path, "headers": selected, "body": value,
+                                      "session": session, "client": client})
     body = masked["body"]
+    session, client = masked["session"], masked["client"]
 
     blobs = _Blobs()
     part: dict[str, Any] = {
