@@ -198,6 +198,18 @@ class Masking:
     # -- hooks ------------------------------------------------------------------------------
 
     @fail_closed("masking")
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # A secret in the URL (path or query) is masked before anything else sees the flow: it
+        # never goes upstream, and mitmdump's flow line, printed later, shows the masked URL.
+        masker = self._active()
+        if masker is None:
+            return
+        masked, findings = masker.mask_text(flow.request.path, "url")
+        if findings:
+            flow.request.path = masked
+            _record(flow, findings, "request")
+
+    @fail_closed("masking")
     async def request(self, flow: http.HTTPFlow) -> None:
         masker = self._active()
         if masker is None or flow.response is not None:

@@ -164,3 +164,16 @@ def test_twenty_megabyte_body_is_masked(gateway, upstream):
     [req] = upstream.requests.messages()
     assert len(req.body) > 20_000_000
     assert GITHUB_PAT.encode() not in req.body and b"[MASKED:github-pat:" in req.body
+
+
+def test_secret_in_the_url_is_masked_upstream_and_in_the_log(gateway, upstream):
+    with raw_client(gateway) as c:
+        r = c.get(f"https://api.anthropic.com/v1/models?note={GITHUB_PAT}", headers={"anthropic-version": "2023-06-01"})
+        refused = c.get(f"https://api.anthropic.com/v1/files/{GITHUB_PAT}")
+    assert r.status_code == 200 and refused.status_code == 403
+    [req] = [x for x in upstream.requests if x.path.startswith("/v1/models")]
+    assert GITHUB_PAT not in req.path and "[MASKED:github-pat:" in req.path
+    gateway.stop()
+    log = gateway.log()
+    assert "/v1/models" in log and "/v1/files/" in log
+    assert GITHUB_PAT[4:20] not in log
