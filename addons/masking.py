@@ -111,12 +111,15 @@ class Inspected:
     content: bytes | None = None
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
+    # The gateway itself failed (not the body): never forwarded, whatever on_unparseable says.
+    internal: bool = False
     streams: bool = False
 
 
 def _inspection_fails_closed(fn: Any) -> Any:
-    """An unexpected failure while inspecting becomes an inspection error (refused by
-    default), never an exception that would let mitmproxy forward the body unmasked."""
+    """An unexpected failure while inspecting becomes an inspection error that is always
+    refused (even with on_unparseable = "forward", which is for bodies, not for bugs), never
+    an exception that would let mitmproxy forward the body unmasked."""
     def wrapper(*args: Any) -> Inspected:
         try:
             return fn(*args)
@@ -129,7 +132,7 @@ def _inspection_fails_closed(fn: Any) -> Any:
                 tb = tb.tb_next
             where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
             log.error(f"gatehouse: masking failed ({type(e).__name__} at {where}); refused, not forwarded")
-            return Inspected(error=f"the gateway failed to inspect it ({type(e).__name__})")
+            return Inspected(error=f"the gateway failed to inspect it ({type(e).__name__})", internal=True)
     return wrapper
 
 
@@ -224,7 +227,7 @@ class Masking:
         else:
             result = _inspect_request(masker, req)
         if result.error is not None:
-            if self._forward_unparseable():
+            if self._forward_unparseable() and not result.internal:
                 exchange_of(flow).decide("masking", "forward", f"not inspected: {result.error}", side="request")
                 log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
                 return
@@ -286,7 +289,7 @@ class Masking:
         else:
             result = _inspect_response(masker, resp, hold_back)
         if result.error is not None:
-            if self._forward_unparseable():
+            if self._forward_unparseable() and not result.internal:
                 exchange_of(flow).decide("masking", "forward", f"not inspected: {result.error}", side="response")
                 return
             refuse(flow, apierrors.api_error(f"Gatehouse could not inspect the API's response for secrets: {result.error}."),

@@ -203,6 +203,23 @@ def test_an_internal_failure_refuses_and_never_forwards(tctx, monkeypatch, caplo
     assert "masking failed (RuntimeError" in caplog.text and SECRET not in caplog.text
 
 
+def test_an_internal_failure_is_refused_even_when_unparseable_bodies_are_forwarded(tctx, monkeypatch):
+    from addons.core.policyfile import Section
+
+    policy = parse_masking(Section({"on_unparseable": "forward"}, "policy.toml", "masking"))
+    masker = Masker(policy, KEY)
+
+    def boom(body):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(masker, "mask_request", boom)
+    addon = Masking(masker, policy)
+    f = flow_for(body_with_secret())
+    invoke(tctx, addon, HttpRequestHook(f))
+    assert f.response is not None and f.response.status_code == 400
+    assert exchange(f).refused
+
+
 def test_flow_refused_earlier_is_left_alone(tctx, addon):
     f = flow_for(b"{broken")
     f.response = response(b'{"type":"error"}', status=403)
