@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.upstream:
         cmd += ["--set", f"gateway_upstream={args.upstream}"]
     cmd += extra
-    notes = prepare_quickstart(Path(policy_path), f"{host}:{port}")
+    notes = prepare_quickstart(policy, Path(policy_path), f"{host}:{port}")
     print(f"Gatehouse on {host}:{port}, policy {policy_path}", file=sys.stderr)
     print("Point a client at it (in another shell):", file=sys.stderr)
     for line in notes or [f'eval "$(gatehouse env --gateway {host}:{port} --ca {ca})"']:

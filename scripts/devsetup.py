@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from addons.core.devissuer import ensure_dev_issuer
-from addons.core.policy import load_policy
+from addons.core.policy import Policy
 from scripts.cmd_token import pick_dev_issuer
 
 
-def prepare_quickstart(policy_path: Path, gateway: str) -> list[str]:
+def prepare_quickstart(policy: Policy, policy_path: Path, gateway: str) -> list[str]:
     """Create the dev issuer's key pair and JWKS if the policy trusts a local issuer.
 
     Returns lines telling the user how to get a token; nothing when the policy has none.
     """
-    policy = load_policy(policy_path)
     if not policy.issuers:
         return []
     try:
