@@ -278,8 +278,9 @@ class IdentityAddon:
             iss = unverified_issuer(candidate)
             if verifier.trusts(iss):
                 return _Found(name, candidate), ""
-            shown = repr(iss[:80]) if iss else "no issuer"
-            note = f"(The {name} header holds a JWT from {shown}, which this gateway does not trust.) "
+            # The unverified issuer is not echoed (see tokens.TokenVerifier.verify).
+            what = "an issuer" if iss else "no issuer"
+            note = f"(The {name} header holds a JWT from {what} that this gateway does not trust.) "
         value = _single(headers, "proxy-authorization")
         if value is not None:
             token, user = parse_proxy_authorization(value)

@@ -363,7 +363,8 @@ def test_attack_no_exp(idp: IdP) -> None:
 def test_attack_wrong_issuer(idp: IdP) -> None:
     v = verifier_for(idp)
     err = refused(v, sign(claims_for("https://evil.example.com")))
-    assert err.check == "issuer" and '"https://evil.example.com"' in err.message and idp.issuer in err.message
+    # The trusted issuers are named; the token's own (unverified) issuer is never echoed.
+    assert err.check == "issuer" and "evil.example" not in err.message and idp.issuer in err.message
     no_iss = claims_for(idp.issuer)
     del no_iss["iss"]
     err = refused(v, sign(no_iss))
@@ -387,7 +388,7 @@ def test_attack_unknown_kid(idp: IdP) -> None:
     v.verify(sign(claims_for(idp.issuer)))
     clock.advance(60)
     err = refused(v, sign(claims_for(idp.issuer), RSA_EVIL, kid="other"))
-    assert err.check == "unknown_key" and '"other"' in err.message
+    assert err.check == "unknown_key" and '"other"' not in err.message  # the unverified kid is not echoed
     assert idp.jwks_fetches == 2  # refetched once on the unknown kid...
     for _ in range(5):
         assert refused(v, sign(claims_for(idp.issuer), RSA_EVIL, kid=f"k{_}")).check == "unknown_key"

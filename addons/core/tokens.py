@@ -764,7 +764,7 @@ class KeyCache:
             return TokenError("no_keys", f"The gateway has no signing keys for this token's issuer: loading them "
                               f"from {self.describe()} failed{why}. Try again in a minute; if it persists, tell "
                               "the gateway operator.")
-        return TokenError("unknown_key", f"The token names signing key {_show(kid)}, which its issuer does not "
+        return TokenError("unknown_key", "The token names a signing key (kid) that its issuer does not "
                           f"publish ({self.describe()}). It was not signed by that issuer, or the issuer rotated "
                           "its keys: try again in a minute. " + HINT_NEW_TOKEN)
 
@@ -896,9 +896,11 @@ class TokenVerifier:
         iss = parsed.claims.get("iss")
         entries = self._by_iss.get(iss) if isinstance(iss, str) else None
         if not entries:
+            # The token's own `iss` is not echoed: nothing in an unverified token is trusted
+            # enough to be shown, logged or recorded (it may carry anything).
             trusted = ", ".join(sorted(_show(i) for i in self._by_iss)) or "none"
-            what = f"issuer {_show(iss)}" if iss is not None else "no issuer (iss)"
-            raise TokenError("issuer", f"The token names {what}, which this gateway does not trust "
+            what = "an issuer (iss)" if iss is not None else "no issuer (iss)"
+            raise TokenError("issuer", f"The token names {what} that this gateway does not trust "
                              f"(trusted: {trusted}). " + HINT_NEW_TOKEN)
         failures: list[TokenError] = []
         for entry in entries:
@@ -954,7 +956,8 @@ class TokenVerifier:
             raise TokenError("algorithm", "The token is not signed (alg: none); unsigned tokens are never accepted. "
                              + HINT_NEW_TOKEN)
         if alg not in cfg.algorithms:
-            raise TokenError("algorithm", f"The token is signed with {_show(alg)}, which issuer {cfg.name!r} does "
+            shown = alg if alg in _ALGORITHMS else "an algorithm"  # an unverified header: known names only
+            raise TokenError("algorithm", f"The token is signed with {shown}, which issuer {cfg.name!r} does "
                              f"not accept (accepted: {', '.join(cfg.algorithms)}). " + HINT_NEW_TOKEN)
 
         keyset: KeySet | None = None
@@ -969,12 +972,12 @@ class TokenVerifier:
             keyset, candidates = entry.keys.lookup(tok.kid, allow_fetch=allow_fetch)
             fitting = [k for k in candidates if k.fits(alg)]
             if not fitting:
-                raise TokenError("signature", f"The token is signed with {alg}, but key {_show(tok.kid)} of issuer "
+                raise TokenError("signature", f"The token is signed with {alg}, but the key it names (kid) of issuer "
                                  f"{cfg.name!r} is a {candidates[0].kty} key: it was not signed by that issuer. "
                                  + HINT_NEW_TOKEN)
             algo = _ALGORITHMS[alg]
             if not any(_safe_verify(algo, tok.signing_input, k.key, tok.signature) for k in fitting):
-                raise TokenError("signature", f"The token's signature does not verify with key {_show(tok.kid)} of "
+                raise TokenError("signature", f"The token's signature does not verify with the key it names (kid) of "
                                  f"issuer {cfg.name!r}: it was altered, or signed by someone else. " + HINT_NEW_TOKEN)
 
         claims = tok.claims
