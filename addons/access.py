@@ -46,6 +46,7 @@ class Access:
             refuse(flow, access.host_refusal(flow.request.host), "access", rule="other_hosts")
             return
         if route is not HostRoute.API:
+            exchange_of(flow).passthrough = True
             return
         # mitmproxy's stream_large_bodies would send the body upstream before `request` runs:
         # uninspected, with the caller's headers. API bodies are always read whole.
@@ -78,10 +79,13 @@ class Access:
             return
         ex = exchange_of(flow)
         path = flow.request.path
-        if err := access.check_endpoint(policy, path, ex.identity):
+        if err := access.check_endpoint(policy, flow.request.method, path, ex.identity):
             refuse(flow, err, "access", rule="endpoint")
             return
         body = flow.request.raw_content or b""
+        if err := access.check_body_allowed(flow.request.method, bool(body)):
+            refuse(flow, err, "access", rule="body_method")
+            return
         if err := access.check_body_size(policy, len(body)):
             refuse(flow, err, "access", rule="max_body_bytes")
             return

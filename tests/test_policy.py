@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from addons.core.policy import DEFAULT_ALLOWED_ENDPOINTS, endpoint_allowed, load_policy
+from addons.core.endpoints import Endpoint, allowed
+from addons.core.policy import DEFAULT_ALLOWED_ENDPOINTS, load_policy
 from addons.core.policyfile import PolicyError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,13 +67,45 @@ def test_missing_file(tmp_path):
 
 def test_endpoint_globs():
     pats = DEFAULT_ALLOWED_ENDPOINTS
-    assert endpoint_allowed("/v1/messages?beta=true", pats)
-    assert endpoint_allowed("/v1/messages/count_tokens", pats)
-    assert endpoint_allowed("/v1/models/claude-sonnet-4", pats)
-    assert endpoint_allowed("/api/claude_code/settings", pats)
-    assert not endpoint_allowed("/v1/messages/batches", pats)
-    assert not endpoint_allowed("/v1/files", pats)
-    assert not endpoint_allowed("/api/oauth/profile", pats)
+    assert allowed("POST", "/v1/messages?beta=true", pats)
+    assert allowed("POST", "/v1/messages/count_tokens", pats)
+    assert allowed("GET", "/v1/models/claude-sonnet-4", pats)
+    assert allowed("GET", "/api/claude_code/settings", pats)
+    assert not allowed("POST", "/v1/messages/batches", pats)
+    assert not allowed("GET", "/v1/files", pats)
+    assert not allowed("GET", "/api/oauth/profile", pats)
+
+
+def test_endpoints_are_allowed_per_method():
+    pats = DEFAULT_ALLOWED_ENDPOINTS
+    assert not allowed("GET", "/v1/messages", pats)
+    assert not allowed("PUT", "/v1/messages", pats)
+    assert not allowed("POST", "/v1/models", pats)
+    assert not allowed("POST", "/api/claude_code/settings", pats)
+    assert not allowed("DELETE", "/v1/models/x", pats)
+
+
+@pytest.mark.parametrize("entry, methods, pattern", [
+    ("POST /v1/files", {"POST"}, "/v1/files"),
+    ("get,post /v1/files*", {"GET", "POST"}, "/v1/files*"),
+    ("/v1/messages", {"POST"}, "/v1/messages"),        # a known endpoint takes the API's method
+    ("/v1/models*", {"GET"}, "/v1/models*"),
+    ("/v1/organizations/*", {"GET"}, "/v1/organizations/*"),  # an unknown one: GET only
+])
+def test_endpoint_entries(entry, methods, pattern):
+    e = Endpoint.parse(entry)
+    assert e.methods == methods and e.pattern == pattern
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("FETCH /v1/x", "unknown HTTP method FETCH"),
+    ("POST v1/x", "must start with '/'"),
+])
+def test_bad_endpoint_entries_name_the_key(tmp_path, entry, message):
+    path = write(tmp_path, f'[gateway]\nallowed_endpoints = ["/v1/messages", "{entry}"]\n')
+    with pytest.raises(PolicyError) as e:
+        load_policy(path)
+    assert "gateway.allowed_endpoints[1]" in str(e.value) and message in str(e.value)
 
 
 def test_shipped_policies_are_valid():

@@ -8,8 +8,9 @@ from enum import Enum
 
 from addons.core import apierrors, jsonbody
 from addons.core.apierrors import ApiError
+from addons.core.endpoints import BODILESS_METHODS, allowed, path_allowed
 from addons.core.exchange import Identity
-from addons.core.policy import API_HOST, GroupPolicy, Policy, endpoint_allowed
+from addons.core.policy import API_HOST, GroupPolicy, Policy
 
 # Endpoints whose JSON body names a model that group policy must allow.
 MODEL_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
@@ -69,9 +70,13 @@ def check_path(path: str) -> ApiError | None:
     return None
 
 
-def check_endpoint(policy: Policy, path: str, identity: Identity | None) -> ApiError | None:
+def check_endpoint(policy: Policy, method: str, path: str, identity: Identity | None) -> ApiError | None:
+    """The method and path must be opened by the policy, for the caller's groups too."""
     bare = path.split("?", 1)[0]
-    if not endpoint_allowed(bare, policy.gateway.allowed_endpoints):
+    endpoints = policy.gateway.allowed_endpoints
+    if not allowed(method, bare, endpoints):
+        if path_allowed(bare, endpoints):
+            return apierrors.permission(f"Gatehouse policy does not allow {method} on the endpoint {bare}.")
         return apierrors.permission(f"Gatehouse policy does not allow the endpoint {bare}.")
     if policy.groups and identity is not None:
         groups = caller_groups(policy, identity)
@@ -80,8 +85,17 @@ def check_endpoint(policy: Policy, path: str, identity: Identity | None) -> ApiE
                 f"{identity.email or identity.subject} is in none of the groups this gateway allows "
                 f"({', '.join(policy.groups)}); ask your gateway operator for access."
             )
-        if not any(endpoint_allowed(bare, g.endpoints or policy.gateway.allowed_endpoints) for g in groups):
-            return apierrors.permission(f"Your groups ({', '.join(g.name for g in groups)}) may not use the endpoint {bare}.")
+        if not any(allowed(method, bare, g.endpoints or endpoints) for g in groups):
+            return apierrors.permission(f"Your groups ({', '.join(g.name for g in groups)}) may not use "
+                                        f"{method} {bare}.")
+    return None
+
+
+def check_body_allowed(method: str, has_body: bool) -> ApiError | None:
+    """A GET (or HEAD, DELETE, OPTIONS) carries no body: one would be forwarded where nothing
+    expects, and so nothing inspects, it."""
+    if has_body and method.upper() in BODILESS_METHODS:
+        return apierrors.invalid_request(f"Gatehouse refuses a {method.upper()} request with a body.")
     return None
 
 
@@ -92,7 +106,10 @@ def requested_model(path: str, body: bytes) -> str | None:
     """
     if path.split("?", 1)[0] not in MODEL_ENDPOINTS:
         return None
-    doc = jsonbody.loads(body)
+    try:
+        doc = jsonbody.loads(body)
+    except RecursionError:
+        raise ValueError("the request body is JSON nested too deeply to inspect") from None
     if not isinstance(doc, dict):
         raise ValueError("the request body is not a JSON object")
     model = doc.get("model")

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from addons.core.endpoints import Endpoint, EndpointSyntaxError
 from addons.core.policyfile import PolicyError, Section, read_toml
 from addons.core.recording_policy import RecordingPolicy, parse_recording
 from addons.core.rules import MaskingPolicy, parse_masking
@@ -22,25 +23,25 @@ from addons.core.tokens import IssuerConfig, parse_issuers
 
 API_HOST = "api.anthropic.com"
 DEFAULT_UPSTREAM = f"https://{API_HOST}"
-# What Claude Code and the SDKs need; everything else is refused unless the policy opens it.
-DEFAULT_ALLOWED_ENDPOINTS = (
-    "/v1/messages",
-    "/v1/messages/count_tokens",
-    "/v1/models*",
-    "/api/claude_code/*",
+# What Claude Code and the SDKs need; every other method and path is refused unless the
+# policy opens it (docs/security.md).
+DEFAULT_ENDPOINT_ENTRIES = (
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
+    "GET /v1/models*",
+    "GET /api/claude_code/*",
+    # Claude Code's own calls when nonessential traffic is on: feature flags, bootstrap,
+    # the MCP registry and event logging (observed from 2.1.197). Their JSON bodies are
+    # scanned like any other.
+    "GET /api/claude_cli/*",
+    "GET /api/claude_code_penguin_mode",
+    "GET /mcp-registry/*",
+    "POST /api/eval/*",
+    "POST /api/event_logging/*",
 )
+DEFAULT_ALLOWED_ENDPOINTS = tuple(Endpoint.parse(e) for e in DEFAULT_ENDPOINT_ENTRIES)
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # the API's own request size limit
 DEFAULT_STATE_DIR = "~/.gatehouse"
-
-
-def endpoint_allowed(path: str, patterns: tuple[str, ...]) -> bool:
-    """Whether a request path (query ignored) matches one of the glob patterns.
-
-    `*` matches across `/`, so `/v1/models*` covers `/v1/models/claude-x`; a pattern
-    without `*` matches only that exact path (`/v1/messages` is not `/v1/messages/batches`).
-    """
-    path = path.split("?", 1)[0]
-    return any(fnmatch.fnmatchcase(path, p) for p in patterns)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class GatewayPolicy:
     state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
     other_hosts: str = "deny"
     passthrough_hosts: tuple[str, ...] = ()
-    allowed_endpoints: tuple[str, ...] = DEFAULT_ALLOWED_ENDPOINTS
+    allowed_endpoints: tuple[Endpoint, ...] = DEFAULT_ALLOWED_ENDPOINTS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
@@ -75,7 +76,7 @@ class CredentialsPolicy:
 class GroupPolicy:
     name: str
     models: tuple[str, ...] = ("*",)
-    endpoints: tuple[str, ...] | None = None  # None: the gateway's allowed_endpoints
+    endpoints: tuple[Endpoint, ...] | None = None  # None: the gateway's allowed_endpoints
 
     def allows_model(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, p) for p in self.models)
@@ -102,16 +103,27 @@ def validate_upstream(value: str, file: str, key: str) -> str:
     return value.rstrip("/")
 
 
+def _parse_endpoints(sec: Section, key: str, default: tuple[str, ...] | None) -> tuple[Endpoint, ...] | None:
+    entries = sec.str_list(key, default)
+    if entries is None:
+        return None
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(Endpoint.parse(entry))
+        except EndpointSyntaxError as e:
+            raise PolicyError(sec.file, f"{sec.key_path(key)}[{i}]", str(e)) from None
+    return tuple(out)
+
+
 def _parse_gateway(sec: Section | None) -> GatewayPolicy:
     if sec is None:
         return GatewayPolicy()
     upstream = sec.str("upstream", None)
     if upstream is not None:
         upstream = validate_upstream(upstream, sec.file, sec.key_path("upstream"))
-    endpoints = sec.str_list("allowed_endpoints", DEFAULT_ALLOWED_ENDPOINTS)
-    for i, e in enumerate(endpoints):
-        if not e.startswith("/"):
-            raise PolicyError(sec.file, f"{sec.key_path('allowed_endpoints')}[{i}]", f"must start with '/'; got {e!r}")
+    endpoints = _parse_endpoints(sec, "allowed_endpoints", DEFAULT_ENDPOINT_ENTRIES)
+    assert endpoints is not None
     g = GatewayPolicy(
         upstream=upstream,
         state_dir=sec.path_value("state_dir", Path(DEFAULT_STATE_DIR).expanduser()),
@@ -155,11 +167,7 @@ def _parse_credentials(sec: Section | None, group_names: set[str]) -> Credential
 def _parse_groups(root: Section, allowed_endpoints: tuple[str, ...]) -> dict[str, GroupPolicy]:
     groups = {}
     for name, gsec in root.named_sections("groups").items():
-        endpoints = gsec.str_list("endpoints", None)
-        if endpoints is not None:
-            for i, e in enumerate(endpoints):
-                if not e.startswith("/"):
-                    raise PolicyError(gsec.file, f"{gsec.key_path('endpoints')}[{i}]", f"must start with '/'; got {e!r}")
+        endpoints = _parse_endpoints(gsec, "endpoints", None)
         groups[name] = GroupPolicy(name=name, models=gsec.str_list("models", ("*",)), endpoints=endpoints)
         gsec.done()
     return groups
