@@ -1,4 +1,9 @@
-"""Credentials: the caller's API credentials never reach the upstream; the gateway's key does."""
+"""Credentials: the caller's credentials never reach the upstream; the gateway's key does.
+
+The request's headers are cut down to the allowlist in `addons.core.headers` (every value
+scanned, any value carrying a credential dropped whatever its name), then the gateway's key
+is added. What was dropped is named, never quoted, in the exchange's decisions.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,14 @@ import logging
 
 from mitmproxy import ctx, http
 
-from addons.core import apierrors
+from addons.core import apierrors, headers
 from addons.core.access import HostRoute, route_host
 from addons.core.credentials import MissingKey, key_source_for, read_key
-from addons.flowutil import exchange_of, fail_closed, refuse
+from addons.core.exchange import Exchange
+from addons.flowutil import exchange_of, fail_closed, record_findings, refuse
 from addons.state import GatewayState
 
 log = logging.getLogger(__name__)
-
-# Headers that carry a caller's credentials; none of them may reach the upstream.
-CALLER_AUTH_HEADERS = ("x-api-key", "authorization", "proxy-authorization", "x-gatehouse-token")
-
 
 class Credentials:
     def __init__(self, state: GatewayState) -> None:
@@ -35,11 +37,10 @@ class Credentials:
         policy = self.state.require_policy()
         if route_host(policy, flow.request.host) is not HostRoute.API:
             return
-        for name in CALLER_AUTH_HEADERS:
-            flow.request.headers.pop(name, None)
+        ex = exchange_of(flow)
+        self._filter_headers(flow, ex)
         # Trailers are sent after the body, past every check: none go upstream.
         flow.request.trailers = None
-        ex = exchange_of(flow)
         source, group = key_source_for(policy, ex.identity)
         try:
             key = read_key(source)
@@ -56,3 +57,18 @@ class Credentials:
         flow.request.host = up.hostname or ""
         flow.request.port = up.port or (443 if up.scheme == "https" else 80)
         flow.request.path = up.path.rstrip("/") + flow.request.path
+
+    def _filter_headers(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        req = flow.request
+        result = headers.filter_request(req.headers.items(multi=True), self.state.masker)
+        if not result.changed:
+            return
+        kept = http.Headers()
+        for name, value in result.headers:
+            kept.add(name, value)
+        req.headers = kept
+        if result.dropped or result.credentials:
+            ex.decide("headers", "drop", "request headers not forwarded", rule="header_allowlist", side="request",
+                      dropped=result.dropped, credentials=result.credentials)
+        if result.findings:
+            record_findings(ex, result.findings, "request")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections import Counter
 from typing import Any, Callable
 
 from mitmproxy import http
 
 from addons.core import apierrors
 from addons.core.apierrors import ApiError
-from addons.core.exchange import EXCHANGE_ID_HEADER, METADATA_KEY, Exchange
+from addons.core.exchange import EXCHANGE_ID_HEADER, METADATA_KEY, Exchange, Finding
 
 
 def exchange_of(flow: http.HTTPFlow) -> Exchange:
@@ -23,6 +24,17 @@ def exchange_of(flow: http.HTTPFlow) -> Exchange:
 
 
 log = logging.getLogger(__name__)
+
+
+def record_findings(ex: Exchange, findings: list[Finding], side: str) -> None:
+    """Masked secrets (rule, where, fingerprint: never the value) onto the Exchange, with one
+    ``masking`` decision per call that found any."""
+    if not findings:
+        return
+    (ex.request_findings if side == "request" else ex.response_findings).extend(findings)
+    counts = Counter(f.rule for f in findings)
+    ex.decide("masking", "mask", f"{len(findings)} secret(s) masked in the {side}",
+              side=side, count=len(findings), rules=dict(sorted(counts.items())))
 
 
 def refuse(flow: http.HTTPFlow, err: ApiError, stage: str, rule: str | None = None, **detail: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from addons.core.masker import Masker
 from addons.core.policy import DEFAULT_UPSTREAM, Policy
 
 
@@ -14,6 +15,8 @@ class GatewayState:
     upstream: SplitResult = urlsplit(DEFAULT_UPSTREAM)
     # True when the upstream is not api.anthropic.com (an option or the policy overrode it).
     upstream_overridden: bool = False
+    # The policy's masker (None: masking off), shared by every addon that scans what it passes.
+    masker: Masker | None = None
 
     def require_policy(self) -> Policy:
         if self.policy is None:

@@ -71,8 +71,9 @@ class Finding:
 class Exchange:
     exchange_id: str = field(default_factory=new_exchange_id)
     identity: Identity | None = None
-    # Group whose credentials/policy apply (set by Access once identity is known).
-    group: str | None = None
+    # Set by Access for a host the policy tunnels untouched (plain HTTP to a passthrough host):
+    # the only flows the inspecting addons leave alone.
+    passthrough: bool = False
     decisions: list[Decision] = field(default_factory=list)
     request_findings: list[Finding] = field(default_factory=list)
     response_findings: list[Finding] = field(default_factory=list)

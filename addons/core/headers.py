@@ -1,0 +1,111 @@
+"""Which HTTP headers cross the gateway, in each direction: an allowlist, every value scanned.
+
+Deny by default. Toward the API only the headers the Claude API and its clients use are
+forwarded (seen on the wire from Claude Code and the SDKs; docs/security.md lists them);
+toward the client only the API's own. Everything else is dropped, and the exchange's record
+names what was dropped. Every forwarded value goes through the masker, and a value that
+carries a credential (a JWT, an Anthropic key, a bearer token) is dropped whatever its
+header's name: the caller's credentials never leave the gateway, and the gateway injects its
+own key after this filter has run.
+
+Framing headers (content-length, transfer-encoding) are mitmproxy's to manage: it validated
+them when it read the message and rewrites them when a body changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+import re2
+
+from addons.core.exchange import Finding
+
+# Request headers forwarded to the API (names in lower case).
+# Observed from Claude Code 2.1 and the Python SDK 2.15 (docs/security.md), plus the few the
+# SDKs set in other configurations (workspace, profile).
+REQUEST_HEADERS = frozenset({
+    "host", "content-type", "content-length", "transfer-encoding", "accept", "accept-encoding",
+    "accept-language", "cache-control", "pragma", "user-agent", "idempotency-key",
+    "x-app", "x-client-request-id", "x-service-name",
+    "anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access",
+    "anthropic-workspace-id", "anthropic-user-profile-id", "anthropic-client-platform",
+})
+# Families whose members change with client versions: SDK metadata and Claude Code's session,
+# agent and client headers. Values are scanned like any other.
+REQUEST_HEADER_PREFIXES = ("x-stainless-", "x-claude-code-")
+
+# Response headers passed to the client.
+RESPONSE_HEADERS = frozenset({
+    "content-type", "content-length", "transfer-encoding", "content-encoding", "date", "cache-control",
+    "request-id", "retry-after", "retry-after-ms", "x-should-retry", "anthropic-organization-id",
+    "anthropic-workspace-id", "x-organization-uuid", "x-gatehouse-exchange-id",
+})
+RESPONSE_HEADER_PREFIXES = ("anthropic-ratelimit-",)
+
+# Framing values mitmproxy has parsed and will rewrite: not scanned (they are numbers or
+# codings), and never altered here.
+FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+# A credential in a header value, whatever the header: a JWT (three base64url parts, the
+# first a JSON header), an Anthropic key or OAuth token, or an auth scheme with a value.
+CREDENTIAL = re2.compile(
+    r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
+    r"|sk-ant-[A-Za-z0-9_-]{8,}"
+    r"|(?i:\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,})"
+)
+
+
+class TextMasker(Protocol):
+    def mask_text(self, text: str, where: str = "") -> tuple[str, list[Finding]]: ...
+
+
+@dataclass
+class Filtered:
+    """Headers to send, in order, and what was left out (names only: values may be secret)."""
+
+    headers: list[tuple[str, str]]
+    dropped: list[str] = field(default_factory=list)
+    credentials: list[str] = field(default_factory=list)  # dropped because a value held a credential
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.dropped or self.credentials or self.findings)
+
+
+def carries_credential(value: str) -> bool:
+    return CREDENTIAL.search(value) is not None
+
+
+def _filter(headers: Iterable[tuple[str, str]], names: frozenset[str], prefixes: tuple[str, ...],
+            masker: TextMasker | None, side: str) -> Filtered:
+    out = Filtered([])
+    for name, value in headers:
+        n = name.lower()
+        if n not in names and not n.startswith(prefixes):
+            if n not in out.dropped:
+                out.dropped.append(n)
+            continue
+        if n in FRAMING:
+            out.headers.append((name, value))
+            continue
+        if carries_credential(value):
+            if n not in out.credentials:
+                out.credentials.append(n)
+            continue
+        if masker is not None:
+            value, found = masker.mask_text(value, f"{side}.headers.{n}")
+            out.findings.extend(found)
+        out.headers.append((name, value))
+    return out
+
+
+def filter_request(headers: Iterable[tuple[str, str]], masker: TextMasker | None) -> Filtered:
+    """The request headers that may go upstream (before the gateway's key is added)."""
+    return _filter(headers, REQUEST_HEADERS, REQUEST_HEADER_PREFIXES, masker, "request")
+
+
+def filter_response(headers: Iterable[tuple[str, str]], masker: TextMasker | None) -> Filtered:
+    """The response headers that may reach the client."""
+    return _filter(headers, RESPONSE_HEADERS, RESPONSE_HEADER_PREFIXES, masker, "response")
