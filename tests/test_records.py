@@ -46,6 +46,10 @@ class FakeMasker:
 
         return walk(copy.deepcopy(obj), ""), findings
 
+    def mask_text(self, text: str, where: str = "") -> tuple[str, list[dict[str, str]]]:
+        masked, findings = self.mask_for_record(text)
+        return masked, [dict(f, where=where) for f in findings]
+
 
 def messages_request(messages: list[dict[str, Any]], *, stream: bool = False, system: str = "You are Claude Code." * 50,
                      extra_headers: list[tuple[str, str]] | None = None, session_header: bool = True) -> RequestInput:

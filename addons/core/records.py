@@ -44,6 +44,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from addons.core.urlmask import UnmaskableUrl, mask_target
+
 SCHEMA = "gatehouse.record/1"
 CHECKPOINT_SCHEMA = "gatehouse.checkpoint/1"
 SIGNATURE_ALG = "ed25519"
@@ -499,6 +501,7 @@ class ExchangeInput:
 
 class Masker(Protocol):
     def mask_for_record(self, obj: Any) -> tuple[Any, list[Any]]: ...
+    def mask_text(self, text: str, where: str = "") -> tuple[str, list[Any]]: ...
 
 
 @dataclass
@@ -587,14 +590,24 @@ def build_request(req: RequestInput, *, masker: Masker | None, identity: dict[st
     # Session and client values come from client headers too: masked like everything else (a
     # secret pasted into a session id or user agent must not reach the record or the report).
     # Masking is deterministic, so a masked session id still groups the same exchanges.
-    masked, findings = _mask(masker, {"path": req.path, "headers": selected, "body": value,
-                                      "session": session, "client": client})
+    # Method, host and path too: on a refused request they are whatever the caller sent.
+    path = req.path
+    url_findings: list[dict[str, Any]] = []
+    if masker is not None:
+        try:
+            path, found = mask_target(masker, path)
+            url_findings = [json_safe(f) for f in found]
+        except UnmaskableUrl:
+            path = "/[MASKED:url]"
+    masked, findings = _mask(masker, {"method": req.method, "host": req.host, "path": path, "headers": selected,
+                                      "body": value, "session": session, "client": client})
+    findings = url_findings + findings
     body = masked["body"]
     session, client = masked["session"], masked["client"]
 
     blobs = _Blobs()
     part: dict[str, Any] = {
-        "method": req.method, "scheme": req.scheme, "host": req.host, "port": req.port,
+        "method": masked["method"], "scheme": req.scheme, "host": masked["host"], "port": req.port,
         "path": masked["path"], "headers": masked["headers"], "size": len(req.body or b""),
         "encoding": kind, "model": None, "stream": None,
         "system": None, "tools": None, "messages": None, "body": None,
@@ -661,7 +674,7 @@ def build_response(resp: ResponseInput, *, masker: Masker | None,
     masked, findings = _mask(masker, {"headers": selected, "message": message, "body": value})
     blobs = _Blobs()
     part: dict[str, Any] = {
-        "status": resp.status, "headers": masked["headers"], "request_id": selected.get("request-id"),
+        "status": resp.status, "headers": masked["headers"], "request_id": masked["headers"].get("request-id"),
         "streamed": resp.streamed, "size": len(resp.body) if resp.body is not None and not resp.streamed else None,
         "encoding": kind, "message": None, "content": None, "body": None,
     }
