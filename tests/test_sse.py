@@ -425,7 +425,9 @@ def test_any_chunking_gives_the_buffered_result_and_a_valid_stream(case):
     events, data, cuts = case
     masker = Masker(parse_masking(None), KEY)
     expected = assemble_message(events)
-    buffered_findings = masker.mask_response_message(expected)
+    # The stream masks each block on its own (it does not hold one block for the next), so
+    # the buffered reference does not join adjacent blocks either.
+    buffered_findings = masker.mask_response_message(expected, join_adjacent=False)
 
     pipe = SsePipeline(masker)
     out, returned = run(pipe, data, cuts)
@@ -483,3 +485,200 @@ def test_secret_split_at_every_byte_boundary_is_caught(masker):
         pipe = SsePipeline(masker)
         out, _ = run(pipe, data, list(range(0, len(data), step)))
         assert not survives(s, out.decode()), step
+
+
+# --------------------------------------------------------------------------------------------
+# Deny by default: every event is scanned
+# --------------------------------------------------------------------------------------------
+
+
+def ghp(seed: int = 1) -> str:
+    return fake_secret("github-pat", random.Random(seed))
+
+
+def visible_strings(events: list[tuple[str, dict[str, Any]]]) -> str:
+    """Everything the client sees, except thinking and signature deltas (byte-identical)."""
+    keep = [d for _, d in events if (d.get("delta") or {}).get("type") not in ("thinking_delta", "signature_delta")]
+    return json.dumps(keep, ensure_ascii=False) + json.dumps(assemble_message(events), ensure_ascii=False)
+
+
+def test_message_start_delta_and_error_fields_are_masked(masker):
+    s = ghp()
+    events = [message_start(model=f"m-{s}", container={"id": s}),
+              *text_block(0, "hello", random.Random(1)),
+              ev("message_delta", delta={"stop_reason": "stop_sequence", "stop_sequence": s},
+                 usage={"output_tokens": 3, "note": s}),
+              ev("message_stop")]
+    out, pipe = mask_sse_body(masker, encode(events))
+    assert s not in out.decode() and not pipe.errors
+    wheres = sorted(f.where for f in pipe.findings)
+    assert wheres == ["container.id", "delta.stop_sequence", "model", "usage.note"]
+    err = [message_start(), ev("error", error={"type": "invalid_request_error", "message": f"bad {s}"},
+                               request_id="req_1")]
+    out, pipe = mask_sse_body(masker, encode(err))
+    assert s not in out.decode() and parse_sse(out)[-1][1]["error"]["message"].startswith("bad [MASKED:")
+
+
+def test_citations_server_tool_and_mcp_results_are_masked(masker):
+    s = ghp(2)
+    rng = random.Random(3)
+    events = [
+        message_start(),
+        ev("content_block_start", index=0, content_block={"type": "server_tool_use", "id": "srvtoolu_1",
+                                                          "name": "web_search", "input": {}}),
+        ev("content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": json.dumps({"query": s})}),
+        ev("content_block_stop", index=0),
+        ev("content_block_start", index=1, content_block={"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1",
+                                                          "content": [{"type": "web_search_result", "title": s,
+                                                                       "url": f"https://x/{s}",
+                                                                       "encrypted_content": "RU5D/" + s}]}),
+        ev("content_block_stop", index=1),
+        ev("content_block_start", index=2, content_block={"type": "mcp_tool_result", "tool_use_id": "m",
+                                                          "content": [{"type": "text", "text": f"out {s}"}]}),
+        ev("content_block_stop", index=2),
+        *text_block(3, "As found", rng)[:-1],
+        ev("content_block_delta", index=3, delta={"type": "citations_delta", "citation": {
+            "type": "web_search_result_location", "cited_text": f"c {s}", "url": "https://x", "title": s,
+            "encrypted_index": "RWk/" + s}}),
+        ev("content_block_stop", index=3),
+        ev("future_event", payload={"x": [s]}),
+        *ending(),
+    ]
+    out, pipe = mask_sse_body(masker, encode(events))
+    got = parse_sse(out)
+    assert not pipe.errors
+    # only the encrypted fields keep the secret, byte-identical
+    assert out.decode().count(s) == 2
+    result = got[4][1]["content_block"]["content"][0]
+    assert result["encrypted_content"] == "RU5D/" + s and s not in result["title"] + result["url"]
+    cit = [d for _, d in got if (d.get("delta") or {}).get("type") == "citations_delta"][0]["delta"]["citation"]
+    assert cit["encrypted_index"] == "RWk/" + s and s not in cit["cited_text"] + cit["title"]
+    assert s not in json.dumps([d for n, d in got if n == "future_event"])
+
+
+@pytest.mark.parametrize("where", ["start", "both"])
+def test_tool_input_in_content_block_start_is_masked(masker, where):
+    s = ghp(4)
+    inp = {"command": f"curl -H 'Authorization: token {s}'"}
+    block = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": inp, "note": s}
+    events = [message_start(), ev("content_block_start", index=0, content_block=block)]
+    if where == "both":  # deltas win, as in the SDK
+        events.append(ev("content_block_delta", index=0,
+                         delta={"type": "input_json_delta", "partial_json": json.dumps({"command": f"echo {s}"})}))
+    events += [ev("content_block_stop", index=0), *ending("tool_use")]
+    out, pipe = mask_sse_body(masker, encode(events))
+    assert s not in out.decode()
+    msg = assemble_message(parse_sse(out))
+    want = f"echo {s}" if where == "both" else inp["command"]
+    assert msg["content"][0]["input"]["command"] == masker.mask_text(want)[0]
+    assert sdk_message(out).content[0].input == msg["content"][0]["input"]
+
+
+@pytest.mark.parametrize("escaped", [1, 2, 0])
+def test_cut_short_tool_input_never_leaks_an_escaped_secret(masker, escaped):
+    s = ghp(5)
+    shown = "".join("\\u%04x" % ord(c) for c in s[:escaped]) + s[escaped:]  # "g" as \u0067...
+    partial = '{"file_path": "\\/tmp\\/x", "content": "TOKEN=' + shown
+    rng = random.Random(6)
+    events = [message_start(), ev("content_block_start", index=0, content_block={
+        "type": "tool_use", "id": "toolu_1", "name": "Write", "input": {}})]
+    for i in range(0, len(partial), 5):
+        events.append(ev("content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": partial[i:i + 5]}))
+    for tail in ([ev("content_block_stop", index=0), *ending("max_tokens")], []):  # stopped, or cut off
+        pipe = SsePipeline(masker)
+        out, _ = run(pipe, encode(events + tail), [rng.randint(1, 400) for _ in range(10)])
+        text = out.decode()
+        assert s[2:] not in text and s[2:] not in json.loads(json.dumps(text))
+        sent = "".join(d["delta"]["partial_json"] for _, d in parse_sse(out)
+                       if (d.get("delta") or {}).get("type") == "input_json_delta")
+        assert "[MASKED:github-pat:" in sent and s[4:] not in sent
+        assert [f.rule for f in pipe.findings] == ["github-pat"]
+
+
+MALFORMED = {
+    "delta for an index that never started": [ev("content_block_delta", index=7, delta={"type": "text_delta", "text": "x"})],
+    "stop for an index that never started": [ev("content_block_stop", index=3)],
+    "delta after its stop": [ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+                             ev("content_block_stop", index=0),
+                             ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "late"})],
+    "second start for a live index": [ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+                                      ev("content_block_start", index=0, content_block={"type": "text", "text": ""})],
+    "start without an index": [ev("content_block_start", content_block={"type": "text", "text": ""})],
+    "event after message_stop": [*ending(), ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "x"})],
+    "second message_start": [message_start()],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_sequences_end_the_stream_with_an_error(masker, case):
+    s = ghp(7)
+    rng = random.Random(8)
+    held = text_block(5, f"secret {s} and more", rng)[:-1]  # held in the window when it goes wrong
+    events = [message_start(), *held, *MALFORMED[case], *text_block(9, f"after {s}", rng), *ending()]
+    pipe = SsePipeline(masker)
+    out, _ = run(pipe, encode(events), [rng.randint(1, 900) for _ in range(8)])
+    got = parse_sse(out)
+    assert got[-1][0] == "error" and "malformed" in got[-1][1]["error"]["message"]
+    assert got[-1][1]["error"]["type"] == "api_error"
+    assert pipe.errors and pipe.errors[0].startswith("malformed stream")
+    assert s not in out.decode()
+    assert "after" not in "".join(d.get("delta", {}).get("text", "") for _, d in got)  # the rest is dropped
+    assert assemble_message(got)["content"][5]["text"] == masker.mask_text(f"secret {s} and more")[0]
+
+
+def test_content_before_message_start_is_malformed(masker):
+    out, pipe = mask_sse_body(masker, encode([ev("content_block_start", index=0, content_block={"type": "text", "text": ""})]))
+    assert [n for n, _ in parse_sse(out)] == ["error"] and pipe.errors
+
+
+def test_ping_and_unknown_event_names_are_scanned(masker):
+    s = ghp(9)
+    raw = encode([message_start(), ev("ping", note=s)]) + f"event: x-{s}\ndata: [\"\\u0067{s[1:]}\"]\n\n".encode()
+    out, pipe = mask_sse_body(masker, raw)
+    assert s not in out.decode() and s[1:] not in out.decode() and len(pipe.findings) == 3
+
+
+def test_thinking_stays_byte_identical_in_a_start_event(masker):
+    s = ghp(10)
+    block = {"type": "thinking", "thinking": f"saw {s}", "signature": "c2ln/" + s}
+    events = [message_start(), ev("content_block_start", index=0, content_block=block),
+              ev("content_block_stop", index=0),
+              ev("content_block_start", index=1, content_block={"type": "redacted_thinking", "data": "ZW5j/" + s}),
+              ev("content_block_stop", index=1), *ending()]
+    out, pipe = mask_sse_body(masker, encode(events))
+    assert parse_sse(out) == events and pipe.findings == []
+
+
+def test_long_token_in_a_stream_is_masked_at_the_hold_limit(masker):
+    rng = random.Random(11)
+    jwt = "eyJ" + "a" * 20 + ".eyJ" + "b" * 20 + "." + "".join(rng.choice("xyzXYZ019_-") for _ in range(5000))
+    events = [message_start(), *text_block(0, f"token: {jwt} done", rng, max_piece=40), *ending()]
+    pipe = SsePipeline(masker, max_hold_chars=1000)
+    out, _ = run(pipe, encode(events), [])
+    text = assemble_message(parse_sse(out))["content"][0]["text"]
+    assert text.startswith("token: [MASKED:jwt:") and text.endswith("] done")
+    assert not survives(jwt, out.decode())
+
+
+def test_thinking_delta_text_is_byte_identical_but_its_event_is_scanned(masker):
+    s = ghp(12)
+    events = [message_start(),
+              ev("content_block_start", index=0, content_block={"type": "thinking", "thinking": "", "signature": ""}),
+              ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": f"hm {s}", "note": s}),
+              ev("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "c2ln/" + s}, extra=s),
+              ev("content_block_stop", index=0), *ending()]
+    out, pipe = mask_sse_body(masker, encode(events))
+    got = parse_sse(out)
+    assert got[2][1]["delta"]["thinking"] == f"hm {s}" and s not in got[2][1]["delta"]["note"]
+    assert got[3][1]["delta"]["signature"] == "c2ln/" + s and s not in got[3][1]["extra"]
+    assert len(pipe.findings) == 2
+
+
+def test_same_stream_same_output(masker):
+    s = ghp(13)
+    rng = random.Random(14)
+    events = [message_start(), *text_block(0, f"a {s} b", rng), *tool_block(1, "Bash", {s: f"x {s}"}, rng), *ending()]
+    data = encode(events)
+    outs = {mask_sse_body(masker, data)[0] for _ in range(3)}
+    outs.add(run(SsePipeline(masker), data, list(range(0, len(data), 11)))[0])
+    assert len(outs) == 1 and s not in outs.pop().decode()

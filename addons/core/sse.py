@@ -5,8 +5,9 @@ mitmproxy accepts one stream modifier per flow (`flow.response.stream`), so `Sse
 is the single place where everything that must see a streamed response happens, in order:
 parse (chunks split anywhere, even inside a UTF-8 character), mask text deltas with a
 hold-back window, hold each tool_use block until it is complete, let a judge replace it
-(the hook for command rules and approvals), mask it, and re-assemble what the client
-received (for the recorder). Pure: no mitmproxy import.
+(the hook for command rules and approvals), mask it, scan every other event with the
+masker's generic walk (deny by default), end a malformed stream, and re-assemble what the
+client received (for the recorder). Pure: no mitmproxy import.
 
 Contract with mitmproxy 12 (``proxy/layers/http/__init__.py``): the modifier is called with
 each chunk from upstream and returns bytes or a list of bytes to send; at the end it is
@@ -156,6 +157,10 @@ def parse_sse(data: bytes) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else _dumps(value)
+
+
 class MessageAssembler:
     """Builds the Messages API message from its stream events, as the SDKs do."""
 
@@ -169,7 +174,10 @@ class MessageAssembler:
         t = data.get("type", name)
         if t == "message_start":
             msg = json.loads(_dumps(data.get("message") or {}))
-            msg.setdefault("content", [])
+            if not isinstance(msg, dict):
+                msg = {}
+            if not isinstance(msg.get("content"), list):
+                msg["content"] = []
             self.message = msg
             return
         if t == "error":
@@ -181,35 +189,46 @@ class MessageAssembler:
         content: list[Any] = msg["content"]
         if t == "content_block_start":
             idx = data.get("index", len(content))
+            if type(idx) is not int or not 0 <= idx < len(content) + 100_000:
+                return
             block = json.loads(_dumps(data.get("content_block") or {}))
             while len(content) <= idx:
                 content.append(None)
             content[idx] = block
         elif t == "content_block_delta":
             idx = data.get("index", -1)
-            if not (0 <= idx < len(content)) or not isinstance(content[idx], dict):
+            if type(idx) is not int or not (0 <= idx < len(content)) or not isinstance(content[idx], dict):
                 return
             block = content[idx]
-            delta = data.get("delta") or {}
+            delta = data.get("delta")
+            if not isinstance(delta, dict):
+                return
             dt = delta.get("type")
             if dt == "text_delta":
-                block["text"] = block.get("text", "") + delta.get("text", "")
+                block["text"] = _text(block.get("text")) + _text(delta.get("text"))
             elif dt == "input_json_delta":
-                self._json.setdefault(idx, []).append(delta.get("partial_json", ""))
+                self._json.setdefault(idx, []).append(_text(delta.get("partial_json")))
             elif dt == "thinking_delta":
-                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+                block["thinking"] = _text(block.get("thinking")) + _text(delta.get("thinking"))
             elif dt == "signature_delta":
                 block["signature"] = delta.get("signature", "")
             elif dt == "citations_delta":
-                block.setdefault("citations", []).append(delta.get("citation"))
+                if not isinstance(block.get("citations"), list):
+                    block["citations"] = []
+                block["citations"].append(delta.get("citation"))
         elif t == "content_block_stop":
-            self._finish_json(data.get("index", -1))
+            idx = data.get("index", -1)
+            if type(idx) is int:
+                self._finish_json(idx)
         elif t == "message_delta":
-            for k, v in (data.get("delta") or {}).items():
+            delta = data.get("delta")
+            for k, v in (delta.items() if isinstance(delta, dict) else ()):
                 msg[k] = v
             usage = data.get("usage")
             if isinstance(usage, dict):
-                mu = msg.setdefault("usage", {})
+                mu = msg.get("usage")
+                if not isinstance(mu, dict):
+                    mu = msg["usage"] = {}
                 for k, v in usage.items():
                     if v is not None:
                         mu[k] = v
@@ -258,6 +277,13 @@ def assemble_message(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]
 
 JudgeToolUse = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
+MALFORMED_MESSAGE = ("The gateway ended a malformed stream (events out of order for the Messages API); "
+                     "the rest of the response was dropped.")
+
+
+class MalformedStream(Exception):
+    """The upstream's events break the Messages API's order: the stream is ended."""
+
 
 @dataclass
 class _HeldTool:
@@ -268,17 +294,33 @@ class _HeldTool:
 class SsePipeline:
     """The stream modifier of one flow: masks a Messages API SSE stream on the fly.
 
-    - text deltas go through a `TextStream` per block (hold-back window, private-key hold);
-    - a tool_use block (and server/MCP tool blocks) is held from its start to its stop, then
-      given to `judge_tool_use` (may return a replacement block), masked whole, and sent as
-      start + one delta + stop;
-    - thinking, signature and citation deltas, ping, and unknown events pass unchanged;
-      an `error` event first flushes what is held (masked), then passes;
-    - while anything is held and nothing was sent for `ping_interval` seconds, a `ping`
-      event is sent so that the client's idle watchdog does not fire.
+    Deny by default: every event's JSON data goes through the masker's generic walk
+    (`Masker.mask_document`: every string value and key, except its byte-identical list),
+    with three exceptions:
 
-    If the pipeline itself fails, it fails closed: it sends an `error` event and drops the
-    rest of the stream rather than forward text it could not mask.
+    - text deltas of a text block go through a `TextStream` per block (hold-back window,
+      private-key hold, bounded hold that masks and swallows);
+    - thinking and signature deltas pass byte-identical (the API checks them when they come
+      back);
+    - a tool block (tool_use, server/MCP tool use) is held from its start to its stop (its
+      input may arrive in the start event, in deltas, or both), given to `judge_tool_use` (may
+      return a replacement block), masked whole, and sent as start + one delta + stop. An
+      input that is not valid JSON (cut by max_tokens) is masked as JSON text: its string
+      escapes are decoded before scanning (`Masker.mask_json_text`).
+
+    So message_start (the whole message), message_delta, error events (which first flush what
+    is held, masked), citations, server-tool and MCP results, and unknown events are scanned.
+    Events are sent under the name of their `type`.
+
+    A malformed sequence (an event before message_start or after message_stop, a second
+    message_start, a block event for an index that never started or already stopped, a
+    second start for a live index) ends the stream: what is held is flushed (masked), an
+    `error` event is sent, the rest is dropped, and the reason is in `errors`.
+
+    While anything is held and nothing was sent for `ping_interval` seconds, a `ping` event
+    is sent so that the client's idle watchdog does not fire. If the pipeline itself fails, it
+    fails closed: it sends an `error` event and drops the rest of the stream rather than
+    forward text it could not mask.
     """
 
     def __init__(self, masker: Masker, *, hold_back_chars: int | None = None,
@@ -302,6 +344,10 @@ class SsePipeline:
         self._asm = MessageAssembler()
         self._texts: dict[int, TextStream] = {}
         self._tools: dict[int, _HeldTool] = {}
+        self._live: dict[int, str] = {}  # index -> block type, between its start and its stop
+        self._closed: set[int] = set()  # indexes whose block has stopped
+        self._started = False  # message_start seen
+        self._stopped = False  # message_stop seen
         self._failed = False
         self._last_out = clock()
 
@@ -316,6 +362,8 @@ class SsePipeline:
         try:
             for ev in self._parser.feed(chunk):
                 self._on_event(ev, out)
+        except MalformedStream as e:
+            return self._malformed(str(e), out)
         except Exception as e:  # fail closed: never forward what could not be masked
             return self._fail(e)
         now = self.clock()
@@ -351,6 +399,9 @@ class SsePipeline:
             for ev in self._parser.finish():
                 self._on_event(ev, out)
             self._flush_all(out)
+        except MalformedStream as e:
+            res = self._malformed(str(e), out)
+            return res if isinstance(res, bytes) else b"".join(res)
         except Exception as e:
             res = self._fail(e)
             return res if isinstance(res, bytes) else b"".join(res)
@@ -365,6 +416,19 @@ class SsePipeline:
         return self._emit("error", {"type": "error", "error": {
             "type": "api_error", "message": "The gateway could not inspect this response; it was cut short."}})
 
+    def _malformed(self, reason: str, out: bytearray) -> bytes:
+        """End a malformed stream: what was sent so far in this call, what is held (masked),
+        then an error event; the rest is dropped."""
+        log.warning("gatehouse: malformed event stream (%s); ended with an error event", reason)
+        self.errors.append(f"malformed stream: {reason}")
+        try:
+            self._flush_all(out)
+        except Exception as e:
+            return self._fail(e)
+        self._failed = True
+        self._emit("error", {"type": "error", "error": {"type": "api_error", "message": MALFORMED_MESSAGE}}, out)
+        return bytes(out)
+
     def _emit(self, name: str, data: dict[str, Any], out: bytearray | None = None) -> bytes:
         self.events_out.append((name, data))
         self._asm.feed(name, data)
@@ -372,6 +436,17 @@ class SsePipeline:
         if out is not None:
             out += b
         return b
+
+    def _walk(self, data: Any, where: str = "") -> None:
+        """The generic walk over an event's data, in place."""
+        self.findings.extend(self.masker.mask_document(data, where))
+
+    def _walk_shell(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        """A copy of `data` with its fields other than `key` walked (`key` is set to None, to
+        be filled by the caller: it keeps its place)."""
+        shell = {**data, key: None}
+        self._walk(shell)
+        return shell
 
     def _text_stream(self, idx: int) -> TextStream:
         kw = {} if self.max_hold_chars is None else {"max_hold_chars": self.max_hold_chars}
@@ -394,76 +469,150 @@ class SsePipeline:
         for idx in sorted(self._tools):
             self._emit_tool(idx, None, out)
 
+    def _close_all(self, out: bytearray) -> None:
+        """message_delta / message_stop: blocks still open are flushed and count as stopped."""
+        self._flush_all(out)
+        self._closed.update(self._live)
+        self._live.clear()
+
+    def _event_name(self, ev: Any) -> str:
+        """The `event:` name of an event whose data has no type, masked like any text."""
+        name, found = self.masker.mask_text(ev.name or "message", "event")
+        self.findings.extend(found)
+        return name
+
     def _on_event(self, ev: Any, out: bytearray) -> None:
         try:
             data = json.loads(ev.data)
         except (ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict):
-            # Not the API's shape: forward it masked as plain text, under its own name.
-            masked, found = self.masker.mask_text(ev.data, "event")
+            # Not JSON: forwarded masked as (JSON) text, under its own name.
+            if self._stopped:
+                raise MalformedStream("an event after message_stop")
+            masked, found = self.masker.mask_json_text(ev.data, "event")
             self.findings.extend(found)
-            out += f"event: {ev.name or 'message'}\n".encode()
+            out += f"event: {self._event_name(ev)}\n".encode()
             out += "".join(f"data: {line}\n" for line in masked.split("\n")).encode("utf-8") + b"\n"
             return
-        name = ev.name or str(data.get("type", "message"))
-        t = data.get("type", name)
-        if t == "content_block_start":
-            self._on_block_start(name, data, out)
-        elif t == "content_block_delta":
-            self._on_block_delta(name, data, out)
-        elif t == "content_block_stop":
-            idx = data.get("index")
-            if idx in self._texts:
-                self._flush_text(idx, out)
-            elif idx in self._tools:
-                self._emit_tool(idx, data, out)
-                return
-            self._emit(name, data, out)
+        if not isinstance(data, dict):
+            # JSON, not the API's shape: walked like any body, forwarded under its own name.
+            if self._stopped:
+                raise MalformedStream("an event after message_stop")
+            data, found = self.masker.mask_json_value(data, "event")
+            self.findings.extend(found)
+            out += f"event: {self._event_name(ev)}\ndata: {_dumps(data)}\n\n".encode("utf-8")
+            return
+        t = data.get("type")
+        if not isinstance(t, str):
+            t = self._event_name(ev)
+        name = t
+        if self._stopped:
+            raise MalformedStream(f"{t} after message_stop")
+        if t in ("content_block_start", "content_block_delta", "content_block_stop"):
+            if not self._started:
+                raise MalformedStream(f"{t} before message_start")
+            if t == "content_block_start":
+                self._on_block_start(name, data, out)
+            elif t == "content_block_delta":
+                self._on_block_delta(name, data, out)
+            else:
+                self._on_block_stop(name, data, out)
         elif t == "message_start":
+            if self._started:
+                raise MalformedStream("a second message_start")
+            self._started = True
             msg = data.get("message")
-            if isinstance(msg, dict) and msg.get("content"):
-                self.findings.extend(self.masker.mask_response_message(msg))
+            if isinstance(msg, (dict, list)):
+                self._walk(msg)  # paths as in a buffered response: content[0].text...
+                shell = self._walk_shell(data, "message")
+                shell["message"] = msg
+                data = shell
+            else:
+                self._walk(data)
             self._emit(name, data, out)
-        elif t in ("message_delta", "message_stop", "error"):
-            self._flush_all(out)
+        elif t in ("message_delta", "message_stop"):
+            if not self._started:
+                raise MalformedStream(f"{t} before message_start")
+            self._close_all(out)
+            self._walk(data)
+            if t == "message_stop":
+                self._stopped = True
             self._emit(name, data, out)
-        else:  # ping, and event types this version does not know
+        elif t == "error":
+            self._close_all(out)  # the API sends nothing after an error
+            self._walk(data)
+            self._emit(name, data, out)
+        else:  # ping, and event types this version does not know: scanned like any body
+            self._walk(data)
             self._emit(name, data, out)
 
     def _on_block_start(self, name: str, data: dict[str, Any], out: bytearray) -> None:
         idx = data.get("index")
         block = data.get("content_block")
-        if not isinstance(idx, int) or not isinstance(block, dict):
-            self._emit(name, data, out)
-            return
+        if type(idx) is not int or idx < 0 or not isinstance(block, dict):
+            raise MalformedStream("a content_block_start without an index or a block")
+        if idx in self._live:
+            raise MalformedStream(f"a second content_block_start for live index {idx}")
+        if idx in self._closed:
+            raise MalformedStream(f"a content_block_start for index {idx}, which already stopped")
         bt = block.get("type")
-        if bt == "text":
-            ts = self._texts[idx] = self._text_stream(idx)
-            initial = block.get("text") or ""
-            if initial:
-                data = {**data, "content_block": {**block, "text": ""}}
-            self._emit(name, data, out)
-            self._release_text(idx, ts.push(initial), out)
-        elif bt in TOOL_BLOCK_TYPES:
+        self._live[idx] = bt if isinstance(bt, str) else ""
+        if bt in TOOL_BLOCK_TYPES:
             self._tools[idx] = _HeldTool(start=data, parts=[])
-        else:  # thinking, redacted_thinking, server tool results...: as they are
-            self._emit(name, data, out)
+            return
+        shell = self._walk_shell(data, "content_block")
+        if bt == "text":
+            initial = block.get("text")
+            block = {**block, "text": ""}  # the initial text goes through the block's stream
+            self._walk(block, f"content[{idx}]")
+            shell["content_block"] = block
+            ts = self._texts[idx] = self._text_stream(idx)
+            self._emit(name, shell, out)
+            self._release_text(idx, ts.push(initial if isinstance(initial, str) else _dumps(initial)), out)
+            return
+        # thinking, redacted_thinking, server-tool and MCP results, unknown blocks: the
+        # generic walk (thinking, signatures and encrypted content stay byte-identical)
+        self._walk(block, f"content[{idx}]")
+        shell["content_block"] = block
+        self._emit(name, shell, out)
 
     def _on_block_delta(self, name: str, data: dict[str, Any], out: bytearray) -> None:
         idx = data.get("index")
-        delta = data.get("delta") or {}
+        if type(idx) is not int or idx not in self._live:
+            state = "already stopped" if idx in self._closed else "never started"
+            raise MalformedStream(f"a content_block_delta for index {idx!r}, which {state}")
+        delta = data.get("delta")
         dt = delta.get("type") if isinstance(delta, dict) else None
         if idx in self._tools:
             if dt == "input_json_delta":
-                self._tools[idx].parts.append(str(delta.get("partial_json", "")))
+                pj = delta.get("partial_json", "")
+                self._tools[idx].parts.append(pj if isinstance(pj, str) else _dumps(pj))
             # nothing else belongs in a tool block; it is dropped with the hold
             return
         if dt == "text_delta" and idx in self._texts:
-            self._release_text(idx, self._texts[idx].push(str(delta.get("text", ""))), out)
+            text = delta.get("text", "")
+            self._release_text(idx, self._texts[idx].push(text if isinstance(text, str) else _dumps(text)), out)
+            # (other fields of a text delta, which the API does not send, are dropped)
             return
-        # thinking_delta and signature_delta must reach the client unchanged (the API checks
-        # them when they come back); citations_delta cites already-masked request text.
+        # thinking and signature deltas (their text is on the byte-identical list: the API
+        # checks them when they come back), citations, deltas of other blocks (compaction...),
+        # unknown deltas: the generic walk
+        self._walk(data, f"content[{idx}]")
+        self._emit(name, data, out)
+
+    def _on_block_stop(self, name: str, data: dict[str, Any], out: bytearray) -> None:
+        idx = data.get("index")
+        if type(idx) is not int or idx not in self._live:
+            state = "already stopped" if idx in self._closed else "never started"
+            raise MalformedStream(f"a content_block_stop for index {idx!r}, which {state}")
+        del self._live[idx]
+        self._closed.add(idx)
+        if idx in self._tools:
+            self._walk(data)
+            self._emit_tool(idx, data, out)
+            return
+        if idx in self._texts:
+            self._flush_text(idx, out)
+        self._walk(data)
         self._emit(name, data, out)
 
     def _emit_tool(self, idx: int, stop: dict[str, Any] | None, out: bytearray) -> None:
@@ -471,6 +620,7 @@ class SsePipeline:
         failed) before the block's stop event: what arrived is still masked and sent."""
         held = self._tools.pop(idx)
         start_block = dict(held.start.get("content_block") or {})
+        shell = self._walk_shell(held.start, "content_block")
         raw = "".join(held.parts)
         where = f"content[{idx}].input"
         parsed: Any
@@ -482,11 +632,14 @@ class SsePipeline:
         else:
             parsed = start_block.get("input", {})
         if parsed is None:
-            # Incomplete or invalid JSON: the client cannot use it either; mask it as text.
-            masked, found = self.masker.mask_text(raw, where)
+            # Incomplete or invalid JSON (cut by max_tokens): the client cannot use it either;
+            # masked as JSON text, escapes decoded, so no escaped secret gets through.
+            masked, found = self.masker.mask_json_text(raw, where)
             self.findings.extend(found)
-            self._emit(held.start.get("type", "content_block_start"),
-                       {**held.start, "content_block": {**start_block, "input": {}}}, out)
+            block = {**start_block, "input": {}}
+            self._walk(block, f"content[{idx}]")
+            shell["content_block"] = block
+            self._emit("content_block_start", shell, out)
             self._emit("content_block_delta", {"type": "content_block_delta", "index": idx,
                                                "delta": {"type": "input_json_delta", "partial_json": masked}}, out)
         else:
@@ -495,29 +648,43 @@ class SsePipeline:
                 replacement = self.judge_tool_use(json.loads(_dumps(block)))
                 if replacement is not None:
                     block = replacement
-            self._send_block(idx, held.start, block, out)
+            self._send_block(idx, shell, block, out)
         if stop is not None:
             self._emit("content_block_stop", stop, out)
         else:
             self._emit("content_block_stop", {"type": "content_block_stop", "index": idx}, out)
 
-    def _send_block(self, idx: int, start_event: dict[str, Any], block: dict[str, Any], out: bytearray) -> None:
-        """Send a complete block as start + one delta (the stop is sent by the caller)."""
+    def _send_block(self, idx: int, shell: dict[str, Any], block: dict[str, Any], out: bytearray) -> None:
+        """Send a complete block, masked, as start + one delta (the stop is sent by the caller).
+        `shell`: the start event, walked, whose content_block is to be filled."""
+        block = dict(block)
         bt = block.get("type")
+        start = {**shell, "type": "content_block_start", "index": idx}
         if bt in TOOL_BLOCK_TYPES:
-            value, found = self.masker.mask_value(block.get("input", {}), f"content[{idx}].input")
-            self.findings.extend(found)
-            self._emit("content_block_start", {**start_event, "content_block": {**block, "input": {}}}, out)
+            value = block.get("input", {})
+            if isinstance(value, str):
+                value, found = self.masker.mask_json_text(value, f"content[{idx}].input")
+                self.findings.extend(found)
+                partial = value
+            else:
+                value, found = self.masker.mask_value(value, f"content[{idx}].input")
+                self.findings.extend(found)
+                partial = _dumps(value)
+            block["input"] = {}
+            self._walk(block, f"content[{idx}]")
+            self._emit("content_block_start", {**start, "content_block": block}, out)
             self._emit("content_block_delta", {"type": "content_block_delta", "index": idx,
-                                               "delta": {"type": "input_json_delta", "partial_json": _dumps(value)}}, out)
+                                               "delta": {"type": "input_json_delta", "partial_json": partial}}, out)
         elif bt == "text":
             text, found = self.masker.mask_text(str(block.get("text", "")), f"content[{idx}].text")
             self.findings.extend(found)
-            self._emit("content_block_start", {"type": "content_block_start", "index": idx,
-                                               "content_block": {**block, "text": ""}}, out)
+            block["text"] = ""
+            self._walk(block, f"content[{idx}]")
+            self._emit("content_block_start", {**start, "content_block": block}, out)
             self._release_text(idx, text, out)
         else:
-            self._emit("content_block_start", {"type": "content_block_start", "index": idx, "content_block": block}, out)
+            self._walk(block, f"content[{idx}]")
+            self._emit("content_block_start", {**start, "content_block": block}, out)
 
 
 def mask_sse_body(masker: Masker, body: bytes, **kw: Any) -> tuple[bytes, SsePipeline]:
