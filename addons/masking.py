@@ -1,21 +1,26 @@
-"""Masking: secrets are replaced before a request leaves and before a response comes back.
+"""Masking: secrets are replaced in everything that crosses the gateway, both ways.
 
-The work is done by the pure core (`addons.core.masker`, `addons.core.sse`); this addon only
-moves bodies between mitmproxy flows and it:
+Deny by default: every flow that is not tunnelled to a passthrough host is inspected, whatever
+its endpoint, method or status. The work is done by the pure core (`addons.core.masker`,
+`addons.core.sse`, `addons.core.headers`, `addons.core.urlmask`); this addon moves bodies
+between mitmproxy flows and it:
 
-- `request`: masks `/v1/messages` and `/v1/messages/count_tokens` bodies; refuses a body it
-  cannot parse (400 invalid_request_error) unless the policy says ``on_unparseable =
+- `requestheaders`: masks the URL (path and query, percent-decoded) before anything else
+  sees the flow;
+- `request`: masks the JSON body of every request that has one (the Messages API's walker
+  for messages and count_tokens, the same generic walk for the rest) and refuses a body it
+  cannot read (400 invalid_request_error) unless the policy says ``on_unparseable =
   "forward"``; asks the upstream for an uncompressed stream when the request streams;
-- `responseheaders`: a 2xx `text/event-stream` response is streamed through an `SsePipeline`
-  (the flow's one stream modifier);
-- `response`: a buffered JSON or SSE response is masked whole.
+- `responseheaders`: cuts the response headers to the allowlist, masks their values, sets the
+  reason phrase to the standard one; an uncompressed `text/event-stream` response, any status,
+  is streamed through an `SsePipeline` (the flow's one stream modifier);
+- `response`: a buffered body (JSON, SSE or text; 2xx or error) is masked whole, and a body
+  that is neither is refused.
 
 Findings (rule, where, fingerprint; never the value) go to the flow's Exchange for the
 recorder, with a ``Decision("masking", "mask", ...)`` when anything was masked.
 
-Wiring: the masker comes from the policy. `on_policy(policy)` builds it from
-``policy.masking`` and the state directory (pass it to `PolicyLoader(on_policy=[...])`), or
-`configure_masker(masker, policy_masking)` sets one directly (tests, other integrations).
+The masker comes from the policy: `PolicyLoader` calls `configure_masker(masker, policy_masking)`.
 """
 
 from __future__ import annotations
@@ -23,25 +28,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from mitmproxy import http
 
-from addons.core import apierrors, jsonbody
-from addons.core.jsonbody import DuplicateKey
+from addons.core import apierrors, headers, jsonbody
 from addons.core.exchange import Finding
+from addons.core.jsonbody import DuplicateKey
 from addons.core.masker import Masker
 from addons.core.rules import MaskingPolicy
 from addons.core.sse import SsePipeline, mask_sse_body
-from addons.flowutil import exchange_of, fail_closed, refuse
+from addons.core.urlmask import UnmaskableUrl, mask_target
+from addons.flowutil import exchange_of, fail_closed, record_findings, refuse
 
 log = logging.getLogger(__name__)
 
-INSPECTED_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
-# Only these answer with model output (count_tokens answers with a number).
-RESPONSE_ENDPOINTS = ("/v1/messages",)
+# Request bodies the Messages API walker knows (the rest get the same generic walk).
+MESSAGE_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
 # Bodies larger than this are parsed and masked on a worker thread.
 OFFLOAD_BYTES = 256 * 1024
 
@@ -57,27 +62,37 @@ def _media_type(headers: Any) -> str:
     return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
 class UnparseableBody(ValueError):
-    """A body on an inspected endpoint that the masker cannot read. The message is safe to
-    show the client: it never quotes the body."""
+    """A body the masker cannot read. The message is safe to show the client: it never
+    quotes the body."""
 
 
-def parse_json_body(message: http.Message, what: str) -> Any:
-    """The JSON body of a request or response, or `UnparseableBody` saying why not."""
-    media = _media_type(message.headers)
-    if media and media != "application/json" and not media.endswith("+json"):
-        raise UnparseableBody(f"{what} has Content-Type {media!r}; the gateway inspects application/json only")
+def _decoded(message: http.Message, what: str) -> bytes:
     try:
         raw = message.get_content(strict=True)
     except ValueError:
         enc = message.headers.get("content-encoding", "")
         raise UnparseableBody(f"{what} has a Content-Encoding ({enc!r}) the gateway cannot decode") from None
-    if raw is None:
-        raise UnparseableBody(f"{what} has no body")
+    return raw or b""
+
+
+def _text(raw: bytes, what: str) -> str:
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UnparseableBody(f"{what} is not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def parse_json_body(message: http.Message, what: str) -> Any:
+    """The JSON body of a request or response, or `UnparseableBody` saying why not."""
+    media = _media_type(message.headers)
+    if media and not _is_json(media):
+        raise UnparseableBody(f"{what} has Content-Type {media!r}; the gateway inspects application/json only")
+    text = _text(_decoded(message, what), what)
     try:
         return jsonbody.loads(text)
     except DuplicateKey as e:
@@ -91,17 +106,6 @@ def parse_json_body(message: http.Message, what: str) -> Any:
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _record(flow: http.HTTPFlow, findings: list[Finding], side: str) -> None:
-    if not findings:
-        return
-    ex = exchange_of(flow)
-    (ex.request_findings if side == "request" else ex.response_findings).extend(findings)
-    counts = Counter(f.rule for f in findings)
-    ex.decide("masking", "mask", f"{len(findings)} secret(s) masked in the {side}",
-              side=side, count=len(findings), rules=dict(sorted(counts.items())))
-
 
 
 @dataclass
@@ -123,6 +127,8 @@ def _inspection_fails_closed(fn: Any) -> Any:
     def wrapper(*args: Any) -> Inspected:
         try:
             return fn(*args)
+        except UnparseableBody as e:
+            return Inspected(error=str(e))
         except RecursionError:
             return Inspected(error="it is nested too deeply to inspect")
         except Exception as e:
@@ -140,35 +146,41 @@ def _inspection_fails_closed(fn: Any) -> Any:
 def _inspect_request(masker: Masker, req: http.Request) -> Inspected:
     """Parse and mask a request body. Runs on a worker thread for big bodies: it only reads
     the request; the caller applies the result on the event loop."""
-    try:
-        body = parse_json_body(req, "the request body")
-    except UnparseableBody as e:
-        return Inspected(error=str(e))
-    if not isinstance(body, dict):
-        return Inspected(error="the request body is not a JSON object")
-    findings = masker.mask_request(body)
-    return Inspected(content=_dumps(body) if findings else None, findings=findings, streams=body.get("stream") is True)
+    body = parse_json_body(req, "the request body")
+    if _endpoint(req.path, MESSAGE_ENDPOINTS):
+        if not isinstance(body, dict):
+            return Inspected(error="the request body is not a JSON object")
+        findings = masker.mask_request(body)
+        streams = body.get("stream") is True
+    else:
+        body, findings = masker.mask_json_value(body)
+        streams = False
+    return Inspected(content=_dumps(body) if findings else None, findings=findings, streams=streams)
 
 
 @_inspection_fails_closed
 def _inspect_response(masker: Masker, resp: http.Response, hold_back_chars: int) -> Inspected:
-    """Mask a buffered response: a JSON message, or a whole SSE body through the same
-    pipeline a stream goes through."""
-    if _media_type(resp.headers) == "text/event-stream":
-        try:
-            raw = resp.get_content(strict=True) or b""
-        except ValueError:
-            return Inspected(error="the response has a Content-Encoding the gateway cannot decode")
+    """Mask a buffered response, whatever its status: a whole SSE body through the same
+    pipeline a stream goes through, a JSON document (a message, an error, a model list...),
+    or text. Anything else cannot be inspected."""
+    media = _media_type(resp.headers)
+    raw = _decoded(resp, "the response body")
+    if not raw:
+        return Inspected()
+    if media == "text/event-stream":
         masked, pipe = mask_sse_body(masker, raw, hold_back_chars=hold_back_chars)
         if pipe.errors:
             return Inspected(error="the event stream could not be inspected")
         return Inspected(content=masked if pipe.findings else None, findings=pipe.findings)
-    try:
-        msg = parse_json_body(resp, "the response body")
-    except UnparseableBody as e:
-        return Inspected(error=str(e))
-    findings = masker.mask_response_message(msg) if isinstance(msg, dict) else []
-    return Inspected(content=_dumps(msg) if findings else None, findings=findings)
+    if _is_json(media) or (not media and raw.lstrip()[:1] in (b"{", b"[")):
+        doc = parse_json_body(resp, "the response body")
+        doc, findings = masker.mask_json_value(doc)
+        return Inspected(content=_dumps(doc) if findings else None, findings=findings)
+    if media.startswith("text/") or not media:
+        text = _text(raw, "the response body")
+        masked, findings = masker.mask_text(text, "body")
+        return Inspected(content=masked.encode("utf-8") if findings else None, findings=findings)
+    raise UnparseableBody(f"the response body has Content-Type {media!r}, which the gateway cannot inspect")
 
 
 class Masking:
@@ -179,10 +191,6 @@ class Masking:
             self.configure_masker(masker, policy or masker.policy)
 
     # -- wiring -----------------------------------------------------------------------------
-
-    def load(self, loader: Any) -> None:
-        # Everything comes from the policy's [masking] section: no options of its own.
-        pass
 
     def configure_masker(self, masker: Masker | None, policy_masking: MaskingPolicy | None) -> None:
         self.masker = masker
@@ -202,25 +210,32 @@ class Masking:
 
     @fail_closed("masking")
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # A secret in the URL (path or query) is masked before anything else sees the flow: it
-        # never goes upstream, and mitmdump's flow line, printed later, shows the masked URL.
+        # A secret in the URL (path or query, percent-encoded or not) is masked before anything
+        # else sees the flow: it never goes upstream, and mitmdump's flow line, printed later,
+        # shows the masked URL.
         masker = self._active()
-        if masker is None:
+        if masker is None or exchange_of(flow).passthrough:
             return
-        masked, findings = masker.mask_text(flow.request.path, "url")
+        try:
+            masked, findings = mask_target(masker, flow.request.path)
+        except UnmaskableUrl as e:
+            flow.request.path = "/"  # what was there must not be shown or recorded
+            refuse(flow, apierrors.invalid_request(f"Gatehouse refused this request: {e}."), "masking",
+                   rule="url")
+            return
         if findings:
             flow.request.path = masked
-            _record(flow, findings, "request")
+            record_findings(exchange_of(flow), findings, "request")
 
     @fail_closed("masking")
     async def request(self, flow: http.HTTPFlow) -> None:
         masker = self._active()
-        if masker is None or flow.response is not None:
-            return
-        if not _endpoint(flow.request.path, INSPECTED_ENDPOINTS) or flow.request.method.upper() != "POST":
+        if masker is None or flow.response is not None or exchange_of(flow).passthrough:
             return
         req = flow.request
-        if len(req.raw_content or b"") > OFFLOAD_BYTES:
+        if not req.raw_content and not _endpoint(req.path, MESSAGE_ENDPOINTS):
+            return  # nothing to inspect (Access refuses bodies where none belongs)
+        if len(req.raw_content) > OFFLOAD_BYTES:
             # Parsing and masking megabytes takes milliseconds to seconds: off the event loop,
             # so that other flows are not stalled meanwhile.
             result = await asyncio.to_thread(_inspect_request, masker, req)
@@ -236,8 +251,8 @@ class Masking:
             return
         if result.content is not None:
             req.content = result.content
-            _record(flow, result.findings, "request")
-        if result.streams and _endpoint(req.path, RESPONSE_ENDPOINTS):
+            record_findings(exchange_of(flow), result.findings, "request")
+        if result.streams:
             # A compressed stream cannot be inspected chunk by chunk.
             req.headers["accept-encoding"] = "identity"
 
@@ -245,9 +260,11 @@ class Masking:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         masker = self._active()
         resp = flow.response
-        if masker is None or resp is None or not _endpoint(flow.request.path, RESPONSE_ENDPOINTS):
+        ex = exchange_of(flow)
+        if resp is None or ex.refused or ex.passthrough:
             return
-        if not (200 <= resp.status_code < 300) or _media_type(resp.headers) != "text/event-stream":
+        self._filter_headers(resp, masker, ex)
+        if masker is None or _media_type(resp.headers) != "text/event-stream":
             return
         if resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
             # The upstream compressed it anyway: buffer it (mitmproxy decodes) and mask it whole.
@@ -262,6 +279,26 @@ class Masking:
                 resp.headers["transfer-encoding"] = "chunked"
         resp.stream = SsePipeline(masker, hold_back_chars=self.policy.hold_back_chars)
 
+    @staticmethod
+    def _filter_headers(resp: http.Response, masker: Masker | None, ex: Any) -> None:
+        """Only the API's own headers reach the client, their values masked; the reason phrase
+        is the standard one (an upstream's phrase is free text, so it could carry anything)."""
+        try:
+            resp.reason = HTTPStatus(resp.status_code).phrase
+        except ValueError:
+            resp.reason = ""
+        result = headers.filter_response(resp.headers.items(multi=True), masker)
+        if not result.changed:
+            return
+        kept = http.Headers()
+        for name, value in result.headers:
+            kept.add(name, value)
+        resp.headers = kept
+        if result.dropped or result.credentials:
+            ex.decide("headers", "drop", "response headers not passed on", rule="header_allowlist",
+                      side="response", dropped=result.dropped, credentials=result.credentials)
+        record_findings(ex, result.findings, "response")
+
     @fail_closed("masking")
     async def response(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
@@ -271,17 +308,20 @@ class Masking:
             self._finish_stream(flow, resp.stream)
             return
         masker = self._active()
-        if resp.stream and masker is not None and _endpoint(flow.request.path, RESPONSE_ENDPOINTS):
-            # Streamed by someone else (mitmproxy's stream_large_bodies): already sent.
-            exchange_of(flow).decide("masking", "forward", "response streamed unmasked (stream_large_bodies)",
-                                     side="response")
+        ex = exchange_of(flow)
+        if masker is None or ex.passthrough:
+            return
+        if ex.refused:
+            # The gateway's own words, but they may quote what the caller sent (a model name).
+            self._mask_refusal(flow, masker)
+            return
+        if resp.stream:
+            # Streamed by someone else (mitmproxy's stream_large_bodies, refused at start-up):
+            # already sent, and so never silently.
+            ex.decide("masking", "forward", "response streamed unmasked (stream_large_bodies)", side="response")
             log.warning("gatehouse: a response was streamed by mitmproxy itself and not masked; "
                         "do not set stream_large_bodies on the gateway")
             return
-        if masker is None or exchange_of(flow).refused or not _endpoint(flow.request.path, RESPONSE_ENDPOINTS):
-            return
-        if not (200 <= resp.status_code < 300):
-            return  # the API's own error bodies carry no model output
         assert self.policy is not None
         hold_back = self.policy.hold_back_chars
         if len(resp.raw_content or b"") > OFFLOAD_BYTES:
@@ -290,14 +330,26 @@ class Masking:
             result = _inspect_response(masker, resp, hold_back)
         if result.error is not None:
             if self._forward_unparseable() and not result.internal:
-                exchange_of(flow).decide("masking", "forward", f"not inspected: {result.error}", side="response")
+                ex.decide("masking", "forward", f"not inspected: {result.error}", side="response")
                 return
             refuse(flow, apierrors.api_error(f"Gatehouse could not inspect the API's response for secrets: {result.error}."),
                    "masking", rule="on_unparseable")
             return
         if result.content is not None:
             resp.content = result.content
-            _record(flow, result.findings, "response")
+            record_findings(ex, result.findings, "response")
+
+    @staticmethod
+    def _mask_refusal(flow: http.HTTPFlow, masker: Masker) -> None:
+        resp = flow.response
+        assert resp is not None
+        try:
+            doc = json.loads(resp.content or b"null")
+        except ValueError:
+            return
+        doc, findings = masker.mask_json_value(doc)
+        if findings:
+            resp.content = _dumps(doc)
 
     @fail_closed("masking")
     def error(self, flow: http.HTTPFlow) -> None:
@@ -309,6 +361,5 @@ class Masking:
         if pipe.reported:
             return
         pipe.reported = True
-        _record(flow, pipe.findings, "response")
-        ex = exchange_of(flow)
-        ex.errors.extend(pipe.errors)
+        record_findings(exchange_of(flow), pipe.findings, "response")
+        exchange_of(flow).errors.extend(pipe.errors)

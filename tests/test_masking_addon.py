@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from mitmproxy import http
-from mitmproxy.proxy.layers.http import HttpErrorHook, HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook
+from mitmproxy.proxy.layers.http import (HttpErrorHook, HttpRequestHeadersHook, HttpRequestHook, HttpResponseHeadersHook,
+                                         HttpResponseHook)
 from mitmproxy.test import taddons, tflow, tutils
 
 from addons.core.exchange import METADATA_KEY
@@ -113,11 +114,42 @@ def test_clean_request_is_left_byte_for_byte(tctx, addon):
 
 
 @pytest.mark.parametrize("path, method", [("/v1/models", "GET"), ("/v1/messages/batches", "POST"),
-                                          ("/api/claude_code/settings", "POST"), ("/v1/messages", "GET")])
-def test_other_endpoints_are_not_inspected(tctx, addon, path, method):
-    f = flow_for(b"not json " + SECRET.encode(), path=path, method=method)
+                                          ("/api/claude_code/settings", "POST"), ("/api/event_logging/v2/batch", "POST"),
+                                          ("/v1/messages", "PUT")])
+def test_bodies_on_every_endpoint_and_method_are_inspected(tctx, addon, path, method):
+    """Deny by default: not a list of endpoints that are masked, but every body there is."""
+    f = flow_for({"events": [{"note": f"key {SECRET}", SECRET: "as a key"}]}, path=path, method=method)
     invoke(tctx, addon, HttpRequestHook(f))
-    assert f.response is None and SECRET.encode() in f.request.content
+    assert f.response is None and SECRET not in f.request.text
+    assert "[MASKED:aws-access-key-id:" in f.request.text
+    g = flow_for(b"not json " + SECRET.encode(), path=path, method=method)
+    invoke(tctx, addon, HttpRequestHook(g))
+    assert g.response is not None and g.response.status_code == 400
+    assert SECRET not in g.response.text
+
+
+def test_a_bodiless_request_passes(tctx, addon):
+    f = flow_for(None, path="/v1/models", method="GET", ctype="")
+    invoke(tctx, addon, HttpRequestHook(f))
+    assert f.response is None
+
+
+@pytest.mark.parametrize("path, findings", [
+    (f"/v1/models/{SECRET}", 1),
+    ("/v1/models/" + "".join(f"%{b:02X}" for b in SECRET.encode()), 1),  # every byte percent-encoded
+    (f"/v1/messages?beta=true&note=key+{SECRET[:4]}%{ord(SECRET[4]):02x}{SECRET[5:]}", 1),  # one byte encoded
+    (f"/v1/messages?x={SECRET}&y=2", 1),
+    ("/v1/models/claude%20x?beta=true", 0),
+])
+def test_secrets_in_the_url_are_masked_even_percent_encoded(tctx, addon, path, findings):
+    from urllib.parse import unquote
+    f = flow_for(None, path=path, method="GET", ctype="")
+    invoke(tctx, addon, HttpRequestHeadersHook(f))
+    assert SECRET not in unquote(f.request.path)
+    found = exchange(f).request_findings if METADATA_KEY in f.metadata else []
+    assert len(found) == findings
+    if not findings:
+        assert f.request.path == path  # an unchanged URL keeps its bytes
 
 
 @pytest.mark.parametrize("content, ctype, words", [
@@ -294,18 +326,35 @@ def test_stream_cut_by_an_error_still_reports_findings(tctx, addon):
     assert len(exchange(f).response_findings) == 2
 
 
-@pytest.mark.parametrize("status, ctype, path, encoding", [
-    (200, "application/json", "/v1/messages", None),
-    (529, "text/event-stream", "/v1/messages", None),
-    (200, "text/event-stream", "/v1/messages/count_tokens", None),
-    (200, "text/event-stream", "/v1/messages", "gzip"),
+@pytest.mark.parametrize("status, ctype, path, encoding, streams", [
+    (200, "application/json", "/v1/messages", None, False),
+    (200, "text/event-stream", "/v1/messages", "gzip", False),  # buffered, masked whole
+    (529, "text/event-stream", "/v1/messages", None, True),      # any status
+    (200, "text/event-stream", "/v1/messages/count_tokens", None, True),  # any endpoint
 ])
-def test_no_pipeline_for_other_responses(tctx, addon, status, ctype, path, encoding):
+def test_every_uncompressed_event_stream_goes_through_the_pipeline(tctx, addon, status, ctype, path, encoding,
+                                                                   streams):
     f = flow_for(body_with_secret(), path=path)
     extra = {"content_encoding": encoding} if encoding else {}
     f.response = response(b"", ctype=ctype, status=status, **extra)
     invoke(tctx, addon, HttpResponseHeadersHook(f))
-    assert not f.response.stream
+    assert isinstance(f.response.stream, SsePipeline) is streams
+
+
+def test_response_headers_are_allowlisted_and_masked(tctx, addon):
+    f = flow_for(body_with_secret())
+    f.response = response(b"{}", **{"request-id": f"req-{SECRET}", "x-debug-token": "abc", "set-cookie": "s=1",
+                                    "anthropic-ratelimit-requests-remaining": "9", "x-leak": SECRET})
+    f.response.reason = f"OK {SECRET}"
+    invoke(tctx, addon, HttpResponseHeadersHook(f))
+    h = f.response.headers
+    assert SECRET not in str(h.fields) and SECRET not in f.response.reason
+    assert f.response.reason == "OK"
+    assert h["request-id"].startswith("req-[MASKED:aws-access-key-id:")
+    assert h["anthropic-ratelimit-requests-remaining"] == "9"
+    assert "x-debug-token" not in h and "set-cookie" not in h and "x-leak" not in h
+    [d] = [d for d in exchange(f).decisions if d.stage == "headers"]
+    assert d.detail["dropped"] == ["x-debug-token", "set-cookie", "x-leak"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,11 +387,16 @@ def test_buffered_event_stream_is_masked_even_if_compressed(tctx, addon):
     assert len(exchange(f).response_findings) == 2
 
 
-def test_api_errors_and_clean_responses_are_untouched(tctx, addon):
+def test_api_errors_are_masked_and_clean_responses_untouched(tctx, addon):
     err = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
     f = flow_for(body_with_secret(), resp=response(err, status=529))
     invoke(tctx, addon, HttpResponseHook(f))
     assert f.response.content == err
+    leaky = json.dumps({"type": "error", "error": {"type": "invalid_request_error",
+                                                   "message": f"bad key {SECRET}"}}).encode()
+    e = flow_for(body_with_secret(), resp=response(leaky, status=400))
+    invoke(tctx, addon, HttpResponseHook(e))
+    assert SECRET.encode() not in e.response.content and b"[MASKED:aws-access-key-id:" in e.response.content
     clean = json.dumps({"type": "message", "content": [{"type": "text", "text": "hi"}]}).encode()
     g = flow_for(body_with_secret(), resp=response(clean))
     invoke(tctx, addon, HttpResponseHook(g))
@@ -350,11 +404,18 @@ def test_api_errors_and_clean_responses_are_untouched(tctx, addon):
 
 
 def test_unparseable_response_is_replaced_by_an_error(tctx, addon):
-    f = flow_for(body_with_secret(), resp=response(b"<html>" + SECRET.encode(), ctype="text/html"))
+    f = flow_for(body_with_secret(), resp=response(b"\x00\x01" + SECRET.encode(), ctype="application/octet-stream"))
     invoke(tctx, addon, HttpResponseHook(f))
     assert f.response.status_code == 500
     assert json.loads(f.response.content)["error"]["type"] == "api_error"
     assert SECRET.encode() not in f.response.content
+
+
+def test_text_responses_are_masked_as_text(tctx, addon):
+    f = flow_for(body_with_secret(), resp=response(b"<html>" + SECRET.encode(), ctype="text/html", status=502))
+    invoke(tctx, addon, HttpResponseHook(f))
+    assert f.response.status_code == 502
+    assert SECRET.encode() not in f.response.content and b"[MASKED:aws-access-key-id:" in f.response.content
 
 
 def test_response_streamed_by_mitmproxy_itself_is_noted_not_parsed(tctx, addon):
