@@ -8,7 +8,7 @@ from enum import Enum
 
 from addons.core import apierrors, jsonbody
 from addons.core.apierrors import ApiError
-from addons.core.endpoints import BODILESS_METHODS, allowed, path_allowed
+from addons.core.endpoints import BODILESS_METHODS, METHODS, allowed, path_allowed
 from addons.core.exchange import Identity
 from addons.core.policy import API_HOST, GroupPolicy, Policy
 
@@ -74,6 +74,7 @@ def check_endpoint(policy: Policy, method: str, path: str, identity: Identity | 
     """The method and path must be opened by the policy, for the caller's groups too."""
     bare = path.split("?", 1)[0]
     endpoints = policy.gateway.allowed_endpoints
+    method = method.upper() if method.upper() in METHODS else "this method"  # never echo the caller's word
     if not allowed(method, bare, endpoints):
         if path_allowed(bare, endpoints):
             return apierrors.permission(f"Gatehouse policy does not allow {method} on the endpoint {bare}.")
