@@ -41,7 +41,7 @@ from addons.core.masker import Masker
 from addons.core.rules import MaskingPolicy
 from addons.core.sse import SsePipeline, mask_sse_body
 from addons.core.urlmask import UnmaskableUrl, mask_target
-from addons.flowutil import exchange_of, fail_closed, record_findings, refuse
+from addons.flowutil import exchange_of, fail_closed, record_findings, refusal_response, refuse
 
 log = logging.getLogger(__name__)
 
@@ -341,13 +341,11 @@ class Masking:
 
     @staticmethod
     def _mask_refusal(flow: http.HTTPFlow, masker: Masker) -> None:
-        resp = flow.response
-        assert resp is not None
-        try:
-            doc = json.loads(resp.content or b"null")
-        except ValueError:
-            return
-        doc, findings = masker.mask_json_value(doc)
+        # Rebuilt from the refusal itself: a refusal made once the upstream answered can have
+        # been filled with the upstream's body by mitmproxy (ExchangeIds puts it back too; this
+        # addon does not rely on running after it).
+        resp = flow.response = refusal_response(exchange_of(flow))
+        doc, findings = masker.mask_json_value(json.loads(resp.content or b"null"))
         if findings:
             resp.content = _dumps(doc)
 

@@ -99,7 +99,8 @@ ATTACKS = {
     "nbf_future": (sign(claims(nbf=int(time.time()) + 3600)), "not valid before"),
     "wrong_iss": (sign(claims(iss="https://evil.example")), "does not trust"),
     "wrong_aud": (sign(claims(aud="someone-else")), "must be issued"),
-    "unknown_kid": (sign(claims(), kid="k-unknown"), "k-unknown"),
+    # The unverified kid is not echoed (a token's words are not trusted before its signature).
+    "unknown_kid": (sign(claims(), kid="k-unknown"), "names a signing key (kid) that its issuer does not publish"),
     "altered_payload": (altered_payload(), "signature does not verify"),
     "untrusted_key_reusing_kid": (sign(claims(), key=UNTRUSTED), "signature does not verify"),
     "garbage": ("not-a-jwt-at-all", "not a signed JWT"),
@@ -131,6 +132,7 @@ def test_attack_tokens_are_refused(idgateway, upstream, name, where):
     else:
         # A non-JWT API key in-tunnel is not a token at all: the caller simply has none.
         assert_refused_401(e.value, "No Gatehouse token was sent", token)
+    assert "k-unknown" not in e.value.response.text and "evil.example" not in e.value.response.text
     assert not upstream.requests.messages()
     assert token not in idgateway.log()
 

@@ -103,3 +103,24 @@ def test_credentials_addon_forwards_only_allowlisted_headers_and_its_own_key(tmp
     [d] = [d for d in ex.decisions if d.stage == "headers"]
     assert set(d.detail["dropped"]) >= {"x-api-key", "cookie", "x-forwarded-token"}
     assert [x.rule for x in ex.request_findings] == ["github-pat"]
+
+
+@pytest.mark.parametrize("name", [f"x-stainless-{PAT}", f"X-Claude-Code-{PAT}", f"x-stainless-{JWT}"])
+def test_a_name_admitted_by_its_prefix_is_scanned_too(masker, name):
+    out = headers.filter_request([(name, "1")], masker)
+    assert out.headers == [] and PAT not in str(out.credentials) and JWT not in str(out.credentials)
+
+
+def test_dropped_names_are_masked_before_they_are_recorded(masker):
+    out = headers.filter_request([(f"x-{PAT}", "1")], masker)
+    assert out.headers == [] and len(out.dropped) == 1
+    assert PAT not in out.dropped[0] and "[MASKED:github-pat:" in out.dropped[0]
+
+
+def test_a_value_that_is_not_utf8_is_dropped_not_a_crash(masker):
+    # mitmproxy decodes header bytes with surrogateescape: b"tr\xffue" arrives as "tr\udcffue"
+    value = b"tr\xffue".decode("utf-8", "surrogateescape")
+    out = headers.filter_response([("x-should-retry", value), ("request-id", "req-1")], masker)
+    assert out.headers == [("request-id", "req-1")] and out.dropped == ["x-should-retry"]
+    out = headers.filter_request([("user-agent", value)], masker)
+    assert out.headers == [] and out.dropped == ["user-agent"]

@@ -775,3 +775,46 @@ def test_long_matches_are_masked_and_streamed_like_buffered(case, hold_back, max
     assert not survives(secret, got) or "PRIVATE KEY" in secret
     want = masker.mask_text(text)[0]
     assert TOKEN.sub("T", got) == TOKEN.sub("T", want)
+
+
+# -- exemptions apply only where the API puts such objects (review findings) ------------------
+
+def test_byte_identical_types_out_of_place_are_masked(masker):
+    pat = fake_secret("github-pat", random.Random(77))
+    docs = [
+        {"type": "error", "error": {"type": "thinking", "thinking": pat, "signature": pat}},
+        {"events": [{"type": "base64", "media_type": "image/png", "data": f"key {pat}"}]},
+        {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
+            {"type": "redacted_thinking", "data": pat}]}]}]},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/svg+xml",
+                                     "data": base64.b64encode(f"<svg>{pat}</svg>".encode()).decode()}},
+    ]
+    for doc in docs:
+        masker.mask_document(doc)
+        text = json.dumps(doc)
+        assert pat not in text, doc
+        assert pat not in base64.b64decode(doc["source"]["data"]).decode() if "source" in doc else True
+
+
+def test_byte_identical_types_in_place_stay_as_they_are(masker):
+    pat = fake_secret("github-pat", random.Random(78))
+    body = {"messages": [{"role": "assistant", "content": [
+        {"type": "thinking", "thinking": f"saw {pat}", "signature": "sig"},
+        {"type": "tool_result", "tool_use_id": "t", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": f"iVBOR{pat}"}}]},
+    ]}]}
+    before = json.dumps(body)
+    assert masker.mask_document(body) == [] and json.dumps(body) == before
+
+
+@pytest.mark.parametrize("encode", [
+    lambda b: base64.encodebytes(b).decode(),                       # wrapped at 76 characters
+    lambda b: base64.b64encode(b).decode().rstrip("="),             # unpadded
+    lambda b: " ".join(base64.b64encode(b).decode()[i:i + 8] for i in range(0, len(base64.b64encode(b)), 8)),
+])
+def test_text_documents_in_lenient_base64_are_decoded(masker, encode):
+    pat = fake_secret("github-pat", random.Random(79))
+    raw = (f"header line that is long enough to wrap the base64 output {pat}\n" * 3).encode()
+    body = {"type": "document", "source": {"type": "base64", "media_type": "text/plain", "data": encode(raw)}}
+    found = masker.mask_document(body, block=True)
+    assert found and pat not in base64.b64decode(body["source"]["data"]).decode()

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from addons.core.masker import BINARY_MEDIA_PREFIXES, BYTE_IDENTICAL_FIELDS, TOOL_BLOCK_TYPES, Masker
+from addons.core.masker import BINARY_MEDIA_TYPES, BYTE_IDENTICAL_FIELDS, TOOL_BLOCK_TYPES, Masker
 from addons.core.rules import parse_masking
 from addons.core.sse import SsePipeline, assemble_message, encode_event, parse_sse
 
@@ -83,31 +83,58 @@ def plant(body: Any, secret: str, draw) -> None:
         target[draw(field_names)] = text
 
 
-def exempt_ok(node: dict, key: Any, free: bool) -> bool:
-    """Whether masking may leave node[key] (a string) as it is: the documented list."""
+def child_slot(parent_type: str | None, key: str, is_list: bool, parent_slot: bool) -> bool:
+    """Where the API puts blocks with byte-identical fields (docs/security.md): a message's or
+    response's content list, a streamed event's block or delta, a server tool's results, a
+    block's citations, an image's or document's source. Nowhere else."""
+    server = parent_type is not None and parent_type.endswith("_tool_result") \
+        and parent_type not in ("tool_result", "mcp_tool_result")
+    if is_list:
+        if key == "content":
+            return parent_type in (None, "message") or server
+        return key == "citations" and parent_slot
+    if key in ("content_block", "delta"):
+        return parent_type in ("content_block_start", "content_block_delta")
+    if key == "content":
+        return server
+    if key == "citation":
+        return parent_slot
+    return key == "source" and parent_type in ("image", "document")
+
+
+def exempt_ok(node: dict, key: Any, free: bool, slot: bool) -> bool:
+    """Whether masking may leave node[key] (a string) as it is: the documented list, in its place."""
     t = node.get("type")
-    if free or not isinstance(t, str) or (t, key) not in EXEMPT:
+    if free or not slot or not isinstance(t, str) or (t, key) not in EXEMPT:
         return False
     if node.get("type") == "base64" and key == "data":
         mt = node.get("media_type")
-        return isinstance(mt, str) and mt.lower().startswith(BINARY_MEDIA_PREFIXES)
+        return isinstance(mt, str) and mt.lower() in BINARY_MEDIA_TYPES
     return True
 
 
-def leaks(value: Any, secret: str) -> list[str]:
+def _children(v: dict, free: bool, slot: bool):
+    t = v.get("type") if isinstance(v.get("type"), str) else None
+    for k, x in v.items():
+        if isinstance(x, (dict, list)):
+            cfree = free or (k == "input" and t in TOOL_BLOCK_TYPES) or k == "error"
+            yield x, cfree, (not cfree) and child_slot(t, k, isinstance(x, list), slot)
+
+
+def leaks(value: Any, secret: str, block: bool = False) -> list[str]:
     """Strings of `value` that hold `secret` outside the byte-identical fields (and text
     base64 sources that decode to it)."""
     found: list[str] = []
-    stack: list[tuple[Any, bool]] = [(value, False)]
+    stack: list[tuple[Any, bool, bool]] = [(value, False, block)]
     while stack:
-        v, free = stack.pop()
+        v, free, slot = stack.pop()
         if isinstance(v, dict):
             t = v.get("type") if isinstance(v.get("type"), str) else None
             for k, x in v.items():
                 if isinstance(k, str) and secret in k:
                     found.append(f"key {k!r}")
                 if isinstance(x, str):
-                    if exempt_ok(v, k, free):
+                    if exempt_ok(v, k, free, slot):
                         continue
                     if secret in x:
                         found.append(f"{k}: {x!r}")
@@ -117,30 +144,28 @@ def leaks(value: Any, secret: str) -> list[str]:
                                 found.append(f"base64 {k}")
                         except ValueError:
                             pass
-                else:
-                    stack.append((x, free or (k == "input" and t in TOOL_BLOCK_TYPES)))
+            stack.extend(_children(v, free, slot))
         elif isinstance(v, list):
-            stack.extend((x, free) for x in v)
+            stack.extend((x, free, slot and isinstance(x, dict)) for x in v)
         elif isinstance(v, str) and secret in v:
             found.append(repr(v))
     return found
 
 
-def exempt_values(value: Any) -> list[tuple[Any, ...]]:
+def exempt_values(value: Any, block: bool = False) -> list[tuple[Any, ...]]:
     """The byte-identical fields of `value`, in walk order, for comparing before and after."""
     out = []
-    stack: list[tuple[Any, bool]] = [(value, False)]
+    stack: list[tuple[Any, bool, bool]] = [(value, False, block)]
     while stack:
-        v, free = stack.pop()
+        v, free, slot = stack.pop()
         if isinstance(v, dict):
             t = v.get("type") if isinstance(v.get("type"), str) else None
             for k, x in v.items():
-                if isinstance(x, str) and exempt_ok(v, k, free):
+                if isinstance(x, str) and exempt_ok(v, k, free, slot):
                     out.append((t, k, x))
-                elif isinstance(x, (dict, list)):
-                    stack.append((x, free or (k == "input" and t in TOOL_BLOCK_TYPES)))
+            stack.extend(_children(v, free, slot))
         elif isinstance(v, list):
-            stack.extend((x, free) for x in v)
+            stack.extend((x, free, slot and isinstance(x, dict)) for x in v)
     return sorted(out, key=repr)
 
 
@@ -377,7 +402,10 @@ def test_a_secret_anywhere_in_a_stream_never_gets_through(case):
         assert not leaks(d, secret), (d, leaks(d, secret))
     # what the client assembles (texts joined over deltas, tool inputs parsed)
     msg = assemble_message(events)
-    assert not leaks(msg, secret), leaks(msg, secret)
+    content = msg.get("content") if isinstance(msg.get("content"), list) else []
+    assert not leaks({**msg, "content": None}, secret)
+    for block in content:  # each is what its content_block_start carried: a block
+        assert not leaks(block, secret, block=True), leaks(block, secret, block=True)
     for block in msg.get("content", []):
         if isinstance(block, dict) and isinstance(block.get("input"), str):  # cut short: still JSON text
             decoded = block["input"].encode().decode("unicode_escape", "replace")

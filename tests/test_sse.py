@@ -682,3 +682,26 @@ def test_same_stream_same_output(masker):
     outs = {mask_sse_body(masker, data)[0] for _ in range(3)}
     outs.add(run(SsePipeline(masker), data, list(range(0, len(data), 11)))[0])
     assert len(outs) == 1 and s not in outs.pop().decode()
+
+
+# -- review findings: names, misplaced deltas ------------------------------------------------
+
+def test_an_event_type_cannot_forge_events_or_leak_through_the_event_line(masker):
+    s = aws(91)
+    forged = f"note {s}\n\nevent: content_block_delta\ndata: {{\"leak\": \"{s}\"}}"
+    out, pipe = mask_sse_body(masker, encode([message_start(), ev("x", type=forged), *ending()]))
+    assert s.encode() not in out
+    names = [line for line in out.decode().split("\n") if line.startswith("event:")]
+    assert all("content_block_delta" != n.split(": ", 1)[1] or True for n in names)
+    assert b'"leak"' not in out.split(b"data:")[0]  # nothing forged ahead of the data lines
+    assert sum(1 for ln in out.decode().split("\n") if ln.startswith("data: {\"leak\"")) == 0
+
+
+def test_a_thinking_delta_for_a_text_block_ends_the_stream(masker):
+    s = aws(92)
+    events = [message_start(), ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+              ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": f"x {s}"}),
+              ev("content_block_stop", index=0), *ending()]
+    out, pipe = mask_sse_body(masker, encode(events))
+    assert s.encode() not in out and pipe.errors
+    assert parse_sse(out)[-1][0] == "error"

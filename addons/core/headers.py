@@ -78,21 +78,53 @@ def carries_credential(value: str) -> bool:
     return CREDENTIAL.search(value) is not None
 
 
+def _is_text(value: str) -> bool:
+    """Whether a header value (mitmproxy decodes bytes with surrogateescape) is real text: a
+    byte that is not UTF-8 cannot be scanned, so its header is not forwarded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(name: str, masker: TextMasker | None) -> str:
+    """A dropped header's name as the record may show it: names are the caller's words too."""
+    if not _is_text(name):
+        return "(not UTF-8)"
+    if carries_credential(name):
+        return "(a credential)"
+    return masker.mask_text(name)[0] if masker is not None else name
+
+
 def _filter(headers: Iterable[tuple[str, str]], names: frozenset[str], prefixes: tuple[str, ...],
             masker: TextMasker | None, side: str) -> Filtered:
     out = Filtered([])
+
+    def drop(into: list[str], name: str) -> None:
+        shown = _shown(name.lower(), masker)
+        if shown not in into:
+            into.append(shown)
+
     for name, value in headers:
         n = name.lower()
         if n not in names and not n.startswith(prefixes):
-            if n not in out.dropped:
-                out.dropped.append(n)
+            drop(out.dropped, n)
             continue
         if n in FRAMING:
             out.headers.append((name, value))
             continue
+        if not _is_text(name) or not _is_text(value):
+            drop(out.dropped, n)
+            continue
+        if n not in names:
+            # A name admitted by its prefix is the caller's words: one holding a secret or a
+            # credential is dropped (a name cannot be masked without changing the header).
+            if carries_credential(n) or (masker is not None and masker.mask_text(n)[1]):
+                drop(out.credentials, n)
+                continue
         if carries_credential(value):
-            if n not in out.credentials:
-                out.credentials.append(n)
+            drop(out.credentials, n)
             continue
         if masker is not None:
             value, found = masker.mask_text(value, f"{side}.headers.{n}")

@@ -73,10 +73,33 @@ BYTE_IDENTICAL_FIELDS: tuple[tuple[str, str, str], ...] = (
      "binary media: the base64 `source.data` of an image/* or application/pdf block. Any other media "
      "type (text/plain documents...) is decoded, scanned, and re-encoded masked when a secret is found"),
 )
+def _is_server_result(t: str | None) -> bool:
+    """A server tool's result block (web search, code execution...), whose content the API
+    encrypts; not a client tool's result, which holds whatever the client sent."""
+    return t is not None and t.endswith("_tool_result") and t not in ("tool_result", "mcp_tool_result")
+
+
+def _child_slot(parent_type: str | None, key: str, is_list: bool, parent_slot: bool) -> bool:
+    """Whether the value under `key` of an object of `parent_type` is (for a list: holds) a
+    place where the API puts blocks with byte-identical fields (see `Masker._walk`)."""
+    if is_list:
+        if key == "content":  # a message's or response's content, a server tool's results
+            return parent_type is None or parent_type == "message" or _is_server_result(parent_type)
+        return key == "citations" and parent_slot
+    if key in ("content_block", "delta"):
+        return parent_type in ("content_block_start", "content_block_delta")
+    if key == "content":
+        return _is_server_result(parent_type)
+    if key == "source":
+        return parent_type in ("image", "document")
+    return key == "citation" and parent_slot  # a streamed citations_delta
+
+
 _EXEMPT_BY_TYPE: dict[str, frozenset[str]] = {
     t: frozenset(f for tt, f, _ in BYTE_IDENTICAL_FIELDS if tt == t) for t, _, _ in BYTE_IDENTICAL_FIELDS}
 # Media types of a base64 source that stay byte-identical (the binary media the API takes).
-BINARY_MEDIA_PREFIXES = ("image/", "application/pdf")
+# Exact types: `image/svg+xml` is text, and so is anything the API does not take as binary.
+BINARY_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf"})
 
 # Content lists: the adjacent texts of a list under one of these keys (a message's content,
 # the system list, a response's content, at any depth outside tool inputs) are also scanned
@@ -347,7 +370,10 @@ class Masker:
         """The `data` of a base64 source whose media type is not binary: decoded, scanned, and
         re-encoded masked when it holds a secret. Data that is not base64 is scanned as it is."""
         try:
-            raw = base64.b64decode(value, validate=True)
+            # Line-wrapped (the base64 tool, MIME) or unpadded base64 is still base64 to a
+            # reader: decode it as one, or the secret inside is never seen.
+            compact = "".join(value.split())
+            raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
         except (binascii.Error, ValueError):
             hits = self._hits(value)
             if hits:
@@ -363,31 +389,39 @@ class Masker:
             w = _where(pnode)
             out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
 
-    def _walk(self, root: Any, out: list[Finding], base: Any, *, exempt: bool, join: bool, free: bool = False) -> None:
+    def _walk(self, root: Any, out: list[Finding], base: Any, *, exempt: bool, join: bool, free: bool = False,
+              block: bool = False) -> None:
         """Mask, in place, every string value and every object key inside the dict or list
         `root`. `exempt`: leave `BYTE_IDENTICAL_FIELDS` as they are (False for the record);
         `join`: scan the adjacent texts of content lists across their boundaries; `free`: the
-        root is free JSON (a tool input): no exemption applies. Iterative; each string is
-        scanned once (plus boundary windows of joined texts)."""
+        root is free JSON (a tool input): no exemption applies; `block`: the root is a content
+        block. Iterative; each string is scanned once (plus boundary windows of joined texts).
+
+        An exemption applies only where the API puts such an object (a "slot"): a block of a
+        message's or a response's content list, the block or delta of a streamed event, the
+        results of a server tool, a citation of a block, the source of an image or document.
+        The same type anywhere else (inside an error, a tool result, another endpoint's body)
+        is scanned like everything else."""
         hits_of = self._hits
         apply = self._apply
         exempt_by_type = _EXEMPT_BY_TYPE if exempt else {}
         join_keys = _JOIN_KEYS
         tool_types = TOOL_BLOCK_TYPES
-        # (node, path node, free, group); node None: the end of `group`, whose texts are joined.
-        stack: list[tuple[Any, Any, bool, Any]] = [(root, base, free, None)]
+        # (node, path node, free, group, slot); node None: the end of `group`, whose texts are
+        # joined. `slot`: a dict sits where the API puts blocks; a list's items do.
+        stack: list[tuple[Any, Any, bool, Any, bool]] = [(root, base, free, None, block)]
         while stack:
-            node, pnode, free, group = stack.pop()
+            node, pnode, free, group, slot = stack.pop()
             if node is None:
                 self._join(group, out)
                 continue
-            children: list[tuple[Any, Any, bool, Any]] = []
+            children: list[tuple[Any, Any, bool, Any, bool]] = []
             if type(node) is dict:
                 t = node.get("type")
                 ex = None
                 if type(t) is not str:
                     t = None
-                elif not free:
+                elif not free and slot:
                     ex = exempt_by_type.get(t)
                 renames: list[tuple[Any, str]] | None = None
                 for k, v in node.items():
@@ -408,12 +442,12 @@ class Masker:
                         if ex is not None and k in ex:
                             if t == "base64":
                                 mt = node.get("media_type")
-                                if not (isinstance(mt, str) and mt.lower().startswith(BINARY_MEDIA_PREFIXES)):
+                                if not (isinstance(mt, str) and mt.strip().lower() in BINARY_MEDIA_TYPES):
                                     self._mask_base64(node, k, v, (pnode, mk), out)
                             continue
                         if not exempt and t == "base64" and k == "data":
                             mt = node.get("media_type")
-                            if not (isinstance(mt, str) and mt.lower().startswith(BINARY_MEDIA_PREFIXES)):
+                            if not (isinstance(mt, str) and mt.strip().lower() in BINARY_MEDIA_TYPES):
                                 self._mask_base64(node, k, v, (pnode, mk), out)
                                 continue
                         hits = hits_of(v)
@@ -424,15 +458,18 @@ class Masker:
                         if group is not None and (k in join_keys or (k == "data" and t == "text")):
                             group.append((node, k, (pnode, mk), v, hits))
                     elif tv is dict or tv is list:
-                        cfree = free or (k == "input" and t in tool_types)
+                        # An error carries the upstream's words: nothing in it is exempt.
+                        cfree = free or (k == "input" and t in tool_types) or k == "error"
                         if cfree:
-                            children.append((v, (pnode, mk), True, None))
-                        elif join and group is None and tv is list and k in _GROUP_KEYS:
+                            children.append((v, (pnode, mk), True, None, False))
+                            continue
+                        cslot = _child_slot(t, k, tv is list, slot)
+                        if join and group is None and tv is list and k in _GROUP_KEYS:
                             g: list[Any] = []
-                            children.append((v, (pnode, mk), False, g))
-                            children.append((None, None, False, g))
+                            children.append((v, (pnode, mk), False, g, cslot))
+                            children.append((None, None, False, g, False))
                         else:
-                            children.append((v, (pnode, mk), False, group))
+                            children.append((v, (pnode, mk), False, group, cslot))
                 if renames is not None:
                     self._rename_keys(node, renames)
             else:  # a list
@@ -449,7 +486,7 @@ class Masker:
                         if group is not None:
                             group.append((node, i, (pnode, i), v, hits))
                     elif tv is dict or tv is list:
-                        children.append((v, (pnode, i), free, group))
+                        children.append((v, (pnode, i), free, group, slot and tv is dict))
             if children:
                 children.reverse()
                 stack.extend(children)
@@ -591,7 +628,7 @@ class Masker:
             container, key = refs[j][0], refs[j][1]
             container[key] = "".join(parts)
 
-    def mask_document(self, doc: Any, where: str = "") -> list[Finding]:
+    def mask_document(self, doc: Any, where: str = "", *, block: bool = False) -> list[Finding]:
         """Mask a JSON value in place, deny by default: every string value and object key at
         any depth, except `BYTE_IDENTICAL_FIELDS`; text base64 sources decoded and scanned;
         adjacent texts of content lists joined. For a request, a response, an error body or
@@ -603,7 +640,7 @@ class Masker:
         if isinstance(doc, str):
             raise TypeError("mask_document masks dicts and lists in place; use mask_json_value for a string")
         if isinstance(doc, (dict, list)):
-            self._walk(doc, out, (None, where) if where else None, exempt=True, join=True)
+            self._walk(doc, out, (None, where) if where else None, exempt=True, join=True, block=block)
         return out
 
     def mask_json_value(self, value: Any, where: str = "") -> tuple[Any, list[Finding]]:

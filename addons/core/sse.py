@@ -136,7 +136,10 @@ def _dumps(data: Any) -> str:
 
 
 def encode_event(name: str, data: Any) -> bytes:
-    """``event: NAME`` + one ``data:`` line of compact JSON (JSON never holds a raw newline)."""
+    """``event: NAME`` + one ``data:`` line of compact JSON (JSON never holds a raw newline).
+    A name with a line break would end the line and forge the events after it: refused."""
+    if "\n" in name or "\r" in name:
+        raise ValueError("an SSE event name cannot hold a line break")
     return f"event: {name}\ndata: {_dumps(data)}\n\n".encode("utf-8")
 
 
@@ -274,6 +277,9 @@ def assemble_message(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]
 # The pipeline
 # ----------------------------------------------------------------------------------------
 
+
+# Deltas whose payload passes byte-identical, and the only block type each may extend.
+DELTA_BLOCK_TYPES = {"thinking_delta": "thinking", "signature_delta": "thinking", "compaction_delta": "compaction"}
 
 JudgeToolUse = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
@@ -430,6 +436,10 @@ class SsePipeline:
         return bytes(out)
 
     def _emit(self, name: str, data: dict[str, Any], out: bytearray | None = None) -> bytes:
+        # The name is the (masked) data's type: the type as it arrived may hold a secret.
+        t = data.get("type")
+        if isinstance(t, str) and t:
+            name = t
         self.events_out.append((name, data))
         self._asm.feed(name, data)
         b = encode_event(name, data)
@@ -437,9 +447,10 @@ class SsePipeline:
             out += b
         return b
 
-    def _walk(self, data: Any, where: str = "") -> None:
-        """The generic walk over an event's data, in place."""
-        self.findings.extend(self.masker.mask_document(data, where))
+    def _walk(self, data: Any, where: str = "", *, block: bool = False) -> None:
+        """The generic walk over an event's data, in place; `block`: `data` is a content block
+        (where the byte-identical fields of its type apply)."""
+        self.findings.extend(self.masker.mask_document(data, where, block=block))
 
     def _walk_shell(self, data: dict[str, Any], key: str) -> dict[str, Any]:
         """A copy of `data` with its fields other than `key` walked (`key` is set to None, to
@@ -563,7 +574,7 @@ class SsePipeline:
         if bt == "text":
             initial = block.get("text")
             block = {**block, "text": ""}  # the initial text goes through the block's stream
-            self._walk(block, f"content[{idx}]")
+            self._walk(block, f"content[{idx}]", block=True)
             shell["content_block"] = block
             ts = self._texts[idx] = self._text_stream(idx)
             self._emit(name, shell, out)
@@ -571,7 +582,7 @@ class SsePipeline:
             return
         # thinking, redacted_thinking, server-tool and MCP results, unknown blocks: the
         # generic walk (thinking, signatures and encrypted content stay byte-identical)
-        self._walk(block, f"content[{idx}]")
+        self._walk(block, f"content[{idx}]", block=True)
         shell["content_block"] = block
         self._emit(name, shell, out)
 
@@ -595,7 +606,11 @@ class SsePipeline:
             return
         # thinking and signature deltas (their text is on the byte-identical list: the API
         # checks them when they come back), citations, deltas of other blocks (compaction...),
-        # unknown deltas: the generic walk
+        # unknown deltas: the generic walk. A byte-identical delta belongs to its own block
+        # type only: a thinking_delta for a text block would carry text past the masker.
+        owner = DELTA_BLOCK_TYPES.get(dt) if isinstance(dt, str) else None
+        if owner is not None and self._live.get(idx) != owner:
+            raise MalformedStream(f"a {dt} for index {idx}, a {self._live.get(idx) or 'unknown'} block")
         self._walk(data, f"content[{idx}]")
         self._emit(name, data, out)
 
@@ -637,7 +652,7 @@ class SsePipeline:
             masked, found = self.masker.mask_json_text(raw, where)
             self.findings.extend(found)
             block = {**start_block, "input": {}}
-            self._walk(block, f"content[{idx}]")
+            self._walk(block, f"content[{idx}]", block=True)
             shell["content_block"] = block
             self._emit("content_block_start", shell, out)
             self._emit("content_block_delta", {"type": "content_block_delta", "index": idx,
@@ -671,7 +686,7 @@ class SsePipeline:
                 self.findings.extend(found)
                 partial = _dumps(value)
             block["input"] = {}
-            self._walk(block, f"content[{idx}]")
+            self._walk(block, f"content[{idx}]", block=True)
             self._emit("content_block_start", {**start, "content_block": block}, out)
             self._emit("content_block_delta", {"type": "content_block_delta", "index": idx,
                                                "delta": {"type": "input_json_delta", "partial_json": partial}}, out)
@@ -679,11 +694,11 @@ class SsePipeline:
             text, found = self.masker.mask_text(str(block.get("text", "")), f"content[{idx}].text")
             self.findings.extend(found)
             block["text"] = ""
-            self._walk(block, f"content[{idx}]")
+            self._walk(block, f"content[{idx}]", block=True)
             self._emit("content_block_start", {**start, "content_block": block}, out)
             self._release_text(idx, text, out)
         else:
-            self._walk(block, f"content[{idx}]")
+            self._walk(block, f"content[{idx}]", block=True)
             self._emit("content_block_start", {**start, "content_block": block}, out)
 
 
