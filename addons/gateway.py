@@ -10,7 +10,9 @@ from addons.credentials import Credentials
 from addons.exchanges import ExchangeIds
 from addons.gatewaypolicy import PolicyLoader
 from addons.identity import IdentityAddon
+from addons.logsafety import LogSafety
 from addons.masking import Masking
+from addons.protocols import ProtocolGuard
 from addons.recorder import Recorder
 from addons.state import GatewayState
 
@@ -20,7 +22,11 @@ masking = Masking()
 recorder = Recorder()
 
 # Stack order (DESIGN.md): identity, access, credentials, masking, commands, approvals, recorder.
+# First the guards that apply to every byte: log redaction (installed at load, before any
+# other addon logs) and the protocol guard (only HTTP(S) the gateway parsed is carried).
 addons = [
+    LogSafety(state),
+    ProtocolGuard(),
     PolicyLoader(state, identity=identity, masking=masking, recorder=recorder),
     ExchangeIds(),
     identity,

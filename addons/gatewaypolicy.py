@@ -46,7 +46,7 @@ class PolicyLoader:
         # One masker for the wire and the recorder's copy: the same rules and fingerprints.
         masker = build_masker(policy.masking, policy.gateway.state_dir)
         self.masking.configure_masker(masker, policy.masking)
-        self.state.masker = masker
+        self.state.masker = masker  # log lines are masked with it too (addons/logsafety.py)
         assert policy.recording is not None
         # Last: it opens the store and the spool, and checks S3 Object Lock.
         self.recorder.configure_recording(policy.recording, state_dir=policy.gateway.state_dir, masker=masker,

@@ -15,7 +15,8 @@ class GatewayState:
     upstream: SplitResult = urlsplit(DEFAULT_UPSTREAM)
     # True when the upstream is not api.anthropic.com (an option or the policy overrode it).
     upstream_overridden: bool = False
-    # The policy's masker (None: masking off), shared by every addon that scans what it passes.
+    # The policy's masker (None: masking off), shared by every addon that scans what it passes
+    # (log redaction, addons/logsafety.py, masks every log line with it too).
     masker: Masker | None = None
 
     def require_policy(self) -> Policy:

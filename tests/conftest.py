@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 import pytest
 
 from fake_upstream import FakeUpstream
-from harness import Gateway, write_policy
+from harness import ApiStandin, Gateway, write_policy
 from s3_server import CREDENTIALS, S3Server
 
 
@@ -19,9 +19,28 @@ def upstream() -> Iterator[FakeUpstream]:
         yield up
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "reaches_api_standin: the test expects bytes to reach the "
+                                       "api.anthropic.com stand-in (otherwise any byte fails the test)")
+
+
 @pytest.fixture
-def gateway_factory(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Gateway]]:
-    """Start gateways on a policy text; all are stopped at the end of the test."""
+def api_standin() -> Iterator[ApiStandin]:
+    """Where api.anthropic.com resolves inside the gateway processes of a test: a loopback
+    server that records every byte it gets. The real API is never resolved nor contacted."""
+    with ApiStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def gateway_factory(request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeUpstream,
+                    api_standin: ApiStandin) -> Iterator[Callable[..., Gateway]]:
+    """Start gateways on a policy text; all are stopped at the end of the test.
+
+    Every gateway runs with tests/standin/sitecustomize.py: api.anthropic.com is the
+    `api_standin`, and nothing it receives goes unnoticed: a test whose gateways sent it a
+    byte fails at teardown (unless marked `reaches_api_standin`).
+    """
     started: list[Gateway] = []
 
     def start(policy: str = "", *, name: str = "policy.toml", env: dict[str, str] | None = None,
@@ -36,6 +55,7 @@ def gateway_factory(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable
             upstream_ca=upstream.ca_cert_path,
             env=env or {},
             extra_args=extra_args or [],
+            api_standin=api_standin.address,
         )
         started.append(gw)
         return gw.start() if start else gw
@@ -43,6 +63,9 @@ def gateway_factory(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable
     yield start
     for gw in started:
         gw.stop()
+    if api_standin.received and request.node.get_closest_marker("reaches_api_standin") is None:
+        pytest.fail(f"the gateway sent {len(api_standin.received)} bytes towards api.anthropic.com (its "
+                    f"loopback stand-in) although the test's upstream is {upstream.base_url}", pytrace=False)
 
 
 @pytest.fixture

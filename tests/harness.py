@@ -13,12 +13,17 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_SCRIPT = REPO / "addons" / "gateway.py"
+# Put first on every gateway process's PYTHONPATH: its sitecustomize keeps the process on
+# loopback (api.anthropic.com resolves to the stand-in below, other names do not resolve).
+STANDIN_DIR = Path(__file__).resolve().parent / "standin"
+STANDIN_ENV = "GATEHOUSE_TEST_API_STANDIN"
 # The key the gateway holds; tests assert the upstream saw this one and never the caller's.
 GATEWAY_KEY = "sk-ant-gateway-held-key-0123456789"
 CALLER_KEY = "sk-ant-caller-key-should-never-leave"
@@ -64,6 +69,9 @@ class Gateway:
     extra_args: list[str] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen | None = None
+    # "127.0.0.1:PORT" of an `ApiStandin`: where api.anthropic.com resolves inside the gateway
+    # process. None: it does not resolve at all.
+    api_standin: str | None = None
 
     @property
     def confdir(self) -> Path:
@@ -96,9 +104,13 @@ class Gateway:
         return cmd + self.extra_args
 
     def process_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and k != STANDIN_ENV}
         env["ANTHROPIC_API_KEY"] = GATEWAY_KEY
         env.update(self.env)
+        # Never leave loopback, even by accident (tests/standin/sitecustomize.py).
+        env["PYTHONPATH"] = os.pathsep.join([str(STANDIN_DIR), *filter(None, [env.get("PYTHONPATH")])])
+        if self.api_standin:
+            env[STANDIN_ENV] = self.api_standin
         return env
 
     def start(self, timeout: float = 30.0) -> "Gateway":
@@ -151,6 +163,80 @@ class Gateway:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+class ApiStandin:
+    """A TCP server on loopback standing in for api.anthropic.com inside gateway processes.
+
+    It answers nothing and records every byte it receives, so a test can assert that nothing
+    reached "the real API" (`received == b""`).
+    """
+
+    def __init__(self) -> None:
+        self._lst = socket.socket()
+        self._lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._lst.bind(("127.0.0.1", 0))
+        self._lst.listen(64)
+        self._lock = threading.Lock()
+        self._chunks: list[bytes] = []
+        self._conns: list[socket.socket] = []
+        self.connections = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, name="api-standin", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self._lst.getsockname()[1]}"
+
+    @property
+    def received(self) -> bytes:
+        with self._lock:
+            return b"".join(self._chunks)
+
+    def _accept(self) -> None:
+        self._lst.settimeout(0.1)  # close() does not wake a blocked accept()
+        while not self._closed:
+            try:
+                conn, _ = self._lst.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            with self._lock:
+                self.connections += 1
+                self._conns.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                with self._lock:
+                    self._chunks.append(data)
+
+    def close(self) -> None:
+        self._closed = True
+        self._thread.join(timeout=5)
+        self._lst.close()
+        with self._lock:
+            for c in self._conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "ApiStandin":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def write_policy(directory: Path, body: str, name: str = "policy.toml") -> Path:

@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
-import re2
-
 from addons.core.exchange import Finding
+from addons.core.redact import carries_credential
 
 # Request headers forwarded to the API (names in lower case).
 # Observed from Claude Code 2.1 and the Python SDK 2.15 (docs/security.md), plus the few the
@@ -47,15 +46,6 @@ RESPONSE_HEADER_PREFIXES = ("anthropic-ratelimit-",)
 # codings), and never altered here.
 FRAMING = frozenset({"content-length", "transfer-encoding"})
 
-# A credential in a header value, whatever the header: a JWT (three base64url parts, the
-# first a JSON header), an Anthropic key or OAuth token, or an auth scheme with a value.
-CREDENTIAL = re2.compile(
-    r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
-    r"|sk-ant-[A-Za-z0-9_-]{8,}"
-    r"|(?i:\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,})"
-)
-
-
 class TextMasker(Protocol):
     def mask_text(self, text: str, where: str = "") -> tuple[str, list[Finding]]: ...
 
@@ -72,10 +62,6 @@ class Filtered:
     @property
     def changed(self) -> bool:
         return bool(self.dropped or self.credentials or self.findings)
-
-
-def carries_credential(value: str) -> bool:
-    return CREDENTIAL.search(value) is not None
 
 
 def _is_text(value: str) -> bool:
