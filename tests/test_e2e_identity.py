@@ -9,7 +9,6 @@ import hmac
 import json
 import socket
 import ssl
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from fake_upstream import claude_code_tool_responder
 from harness import GATEWAY_KEY, run_claude, sdk_client
+from rawwire import dev_issuer_gateway, gatehouse_token
 
 pytestmark = pytest.mark.e2e
 
@@ -209,31 +209,8 @@ def test_passthrough_host_needs_credentials(gateway_factory):
 
 
 def dev_policy(gateway_factory):
-    """A gateway trusting the local dev issuer, as the quick start does."""
-    gw = gateway_factory("", start=False)
-    state = gw.policy_path.parent / "state"
-    gw.policy_path.write_text(f"""
-[gateway]
-state_dir = "{state}"
-
-[[issuers]]
-name = "dev"
-issuer = "gatehouse-dev"
-audience = "gatehouse"
-algorithms = ["EdDSA"]
-jwks_file = "{state}/dev-issuer.jwks.json"
-
-[groups.developers]
-models = ["claude-*"]
-""")
-    return gw, state
-
-
-def gatehouse_token(policy: Path, *args: str) -> str:
-    gatehouse = Path(sys.executable).parent / "gatehouse"
-    r = subprocess.run([str(gatehouse), "token", "--policy", str(policy), *args, "--print"],
-                       capture_output=True, text=True, timeout=30, check=True)
-    return r.stdout.strip()
+    """A gateway trusting the local dev issuer, as the quick start does (not started)."""
+    return dev_issuer_gateway(gateway_factory, start=False)
 
 
 def test_claude_code_with_token_in_https_proxy(gateway_factory, upstream, tmp_path):

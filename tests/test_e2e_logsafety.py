@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from harness import read_response
-from test_e2e_protocols import API, dev_gateway, read_all, tls, tunnel
+from rawwire import API, dev_gateway, read_all, tls, tunnel
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +64,7 @@ def test_log_never_shows_a_valid_token_or_a_refused_requests_secret(gateway_fact
     # ...while the lines still say what happened.
     assert "Bad HTTP request line" in log
     assert "identity: refused CONNECT [MASKED:" in log
-    assert "identity: refused GET" in log and f"/v1/[MASKED:" in log
+    assert "identity: refused GET" in log and "/v1/[MASKED:" in log
     assert not upstream.requests.messages()
 
 

@@ -65,7 +65,7 @@ def test_request_headers_pass_by_allowlist_with_values_masked(recorded, upstream
     }
     with client(gw) as c:
         r = c.post("https://api.anthropic.com/v1/messages", json=message_body(), headers=sent)
-        r2 = c.post("https://api.anthropic.com/v1/messages", json=message_body(), headers=sent)
+        c.post("https://api.anthropic.com/v1/messages", json=message_body(), headers=sent)
     assert r.status_code == 200, r.text
     first, second = upstream.requests.messages()
     got = {k.lower(): v for k, v in first.headers.items()}
@@ -208,3 +208,14 @@ def test_refused_requests_leave_no_secret_at_rest(recorded, upstream):
     gw.stop()
     at_rest = everything_at_rest(gw, store)
     assert GITHUB_PAT.encode() not in at_rest and AWS_KEY_ID.encode() not in at_rest
+
+
+def test_json_nested_200000_deep_is_a_400_and_the_gateway_keeps_serving(recorded, upstream):
+    gw, _ = recorded
+    deep = '{"model":"' + MODEL + '","max_tokens":5,"messages":' + "[" * 200_000 + "]" * 200_000 + "}"
+    with client(gw) as c:
+        r = c.post("https://api.anthropic.com/v1/messages", content=deep, headers={"content-type": "application/json"})
+        ok = c.post("https://api.anthropic.com/v1/messages", json=message_body())
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text[:300]
+    assert ok.status_code == 200
+    assert len(upstream.requests.messages()) == 1
