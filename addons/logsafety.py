@@ -209,15 +209,11 @@ class LogSafety:
         self._keys_at = float("-inf")
 
     def done(self) -> None:
-        dumper = self._dumper()
-        if dumper is not None:
-            dumper.outfp = unwrap(dumper.outfp)
-            if getattr(dumper.__dict__.get("_echo_request_line"), "_gatehouse_redacting", False):
-                del dumper._echo_request_line
-        sys.stdout = unwrap(sys.stdout)
-        sys.stderr = unwrap(sys.stderr)
-        uninstall_record_factory()
-        REDACTOR.mask = REDACTOR.refresh = None
+        # Redaction stays for the life of the process: addons shut down in order, and others
+        # (a HAR dump, mitmproxy's own shutdown lines) still print after this one is done.
+        for stream in (sys.stdout, sys.stderr, getattr(self._dumper(), "outfp", None)):
+            if getattr(stream, "_gatehouse_redacting", False):
+                stream.flush()
 
     # -- internals -------------------------------------------------------------------------
     @staticmethod

@@ -187,9 +187,13 @@ def install() -> None:
     """Apply every patch (idempotent)."""
     if installed():
         return
-    if version.VERSION != WRITTEN_FOR:
-        log.warning(f"gatehouse: addons/mitmpatches.py was written for mitmproxy {WRITTEN_FOR}, this is "
-                    f"{version.VERSION}; run tests/test_logsafety.py")
+    changed = [name for name, digest in CHECKED_SOURCES.items() if _digest_or_none(name) != digest]
+    if changed:
+        # An error at start-up stops mitmdump (its error check): a patch written for other code
+        # may no longer close what it closed, and the gateway fails closed rather than guess.
+        log.error(f"gatehouse: mitmproxy {version.VERSION} changed code the gateway patches or relies on "
+                  f"({', '.join(changed)}); it was written for mitmproxy {WRITTEN_FOR}. Install mitmproxy "
+                  f"{WRITTEN_FOR}, or review addons/mitmpatches.py and update its digests.")
     for module in (_base, _http1, _http2, _http3):
         _replace(module, "format_error", format_error)
     _replace(_http1, "make_error_response", make_error_response)
@@ -210,6 +214,13 @@ def uninstall() -> None:
             setattr(owner, name, original)
     _originals.clear()
     _inherited.clear()
+
+
+def _digest_or_none(qualified_name: str) -> str | None:
+    try:
+        return source_digest(qualified_name)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return None
 
 
 def source_digest(qualified_name: str) -> str:

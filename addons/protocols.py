@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 # mitmproxy switches that would carry bytes no addon inspects.
 FORCED_OFF = ("rawtcp", "websocket", "http3")
+# Options that write whole flows (headers with the injected key, unmasked bodies) to a file
+# or to stdout (`hardump = "-"`), past every redaction.
+FLOW_DUMP_OPTIONS = ("save_stream_file", "hardump")
 # Options that make mitmproxy relay matching connections uninspected.
 FORBIDDEN_HOST_OPTIONS = ("ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts")
 # The only layers `next_layer` may choose: HTTP, and TLS around it (a NextLayer is a decision
@@ -133,12 +136,27 @@ class ProtocolGuard:
         mitmpatches.install()
 
     def done(self) -> None:
-        mitmpatches.uninstall()
+        # The patches stay for the life of the process. `done` outside a shutdown means the
+        # gateway script was unloaded (mitmproxy reloads a script whose file changed): if the
+        # new load failed, the proxy would go on without identity, masking or these guards.
+        try:
+            exiting = ctx.master.should_exit.is_set()
+        except AttributeError:
+            exiting = True
+        if not exiting:
+            log.error("gatehouse: the gateway script was unloaded or reloaded while running; shutting down "
+                      "rather than serving without its checks. Restart the gateway to apply a new version.")
+            ctx.master.shutdown()
 
     def configure(self, updated: set[str]) -> None:
         for name in FORCED_OFF:
             if name in updated and getattr(ctx.options, name, False):
                 ctx.options.update(**{name: False})
+        for name in FLOW_DUMP_OPTIONS:
+            if name in updated and getattr(ctx.options, name, None):
+                raise exceptions.OptionsError(
+                    f"Gatehouse never writes flow dumps: mitmproxy's {name} would store the injected API key "
+                    "and content as it crossed the wire. The recorder keeps the (masked) audit trail.")
         for name in FORBIDDEN_HOST_OPTIONS:
             if name in updated and getattr(ctx.options, name, None):
                 raise exceptions.OptionsError(

@@ -63,9 +63,11 @@ def gateway_factory(request: pytest.FixtureRequest, tmp_path: Path, upstream: Fa
     yield start
     for gw in started:
         gw.stop()
-    if api_standin.received and request.node.get_closest_marker("reaches_api_standin") is None:
-        pytest.fail(f"the gateway sent {len(api_standin.received)} bytes towards api.anthropic.com (its "
-                    f"loopback stand-in) although the test's upstream is {upstream.base_url}", pytrace=False)
+    if (api_standin.received or api_standin.connections) and \
+            request.node.get_closest_marker("reaches_api_standin") is None:
+        pytest.fail(f"the gateway connected {api_standin.connections} time(s) and sent {len(api_standin.received)} "
+                    f"bytes towards api.anthropic.com (its loopback stand-in) although the test's upstream is "
+                    f"{upstream.base_url}", pytrace=False)
 
 
 @pytest.fixture

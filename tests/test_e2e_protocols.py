@@ -137,6 +137,8 @@ def test_websocket_upgrade_is_refused_before_upstream(gateway_factory, upstream,
     (["--tcp-hosts", ".*"], "tcp_hosts"),
     (["--mode", "socks5"], "socks5"),
     (["--mode", "reverse:tcp://127.0.0.1:9"], "reverse:tcp"),
+    (["--set", "hardump=-"], "hardump"),                       # flow dumps hold the injected key
+    (["--set", "save_stream_file=flows.mitm"], "save_stream_file"),
 ])
 def test_options_that_relay_uninspected_stop_the_gateway(gateway_factory, args, words):
     code, out = gateway_factory("", start=False, extra_args=args).run_to_exit()
@@ -312,3 +314,22 @@ def test_http2_request_with_trailers_is_refused(gateway, upstream):
     assert not upstream.requests.messages()
     headers, _ = h2_exchange(gateway, h2_post(), BODY.encode())
     assert headers[":status"] == "200"
+
+
+def test_unloading_the_gateway_script_stops_the_gateway(gateway_factory, tmp_path):
+    """mitmproxy reloads a script whose file changes; a failed reload would leave a plain proxy
+    without identity, masking or these guards. The gateway stops instead."""
+    script = tmp_path / "gateway_copy.py"
+    from harness import GATEWAY_SCRIPT
+    script.write_text(GATEWAY_SCRIPT.read_text())
+    gw = gateway_factory("", start=False)
+    gw.port = free_port()
+    cmd = gw.command()
+    cmd[cmd.index(str(GATEWAY_SCRIPT))] = str(script)
+    gw.command = lambda: cmd  # type: ignore[method-assign]
+    gw.start()
+    time.sleep(1.0)
+    script.write_text("this is not python (\n")  # the reload fails
+    assert gw.proc is not None
+    gw.proc.wait(timeout=30)
+    assert "unloaded or reloaded while running" in gw.log()

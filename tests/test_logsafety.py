@@ -209,3 +209,29 @@ def test_mitmproxy_still_crashes_on_http1_trailers_without_the_patch():
 def test_documentation_placeholders_in_urls_stay_readable():
     line = "send it as the proxy password (HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT)"
     assert Redactor().redact(line) == line
+
+
+# -- review findings ------------------------------------------------------------------------------
+
+def test_redaction_is_linear_on_hostile_lines():
+    import time
+    r = Redactor(mask=lambda t: t)
+    for line in ("a." * 40_000, "x://" + "a:" * 40_000, "%" * 50_000, "a" * 60_000 + "%41"):
+        t0 = time.process_time()
+        r.redact(line)
+        assert time.process_time() - t0 < 2.0, line[:20]  # generous: quadratic took seconds per 80 KB
+
+
+def test_percent_encoded_secrets_and_tokens_are_redacted():
+    pat = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
+    r = Redactor(mask=lambda t: t.replace(pat, "[MASKED:github-pat:abc123]"))
+    line = f"identity: refused GET api.anthropic.com/v1/files/{pat.replace('_', '%5F')} from 127.0.0.1"
+    assert "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi" not in r.redact(line)
+    jwt = "eyJhbGciOiJSUzI1NiJ9%2EeyJzdWIiOiJhbGljZSJ9%2Ec2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    assert "eyJzdWIiOiJhbGljZSJ9" not in r.redact(f"GET /v1/x?t={jwt}")
+
+
+def test_credential_headers_in_byte_reprs_and_coloured_lines():
+    r = Redactor()
+    assert "opaque-cookie-value" not in r.redact(r"b'GET / HTTP/1.1\r\ncookie: opaque-cookie-value\r\n'")
+    assert "opaque-key-value" not in r.redact("\x1b[1mx-api-key\x1b[0m: opaque-key-value")

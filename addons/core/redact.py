@@ -16,30 +16,47 @@ from __future__ import annotations
 
 import re
 from typing import Callable, Iterable
+from urllib.parse import unquote
 
 REDACTED = "[REDACTED]"
 
-# base64url runs; a JWT's header is base64url JSON, so it starts with "eyJ" ('{"').
+# base64url runs; a JWT's header is base64url JSON, so it starts with "eyJ" ('{"'). A dot may
+# arrive percent-encoded (a token in a URL). Every repeat is bounded: these run on whatever a
+# client sends (mitmproxy logs a whole unparsable request head), so no pattern may backtrack
+# over a long line.
 _B64 = r"[A-Za-z0-9_-]"
+_DOT = r"(?:\.|%2[eE])"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # A JWT (an unsigned one has an empty third part).
-    (re.compile(rf"eyJ{_B64}{{4,}}\.{_B64}{{4,}}\.{_B64}*"), "[REDACTED:jwt]"),
+    (re.compile(rf"eyJ{_B64}{{4,8192}}{_DOT}{_B64}{{4,16384}}{_DOT}{_B64}{{0,8192}}"), "[REDACTED:jwt]"),
     # Any other three long base64url parts joined by dots (JWS/JWE-like).
-    (re.compile(rf"(?<![A-Za-z0-9_.-]){_B64}{{16,}}\.{_B64}{{16,}}\.{_B64}{{16,}}"), "[REDACTED:jwt]"),
+    (re.compile(rf"(?<![A-Za-z0-9_.-]){_B64}{{16,8192}}{_DOT}{_B64}{{16,16384}}{_DOT}{_B64}{{16,8192}}"),
+     "[REDACTED:jwt]"),
     # Credentials after an HTTP auth scheme (in a header, a repr of headers, a message).
-    (re.compile(r"(?i)\b(bearer|basic)(\s+|%20|\+)[A-Za-z0-9._~+/=%-]{4,}"), rf"\1\2{REDACTED}"),
-    # The value of a credential header, as "name: value", "name=value" or a ('name', 'value') repr.
-    (re.compile(r"(?i)\b(proxy-authorization|authorization|x-api-key|x-gatehouse-token|cookie|set-cookie)"
-                r"""(['"]?\s*[:=,]\s*b?['"]?)(?!(?:bearer|basic)\b)([^\s'",;)\]]+)"""),
+    (re.compile(r"(?i)(?<![A-Za-z0-9])(bearer|basic)(\s{1,8}|%20|\+)[A-Za-z0-9._~+/=%-]{4,16384}"),
+     rf"\1\2{REDACTED}"),
+    # The value of a credential header, as "name: value", "name=value" or a ('name', 'value')
+    # repr; the name may follow a literal "\r\n" of a bytes repr.
+    (re.compile(r"(?i)(?:(?<![A-Za-z0-9-])|(?<=\\r)|(?<=\\n))(proxy-authorization|authorization|x-api-key|x-gatehouse-token|cookie|"
+                r"""set-cookie)(['"]?\s{0,8}[:=,]\s{0,8}b?['"]?)(?!(?:bearer|basic)\b)([^\s'",;)\]]{1,16384})"""),
      rf"\1\2{REDACTED}"),
     # A password in a URL's userinfo (not a documentation placeholder such as TOKEN).
-    (re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*):(?![A-Z_]{1,16}@)([^/\s@'\"]+)@"),
+    (re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}://[^/\s:@'\"]{0,256}):(?![A-Z_]{1,16}@)"
+                r"([^/\s@'\"]{1,256})@"),
      rf"\1:{REDACTED}@"),
     # Anthropic API keys, whatever the policy's masking says.
     (re.compile(r"sk-ant-[A-Za-z0-9_-]{6,}"), "[REDACTED:anthropic-key]"),
 )
 
 MIN_LITERAL = 8  # shorter "secrets" would redact ordinary words
+# A longer line is cut here before it is redacted: a log line is not the audit trail, and no
+# line a client can make long may cost the event loop more than a bounded scan.
+MAX_LINE_CHARS = 16384
+# Terminal colours (mitmproxy's flow lines on a tty) would split a header name from its value.
+_ANSI = re.compile(r"\x1b\[[0-9;]{0,16}m")
+# Percent-encoded runs (between these separators) are decoded and checked too, or
+# `ghp%5F...` passes every rule.
+_SEPARATORS = re.compile(r"([\s'\"]+)")
 
 
 def carries_credential(text: str) -> bool:
@@ -74,8 +91,26 @@ class Redactor:
     def _redact(self, text: str, dynamic: bool) -> str:
         if not text:
             return text
+        if len(text) > MAX_LINE_CHARS:
+            text = text[:MAX_LINE_CHARS] + f" [gatehouse: {len(text) - MAX_LINE_CHARS} more characters withheld]"
+        if "\x1b" in text:
+            text = _ANSI.sub("", text)
         if dynamic and self.refresh is not None:
             self.refresh()
+        if "%" in text:
+            # Split on separators (linear; a regex over runs would backtrack on long ones).
+            text = "".join(self._percent_run(piece, dynamic) if "%" in piece else piece
+                           for piece in _SEPARATORS.split(text))
+        return self._redact_plain(text, dynamic)
+
+    def _percent_run(self, run: str, dynamic: bool) -> str:
+        """A percent-encoded run, withheld whole when its decoded form holds anything."""
+        decoded = unquote(run)
+        if decoded == run:
+            return run
+        return "[REDACTED:encoded]" if self._redact_plain(decoded, dynamic) != decoded else run
+
+    def _redact_plain(self, text: str, dynamic: bool) -> str:
         for literal in self._literals:
             if literal in text:
                 text = text.replace(literal, "[REDACTED:gateway-key]")
