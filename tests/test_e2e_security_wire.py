@@ -219,3 +219,21 @@ def test_json_nested_200000_deep_is_a_400_and_the_gateway_keeps_serving(recorded
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text[:300]
     assert ok.status_code == 200
     assert len(upstream.requests.messages()) == 1
+
+
+def test_claude_code_with_nonessential_traffic_keeps_working(gateway, upstream, tmp_path):
+    """Deny by default must not break Claude Code's own calls: with nonessential traffic on, it
+    also posts event logging and reads feature flags on the API host. With the default policy
+    they pass the gateway (the fake upstream answers them) with their bodies scanned."""
+    from harness import run_claude
+    work = tmp_path / "cc"
+    work.mkdir()
+    r = run_claude(gateway, work, f"remember {GITHUB_PAT} and say hi", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=None)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    seen = {(q.method, q.path.split("?")[0]) for q in upstream.requests}
+    assert ("POST", "/v1/messages") in seen and ("GET", "/api/claude_code/policy_limits") in seen, seen
+    for q in upstream.requests:
+        assert GITHUB_PAT.encode() not in q.body, q.path
+        assert GITHUB_PAT not in json.dumps(dict(q.headers))
+    # nothing the CLI sent to the API host was refused by the gateway
+    assert "<< 403" not in gateway.log() and "<< 400" not in gateway.log(), gateway.log()[-3000:]
