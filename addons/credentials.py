@@ -15,7 +15,7 @@ from addons.core import apierrors, headers
 from addons.core.access import HostRoute, route_host
 from addons.core.credentials import MissingKey, key_source_for, read_key
 from addons.core.exchange import Exchange
-from addons.flowutil import exchange_of, fail_closed, record_findings, refuse
+from addons.flowutil import apply_headers, exchange_of, fail_closed, refuse
 from addons.state import GatewayState
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,5 @@ class Credentials:
         flow.request.path = up.path.rstrip("/") + flow.request.path
 
     def _filter_headers(self, flow: http.HTTPFlow, ex: Exchange) -> None:
-        req = flow.request
-        result = headers.filter_request(req.headers.items(multi=True), self.state.masker)
-        if not result.changed:
-            return
-        kept = http.Headers()
-        for name, value in result.headers:
-            kept.add(name, value)
-        req.headers = kept
-        if result.dropped or result.credentials:
-            ex.decide("headers", "drop", "request headers not forwarded", rule="header_allowlist", side="request",
-                      dropped=result.dropped, credentials=result.credentials)
-        if result.findings:
-            record_findings(ex, result.findings, "request")
+        result = headers.filter_request(flow.request.headers.items(multi=True), self.state.masker)
+        apply_headers(flow.request, result, ex, "request")

@@ -13,6 +13,7 @@ from mitmproxy import http
 from addons.core import apierrors
 from addons.core.apierrors import ApiError
 from addons.core.exchange import EXCHANGE_ID_HEADER, METADATA_KEY, Exchange, Finding
+from addons.core.headers import Filtered
 
 
 def exchange_of(flow: http.HTTPFlow) -> Exchange:
@@ -24,6 +25,21 @@ def exchange_of(flow: http.HTTPFlow) -> Exchange:
 
 
 log = logging.getLogger(__name__)
+
+
+def apply_headers(message: http.Message, result: Filtered, ex: Exchange, side: str) -> None:
+    """Give `message` the headers an allowlist filter kept (`addons.core.headers`), and note on
+    the Exchange what was dropped (names only) and what was masked."""
+    if not result.changed:
+        return
+    kept = http.Headers()
+    for name, value in result.headers:
+        kept.add(name, value)
+    message.headers = kept
+    if result.dropped or result.credentials:
+        ex.decide("headers", "drop", f"{side} headers not passed on", rule="header_allowlist", side=side,
+                  dropped=result.dropped, credentials=result.credentials)
+    record_findings(ex, result.findings, side)
 
 
 def record_findings(ex: Exchange, findings: list[Finding], side: str) -> None:

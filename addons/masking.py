@@ -41,7 +41,7 @@ from addons.core.masker import Masker
 from addons.core.rules import MaskingPolicy
 from addons.core.sse import SsePipeline, mask_sse_body
 from addons.core.urlmask import UnmaskableUrl, mask_target
-from addons.flowutil import exchange_of, fail_closed, record_findings, refusal_response, refuse
+from addons.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
 
 log = logging.getLogger(__name__)
 
@@ -287,17 +287,7 @@ class Masking:
             resp.reason = HTTPStatus(resp.status_code).phrase
         except ValueError:
             resp.reason = ""
-        result = headers.filter_response(resp.headers.items(multi=True), masker)
-        if not result.changed:
-            return
-        kept = http.Headers()
-        for name, value in result.headers:
-            kept.add(name, value)
-        resp.headers = kept
-        if result.dropped or result.credentials:
-            ex.decide("headers", "drop", "response headers not passed on", rule="header_allowlist",
-                      side="response", dropped=result.dropped, credentials=result.credentials)
-        record_findings(ex, result.findings, "response")
+        apply_headers(resp, headers.filter_response(resp.headers.items(multi=True), masker), ex, "response")
 
     @fail_closed("masking")
     async def response(self, flow: http.HTTPFlow) -> None:
