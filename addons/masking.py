@@ -177,8 +177,10 @@ def _inspect_response(masker: Masker, resp: http.Response, hold_back_chars: int)
         doc, findings = masker.mask_json_value(doc)
         return Inspected(content=_dumps(doc) if findings else None, findings=findings)
     if media.startswith("text/") or not media:
+        # JSON or SSE sent under another type (or behind a BOM) is still parsed by the SDKs:
+        # JSON string escapes (\u0067hp_...) are decoded before scanning.
         text = _text(raw, "the response body")
-        masked, findings = masker.mask_text(text, "body")
+        masked, findings = masker.mask_json_text(text, "body")
         return Inspected(content=masked.encode("utf-8") if findings else None, findings=findings)
     raise UnparseableBody(f"the response body has Content-Type {media!r}, which the gateway cannot inspect")
 

@@ -222,6 +222,17 @@ class ProtocolGuard:
             refuse(flow, apierrors.invalid_request(TRAILERS_REFUSAL), "protocols", rule="protocol.trailers")
 
     @fail_closed("protocols")
+    @fail_closed("protocols")
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        resp = flow.response
+        if resp is not None and 100 <= resp.status_code < 200 and resp.status_code != 101:
+            # mitmproxy takes an interim response (100 Continue, 103 Early Hints) for the final
+            # one: the client would get the interim one and then wait for ever. The Claude API
+            # sends none; answer with an error the client can act on.
+            refuse(flow, ApiError("api_error", f"The upstream sent an interim response ({resp.status_code}); "
+                                  "Gatehouse cannot relay it. Try again.", status=502, should_retry=True),
+                   "protocols", rule="protocol.interim")
+
     def response(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         if resp is None:

@@ -124,3 +124,8 @@ def test_a_value_that_is_not_utf8_is_dropped_not_a_crash(masker):
     assert out.headers == [("request-id", "req-1")] and out.dropped == ["x-should-retry"]
     out = headers.filter_request([("user-agent", value)], masker)
     assert out.headers == [] and out.dropped == ["user-agent"]
+
+
+def test_an_obsolete_line_folding_becomes_a_space(masker):
+    out = headers.filter_request([("x-stainless-os", "Linux\r\n  x86"), ("user-agent", "a\rb")], masker)
+    assert out.headers == [("x-stainless-os", "Linux x86")] and out.dropped == ["user-agent"]

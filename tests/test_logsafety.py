@@ -235,3 +235,12 @@ def test_credential_headers_in_byte_reprs_and_coloured_lines():
     r = Redactor()
     assert "opaque-cookie-value" not in r.redact(r"b'GET / HTTP/1.1\r\ncookie: opaque-cookie-value\r\n'")
     assert "opaque-key-value" not in r.redact("\x1b[1mx-api-key\x1b[0m: opaque-key-value")
+
+
+def test_a_secret_after_an_escape_in_a_bytes_repr_is_masked():
+    pat = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
+    r = Redactor(mask=lambda t: __import__("re").sub(r"(?:^|[^A-Za-z0-9])ghp_[A-Za-z0-9]{36}", " [MASKED:github-pat:x]", t))
+    line = "HTTP/2 protocol error: Illegal character '\\x00' in header value: b'a\\x00" + pat + "'"
+    assert pat not in r.redact(line)
+    plain = "nothing to see in b'a\\x00b'"
+    assert r.redact(plain) == plain

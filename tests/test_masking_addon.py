@@ -482,3 +482,15 @@ def test_encode_event_is_what_the_addon_emits():
     # A sanity link between the modules the addon glues together.
     assert encode_event("ping", {"type": "ping"}) == b'event: ping\ndata: {"type":"ping"}\n\n'
     assert Path(__file__).name == "test_masking_addon.py"
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "text/html", "text/event-stream+x", ""])
+def test_json_escaped_secrets_in_text_responses_are_masked(tctx, addon, ctype):
+    escaped = "\\u0067" + PAT[1:]  # what json.dumps could write for the first letter
+    msg = b'{"type":"message","content":[{"type":"text","text":"' + escaped.encode() + b'"}]}'
+    body = (b"\xef\xbb\xbf" + msg) if not ctype else msg
+    f = flow_for(body_with_secret(), resp=response(body, ctype=ctype) if ctype else
+                 tutils.tresp(status_code=200, headers=http.Headers(), content=body))
+    invoke(tctx, addon, HttpResponseHook(f))
+    out = f.response.content.decode("utf-8", "replace")
+    assert PAT[1:] not in out and "[MASKED:github-pat:" in out

@@ -527,3 +527,18 @@ def test_hostile_megabyte_scans_in_linear_time(builtin, name, text):
 
 def test_mask_prefix_constant_matches_replacement_format():
     assert MASK_PREFIX == "[MASKED:"
+
+
+@pytest.mark.parametrize("kind", ["aws-access-key-id", "github-pat", "github-oauth-token", "github-app-token",
+                                  "npm-token", "databricks-token", "shopify-token",
+                                  "anthropic-api-key", "stripe-secret-key", "huggingface-token", "jwt"])
+def test_a_secret_glued_to_an_underscore_is_still_found(kind):
+    """`TOKEN_ghp_..._old`: an underscore is a word character, so a \\b boundary missed a secret
+    pasted into an identifier or a bytes repr (b'a\\x00ghp_...'); the boundary is now 'not a
+    letter or digit'. A letter or digit glued on still makes it another string."""
+    from addons.core.masker import Masker
+    masker = Masker(parse_masking(None), b"k" * 32)
+    secret = fake_secret(kind, random.Random(5))
+    for text in (f"TOKEN_{secret}_old", f"_{secret}", f"v={secret}_"):
+        masked, found = masker.mask_text(text)
+        assert secret not in masked and [f.rule for f in found] == [kind], (text, masked)

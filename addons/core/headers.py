@@ -14,6 +14,7 @@ them when it read the message and rewrites them when a body changes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
@@ -45,6 +46,9 @@ RESPONSE_HEADER_PREFIXES = ("anthropic-ratelimit-",)
 # Framing values mitmproxy has parsed and will rewrite: not scanned (they are numbers or
 # codings), and never altered here.
 FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+_FOLD = re.compile(r"\r?\n[ \t]+")
+
 
 class TextMasker(Protocol):
     def mask_text(self, text: str, where: str = "") -> tuple[str, list[Finding]]: ...
@@ -103,6 +107,13 @@ def _filter(headers: Iterable[tuple[str, str]], names: frozenset[str], prefixes:
         if not _is_text(name) or not _is_text(value):
             drop(out.dropped, n)
             continue
+        if "\n" in value or "\r" in value:
+            # An obsolete line folding: a proxy replaces it with a space (RFC 9112 5.2); any
+            # other line break in a value is not a header mitmproxy should have let through.
+            value = _FOLD.sub(" ", value)
+            if "\n" in value or "\r" in value:
+                drop(out.dropped, n)
+                continue
         if n not in names:
             # A name admitted by its prefix is the caller's words: one holding a secret or a
             # credential is dropped (a name cannot be masked without changing the header).

@@ -54,6 +54,8 @@ MIN_LITERAL = 8  # shorter "secrets" would redact ordinary words
 MAX_LINE_CHARS = 16384
 # Terminal colours (mitmproxy's flow lines on a tty) would split a header name from its value.
 _ANSI = re.compile(r"\x1b\[[0-9;]{0,16}m")
+# Escapes of a Python bytes or str repr, as mitmproxy's protocol errors print them.
+_ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|[rnt0'\"\\])")
 # Percent-encoded runs (between these separators) are decoded and checked too, or
 # `ghp%5F...` passes every rule.
 _SEPARATORS = re.compile(r"([\s'\"]+)")
@@ -117,7 +119,16 @@ class Redactor:
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         if dynamic and self.mask is not None:
-            text = self.mask(text)
+            masked = self.mask(text)
+            if masked == text and "\\" in text:
+                # A bytes repr (b'a\x00ghp_...') glues an escape's last character to what
+                # follows, which hides it from rules that want a boundary there: check the line
+                # with escapes as spaces, and print that form when it holds anything.
+                spaced = _ESCAPE.sub(" ", text)
+                masked_spaced = self.mask(spaced)
+                if masked_spaced != spaced:
+                    masked = masked_spaced
+            text = masked
         return text
 
 
