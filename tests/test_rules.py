@@ -542,3 +542,12 @@ def test_a_secret_glued_to_an_underscore_is_still_found(kind):
     for text in (f"TOKEN_{secret}_old", f"_{secret}", f"v={secret}_"):
         masked, found = masker.mask_text(text)
         assert secret not in masked and [f.rule for f in found] == [kind], (text, masked)
+
+
+def test_the_gateways_own_hints_are_not_masked():
+    """Refusals are masked before they leave (they may quote the caller); the gateway's own
+    instructions must stay readable: `HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT`."""
+    from addons.core.masker import Masker
+    from addons.core.tokens import HINT_NEW_TOKEN
+    masker = Masker(parse_masking(None), b"k" * 32)
+    assert masker.mask_text(HINT_NEW_TOKEN) == (HINT_NEW_TOKEN, [])
