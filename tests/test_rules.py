@@ -551,3 +551,15 @@ def test_the_gateways_own_hints_are_not_masked():
     from addons.core.tokens import HINT_NEW_TOKEN
     masker = Masker(parse_masking(None), b"k" * 32)
     assert masker.mask_text(HINT_NEW_TOKEN) == (HINT_NEW_TOKEN, [])
+
+
+def test_any_sk_ant_shaped_value_is_masked_and_real_keys_keep_their_rule():
+    """Found by the red-team pass: a caller's key of no known format went upstream in a body."""
+    from addons.core.masker import Masker
+    masker = Masker(parse_masking(None), b"k" * 32)
+    _, found = masker.mask_text("key=sk-ant-caller-key-should-never-leave")
+    assert [f.rule for f in found] == ["anthropic-key-like"]
+    real = fake_secret("anthropic-api-key", random.Random(9))
+    _, found = masker.mask_text(f"key={real}")
+    assert [f.rule for f in found] == ["anthropic-api-key"]
+    assert masker.mask_text("see sk-ant-api03-... in the docs")[1] == []
