@@ -26,6 +26,7 @@ The masker comes from the policy: `PolicyLoader` calls `configure_masker(masker,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -92,7 +93,10 @@ def parse_json_body(message: http.Message, what: str) -> Any:
     media = _media_type(message.headers)
     if media and not _is_json(media):
         raise UnparseableBody(f"{what} has Content-Type {media!r}; the gateway inspects application/json only")
-    text = _text(_decoded(message, what), what)
+    return _parse_json(_text(_decoded(message, what), what), what)
+
+
+def _parse_json(text: str, what: str) -> Any:
     try:
         return jsonbody.loads(text)
     except DuplicateKey as e:
@@ -173,7 +177,7 @@ def _inspect_response(masker: Masker, resp: http.Response, hold_back_chars: int)
             return Inspected(error="the event stream could not be inspected")
         return Inspected(content=masked if pipe.findings else None, findings=pipe.findings)
     if _is_json(media) or (not media and raw.lstrip()[:1] in (b"{", b"[")):
-        doc = parse_json_body(resp, "the response body")
+        doc = _parse_json(_text(raw, "the response body"), "the response body")
         doc, findings = masker.mask_json_value(doc)
         return Inspected(content=_dumps(doc) if findings else None, findings=findings)
     if media.startswith("text/") or not media:
@@ -304,7 +308,6 @@ class Masking:
         if masker is None or ex.passthrough:
             return
         if ex.refused:
-            # The gateway's own words, but they may quote what the caller sent (a model name).
             self._mask_refusal(flow, masker)
             return
         if resp.stream:
@@ -333,13 +336,15 @@ class Masking:
 
     @staticmethod
     def _mask_refusal(flow: http.HTTPFlow, masker: Masker) -> None:
-        # Rebuilt from the refusal itself: a refusal made once the upstream answered can have
-        # been filled with the upstream's body by mitmproxy (ExchangeIds puts it back too; this
-        # addon does not rely on running after it).
-        resp = flow.response = refusal_response(exchange_of(flow))
-        doc, findings = masker.mask_json_value(json.loads(resp.content or b"null"))
+        # The message is the gateway's own words but may quote the caller (a model name, a
+        # Content-Type). Rebuilt from the refusal itself: a refusal made once the upstream
+        # answered can have been filled with the upstream's body by mitmproxy (ExchangeIds puts
+        # it back too; this addon does not rely on running after it).
+        ex = exchange_of(flow)
+        message, findings = masker.mask_text(ex.refusal.message, "refusal")
         if findings:
-            resp.content = _dumps(doc)
+            ex.refusal = dataclasses.replace(ex.refusal, message=message)
+        flow.response = refusal_response(ex)
 
     @fail_closed("masking")
     def error(self, flow: http.HTTPFlow) -> None:
