@@ -101,6 +101,13 @@ _EXEMPT_BY_TYPE: dict[str, frozenset[str]] = {
 # Exact types: `image/svg+xml` is text, and so is anything the API does not take as binary.
 BINARY_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf"})
 
+
+def _binary_media(source: dict[str, Any]) -> bool:
+    """Whether a base64 source holds binary media (left byte-identical), not text."""
+    mt = source.get("media_type")
+    return isinstance(mt, str) and mt.strip().lower() in BINARY_MEDIA_TYPES
+
+
 # Content lists: the adjacent texts of a list under one of these keys (a message's content,
 # the system list, a response's content, at any depth outside tool inputs) are also scanned
 # across their boundaries. The texts that take part: string values of `text` and `content`,
@@ -440,16 +447,12 @@ class Masker:
                         if not v:
                             continue
                         if ex is not None and k in ex:
-                            if t == "base64":
-                                mt = node.get("media_type")
-                                if not (isinstance(mt, str) and mt.strip().lower() in BINARY_MEDIA_TYPES):
-                                    self._mask_base64(node, k, v, (pnode, mk), out)
-                            continue
-                        if not exempt and t == "base64" and k == "data":
-                            mt = node.get("media_type")
-                            if not (isinstance(mt, str) and mt.strip().lower() in BINARY_MEDIA_TYPES):
+                            if t == "base64" and not _binary_media(node):
                                 self._mask_base64(node, k, v, (pnode, mk), out)
-                                continue
+                            continue
+                        if not exempt and t == "base64" and k == "data" and not _binary_media(node):
+                            self._mask_base64(node, k, v, (pnode, mk), out)
+                            continue
                         hits = hits_of(v)
                         if hits:
                             node[k], done = apply(v, hits)

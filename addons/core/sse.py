@@ -586,11 +586,16 @@ class SsePipeline:
         shell["content_block"] = block
         self._emit(name, shell, out)
 
-    def _on_block_delta(self, name: str, data: dict[str, Any], out: bytearray) -> None:
+    def _live_index(self, data: dict[str, Any], what: str) -> int:
+        """The index of the block a delta or stop event is for; it must be live."""
         idx = data.get("index")
         if type(idx) is not int or idx not in self._live:
             state = "already stopped" if idx in self._closed else "never started"
-            raise MalformedStream(f"a content_block_delta for index {idx!r}, which {state}")
+            raise MalformedStream(f"a {what} for index {idx!r}, which {state}")
+        return idx
+
+    def _on_block_delta(self, name: str, data: dict[str, Any], out: bytearray) -> None:
+        idx = self._live_index(data, "content_block_delta")
         delta = data.get("delta")
         dt = delta.get("type") if isinstance(delta, dict) else None
         if idx in self._tools:
@@ -615,10 +620,7 @@ class SsePipeline:
         self._emit(name, data, out)
 
     def _on_block_stop(self, name: str, data: dict[str, Any], out: bytearray) -> None:
-        idx = data.get("index")
-        if type(idx) is not int or idx not in self._live:
-            state = "already stopped" if idx in self._closed else "never started"
-            raise MalformedStream(f"a content_block_stop for index {idx!r}, which {state}")
+        idx = self._live_index(data, "content_block_stop")
         del self._live[idx]
         self._closed.add(idx)
         if idx in self._tools:
