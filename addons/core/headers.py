@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import TYPE_CHECKING, Iterable
 
 from addons.core.exchange import Finding
+
+if TYPE_CHECKING:  # the masker imports neither module; only its type is needed here
+    from addons.core.masker import Masker
 from addons.core.redact import carries_credential
 
 # Request headers forwarded to the API (names in lower case).
@@ -50,10 +53,6 @@ FRAMING = frozenset({"content-length", "transfer-encoding"})
 _FOLD = re.compile(r"\r?\n[ \t]+")
 
 
-class TextMasker(Protocol):
-    def mask_text(self, text: str, where: str = "") -> tuple[str, list[Finding]]: ...
-
-
 @dataclass
 class Filtered:
     """Headers to send, in order, and what was left out (names only: values may be secret)."""
@@ -78,7 +77,7 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _shown(name: str, masker: TextMasker | None) -> str:
+def _shown(name: str, masker: Masker | None) -> str:
     """A dropped header's name as the record may show it: names are the caller's words too."""
     if not _is_text(name):
         return "(not UTF-8)"
@@ -88,7 +87,7 @@ def _shown(name: str, masker: TextMasker | None) -> str:
 
 
 def _filter(headers: Iterable[tuple[str, str]], names: frozenset[str], prefixes: tuple[str, ...],
-            masker: TextMasker | None, side: str) -> Filtered:
+            masker: Masker | None, side: str) -> Filtered:
     out = Filtered([])
 
     def drop(into: list[str], name: str) -> None:
@@ -130,11 +129,11 @@ def _filter(headers: Iterable[tuple[str, str]], names: frozenset[str], prefixes:
     return out
 
 
-def filter_request(headers: Iterable[tuple[str, str]], masker: TextMasker | None) -> Filtered:
+def filter_request(headers: Iterable[tuple[str, str]], masker: Masker | None) -> Filtered:
     """The request headers that may go upstream (before the gateway's key is added)."""
     return _filter(headers, REQUEST_HEADERS, REQUEST_HEADER_PREFIXES, masker, "request")
 
 
-def filter_response(headers: Iterable[tuple[str, str]], masker: TextMasker | None) -> Filtered:
+def filter_response(headers: Iterable[tuple[str, str]], masker: Masker | None) -> Filtered:
     """The response headers that may reach the client."""
     return _filter(headers, RESPONSE_HEADERS, RESPONSE_HEADER_PREFIXES, masker, "response")

@@ -8,10 +8,13 @@ keeps its exact bytes.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from addons.core.exchange import Finding
+
+if TYPE_CHECKING:  # the masker imports neither module; only its type is needed here
+    from addons.core.masker import Masker
 
 # Characters a masked segment may keep unencoded: the replacement `[MASKED:rule:fp]` and the
 # sub-delimiters RFC 3986 allows in a segment.
@@ -19,15 +22,11 @@ _SAFE_SEGMENT = "[]:@!$&'()*+,;="
 _SAFE_QUERY_PART = "[]:@!$'()*+,;/?"
 
 
-class TextMasker(Protocol):
-    def mask_text(self, text: str, where: str = "") -> tuple[str, list[Finding]]: ...
-
-
 class UnmaskableUrl(ValueError):
     """A secret spans the URL's separators, so it cannot be masked piece by piece."""
 
 
-def _mask_piece(masker: TextMasker, raw: str, safe: str, plus_is_space: bool) -> tuple[str, list[Finding]]:
+def _mask_piece(masker: Masker, raw: str, safe: str, plus_is_space: bool) -> tuple[str, list[Finding]]:
     decoded = unquote(raw.replace("+", " ") if plus_is_space else raw, errors="surrogateescape")
     masked, found = masker.mask_text(decoded, "url")
     if not found:
@@ -35,7 +34,7 @@ def _mask_piece(masker: TextMasker, raw: str, safe: str, plus_is_space: bool) ->
     return quote(masked, safe=safe, errors="surrogateescape"), found
 
 
-def mask_target(masker: TextMasker, target: str) -> tuple[str, list[Finding]]:
+def mask_target(masker: Masker, target: str) -> tuple[str, list[Finding]]:
     """`target` (``/path?query``) with every secret masked; raises UnmaskableUrl when a
     secret is still there after masking each piece (it spans a ``/``, ``&`` or ``=``)."""
     path, sep, query = target.partition("?")
