@@ -63,11 +63,17 @@ def safe_message(status: int, mitmproxy_message: str) -> str:
     return f"Gatehouse could not process this request (HTTP {status}); it was not forwarded."
 
 
+def _error(status: int, mitmproxy_message: str) -> ApiError:
+    # 5xx from the gateway's own connection failures may succeed on retry; a malformed request will not.
+    return ApiError(error_type(status), safe_message(status, mitmproxy_message), status=status,
+                    should_retry=status >= 500)
+
+
 def error_body(status: int, mitmproxy_message: str) -> bytes:
     """The JSON body of mitmproxy's error response, in the Anthropic shape."""
-    return ApiError(error_type(status), safe_message(status, mitmproxy_message), status=status).body()
+    return _error(status, mitmproxy_message).body()
 
 
 def error_headers(status: int) -> dict[str, str]:
-    # 5xx from the gateway's own connection failures may succeed on retry; a malformed request will not.
-    return {"content-type": "application/json", "x-should-retry": "true" if status >= 500 else "false"}
+    """Its headers, as for every refusal of the gateway's (`ApiError.headers`)."""
+    return _error(status, "").headers()
