@@ -205,10 +205,10 @@ class ProtocolGuard:
         if flow.response is not None:
             return
         req = flow.request
-        if req.headers.get_all("upgrade") or req.method.upper() == "CONNECT":
+        if req.headers.get_all("upgrade"):
             for name in CREDENTIAL_HEADERS:
                 req.headers.pop(name, None)
-            log.info(f"gatehouse: refused a protocol upgrade ({req.headers.get('upgrade', req.method)[:40]!r}) "
+            log.info(f"gatehouse: refused a protocol upgrade ({req.headers.get('upgrade', '')[:40]!r}) "
                      f"to {req.host}")
             refuse(flow, apierrors.invalid_request(UPGRADE_REFUSAL), "protocols", rule="protocol.upgrade")
 
