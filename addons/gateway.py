@@ -1,27 +1,33 @@
 """The script mitmdump loads: `mitmdump -s addons/gateway.py --set gateway_policy=FILE`.
 
-mitmproxy puts this file's folder first on sys.path while loading it, so everything is
-imported from the installed `addons` package by absolute name, and no module in this
-folder may be named like a library it uses (jwt, re2, http...).
+Everything is imported from the installed `gatehouse` package by absolute name (this file is
+also `gatehouse/gateway.py` inside it). mitmproxy puts this file's folder first on sys.path
+while loading it, so no subpackage in this folder may be named like a library it uses.
 """
 
-from addons.access import Access
-from addons.credentials import Credentials
-from addons.exchanges import ExchangeIds
-from addons.gatewaypolicy import PolicyLoader
-from addons.identity import IdentityAddon
-from addons.logsafety import LogSafety
-from addons.masking import Masking
-from addons.protocols import ProtocolGuard
-from addons.recorder import Recorder
-from addons.state import GatewayState
+import importlib.util
+
+if importlib.util.find_spec("gatehouse") is None:  # pragma: no cover - a set-up error, said plainly
+    raise ImportError("the gatehouse package is not installed in the Python that runs mitmdump: "
+                      "run `make install` (or `pip install -e .`) in the checkout, or `pip install gatehouse`")
+
+from gatehouse.mitm.access import Access
+from gatehouse.mitm.credentials import Credentials
+from gatehouse.mitm.exchanges import ExchangeIds
+from gatehouse.mitm.policyloader import PolicyLoader
+from gatehouse.mitm.identity import IdentityAddon
+from gatehouse.mitm.logsafety import LogSafety
+from gatehouse.mitm.masking import Masking
+from gatehouse.mitm.protocols import ProtocolGuard
+from gatehouse.mitm.recorder import Recorder
+from gatehouse.mitm.state import GatewayState
 
 state = GatewayState()
 identity = IdentityAddon()
 masking = Masking()
 recorder = Recorder()
 
-# Stack order (DESIGN.md): identity, access, credentials, masking, commands, approvals, recorder.
+# Stack order (docs/architecture.md): identity, access, credentials, masking, commands, approvals, recorder.
 # First the guards that apply to every byte: log redaction (installed at load, before any
 # other addon logs) and the protocol guard (only HTTP(S) the gateway parsed is carried).
 addons = [

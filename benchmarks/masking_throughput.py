@@ -8,7 +8,7 @@ Prints:
   `Masker.mask_request` on the parsed body, the whole request path (JSON parse, mask,
   re-serialise), and the bare text scan; target >= 50 MB/s on one core;
 - detect-secrets (default plugins) over the same text, and the throughput ratio;
-- recall and false-positive rate of both on the labelled corpus (../shared/corpus);
+- recall and false-positive rate of both on the labelled corpus (tests/fixtures/corpus);
 - the streaming pipeline: a streamed response in small text deltas.
 
 detect-secrets is a benchmark-only dependency: `.venv/bin/pip install detect-secrets`.
@@ -31,11 +31,11 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from addons.core.masker import Masker  # noqa: E402
-from addons.core.rules import parse_masking  # noqa: E402
-from addons.core.sse import SsePipeline, encode_event  # noqa: E402
+from gatehouse.masking.masker import Masker  # noqa: E402
+from gatehouse.masking.rules import parse_masking  # noqa: E402
+from gatehouse.wire.sse import SsePipeline, encode_event  # noqa: E402
 
-CORPUS = REPO.parent / "shared" / "corpus" / "secrets-dev.jsonl"
+CORPUS = REPO / "tests" / "fixtures" / "corpus" / "secrets-dev.jsonl"
 
 # Secrets the generated conversation leaks, as a developer's session does now and then.
 # Built from pieces so that this file does not itself look like it holds credentials.

@@ -33,7 +33,7 @@ import httpx2 as httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness import GATEWAY_KEY, Gateway, free_port, mitmdump_bin, write_policy  # noqa: E402
+from support.harness import GATEWAY_KEY, Gateway, free_port, mitmdump_bin, write_policy  # noqa: E402
 
 from payloads import claude_code_request  # noqa: E402  (the script folder is on sys.path)
 
@@ -41,7 +41,8 @@ from payloads import claude_code_request  # noqa: E402  (the script folder is on
 def start_upstream(cert_dir: Path) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fake_upstream.py"), "--port", str(port), "--tls", "--cert-dir", str(cert_dir)],
+        [sys.executable, "-m", "support.fake_upstream", "--port", str(port), "--tls", "--cert-dir", str(cert_dir)],
+        cwd=REPO / "tests",
         stdout=subprocess.PIPE, text=True,
     )
     base_url = proc.stdout.readline().strip()

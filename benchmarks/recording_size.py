@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mitmproxy import http, io  # noqa: E402
 from mitmproxy.test import tflow, tutils  # noqa: E402
 
-from addons.core import records  # noqa: E402
-from addons.core.records import ExchangeInput, RequestInput, ResponseInput, SigningKey  # noqa: E402
-from addons.core.spool import Journal, Spool, Uploader  # noqa: E402
-from addons.core.stores import LocalStore  # noqa: E402
+from gatehouse.recording import records  # noqa: E402
+from gatehouse.recording.records import ExchangeInput, RequestInput, ResponseInput, SigningKey  # noqa: E402
+from gatehouse.recording.spool import Journal, Spool, Uploader  # noqa: E402
+from gatehouse.recording.stores import LocalStore  # noqa: E402
 
 TARGET = 0.1
 WORDS = ("the a file function test error value return import class config build run check path module "
@@ -148,8 +148,8 @@ def session(turns: int, seed: int) -> list[tuple[list[tuple[str, str]], bytes, l
 
 def masker_or_none() -> Any:
     try:
-        from addons.core.masker import Masker
-        from addons.core.rules import parse_masking
+        from gatehouse.masking.masker import Masker
+        from gatehouse.masking.rules import parse_masking
     except ImportError:
         return None
     return Masker(parse_masking(None), b"benchmark-fingerprint-key-000000")

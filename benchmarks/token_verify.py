@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import jwt  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
 
-from addons.core import devissuer  # noqa: E402
-from addons.core.policyfile import Section  # noqa: E402
-from addons.core.tokens import TokenVerifier, parse_issuers, parse_proxy_authorization  # noqa: E402
+from gatehouse.identity import devissuer  # noqa: E402
+from gatehouse.policy.reader import Section  # noqa: E402
+from gatehouse.identity.tokens import TokenVerifier, parse_issuers, parse_proxy_authorization  # noqa: E402
 
 NOMINAL_EXCHANGE_S = 1.0
 
@@ -118,7 +118,7 @@ def run(tmp: Path, n: int) -> int:
     from mitmproxy import http
     from mitmproxy.test import tflow, tutils
 
-    from addons.identity import IdentityAddon
+    from gatehouse.mitm.identity import IdentityAddon
 
     state = tmp / "state"
     devissuer.ensure_dev_issuer(state, tmp / "dev.jwks.json")

@@ -1,1 +1,1 @@
-"""Policy files shipped with Gatehouse: the quick-start and reference policies, rule packs."""
+"""Policy files shipped with Gatehouse (`gatehouse.policies`): the quick-start and reference policies, rule packs."""

@@ -1,1 +1,1 @@
-"""The `gatehouse` command line. Each subcommand lives in `scripts/cmd_<name>.py`."""
+"""The `gatehouse` command line (`gatehouse.cli`, folder `scripts/`). Each subcommand is a `cmd_<name>.py` module."""

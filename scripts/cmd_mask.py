@@ -16,11 +16,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from addons.core.masker import FINGERPRINT_KEY_FILE, FingerprintKeyError, Masker, fingerprint_key_for
-from addons.core.policy import load_policy
-from addons.core.policyfile import PolicyError
-from addons.core.rules import MaskingPolicy, parse_masking
-from scripts.common import default_state_dir
+from gatehouse.masking.masker import FINGERPRINT_KEY_FILE, FingerprintKeyError, Masker, fingerprint_key_for
+from gatehouse.policy.loader import load_policy
+from gatehouse.policy.reader import PolicyError
+from gatehouse.masking.rules import MaskingPolicy, parse_masking
+from gatehouse.cli.common import default_state_dir
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from addons.core.policy import load_policy
-from addons.core.policyfile import PolicyError
+from gatehouse.policy.loader import load_policy
+from gatehouse.policy.reader import PolicyError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

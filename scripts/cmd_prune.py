@@ -21,13 +21,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from addons.core import records
-from addons.core.policyfile import PolicyError
-from addons.core.recording_policy import RecordingPolicy
-from addons.core.records import RecordError, SigningKey, parse_key
-from addons.core.stores import LocalStore, NotFound, S3Store, StillRetained, StoreError, open_store
-from addons.core.verify import verify_store
-from scripts.cmd_verify import recording_policy_of, trusted_keys_for
+from gatehouse.recording import records
+from gatehouse.policy.reader import PolicyError
+from gatehouse.recording.config import RecordingPolicy
+from gatehouse.recording.records import RecordError, SigningKey, parse_key
+from gatehouse.recording.stores import LocalStore, NotFound, S3Store, StillRetained, StoreError, open_store
+from gatehouse.recording.verify import verify_store
+from gatehouse.cli.cmd_verify import recording_policy_of, trusted_keys_for
 
 DAY = 86400.0
 
@@ -63,7 +63,7 @@ def _signing_key(args: argparse.Namespace, policy: RecordingPolicy | None) -> Si
         return records.load_signing_key(key_file=args.signing_key)
     if policy is not None and (policy.signing_key_file or policy.signing_key_env):
         return records.load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env)
-    from scripts.common import default_state_dir
+    from gatehouse.cli.common import default_state_dir
 
     state_dir = args.state_dir or default_state_dir()
     path = Path(state_dir) / records.STATE_KEY_FILE

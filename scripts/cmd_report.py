@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from addons.core.policyfile import PolicyError
-from addons.core.records import RecordError
-from addons.core.report import Progress, ReportError, ReportOptions, build_report, parse_time_option
-from addons.core.stores import StoreError, open_store
+from gatehouse.policy.reader import PolicyError
+from gatehouse.recording.records import RecordError
+from gatehouse.report.report import Progress, ReportError, ReportOptions, build_report, parse_time_option
+from gatehouse.recording.stores import StoreError, open_store
 # The store, endpoint and trusted keys are chosen exactly as `gatehouse verify` chooses them.
-from scripts.cmd_verify import recording_policy_of, trusted_keys_for
+from gatehouse.cli.cmd_verify import recording_policy_of, trusted_keys_for
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,10 +8,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from addons.core.policy import load_policy
-from addons.core.policyfile import PolicyError
-from scripts.devsetup import prepare_quickstart
-from scripts.common import CA_CERT_NAME, DEFAULT_LISTEN, confdir_for, gateway_script, parse_listen, quickstart_policy
+from gatehouse.policy.loader import load_policy
+from gatehouse.policy.reader import PolicyError
+from gatehouse.cli.devsetup import prepare_quickstart
+from gatehouse.cli.common import CA_CERT_NAME, DEFAULT_LISTEN, confdir_for, gateway_script, parse_listen, quickstart_policy
 
 
 def register(sub: argparse._SubParsersAction) -> None:

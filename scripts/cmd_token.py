@@ -13,9 +13,9 @@ import getpass
 import sys
 from pathlib import Path
 
-from addons.core import devissuer
-from addons.core.policyfile import PolicyError
-from addons.core.tokens import IssuerConfig, format_time
+from gatehouse.identity import devissuer
+from gatehouse.policy.reader import PolicyError
+from gatehouse.identity.tokens import IssuerConfig, format_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,8 +73,8 @@ def pick_dev_issuer(issuers: tuple[IssuerConfig, ...], name: str | None) -> Issu
 
 
 def run(args: argparse.Namespace) -> int:
-    from addons.core.policy import load_policy
-    from scripts.common import quickstart_policy
+    from gatehouse.policy.loader import load_policy
+    from gatehouse.cli.common import quickstart_policy
 
     def fail(msg: str, code: int = 1) -> int:
         print(f"gatehouse token: {msg}", file=sys.stderr)

@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from addons.core import records
-from addons.core.policy import load_policy
-from addons.core.policyfile import PolicyError
-from addons.core.recording_policy import RecordingPolicy
-from addons.core.records import RecordError
-from addons.core.stores import StoreError, open_store
-from addons.core.verify import load_trusted_keys, verify_store
+from gatehouse.recording import records
+from gatehouse.policy.loader import load_policy
+from gatehouse.policy.reader import PolicyError
+from gatehouse.recording.config import RecordingPolicy
+from gatehouse.recording.records import RecordError
+from gatehouse.recording.stores import StoreError, open_store
+from gatehouse.recording.verify import load_trusted_keys, verify_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from addons.core.policy import DEFAULT_STATE_DIR
+from gatehouse.policy.loader import DEFAULT_STATE_DIR
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 CA_CERT_NAME = "mitmproxy-ca-cert.pem"
@@ -12,15 +12,15 @@ CA_CERT_NAME = "mitmproxy-ca-cert.pem"
 
 def quickstart_policy() -> Path:
     """The quick-start policy: the repo's file in a checkout, the packaged copy otherwise."""
-    import policies
+    from gatehouse import policies
 
     return Path(policies.__file__).parent / "quickstart.toml"
 
 
 def gateway_script() -> Path:
-    import addons
+    import gatehouse
 
-    return Path(addons.__file__).parent / "gateway.py"
+    return Path(gatehouse.__file__).parent / "gateway.py"
 
 
 def confdir_for(state_dir: Path) -> Path:

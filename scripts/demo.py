@@ -1,7 +1,7 @@
 """`make demo`: a scripted agent session through a real gateway, then the report of it.
 
-Starts the fake Anthropic API (tests/fake_upstream.py) and a real `mitmdump` with the Gatehouse
-stack (tests/harness.py) on loopback, drives a multi-turn agent session through it with the
+Starts the fake Anthropic API (tests/support/fake_upstream.py) and a real `mitmdump` with the Gatehouse
+stack (tests/support/harness.py) on loopback, drives a multi-turn agent session through it with the
 `anthropic` SDK, with the session header Claude Code sends, and writes `gatehouse report` of the
 recording store into --out. Nothing leaves the machine.
 
@@ -85,7 +85,7 @@ def policy_text(workdir: Path, jwks: Path) -> str:
 
 def scripted_upstream(request: Any) -> Any:
     """The model's side of the session, chosen by how far the conversation has gone."""
-    from fake_upstream import Reply, text_reply_for
+    from support.fake_upstream import Reply, text_reply_for
 
     if not request.is_messages:
         return None
@@ -154,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     # The SDK warns about model names on its deprecation list; the fake API does not care.
     warnings.filterwarnings("ignore", message="The model .* is deprecated")
 
-    from addons.core import devissuer
-    import harness
-    from fake_upstream import FakeUpstream
-    from harness import Gateway, sdk_client, write_policy
-    from scripts.cli import main as gatehouse
+    from gatehouse.identity import devissuer
+    import support.harness as harness
+    from support.fake_upstream import FakeUpstream
+    from support.harness import Gateway, sdk_client, write_policy
+    from gatehouse.cli.main import main as gatehouse
 
     if args.gateway_script is not None:
         harness.GATEWAY_SCRIPT = args.gateway_script.resolve()

@@ -7,9 +7,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from fake_upstream import FakeUpstream
-from harness import ApiStandin, Gateway, write_policy
-from s3_server import CREDENTIALS, S3Server
+from support.fake_upstream import FakeUpstream
+from support.harness import ApiStandin, Gateway, write_policy
+from support.s3_server import CREDENTIALS, S3Server
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def gateway_factory(request: pytest.FixtureRequest, tmp_path: Path, upstream: Fa
                     api_standin: ApiStandin) -> Iterator[Callable[..., Gateway]]:
     """Start gateways on a policy text; all are stopped at the end of the test.
 
-    Every gateway runs with tests/standin/sitecustomize.py: api.anthropic.com is the
+    Every gateway runs with tests/support/standin/sitecustomize.py: api.anthropic.com is the
     `api_standin`, and nothing it receives goes unnoticed: a test whose gateways sent it a
     byte fails at teardown (unless marked `reaches_api_standin`).
     """
@@ -45,7 +45,7 @@ def gateway_factory(request: pytest.FixtureRequest, tmp_path: Path, upstream: Fa
 
     def start(policy: str = "", *, name: str = "policy.toml", env: dict[str, str] | None = None,
               extra_args: list[str] | None = None, upstream_url: str | None = None,
-              start: bool = True) -> Gateway:
+              script: Path | None = None, start: bool = True) -> Gateway:
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
         gw = Gateway(
@@ -56,6 +56,7 @@ def gateway_factory(request: pytest.FixtureRequest, tmp_path: Path, upstream: Fa
             env=env or {},
             extra_args=extra_args or [],
             api_standin=api_standin.address,
+            **({"script": script} if script else {}),
         )
         started.append(gw)
         return gw.start() if start else gw

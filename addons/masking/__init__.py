@@ -1,0 +1,1 @@
+"""Finding and masking secrets: the rule packs, the masker over JSON and text streams, URLs, and log redaction."""

@@ -1,0 +1,1 @@
+"""The mitmproxy addons: thin adapters that read a flow, call the core, and write the result back.\n\nThese are the only modules that import mitmproxy (tests/unit/test_layering.py checks it).\n"""

@@ -1,0 +1,362 @@
+"""Masking: secrets are replaced in everything that crosses the gateway, both ways.
+
+Deny by default: every flow that is not tunnelled to a passthrough host is inspected, whatever
+its endpoint, method or status. The work is done by the pure core (`gatehouse.masking.masker`,
+`gatehouse.wire.sse`, `gatehouse.wire.headers`, `gatehouse.masking.urlmask`); this addon moves bodies
+between mitmproxy flows and it:
+
+- `requestheaders`: masks the URL (path and query, percent-decoded) before anything else
+  sees the flow;
+- `request`: masks the JSON body of every request that has one (the Messages API's walker
+  for messages and count_tokens, the same generic walk for the rest) and refuses a body it
+  cannot read (400 invalid_request_error) unless the policy says ``on_unparseable =
+  "forward"``; asks the upstream for an uncompressed stream when the request streams;
+- `responseheaders`: cuts the response headers to the allowlist, masks their values, sets the
+  reason phrase to the standard one; an uncompressed `text/event-stream` response, any status,
+  is streamed through an `SsePipeline` (the flow's one stream modifier);
+- `response`: a buffered body (JSON, SSE or text; 2xx or error) is masked whole, and a body
+  that is neither is refused.
+
+Findings (rule, where, fingerprint; never the value) go to the flow's Exchange for the
+recorder, with a ``Decision("masking", "mask", ...)`` when anything was masked.
+
+The masker comes from the policy: `PolicyLoader` calls `configure_masker(masker, policy_masking)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from mitmproxy import http
+
+from gatehouse.wire import apierrors
+from gatehouse.wire import headers
+from gatehouse.wire import jsonbody
+from gatehouse.exchange import Finding
+from gatehouse.wire.jsonbody import DuplicateKey
+from gatehouse.masking.masker import Masker
+from gatehouse.masking.rules import MaskingPolicy
+from gatehouse.wire.sse import SsePipeline, mask_sse_body
+from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
+from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
+
+log = logging.getLogger(__name__)
+
+# Request bodies the Messages API walker knows (the rest get the same generic walk).
+MESSAGE_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
+# Bodies larger than this are parsed and masked on a worker thread.
+OFFLOAD_BYTES = 256 * 1024
+
+
+def _endpoint(path: str, endpoints: tuple[str, ...]) -> bool:
+    """Whether the path (query ignored) is one of `endpoints`; a prefix added by an upstream
+    base path (``/proxy/v1/messages``) is allowed."""
+    p = path.split("?", 1)[0].rstrip("/")
+    return any(p == e or p.endswith(e) for e in endpoints)
+
+
+def _media_type(headers: Any) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
+    return media == "application/json" or media.endswith("+json")
+
+
+class UnparseableBody(ValueError):
+    """A body the masker cannot read. The message is safe to show the client: it never
+    quotes the body."""
+
+
+def _decoded(message: http.Message, what: str) -> bytes:
+    try:
+        raw = message.get_content(strict=True)
+    except ValueError:
+        enc = message.headers.get("content-encoding", "")
+        raise UnparseableBody(f"{what} has a Content-Encoding ({enc!r}) the gateway cannot decode") from None
+    return raw or b""
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnparseableBody(f"{what} is not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def parse_json_body(message: http.Message, what: str) -> Any:
+    """The JSON body of a request or response, or `UnparseableBody` saying why not."""
+    media = _media_type(message.headers)
+    if media and not _is_json(media):
+        raise UnparseableBody(f"{what} has Content-Type {media!r}; the gateway inspects application/json only")
+    return _parse_json(_text(_decoded(message, what), what), what)
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return jsonbody.loads(text)
+    except DuplicateKey as e:
+        raise UnparseableBody(f"{what} is ambiguous: {e}") from None
+    except RecursionError:
+        raise UnparseableBody(f"{what} is JSON nested too deeply to inspect") from None
+    except ValueError as e:
+        raise UnparseableBody(f"{what} is not valid JSON ({type(e).__name__} at line {getattr(e, 'lineno', '?')}, "
+                              f"column {getattr(e, 'colno', '?')})") from None
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass
+class Inspected:
+    """What inspecting a body gave: new content (None: unchanged), findings, or why not."""
+
+    content: bytes | None = None
+    findings: list[Finding] = field(default_factory=list)
+    error: str | None = None
+    # The gateway itself failed (not the body): never forwarded, whatever on_unparseable says.
+    internal: bool = False
+    streams: bool = False
+
+
+def _inspection_fails_closed(fn: Any) -> Any:
+    """An unexpected failure while inspecting becomes an inspection error that is always
+    refused (even with on_unparseable = "forward", which is for bodies, not for bugs), never
+    an exception that would let mitmproxy forward the body unmasked."""
+    def wrapper(*args: Any) -> Inspected:
+        try:
+            return fn(*args)
+        except UnparseableBody as e:
+            return Inspected(error=str(e))
+        except RecursionError:
+            return Inspected(error="it is nested too deeply to inspect")
+        except Exception as e:
+            # The exception's text may quote the body: log its type and place only.
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+            log.error(f"gatehouse: masking failed ({type(e).__name__} at {where}); refused, not forwarded")
+            return Inspected(error=f"the gateway failed to inspect it ({type(e).__name__})", internal=True)
+    return wrapper
+
+
+@_inspection_fails_closed
+def _inspect_request(masker: Masker, req: http.Request) -> Inspected:
+    """Parse and mask a request body. Runs on a worker thread for big bodies: it only reads
+    the request; the caller applies the result on the event loop."""
+    body = parse_json_body(req, "the request body")
+    if _endpoint(req.path, MESSAGE_ENDPOINTS):
+        if not isinstance(body, dict):
+            return Inspected(error="the request body is not a JSON object")
+        findings = masker.mask_request(body)
+        streams = body.get("stream") is True
+    else:
+        body, findings = masker.mask_json_value(body)
+        streams = False
+    return Inspected(content=_dumps(body) if findings else None, findings=findings, streams=streams)
+
+
+@_inspection_fails_closed
+def _inspect_response(masker: Masker, resp: http.Response, hold_back_chars: int) -> Inspected:
+    """Mask a buffered response, whatever its status: a whole SSE body through the same
+    pipeline a stream goes through, a JSON document (a message, an error, a model list...),
+    or text. Anything else cannot be inspected."""
+    media = _media_type(resp.headers)
+    raw = _decoded(resp, "the response body")
+    if not raw:
+        return Inspected()
+    if media == "text/event-stream":
+        masked, pipe = mask_sse_body(masker, raw, hold_back_chars=hold_back_chars)
+        if pipe.errors:
+            return Inspected(error="the event stream could not be inspected")
+        return Inspected(content=masked if pipe.findings else None, findings=pipe.findings)
+    if _is_json(media) or (not media and raw.lstrip()[:1] in (b"{", b"[")):
+        doc = _parse_json(_text(raw, "the response body"), "the response body")
+        doc, findings = masker.mask_json_value(doc)
+        return Inspected(content=_dumps(doc) if findings else None, findings=findings)
+    if media.startswith("text/") or not media:
+        # JSON or SSE sent under another type (or behind a BOM) is still parsed by the SDKs:
+        # JSON string escapes (\u0067hp_...) are decoded before scanning.
+        text = _text(raw, "the response body")
+        masked, findings = masker.mask_json_text(text, "body")
+        return Inspected(content=masked.encode("utf-8") if findings else None, findings=findings)
+    raise UnparseableBody(f"the response body has Content-Type {media!r}, which the gateway cannot inspect")
+
+
+class Masking:
+    def __init__(self, masker: Masker | None = None, policy: MaskingPolicy | None = None) -> None:
+        self.masker: Masker | None = None
+        self.policy: MaskingPolicy | None = None
+        if masker is not None:
+            self.configure_masker(masker, policy or masker.policy)
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def configure_masker(self, masker: Masker | None, policy_masking: MaskingPolicy | None) -> None:
+        self.masker = masker
+        self.policy = policy_masking
+        if masker is not None and policy_masking is not None:
+            log.info(f"gatehouse: masking {'on' if masker.enabled else 'off'} "
+                     f"({len(policy_masking.rules)} rules, hold-back {policy_masking.hold_back_chars} characters)")
+
+    def _active(self) -> Masker | None:
+        m = self.masker
+        return m if m is not None and m.enabled else None
+
+    def _forward_unparseable(self) -> bool:
+        return self.policy is not None and self.policy.on_unparseable == "forward"
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    @fail_closed("masking")
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # A secret in the URL (path or query, percent-encoded or not) is masked before anything
+        # else sees the flow: it never goes upstream, and mitmdump's flow line, printed later,
+        # shows the masked URL.
+        masker = self._active()
+        if masker is None or exchange_of(flow).passthrough:
+            return
+        try:
+            masked, findings = mask_target(masker, flow.request.path)
+        except UnmaskableUrl as e:
+            flow.request.path = "/"  # what was there must not be shown or recorded
+            refuse(flow, apierrors.invalid_request(f"Gatehouse refused this request: {e}."), "masking",
+                   rule="url")
+            return
+        if findings:
+            flow.request.path = masked
+            record_findings(exchange_of(flow), findings, "request")
+
+    @fail_closed("masking")
+    async def request(self, flow: http.HTTPFlow) -> None:
+        masker = self._active()
+        if masker is None or flow.response is not None or exchange_of(flow).passthrough:
+            return
+        req = flow.request
+        if not req.raw_content and not _endpoint(req.path, MESSAGE_ENDPOINTS):
+            return  # nothing to inspect (Access refuses bodies where none belongs)
+        if len(req.raw_content) > OFFLOAD_BYTES:
+            # Parsing and masking megabytes takes milliseconds to seconds: off the event loop,
+            # so that other flows are not stalled meanwhile.
+            result = await asyncio.to_thread(_inspect_request, masker, req)
+        else:
+            result = _inspect_request(masker, req)
+        if result.error is not None:
+            if self._forward_unparseable() and not result.internal:
+                exchange_of(flow).decide("masking", "forward", f"not inspected: {result.error}", side="request")
+                log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
+                return
+            refuse(flow, apierrors.invalid_request(f"Gatehouse could not inspect this request for secrets: {result.error}."),
+                   "masking", rule="on_unparseable")
+            return
+        if result.content is not None:
+            req.content = result.content
+            record_findings(exchange_of(flow), result.findings, "request")
+        if result.streams:
+            # A compressed stream cannot be inspected chunk by chunk.
+            req.headers["accept-encoding"] = "identity"
+
+    @fail_closed("masking")
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        masker = self._active()
+        resp = flow.response
+        ex = exchange_of(flow)
+        if resp is None or ex.refused or ex.passthrough:
+            return
+        self._filter_headers(resp, masker, ex)
+        if masker is None or _media_type(resp.headers) != "text/event-stream":
+            return
+        if resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+            # The upstream compressed it anyway: buffer it (mitmproxy decodes) and mask it whole.
+            log.warning("gatehouse: upstream compressed an event stream; masking it buffered")
+            return
+        assert self.policy is not None
+        if "content-length" in resp.headers:
+            # Masking changes the length; mitmproxy frames the client's copy by these headers
+            # (the upstream body is still read by the original ones).
+            del resp.headers["content-length"]
+            if resp.http_version == "HTTP/1.1":
+                resp.headers["transfer-encoding"] = "chunked"
+        resp.stream = SsePipeline(masker, hold_back_chars=self.policy.hold_back_chars)
+
+    @staticmethod
+    def _filter_headers(resp: http.Response, masker: Masker | None, ex: Any) -> None:
+        """Only the API's own headers reach the client, their values masked; the reason phrase
+        is the standard one (an upstream's phrase is free text, so it could carry anything)."""
+        try:
+            resp.reason = HTTPStatus(resp.status_code).phrase
+        except ValueError:
+            resp.reason = ""
+        apply_headers(resp, headers.filter_response(resp.headers.items(multi=True), masker), ex, "response")
+
+    @fail_closed("masking")
+    async def response(self, flow: http.HTTPFlow) -> None:
+        resp = flow.response
+        if resp is None:
+            return
+        if isinstance(resp.stream, SsePipeline):
+            self._finish_stream(flow, resp.stream)
+            return
+        masker = self._active()
+        ex = exchange_of(flow)
+        if masker is None or ex.passthrough:
+            return
+        if ex.refused:
+            self._mask_refusal(flow, masker)
+            return
+        if resp.stream:
+            # Streamed by someone else (mitmproxy's stream_large_bodies, refused at start-up):
+            # already sent, and so never silently.
+            ex.decide("masking", "forward", "response streamed unmasked (stream_large_bodies)", side="response")
+            log.warning("gatehouse: a response was streamed by mitmproxy itself and not masked; "
+                        "do not set stream_large_bodies on the gateway")
+            return
+        assert self.policy is not None
+        hold_back = self.policy.hold_back_chars
+        if len(resp.raw_content or b"") > OFFLOAD_BYTES:
+            result = await asyncio.to_thread(_inspect_response, masker, resp, hold_back)
+        else:
+            result = _inspect_response(masker, resp, hold_back)
+        if result.error is not None:
+            if self._forward_unparseable() and not result.internal:
+                ex.decide("masking", "forward", f"not inspected: {result.error}", side="response")
+                return
+            refuse(flow, apierrors.api_error(f"Gatehouse could not inspect the API's response for secrets: {result.error}."),
+                   "masking", rule="on_unparseable")
+            return
+        if result.content is not None:
+            resp.content = result.content
+            record_findings(ex, result.findings, "response")
+
+    @staticmethod
+    def _mask_refusal(flow: http.HTTPFlow, masker: Masker) -> None:
+        # The message is the gateway's own words but may quote the caller (a model name, a
+        # Content-Type). Rebuilt from the refusal itself: a refusal made once the upstream
+        # answered can have been filled with the upstream's body by mitmproxy (ExchangeIds puts
+        # it back too; this addon does not rely on running after it).
+        ex = exchange_of(flow)
+        message, findings = masker.mask_text(ex.refusal.message, "refusal")
+        if findings:
+            ex.refusal = dataclasses.replace(ex.refusal, message=message)
+        flow.response = refusal_response(ex)
+
+    @fail_closed("masking")
+    def error(self, flow: http.HTTPFlow) -> None:
+        # A stream cut short: keep what the pipeline found for the recorder.
+        if flow.response is not None and isinstance(flow.response.stream, SsePipeline):
+            self._finish_stream(flow, flow.response.stream)
+
+    def _finish_stream(self, flow: http.HTTPFlow, pipe: SsePipeline) -> None:
+        if pipe.reported:
+            return
+        pipe.reported = True
+        record_findings(exchange_of(flow), pipe.findings, "response")
+        exchange_of(flow).errors.extend(pipe.errors)

@@ -1,0 +1,307 @@
+"""Records every exchange: one signed, chained record per flow, spooled before it is released.
+
+Thin: it captures plain data from the flow and hands it to `gatehouse.recording` (records, spool,
+stores) in a worker thread, so no other flow ever waits on this one's disk or network I/O.
+
+- `request`: for a request that asks for a stream, a ``request`` record is spooled before
+  the request goes upstream (a stream cannot be held back at its end). When the spool has
+  failed and `[recording] on_record_failure = "refuse"`, new requests are refused.
+- `response`: the full record is spooled, and only then does the hook return, which is
+  what releases a buffered response to the client.
+- `error`: a flow that ended without a response (upstream unreachable, client gone) is
+  recorded with its error.
+- `done`: a signed checkpoint of the chain's head, and a last upload attempt.
+
+The integrator calls `configure_recording` with the policy's `[recording]` section; until
+then the addon does nothing. Store and key problems raise `OptionsError`, which makes
+mitmdump exit at start-up before serving anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+from mitmproxy import exceptions, http
+
+from gatehouse import __version__
+from gatehouse.recording import records
+from gatehouse.wire.apierrors import api_error
+from gatehouse.exchange import Exchange
+from gatehouse.recording.config import RecordingPolicy
+from gatehouse.recording.records import (
+    BuiltRequest,
+    ExchangeInput,
+    RecordError,
+    RequestInput,
+    ResponseInput,
+    SessionTracker,
+)
+from gatehouse.recording.spool import Recording, SpoolError, SpoolLocked
+from gatehouse.recording.stores import StoreError, open_store
+from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
+
+log = logging.getLogger(__name__)
+
+REFUSAL_MESSAGE = (
+    "Gatehouse cannot record this exchange, and its policy allows no unrecorded access "
+    '([recording] on_record_failure = "refuse"). Ask the gateway\'s operator to check its recording spool.'
+)
+# At most one spool probe per this many seconds; requests in between use its result.
+PROBE_INTERVAL = 1.0
+
+
+def _headers(h: http.Headers) -> list[tuple[str, str]]:
+    return [(k.lower(), v) for k, v in h.items(multi=True)]
+
+
+def _body(message: http.Message) -> bytes | None:
+    if not message.raw_content:
+        return None
+    # Decoding (gzip, br, zstd) happens here, in the worker thread, not on the event loop.
+    return message.get_content(strict=False)
+
+
+def _capture_request(flow: http.HTTPFlow) -> RequestInput:
+    req = flow.request
+    return RequestInput(method=req.method, scheme=req.scheme, host=req.pretty_host, port=req.port,
+                        path=req.path, headers=_headers(req.headers), body=_body(req))
+
+
+def _capture_response(resp: http.Response) -> ResponseInput:
+    stream = resp.stream
+    streamed = bool(stream)
+    assembled = None
+    findings: list[dict[str, Any]] = []
+    if streamed and not isinstance(stream, bool):
+        # The streaming pipeline reassembles the message the client received (post-masking).
+        assembled = getattr(stream, "assembled", None)
+        # The masking addon moves the pipeline's findings to the Exchange and sets `reported`;
+        # take them from the pipeline only when nobody did, so none is counted twice.
+        if not getattr(stream, "reported", False):
+            findings = [f.to_dict() if hasattr(f, "to_dict") else f for f in getattr(stream, "findings", []) or []]
+    return ResponseInput(status=resp.status_code, headers=_headers(resp.headers), body=_body(resp),
+                         streamed=streamed, assembled=assembled, findings=findings)
+
+
+def _wants_stream(body: bytes | None) -> bool:
+    if not body or b'"stream"' not in body:
+        return False
+    try:
+        doc = records.parse_json(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("stream") is True
+
+
+class Recorder:
+    def __init__(self, *, sse_assembler: Callable[[bytes], dict[str, Any] | None] | None = None) -> None:
+        self.policy: RecordingPolicy | None = None
+        self.recording: Recording | None = None
+        self.masker: Any = None
+        self.policy_sha256: str | None = None
+        self.gateway_version = __version__
+        self.sse_assembler = sse_assembler
+        self.tracker = SessionTracker()
+        self.healthy = True
+        self.probe_interval = PROBE_INTERVAL
+        self._last_probe = 0.0
+        # Per flow: the request part built in `request`, reused by the final record.
+        self._requests: weakref.WeakKeyDictionary[http.HTTPFlow, BuiltRequest] = weakref.WeakKeyDictionary()
+        self._recorded: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
+
+    # -- configuration --------------------------------------------------------------------------
+    def configure_recording(self, policy: RecordingPolicy, *, state_dir: Path, masker: Any = None,
+                            policy_sha256: str, gateway_version: str) -> None:
+        """Open the store (checked now: bucket, Object Lock), the signing key and the spool.
+
+        Called again on a policy or script reload: the spool's journal and uploader are
+        per process (see `Recording`), so the chain continues and no second uploader starts.
+        """
+        try:
+            store = open_store(policy.store, endpoint_url=policy.s3_endpoint_url,
+                               object_lock_mode=policy.object_lock_mode, kms_key_id=policy.kms_key_id)
+            store.check(require_object_lock=policy.object_lock_mode is not None)
+            key = records.load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env,
+                                           state_dir=state_dir)
+            spool_dir = policy.spool_path(state_dir)
+            recording = Recording.open(spool_dir, store=store, key=key, retention_days=policy.retention_days,
+                                       gateway_version=gateway_version, policy_sha256=policy_sha256,
+                                       checkpoint_interval=policy.checkpoint_interval_seconds)
+            recording.start()
+        except (StoreError, RecordError, SpoolLocked) as e:
+            raise exceptions.OptionsError(f"gatehouse: [recording] {e}") from None
+        if self.recording is not None and self.recording is not recording:
+            # The policy moved the spool: finish the old one (its chain ends with a checkpoint).
+            self.recording.shutdown(timeout=5.0)
+            Recording.forget(self.recording.spool.root)
+        self.policy = policy
+        self.masker = masker
+        self.policy_sha256 = policy_sha256
+        self.gateway_version = gateway_version
+        self.recording = recording
+        self.healthy = self._probe(force=True)
+        if masker is None:
+            log.warning("gatehouse: recording without a masker: records hold content exactly as it passed")
+        log.info(f"gatehouse: recording to {store.url} (spool {spool_dir}, signing key {key.key_id}, "
+                 f"on_record_failure={policy.on_record_failure})")
+
+    # -- hooks ----------------------------------------------------------------------------------
+    @fail_closed("recording")
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        # A CONNECT refused by identity (407) or access (a denied host) is answered without a
+        # `response` event: record it here, as the audit event it is.
+        if self.recording is None or flow.response is None or not exchange_of(flow).refused:
+            return
+        ex = exchange_of(flow)
+        try:
+            await asyncio.to_thread(self._record_exchange, flow, ex, "refusal")
+        except Exception as e:  # noqa: BLE001 - the refusal stands either way
+            self._failed(flow, ex, e, can_refuse=False)
+
+    @fail_closed("recording")
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if self.recording is None or flow.response is not None or flow.request.method == "CONNECT":
+            return  # a refusal by an earlier addon is recorded in `response`
+        ex = exchange_of(flow)
+        if not await self._spool_usable():
+            if self._failed(flow, ex, SpoolError("the recording spool is unavailable"), can_refuse=True):
+                return
+        try:
+            await asyncio.to_thread(self._record_request, flow, ex)
+        except Exception as e:  # noqa: BLE001 - whatever failed, the policy decides
+            self._failed(flow, ex, e, can_refuse=True)
+
+    @fail_closed("recording")
+    async def response(self, flow: http.HTTPFlow) -> None:
+        if self.recording is None or flow in self._recorded:
+            return
+        if flow.request.method == "CONNECT" and not exchange_of(flow).refused:
+            return
+        ex = exchange_of(flow)
+        kind = "refusal" if ex.refused else "exchange"
+        try:
+            await asyncio.to_thread(self._record_exchange, flow, ex, kind)
+        except Exception as e:  # noqa: BLE001
+            # A buffered response is still ours to withhold; a streamed one reached the client.
+            assert flow.response is not None
+            self._failed(flow, ex, e, can_refuse=not flow.response.stream and not ex.refused)
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        if self.recording is None or flow in self._recorded or flow.request.method == "CONNECT":
+            return
+        ex = exchange_of(flow)
+        try:
+            await asyncio.to_thread(self._record_exchange, flow, ex, "refusal" if ex.refused else "exchange")
+        except Exception as e:  # noqa: BLE001
+            self._failed(flow, ex, e, can_refuse=False)
+
+    def done(self) -> None:
+        if self.recording is not None:
+            self.recording.shutdown(timeout=10.0)
+
+    @property
+    def _refuses(self) -> bool:
+        return self.policy is None or self.policy.refuse_on_failure
+
+    async def _spool_usable(self) -> bool:
+        """Whether the spool takes files, probed at most once per `probe_interval` (a failed
+        write in between marks it unusable at once)."""
+        if time.monotonic() - self._last_probe < self.probe_interval:
+            return self.healthy
+        return await asyncio.to_thread(self._probe)
+
+    # -- worker-thread side ---------------------------------------------------------------------
+    def _probe(self, force: bool = False) -> bool:
+        assert self.recording is not None
+        self._last_probe = time.monotonic()
+        try:
+            self.recording.spool.probe()
+        except SpoolError as e:
+            if force:  # start-up: a warning, or mitmdump would exit (DESIGN.md)
+                log.warning(f"gatehouse: {e}; requests are {'refused' if self._refuses else 'not recorded'} "
+                            "until it works")
+            elif self.healthy:
+                log.error(f"gatehouse: {e}")
+            self.healthy = False
+            return False
+        if not self.healthy:
+            log.warning("gatehouse: the recording spool works again")
+        self.healthy = True
+        return True
+
+    def _build_request(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[RequestInput, BuiltRequest]:
+        inp = _capture_request(flow)
+        built = records.build_request(inp, masker=self.masker,
+                                      identity=ex.identity.to_dict() if ex.identity else None,
+                                      at=flow.request.timestamp_start, tracker=self.tracker)
+        return inp, built
+
+    def _record_request(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        """Build (and cache) the request part; spool a ``request`` record when it will stream."""
+        if not flow.request.raw_content:
+            return
+        inp, built = self._build_request(flow, ex)
+        self._requests[flow] = built
+        if _wants_stream(inp.body):
+            self._append(self._input(flow, ex, "request", inp), built)
+
+    def _record_exchange(self, flow: http.HTTPFlow, ex: Exchange, kind: str) -> None:
+        built = self._requests.pop(flow, None)
+        inp = _capture_request(flow) if built is None else None
+        self._append(self._input(flow, ex, kind, inp), built)
+        self._recorded.add(flow)
+
+    def _input(self, flow: http.HTTPFlow, ex: Exchange, kind: str, req: RequestInput | None) -> ExchangeInput:
+        resp = flow.response
+        errors = list(ex.errors)
+        if flow.error is not None and kind != "request":
+            errors.append(flow.error.msg)
+        upstream_answered = resp is not None and not ex.refused
+        if kind == "request":
+            end = None
+        elif resp is not None and resp.timestamp_end:
+            end = resp.timestamp_end
+        else:
+            end = time.time()
+        return ExchangeInput(
+            kind=kind,
+            exchange_id=ex.exchange_id,
+            # When the request part was built already, the request itself is not needed again.
+            request=req or RequestInput(flow.request.method, flow.request.scheme, flow.request.pretty_host,
+                                        flow.request.port, flow.request.path, [], None),
+            response=_capture_response(resp) if resp is not None and kind != "request" else None,
+            identity=ex.identity.to_dict() if ex.identity else None,
+            decisions=[d.to_dict() for d in ex.decisions],
+            request_findings=[f.to_dict() for f in ex.request_findings],
+            response_findings=[f.to_dict() for f in ex.response_findings],
+            errors=errors,
+            request_at=flow.request.timestamp_start,
+            first_byte_at=resp.timestamp_start if upstream_answered and kind != "request" else None,
+            end_at=end,
+        )
+
+    def _append(self, inp: ExchangeInput, built: BuiltRequest | None) -> None:
+        assert self.recording is not None
+        record = records.build_record(inp, masker=self.masker, gateway_version=self.gateway_version,
+                                      policy_sha256=self.policy_sha256, tracker=self.tracker,
+                                      built_request=built, sse_assembler=self.sse_assembler)
+        self.recording.append(record)
+
+    # -- failures -------------------------------------------------------------------------------
+    def _failed(self, flow: http.HTTPFlow, ex: Exchange, err: Exception, *, can_refuse: bool) -> bool:
+        """Apply `on_record_failure`; True when the flow was refused."""
+        if isinstance(err, (SpoolError, OSError)):
+            self.healthy = False
+        log.error(f"gatehouse: exchange {ex.exchange_id} could not be recorded: {err}")
+        if can_refuse and self.policy is not None and self.policy.refuse_on_failure:
+            refuse(flow, api_error(REFUSAL_MESSAGE), "recording")
+            self._recorded.add(flow)  # the refusal itself cannot be spooled either
+            return True
+        ex.errors.append(f"not recorded: {err}")
+        ex.decide("recording", "error", f"not recorded: {err}")
+        return False

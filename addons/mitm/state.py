@@ -1,0 +1,25 @@
+"""State shared by the addons of one gateway: the loaded policy and the effective upstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+from gatehouse.masking.masker import Masker
+from gatehouse.policy.loader import DEFAULT_UPSTREAM, Policy
+
+
+@dataclass
+class GatewayState:
+    policy: Policy | None = None
+    upstream: SplitResult = urlsplit(DEFAULT_UPSTREAM)
+    # True when the upstream is not api.anthropic.com (an option or the policy overrode it).
+    upstream_overridden: bool = False
+    # The policy's masker (None: masking off), shared by every addon that scans what it passes
+    # (log redaction, addons/logsafety.py, masks every log line with it too).
+    masker: Masker | None = None
+
+    def require_policy(self) -> Policy:
+        if self.policy is None:
+            raise RuntimeError("the gateway policy is not loaded")
+        return self.policy

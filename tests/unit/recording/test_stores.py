@@ -1,0 +1,245 @@
+"""Stores: the local directory and S3 with Object Lock (against the real moto server)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import stat
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gatehouse.recording import records
+from gatehouse.recording import spool
+from gatehouse.recording.stores import LocalStore, NotFound, S3Store, StillRetained, StoreError, open_store
+from support.s3_server import S3Server
+
+
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    name = f"rec-{secrets.token_hex(4)}"
+    s3.create_bucket(name, object_lock=True)
+    return name
+
+
+def until(days: float = 1) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+# -- local ----------------------------------------------------------------------------------------
+
+def test_local_put_is_exclusive_durable_and_read_only(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "rec")
+    store.check()
+    assert store.put("records/c/000000000000.json", b"one") is True
+    assert store.put("records/c/000000000000.json", b"two") is False  # never overwritten
+    assert store.get("records/c/000000000000.json") == b"one"
+    mode = stat.S_IMODE((tmp_path / "rec/records/c/000000000000.json").stat().st_mode)
+    assert mode == 0o400
+    assert list(store.list("records/")) == ["records/c/000000000000.json"]
+    assert list(store.list("blobs/")) == []
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "rec").rglob("*"))
+    with pytest.raises(NotFound):
+        store.get("records/c/000000000001.json")
+    for bad in ("../x", "/etc/passwd", "a//b", "a/./b", ""):
+        with pytest.raises(StoreError):
+            store.put(bad, b"x")
+
+
+def _all_keys_sorted(root: Path, prefix: str = "") -> list[str]:
+    """What LocalStore.list returned before it streamed: walk everything, then sort."""
+    keys = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        keys.extend(rel + n for n in filenames if not n.startswith(".tmp-") and (rel + n).startswith(prefix))
+    return sorted(keys)
+
+
+def test_local_list_is_sorted_and_prefix_filtered_like_a_full_sort(tmp_path: Path) -> None:
+    # Names where directory order and key order differ: "a" (a directory) sorts after "a-b"
+    # and "a.json" as a key ("a/..."), "/" being after "-" and ".".
+    store = LocalStore(tmp_path)
+    for key in ("a/x.json", "a-b/y.json", "a.json", "a/b/c.json", "a/b.json", "ab", "records/c-1/000000000001.json",
+                "records/c/000000000000.json", "records/c/000000000001.json", "records/c.json", "records/cc/z.json",
+                "blobs/sha256/ab/ab.json", "Z", "é/1", "e/1"):
+        store.put(key, b"x")
+    (tmp_path / "a" / ".tmp-123").write_bytes(b"partial")
+    (tmp_path / "empty" / "dir").mkdir(parents=True)
+    os.symlink(tmp_path / "a", tmp_path / "link-to-dir")  # not followed, as os.walk does not
+    expected = _all_keys_sorted(tmp_path)
+    assert list(store.list()) == expected and expected == sorted(expected)
+    assert not any(".tmp-" in k or k.startswith("link-to-dir") for k in expected)
+    for prefix in ("", "a", "a/", "a/b", "a-", "records/", "records/c", "records/c/", "records/c/0000000000001",
+                   "records/c-", "nothing/", "nothing", "blobs/sha256/", "é"):
+        assert list(store.list(prefix)) == _all_keys_sorted(tmp_path, prefix), prefix
+    assert list(LocalStore(tmp_path / "absent").list()) == []
+
+
+def test_local_list_reads_one_directory_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing is lazy: the first key comes before the rest of the store is read."""
+    store = LocalStore(tmp_path)
+    for chain in ("c1", "c2", "c3"):
+        for seq in range(3):
+            store.put(records.record_key(chain, seq), b"{}")
+    scanned: list[str] = []
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:
+        scanned.append(os.path.relpath(path, tmp_path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    keys = store.list("records/")
+    assert next(keys) == records.record_key("c1", 0)
+    assert scanned == ["records", os.path.join("records", "c1")]  # c2 and c3 not yet read
+    assert list(keys)[-1] == records.record_key("c3", 2)
+    assert len(scanned) == 4
+
+
+def test_local_extend_retention_touches_the_file(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("blobs/sha256/aa/x.json", b"{}")
+    old = time.time() - 1000
+    os.utime(tmp_path / "blobs/sha256/aa/x.json", (old, old))
+    assert store.extend_retention("blobs/sha256/aa/x.json", until()) is None
+    assert store.mtime("blobs/sha256/aa/x.json") > old + 900
+    assert store.retention("blobs/sha256/aa/x.json") is None
+
+
+def test_local_store_not_writable_fails_the_check(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="not writable"):
+        LocalStore(tmp_path / "file" / "rec").check()
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    assert isinstance(open_store(tmp_path), LocalStore)
+    assert open_store(f"file://{tmp_path}").root == tmp_path
+    s = open_store("s3://bucket/some/prefix/", client=object())
+    assert isinstance(s, S3Store) and s.bucket == "bucket" and s.prefix == "some/prefix"
+    with pytest.raises(StoreError, match="unsupported"):
+        open_store("gs://bucket")
+    with pytest.raises(StoreError, match="S3 stores only"):
+        open_store(tmp_path, object_lock_mode="COMPLIANCE")
+    with pytest.raises(StoreError, match="object_lock_mode"):
+        open_store("s3://b", object_lock_mode="STRICT", client=object())
+
+
+# -- S3 -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["COMPLIANCE", "GOVERNANCE"])
+def test_s3_objects_carry_object_lock_retention_and_checksum(s3: S3Server, bucket: str, mode: str) -> None:
+    store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode=mode)
+    store.check(require_object_lock=True)
+    data = b'{"a":1}'
+    assert store.put("records/c/000000000000.json", data, retain_until=until(3)) is True
+    head = s3.client().head_object(Bucket=bucket, Key="gh/records/c/000000000000.json", ChecksumMode="ENABLED")
+    assert head["ObjectLockMode"] == mode
+    assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=2)
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    r = store.retention("records/c/000000000000.json")
+    assert r is not None and r.mode == mode
+
+
+def test_s3_second_write_to_a_key_is_refused(s3: S3Server, bucket: str) -> None:
+    store = open_store(f"s3://{bucket}", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
+    assert store.put("k.json", b"first", retain_until=until()) is True
+    assert store.put("k.json", b"second", retain_until=until()) is False
+    assert store.get("k.json") == b"first"
+    versions = store.versions("")
+    assert versions["k.json"].versions == 1
+
+
+def test_s3_delete_of_a_locked_version_is_refused(s3: S3Server, bucket: str) -> None:
+    from botocore.exceptions import ClientError
+
+    store = open_store(f"s3://{bucket}", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
+    store.put("locked.json", b"{}", retain_until=until())
+    client = s3.client()
+    version = client.list_object_versions(Bucket=bucket, Prefix="locked.json")["Versions"][0]["VersionId"]
+    with pytest.raises(ClientError) as e:
+        client.delete_object(Bucket=bucket, Key="locked.json", VersionId=version)
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+    with pytest.raises(ClientError):
+        client.delete_object(Bucket=bucket, Key="locked.json", VersionId=version, BypassGovernanceRetention=True)
+    assert store.get("locked.json") == b"{}"
+    # S3 itself would accept a delete marker on a locked object; the store refuses one.
+    with pytest.raises(StillRetained, match="under Object Lock retention until"):
+        store.delete("locked.json")
+    assert store.versions("")["locked.json"].delete_markers == 0
+
+
+def test_s3_retention_is_only_ever_extended(s3: S3Server, bucket: str) -> None:
+    store = open_store(f"s3://{bucket}", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
+    store.put("b.json", b"{}", retain_until=until(2))
+    store.extend_retention("b.json", until(1))  # shorter: unchanged
+    assert store.retention("b.json").until > datetime.now(UTC) + timedelta(days=1.9)
+    store.extend_retention("b.json", until(10))
+    assert store.retention("b.json").until > datetime.now(UTC) + timedelta(days=9.9)
+
+
+def test_reused_blob_retention_is_extended_by_the_uploader(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
+    key = records.SigningKey.generate()
+    clock = [time.time()]
+    sp = spool.Spool(tmp_path / "spool")
+    journal = spool.Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=1, clock=lambda: clock[0])
+    up = spool.Uploader(sp, store, retention_days=1, journal=journal, clock=lambda: clock[0])
+    blob = {"role": "user", "content": "the same first message"}
+    hx = hashlib.sha256(records.canonical_json(blob)).hexdigest()
+
+    def append() -> None:
+        body = {"kind": "exchange", "request": {"messages": ["sha256:" + hx]}, "response": None}
+        journal.append(records.BuiltRecord(body, {hx: records.canonical_json(blob)}))
+        up.upload_pending()
+
+    append()
+    first = store.retention(records.blob_key(hx)).until
+    record1 = store.retention(records.record_key(journal.chain_id, 1)).until
+    assert first >= record1
+    clock[0] += 5 * 86400  # five days later the same blob is referenced again
+    append()
+    second = store.retention(records.blob_key(hx)).until
+    record2 = store.retention(records.record_key(journal.chain_id, 2)).until
+    assert second > first + timedelta(days=4) and second >= record2
+    assert store.versions("")[f"{records.blob_key(hx)}"].versions == 1  # extended, not rewritten
+
+
+def test_s3_start_up_check_refuses_a_bucket_without_object_lock(s3: S3Server) -> None:
+    name = f"plain-{secrets.token_hex(4)}"
+    s3.create_bucket(name, object_lock=False)
+    store = open_store(f"s3://{name}", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
+    with pytest.raises(StoreError, match="does not have Object Lock enabled"):
+        store.check(require_object_lock=True)
+    open_store(f"s3://{name}", endpoint_url=s3.endpoint_url).check()  # fine without object_lock_mode
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store("s3://no-such-bucket", endpoint_url=s3.endpoint_url).check()
+
+
+def test_s3_endpoint_from_the_standard_variable(s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
+    store = open_store(f"s3://{bucket}")
+    assert store.endpoint == s3.endpoint_url
+    store.check()
+
+
+def test_s3_sse_kms(s3: S3Server, bucket: str) -> None:
+    store = open_store(f"s3://{bucket}", endpoint_url=s3.endpoint_url, object_lock_mode="GOVERNANCE",
+                       kms_key_id="alias/gatehouse")
+    store.put("enc.json", b"{}", retain_until=until())
+    head = s3.client().head_object(Bucket=bucket, Key="enc.json")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"].endswith("alias/gatehouse")
+
+
+def test_s3_unreachable_is_a_clear_store_error(s3: S3Server) -> None:
+    store = open_store("s3://whatever", endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(StoreError, match="cannot reach S3"):
+        store.check()
