@@ -33,7 +33,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: 
 
 from gatehouse.identity import devissuer  # noqa: E402
 from gatehouse.policy.reader import Section  # noqa: E402
-from gatehouse.identity.tokens import TokenVerifier, parse_issuers, parse_proxy_authorization  # noqa: E402
+from gatehouse.identity.config import parse_issuers  # noqa: E402
+from gatehouse.identity.proxyauth import parse_proxy_authorization  # noqa: E402
+from gatehouse.identity.verifier import TokenVerifier  # noqa: E402
 
 NOMINAL_EXCHANGE_S = 1.0
 

@@ -39,16 +39,9 @@ def mitmdump_command() -> list[str]:
     return [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
 
 
-def ensure_ca(confdir: Path) -> Path:
-    """Create the gateway's CA now, so its path can be printed before mitmdump starts."""
-    from mitmproxy.certs import CertStore
-
-    confdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    CertStore.from_store(str(confdir), "mitmproxy", 2048)
-    return confdir / CA_CERT_NAME
-
-
 def run(args: argparse.Namespace) -> int:
+    from gatehouse.mitm.ca import ensure_ca  # imports mitmproxy: only when a gateway starts
+
     policy_path = args.policy or quickstart_policy()
     try:
         host, port = parse_listen(args.listen)
@@ -59,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     # The state dir holds keys and the spool: owner only, created before anything inside it.
     policy.gateway.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     confdir = confdir_for(policy.gateway.state_dir)
-    ca = ensure_ca(confdir)
+    # Created now, so that its path can be printed before mitmdump starts.
+    ensure_ca(confdir)
+    ca = confdir / CA_CERT_NAME
     extra = list(args.mitmdump_args)
     if extra and extra[0] == "--":
         extra = extra[1:]

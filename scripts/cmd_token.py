@@ -15,7 +15,8 @@ from pathlib import Path
 
 from gatehouse.identity import devissuer
 from gatehouse.policy.reader import PolicyError
-from gatehouse.identity.tokens import IssuerConfig, format_time
+from gatehouse.identity.claims import format_time
+from gatehouse.identity.config import IssuerConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatehouse.policy.loader import DEFAULT_STATE_DIR
+from gatehouse.policy.gateway import DEFAULT_STATE_DIR
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 CA_CERT_NAME = "mitmproxy-ca-cert.pem"

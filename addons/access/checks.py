@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from enum import Enum
 
 from gatehouse.wire import apierrors
 from gatehouse.wire import jsonbody
 from gatehouse.wire.apierrors import ApiError
+from gatehouse.access.config import GroupPolicy
 from gatehouse.access.endpoints import BODILESS_METHODS, METHODS, allowed, path_allowed
+from gatehouse.common.hosts import host_matches, normalise_host
 from gatehouse.exchange import Identity
-from gatehouse.policy.loader import API_HOST, GroupPolicy, Policy
+from gatehouse.policy.gateway import API_HOST
+from gatehouse.policy.loader import Policy
 
 # Endpoints whose JSON body names a model that group policy must allow.
 MODEL_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
@@ -33,12 +35,9 @@ def check_api_target(scheme: str, port: int) -> ApiError | None:
 
 
 def route_host(policy: Policy, host: str) -> HostRoute:
-    host = host.lower().rstrip(".")
-    if host == API_HOST:
+    if normalise_host(host) == API_HOST:
         return HostRoute.API
-    if policy.gateway.other_hosts == "passthrough" or any(
-        fnmatch.fnmatchcase(host, p) for p in policy.gateway.passthrough_hosts
-    ):
+    if policy.gateway.other_hosts == "passthrough" or host_matches(host, policy.gateway.passthrough_hosts):
         return HostRoute.PASSTHROUGH
     return HostRoute.DENY
 

@@ -6,7 +6,8 @@ import os
 from typing import Mapping
 
 from gatehouse.exchange import Identity
-from gatehouse.policy.loader import KeySource, Policy
+from gatehouse.credentials.config import KeySource
+from gatehouse.policy.loader import Policy
 
 
 class MissingKey(Exception):

@@ -38,17 +38,13 @@ from mitmproxy import connection, http
 
 from gatehouse.wire import apierrors
 from gatehouse.wire.apierrors import ApiError
+from gatehouse.common.hosts import host_matches
 from gatehouse.exchange import Identity
-from gatehouse.identity.tokens import (
-    HINT_NEW_TOKEN,
-    MAX_HEADER_BYTES,
-    FetchRequired,
-    TokenError,
-    TokenVerifier,
-    looks_like_jwt,
-    parse_proxy_authorization,
-    unverified_issuer,
-)
+from gatehouse.identity.errors import HINT_NEW_TOKEN, TokenError
+from gatehouse.identity.jws import looks_like_jwt, unverified_issuer
+from gatehouse.identity.keys import FetchRequired
+from gatehouse.identity.proxyauth import MAX_HEADER_BYTES, parse_proxy_authorization
+from gatehouse.identity.verifier import TokenVerifier
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
 
 log = logging.getLogger(__name__)
@@ -82,13 +78,6 @@ class _Found:
     source: str
     token: str
     user: str | None = None
-
-
-def _host_matches(host: str, patterns: frozenset[str]) -> bool:
-    host = host.lower().rstrip(".")
-    if host in patterns:
-        return True
-    return any(p.startswith("*.") and host.endswith(p[1:]) for p in patterns)
 
 
 def _single(headers: http.Headers, name: str) -> str | None:
@@ -128,8 +117,8 @@ class IdentityAddon:
         """Install the policy's verifier (None: the policy has no issuers, identity not required)."""
         old = self._verifier
         self._verifier = verifier
-        self._api_hosts = frozenset(h.lower().rstrip(".") for h in api_hosts)
-        self._passthrough_hosts = frozenset(h.lower().rstrip(".") for h in passthrough_hosts)
+        self._api_hosts = frozenset(api_hosts)
+        self._passthrough_hosts = frozenset(passthrough_hosts)
         if old is not None and verifier is not old:
             self._forget_stale_tunnels(old, verifier)
         if self._running:
@@ -198,14 +187,14 @@ class IdentityAddon:
             exchange_of(flow).identity = identity
             log.debug("identity: CONNECT %s by %s (%s)", host, identity.subject, identity.issuer_name)
             return
-        if _host_matches(host, self._api_hosts):
+        if host_matches(host, self._api_hosts):
             # Never a 407 here: clients would show a bare status. Each request in the tunnel
             # gets a 401 that explains the problem instead.
             if err is not None:
                 log.info("identity: CONNECT %s from %s: proxy credentials refused, so its requests need their "
                          "own token: %s: %s", host, _peer(flow), err.check, err.message)
             return
-        kind = "passthrough host" if _host_matches(host, self._passthrough_hosts) else "host"
+        kind = "passthrough host" if host_matches(host, self._passthrough_hosts) else "host"
         if err is None:
             err = TokenError("missing", f"Connections to {kind} {host} need a Gatehouse token as the proxy "
                              "password. " + HINT_NEW_TOKEN)
@@ -278,7 +267,7 @@ class IdentityAddon:
             iss = unverified_issuer(candidate)
             if verifier.trusts(iss):
                 return _Found(name, candidate), ""
-            # The unverified issuer is not echoed (see tokens.TokenVerifier.verify).
+            # The unverified issuer is not echoed (see TokenVerifier.verify).
             what = "an issuer" if iss else "no issuer"
             note = f"(The {name} header holds a JWT from {what} that this gateway does not trust.) "
         value = _single(headers, "proxy-authorization")

@@ -1,7 +1,7 @@
 """Loads the policy named by `gateway_policy` and applies the upstream override.
 
 A bad policy raises `OptionsError` in `configure`: mitmdump logs it and, because an error
-was logged during start-up, exits non-zero before serving anyone (DESIGN.md).
+was logged during start-up, exits non-zero before serving anyone.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from mitmproxy import ctx, exceptions
 
 import gatehouse
 
-from gatehouse.policy.loader import API_HOST, DEFAULT_UPSTREAM, Policy, load_policy, validate_upstream
+from gatehouse.policy.gateway import API_HOST, DEFAULT_UPSTREAM, validate_upstream
+from gatehouse.policy.loader import Policy, load_policy
 from gatehouse.policy.reader import PolicyError
-from gatehouse.identity.tokens import TokenConfigError, TokenVerifier
+from gatehouse.identity.verifier import TokenConfigError, TokenVerifier
 from gatehouse.credentials.keys import MissingKey, read_key
-from gatehouse.masking.masker import FingerprintKeyError, build_masker
+from gatehouse.masking.fingerprints import FingerprintKeyError
+from gatehouse.masking.masker import build_masker
 from gatehouse.mitm.identity import IdentityAddon
 from gatehouse.mitm.masking import Masking
 from gatehouse.mitm.recorder import Recorder
@@ -46,7 +48,7 @@ class PolicyLoader:
         # One masker for the wire and the recorder's copy: the same rules and fingerprints.
         masker = build_masker(policy.masking, policy.gateway.state_dir)
         self.masking.configure_masker(masker, policy.masking)
-        self.state.masker = masker  # log lines are masked with it too (addons/logsafety.py)
+        self.state.masker = masker  # log lines are masked with it too (gatehouse.mitm.logsafety)
         assert policy.recording is not None
         # Last: it opens the store and the spool, and checks S3 Object Lock.
         self.recorder.configure_recording(policy.recording, state_dir=policy.gateway.state_dir, masker=masker,

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from gatehouse.masking.masker import Masker
-from gatehouse.policy.loader import DEFAULT_UPSTREAM, Policy
+from gatehouse.policy.gateway import DEFAULT_UPSTREAM
+from gatehouse.policy.loader import Policy
 
 
 @dataclass
@@ -16,7 +17,7 @@ class GatewayState:
     # True when the upstream is not api.anthropic.com (an option or the policy overrode it).
     upstream_overridden: bool = False
     # The policy's masker (None: masking off), shared by every addon that scans what it passes
-    # (log redaction, addons/logsafety.py, masks every log line with it too).
+    # (log redaction, gatehouse.mitm.logsafety, masks every log line with it too).
     masker: Masker | None = None
 
     def require_policy(self) -> Policy:

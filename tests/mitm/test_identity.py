@@ -1,4 +1,4 @@
-"""The Identity addon (addons/identity.py) driven through mitmproxy's hook dispatch (taddons, tflow)."""
+"""The Identity addon (gatehouse.mitm.identity) driven through mitmproxy's hook dispatch (taddons, tflow)."""
 
 from __future__ import annotations
 
@@ -19,22 +19,15 @@ from mitmproxy.test import taddons, tflow, tutils
 from gatehouse.identity import devissuer
 from gatehouse.exchange import METADATA_KEY
 from gatehouse.policy.reader import Section
-from gatehouse.identity.tokens import TokenVerifier, parse_issuers
+from gatehouse.identity.config import parse_issuers
+from gatehouse.identity.verifier import TokenVerifier
 from gatehouse.mitm.identity import IdentityAddon
 from support.idp_server import IdP, jwks_of
-from support.tokens import RSA_A, claims_for, sign
+from support.tokens import RSA_A, Clock, claims_for, sign
 
 API = "api.anthropic.com"
 PASSTHROUGH = "github.com"
 REAL_API_KEY = "sk-ant-api03-" + "x" * 40
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Env:

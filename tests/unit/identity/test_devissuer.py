@@ -13,7 +13,9 @@ import pytest
 
 from gatehouse.identity import devissuer
 from gatehouse.policy.reader import Section
-from gatehouse.identity.tokens import TokenError, TokenVerifier, parse_issuers
+from gatehouse.identity.config import parse_issuers
+from gatehouse.identity.errors import TokenError
+from gatehouse.identity.verifier import TokenVerifier
 from gatehouse.cli import cmd_token
 
 

@@ -16,7 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gatehouse.policy.reader import Section
-from gatehouse.identity.tokens import TokenError, TokenVerifier, parse_issuers
+from gatehouse.identity.config import parse_issuers
+from gatehouse.identity.errors import TokenError
+from gatehouse.identity.verifier import TokenVerifier
 from support.oidc_provider import OidcProvider, missing_reason
 
 RESOURCE = "https://gatehouse.test/api"
