@@ -2,7 +2,9 @@
 
 Each addon writes its part onto one `Exchange` kept at ``flow.metadata["gatehouse"]``;
 the recorder reads it at the end. Nothing secret goes in here (no token, no API key,
-no unmasked value): mitmproxy copies flow metadata into flow dumps.
+no unmasked value): mitmproxy copies flow metadata into flow dumps. The one exception is
+`sse_pipeline`, the response's stream object, which holds the masker and any text it holds
+back: the gateway refuses every flow dump option at start-up (gatehouse.mitm.protocols).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the pipeline imports this module (Finding)
+    from gatehouse.wire.pipeline import SsePipeline
 
 METADATA_KEY = "gatehouse"
 EXCHANGE_ID_HEADER = "x-gatehouse-exchange-id"
@@ -84,6 +89,9 @@ class Exchange:
     refusal: Any = None
     errors: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    # Set by the masking addon when it makes an SsePipeline the response's stream: the recorder
+    # takes from it the message the client received (after masking) and unreported findings.
+    sse_pipeline: SsePipeline | None = None
 
     def decide(self, stage: str, action: str, reason: str = "", rule: str | None = None, **detail: Any) -> Decision:
         d = Decision(stage, action, reason, rule, dict(detail))

@@ -34,10 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mitmproxy import http, io  # noqa: E402
 from mitmproxy.test import tflow, tutils  # noqa: E402
 
-from gatehouse.recording import records  # noqa: E402
-from gatehouse.recording.records import ExchangeInput, RequestInput, ResponseInput, SigningKey  # noqa: E402
-from gatehouse.recording.spool import Journal, Spool, Uploader  # noqa: E402
+from gatehouse.recording.journal import Journal  # noqa: E402
+from gatehouse.recording.records import ExchangeInput, RequestInput, ResponseInput, build_record  # noqa: E402
+from gatehouse.recording.sessions import SessionTracker  # noqa: E402
+from gatehouse.recording.signing import SigningKey  # noqa: E402
+from gatehouse.recording.spool import Spool  # noqa: E402
 from gatehouse.recording.stores import LocalStore  # noqa: E402
+from gatehouse.recording.uploader import Uploader  # noqa: E402
 
 TARGET = 0.1
 WORDS = ("the a file function test error value return import class config build run check path module "
@@ -149,14 +152,10 @@ def session(turns: int, seed: int) -> list[tuple[list[tuple[str, str]], bytes, l
 def masker_or_none() -> Any:
     try:
         from gatehouse.masking.masker import Masker
-        from gatehouse.masking.rules import parse_masking
+        from gatehouse.masking.config import parse_masking
     except ImportError:
         return None
     return Masker(parse_masking(None), b"benchmark-fingerprint-key-000000")
-
-
-def sse_assembler(body: bytes) -> dict[str, Any] | None:
-    return records.default_sse_assembler(body)
 
 
 def tree_size(root: Path) -> tuple[int, int, int]:
@@ -201,7 +200,7 @@ def main() -> int:
                           retention_days=None)
         uploader = Uploader(sp, store, retention_days=None, journal=journal)
         masker = masker_or_none()
-        tracker = records.SessionTracker()
+        tracker = SessionTracker()
         t0 = time.perf_counter()
         for i, (rh, rb, sh, sb, _) in enumerate(traffic):
             inp = ExchangeInput(
@@ -212,8 +211,7 @@ def main() -> int:
                           "groups": ["eng"], "token_id": "jti"},
                 decisions=[{"stage": "access", "action": "allow", "reason": "group eng", "at": 1000.0 + i}],
                 request_at=1000.0 + i, first_byte_at=1001.0 + i, end_at=1005.0 + i)
-            built = records.build_record(inp, masker=masker, gateway_version="bench", policy_sha256="0" * 64,
-                                         tracker=tracker, sse_assembler=sse_assembler)
+            built = build_record(inp, masker=masker, gateway_version="bench", policy_sha256="0" * 64, tracker=tracker)
             journal.append(built)
         journal.checkpoint()
         uploader.upload_pending()

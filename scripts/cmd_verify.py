@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from gatehouse.recording import records
 from gatehouse.policy.loader import load_policy
 from gatehouse.policy.reader import PolicyError
+from gatehouse.recording.canonical import RecordError
 from gatehouse.recording.config import RecordingPolicy
-from gatehouse.recording.records import RecordError
+from gatehouse.recording.signing import STATE_KEY_FILE, load_signing_key
 from gatehouse.recording.stores import StoreError, open_store
 from gatehouse.recording.verify import load_trusted_keys, verify_store
 
@@ -57,11 +57,11 @@ def trusted_keys_for(args: argparse.Namespace, policy: RecordingPolicy | None,
         keys = load_trusted_keys(policy.public_keys)
         return keys, f"{len(keys)} from the policy's [recording] public_keys"
     if policy is not None and (policy.signing_key_file or policy.signing_key_env):
-        key = records.load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env)
+        key = load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env)
         return {key.key_id: key.public_key}, f"the policy's signing key ({key.source})"
-    if policy is not None and state_dir is not None and (state_dir / records.STATE_KEY_FILE).is_file():
+    if policy is not None and state_dir is not None and (state_dir / STATE_KEY_FILE).is_file():
         # The single-node default: the key the gateway generated in its state dir (never created here).
-        key = records.load_signing_key(state_dir=state_dir)
+        key = load_signing_key(state_dir=state_dir)
         return {key.key_id: key.public_key}, f"the gateway's generated signing key ({key.source})"
     return None, "none given"
 

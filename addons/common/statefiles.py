@@ -6,9 +6,10 @@ file the policy names); "generated on first run" is only the default for one nod
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
+
+from gatehouse.common.durable import create_exclusive
 
 
 def load_or_create(path: Path, generate: Callable[[], bytes]) -> bytes:
@@ -23,15 +24,8 @@ def load_or_create(path: Path, generate: Callable[[], bytes]) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = generate()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if not create_exclusive(path, data, mode=0o600):
         return path.read_bytes()
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
     return data
 
 

@@ -1,7 +1,8 @@
 """Records every exchange: one signed, chained record per flow, spooled before it is released.
 
-Thin: it captures plain data from the flow and hands it to `gatehouse.recording` (records, spool,
-stores) in a worker thread, so no other flow ever waits on this one's disk or network I/O.
+Thin: it captures plain data from the flow and hands it to `gatehouse.recording` (records, the
+registry's journal and uploader, stores) in a worker thread, so no other flow ever waits on this
+one's disk or network I/O.
 
 - `request`: for a request that asks for a stream, a ``request`` record is spooled before
   the request goes upstream (a stream cannot be held back at its end). When the spool has
@@ -24,26 +25,32 @@ import logging
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import exceptions, http
 
 from gatehouse import __version__
-from gatehouse.recording import records
 from gatehouse.wire.apierrors import api_error
 from gatehouse.exchange import Exchange
+from gatehouse.recording.canonical import RecordError, parse_json
 from gatehouse.recording.config import RecordingPolicy
 from gatehouse.recording.records import (
     BuiltRequest,
     ExchangeInput,
-    RecordError,
     RequestInput,
     ResponseInput,
-    SessionTracker,
+    build_record,
+    build_request,
 )
-from gatehouse.recording.spool import Recording, SpoolError, SpoolLocked
+from gatehouse.recording.registry import Recording
+from gatehouse.recording.sessions import SessionTracker
+from gatehouse.recording.signing import load_signing_key
+from gatehouse.recording.spool import SpoolError, SpoolLocked
 from gatehouse.recording.stores import StoreError, open_store
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
+
+if TYPE_CHECKING:  # only its type: the policy loader hands the masker in
+    from gatehouse.masking.masker import Masker
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +79,18 @@ def _capture_request(flow: http.HTTPFlow) -> RequestInput:
                         path=req.path, headers=_headers(req.headers), body=_body(req))
 
 
-def _capture_response(resp: http.Response) -> ResponseInput:
-    stream = resp.stream
-    streamed = bool(stream)
+def _capture_response(resp: http.Response, ex: Exchange) -> ResponseInput:
+    streamed = bool(resp.stream)
     assembled = None
     findings: list[dict[str, Any]] = []
-    if streamed and not isinstance(stream, bool):
+    pipeline = ex.sse_pipeline if streamed else None
+    if pipeline is not None:
         # The streaming pipeline reassembles the message the client received (post-masking).
-        assembled = getattr(stream, "assembled", None)
+        assembled = pipeline.assembled
         # The masking addon moves the pipeline's findings to the Exchange and sets `reported`;
         # take them from the pipeline only when nobody did, so none is counted twice.
-        if not getattr(stream, "reported", False):
-            findings = [f.to_dict() if hasattr(f, "to_dict") else f for f in getattr(stream, "findings", []) or []]
+        if not pipeline.reported:
+            findings = [f.to_dict() for f in pipeline.findings]
     return ResponseInput(status=resp.status_code, headers=_headers(resp.headers), body=_body(resp),
                          streamed=streamed, assembled=assembled, findings=findings)
 
@@ -92,20 +99,19 @@ def _wants_stream(body: bytes | None) -> bool:
     if not body or b'"stream"' not in body:
         return False
     try:
-        doc = records.parse_json(body)
+        doc = parse_json(body)
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(doc, dict) and doc.get("stream") is True
 
 
 class Recorder:
-    def __init__(self, *, sse_assembler: Callable[[bytes], dict[str, Any] | None] | None = None) -> None:
+    def __init__(self) -> None:
         self.policy: RecordingPolicy | None = None
         self.recording: Recording | None = None
-        self.masker: Any = None
+        self.masker: Masker | None = None
         self.policy_sha256: str | None = None
         self.gateway_version = __version__
-        self.sse_assembler = sse_assembler
         self.tracker = SessionTracker()
         self.healthy = True
         self.probe_interval = PROBE_INTERVAL
@@ -115,7 +121,7 @@ class Recorder:
         self._recorded: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
 
     # -- configuration --------------------------------------------------------------------------
-    def configure_recording(self, policy: RecordingPolicy, *, state_dir: Path, masker: Any = None,
+    def configure_recording(self, policy: RecordingPolicy, *, state_dir: Path, masker: Masker | None = None,
                             policy_sha256: str, gateway_version: str) -> None:
         """Open the store (checked now: bucket, Object Lock), the signing key and the spool.
 
@@ -126,8 +132,8 @@ class Recorder:
             store = open_store(policy.store, endpoint_url=policy.s3_endpoint_url,
                                object_lock_mode=policy.object_lock_mode, kms_key_id=policy.kms_key_id)
             store.check(require_object_lock=policy.object_lock_mode is not None)
-            key = records.load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env,
-                                           state_dir=state_dir)
+            key = load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env,
+                                   state_dir=state_dir)
             spool_dir = policy.spool_path(state_dir)
             recording = Recording.open(spool_dir, store=store, key=key, retention_days=policy.retention_days,
                                        gateway_version=gateway_version, policy_sha256=policy_sha256,
@@ -236,9 +242,8 @@ class Recorder:
 
     def _build_request(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[RequestInput, BuiltRequest]:
         inp = _capture_request(flow)
-        built = records.build_request(inp, masker=self.masker,
-                                      identity=ex.identity.to_dict() if ex.identity else None,
-                                      at=flow.request.timestamp_start, tracker=self.tracker)
+        built = build_request(inp, masker=self.masker, identity=ex.identity.to_dict() if ex.identity else None,
+                              at=flow.request.timestamp_start, tracker=self.tracker)
         return inp, built
 
     def _record_request(self, flow: http.HTTPFlow, ex: Exchange) -> None:
@@ -274,7 +279,7 @@ class Recorder:
             # When the request part was built already, the request itself is not needed again.
             request=req or RequestInput(flow.request.method, flow.request.scheme, flow.request.pretty_host,
                                         flow.request.port, flow.request.path, [], None),
-            response=_capture_response(resp) if resp is not None and kind != "request" else None,
+            response=_capture_response(resp, ex) if resp is not None and kind != "request" else None,
             identity=ex.identity.to_dict() if ex.identity else None,
             decisions=[d.to_dict() for d in ex.decisions],
             request_findings=[f.to_dict() for f in ex.request_findings],
@@ -287,9 +292,8 @@ class Recorder:
 
     def _append(self, inp: ExchangeInput, built: BuiltRequest | None) -> None:
         assert self.recording is not None
-        record = records.build_record(inp, masker=self.masker, gateway_version=self.gateway_version,
-                                      policy_sha256=self.policy_sha256, tracker=self.tracker,
-                                      built_request=built, sse_assembler=self.sse_assembler)
+        record = build_record(inp, masker=self.masker, gateway_version=self.gateway_version,
+                              policy_sha256=self.policy_sha256, tracker=self.tracker, built_request=built)
         self.recording.append(record)
 
     # -- failures -------------------------------------------------------------------------------

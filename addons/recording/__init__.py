@@ -1,1 +1,2 @@
-"""Write-once records of every exchange: canonical JSON, signing, record building, the spool, the stores, verify and prune."""
+"""Write-once records of every exchange: building, chaining and signing them, the spool and its uploader,
+the stores, reading back, verify and prune."""

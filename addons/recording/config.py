@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gatehouse.common.urls import http_url_problem
 from gatehouse.policy.reader import Section
+from gatehouse.recording.stores import LOCK_MODES
 
 DEFAULT_STORE = "recordings"
-LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 FAILURE_MODES = ("refuse", "continue")
 
 
@@ -76,10 +77,8 @@ def parse_recording(sec: Section | None, *, base_dir: Path | None = None) -> Rec
     is_s3 = store.startswith("s3://")
 
     endpoint = sec.str("s3_endpoint_url", None)
-    if endpoint is not None:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise sec.error("s3_endpoint_url", f"must be an http:// or https:// URL; got {endpoint!r}")
+    if endpoint is not None and (problem := http_url_problem(endpoint)) is not None:
+        raise sec.error("s3_endpoint_url", problem)
     mode = sec.str("object_lock_mode", None, choices=LOCK_MODES)
     retention = sec.int("retention_days", None, min=1, max=36500)
     kms = sec.str("kms_key_id", None)

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 from urllib.parse import urlsplit
 
+from gatehouse.common.durable import fsync_dir, makedirs_durable, write_exclusive
+
+# S3 Object Lock's retention modes.
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 
 
@@ -70,57 +73,6 @@ def _check_key(key: str) -> None:
     parts = key.split("/")
     if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
         raise StoreError(f"invalid store key {key!r}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def makedirs_durable(path: Path) -> None:
-    """mkdir -p, fsyncing each parent whose entries changed (a new directory is not durable
-    until its parent's directory entry is)."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)  # conversation content: owner only
-        except FileExistsError:
-            continue
-        _fsync_dir(d.parent)
-
-
-def write_exclusive(path: Path, data: bytes, *, mode: int = 0o400) -> bool:
-    """Create `path` with `data` atomically and durably; False if it already exists.
-
-    The data goes to a temporary file first, fsynced, then is hard-linked to its name: the
-    link fails if the name exists (exclusive), and a reader never sees a partial file.
-    """
-    makedirs_durable(path.parent)
-    tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()
-    _fsync_dir(path.parent)
-    return True
 
 
 def _walk_sorted(path: str, rel: str, prefix: str) -> Iterator[str]:
@@ -177,7 +129,7 @@ class LocalStore:
     def put(self, key: str, data: bytes, *, retain_until: datetime | None = None,
             content_type: str = "application/json") -> bool:
         try:
-            return write_exclusive(self.path(key), data)
+            return write_exclusive(self.path(key), data, mode=0o400)
         except OSError as e:
             raise StoreError(f"{self.url}: cannot write {key}: {e.strerror or e}") from None
 
@@ -214,7 +166,7 @@ class LocalStore:
             return
         except OSError as e:
             raise StoreError(f"{self.url}: cannot delete {key}: {e.strerror or e}") from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def mtime(self, key: str) -> float:
         return self.path(key).stat().st_mtime

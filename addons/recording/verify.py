@@ -28,8 +28,11 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gatehouse.recording import records
-from gatehouse.recording.records import RecordError, parse_key
+from gatehouse.recording.canonical import RecordError, canonical_json, parse_json, ref_hex
+from gatehouse.recording.chain import CHECKPOINT_SCHEMA, RECORD_KINDS, SCHEMA
+from gatehouse.recording.layout import blob_key, parse_key, record_key
+from gatehouse.recording.reader import blob_refs
+from gatehouse.recording.signing import check_signature, key_id_of, load_public_key
 from gatehouse.recording.stores import LOCK_MODES, NotFound, StoreError
 
 
@@ -64,12 +67,6 @@ class VerifyResult:
     def ok(self) -> bool:
         return not self.problems
 
-    def problems_for_chain(self, chain: str) -> list[Problem]:
-        return [p for p in self.problems if p.chain == chain]
-
-    def problems_for_exchange(self, exchange_id: str) -> list[Problem]:
-        return [p for p in self.problems if p.exchange_id == exchange_id]
-
     def summary(self) -> str:
         parts = [f"{self.chains} chain(s)", f"{self.records} record(s)", f"{self.checkpoints} checkpoint(s)",
                  f"{self.blobs} blob(s)", f"{self.keys} published key(s)"]
@@ -86,8 +83,8 @@ def load_trusted_keys(paths: Iterable[str | Path]) -> dict[str, Ed25519PublicKey
             data = Path(p).read_bytes()
         except OSError as e:
             raise RecordError(f"public key file {p}: {e.strerror or e}") from None
-        key = records.load_public_key(data, f"public key file {p}")
-        keys[records.key_id_of(key)] = key
+        key = load_public_key(data, f"public key file {p}")
+        keys[key_id_of(key)] = key
     return keys
 
 
@@ -157,14 +154,14 @@ class _Verifier:
 
     def _parse(self, key: str, data: bytes, *, chain: str | None = None, seq: int | None = None) -> dict[str, Any] | None:
         try:
-            doc = records.parse_json(data)
+            doc = parse_json(data)
         except (ValueError, UnicodeDecodeError) as e:
             self.problem(key, "json", f"not valid JSON ({e}): the object was modified", chain=chain, seq=seq)
             return None
         if not isinstance(doc, dict):
             self.problem(key, "json", "not a JSON object", chain=chain, seq=seq)
             return None
-        if records.canonical_json(doc) != data:
+        if canonical_json(doc) != data:
             self.problem(key, "canonical", "not in canonical JSON form: the object was modified or rewritten",
                          chain=chain, seq=seq, exchange_id=_str(doc.get("exchange_id")))
         return doc
@@ -218,11 +215,11 @@ class _Verifier:
             if data is None:
                 continue
             try:
-                key = records.load_public_key(data, k)
+                key = load_public_key(data, k)
             except RecordError as e:
                 self.problem(k, "key", str(e))
                 continue
-            actual = records.key_id_of(key)
+            actual = key_id_of(key)
             if actual != p.key_id:
                 self.problem(k, "key", f"holds key {actual}, not the key {p.key_id} its name says")
                 continue
@@ -241,7 +238,7 @@ class _Verifier:
         """The digests of the listed blobs whose content hashes to their name."""
         good: set[bytes] = set()
         for digest in digests:
-            k = records.blob_key(digest.hex())
+            k = blob_key(digest.hex())
             data = self._get(k)
             if data is None:
                 continue
@@ -262,10 +259,10 @@ class _Verifier:
         doc = self._parse(k, data, chain=p.chain, seq=p.seq)
         if doc is None:
             return None
-        if doc.get("schema") != records.CHECKPOINT_SCHEMA:
+        if doc.get("schema") != CHECKPOINT_SCHEMA:
             self.problem(k, "schema", f"unknown checkpoint schema {doc.get('schema')!r}", chain=p.chain, seq=p.seq)
             return None
-        err = records.check_signature(doc, self.trusted or {})
+        err = check_signature(doc, self.trusted or {})
         if err:
             self.problem(k, "signature", err, chain=p.chain, seq=p.seq)
             return None
@@ -303,7 +300,7 @@ class _Verifier:
             base, base_hash = prunes.get(chain_id, (-1, ""))
             last_seq, last_hash = -1, ""  # the record before this one, when it was read
             for i, seq in enumerate(c.seqs):
-                k = records.record_key(chain_id, seq)
+                k = record_key(chain_id, seq)
                 data = self._get(k)
                 if data is None:
                     continue
@@ -320,11 +317,11 @@ class _Verifier:
                     continue
                 xid = _str(doc.get("exchange_id"))
                 where = {"chain": chain_id, "seq": seq, "exchange_id": xid}
-                if doc.get("schema") != records.SCHEMA:
+                if doc.get("schema") != SCHEMA:
                     self.problem(k, "schema", f"unknown record schema {doc.get('schema')!r}", **where)
-                if doc.get("kind") not in records.RECORD_KINDS:
+                if doc.get("kind") not in RECORD_KINDS:
                     self.problem(k, "schema", f"unknown record kind {doc.get('kind')!r}", **where)
-                err = records.check_signature(doc, self.trusted or {})
+                err = check_signature(doc, self.trusted or {})
                 if err:
                     self.problem(k, "signature", err, **where)
                 chain = doc.get("chain") if isinstance(doc.get("chain"), dict) else {}
@@ -336,9 +333,9 @@ class _Verifier:
                     self.problem(k, "sequence", "a chain's seq 0, and only seq 0, is its start record"
                                  if seq == 0 else f"a start record stored as seq {seq}", **where)
                 try:
-                    refs = records.blob_refs(doc)
+                    refs = blob_refs(doc)
                     for ref in refs:
-                        if bytes.fromhex(records.ref_hex(ref)) not in blob_hashes:
+                        if bytes.fromhex(ref_hex(ref)) not in blob_hashes:
                             self.problem(k, "blob", f"references blob {ref}, which is missing or damaged", **where)
                 except (RecordError, AttributeError, TypeError):
                     self.problem(k, "schema", "malformed blob references", **where)
@@ -367,7 +364,7 @@ class _Verifier:
                 top = c.newest
                 for lo, hi in _gaps((s for s, r in zip(c.seqs, c.read) if r), base):
                     what = f"record {lo} is missing" if lo == hi else f"records {lo}..{hi} are missing"
-                    deferred.append(Problem(records.record_key(chain_id, lo), "missing",
+                    deferred.append(Problem(record_key(chain_id, lo), "missing",
                                             f"{what} from chain {chain_id} (deleted; the chain has records up to "
                                             f"{top})", chain_id, lo))
         self.result.problems.extend(deferred)
@@ -375,7 +372,7 @@ class _Verifier:
 
     def _note_refs(self, c: _Chain, seq: int, doc: dict[str, Any]) -> None:
         """What the retention checks need of a record's blob references (retention only)."""
-        digests = [bytes.fromhex(records.ref_hex(ref)) for ref in _refs(doc)]
+        digests = [bytes.fromhex(ref_hex(ref)) for ref in _refs(doc)]
         if not digests:
             return
         self.referenced.update(digests)
@@ -416,7 +413,7 @@ class _Verifier:
             prev = c.previous  # set only for a readable, signed start record whose link is an object
             if prev is None:
                 continue
-            start_key = records.record_key(chain_id, 0)
+            start_key = record_key(chain_id, 0)
             pc, ps, ph = prev.get("chain"), prev.get("seq"), prev.get("hash")
             if not isinstance(pc, str) or not isinstance(ps, int):
                 self.problem(start_key, "previous-run", f"malformed previous-run link {prev!r}", chain=chain_id, seq=0)
@@ -448,7 +445,7 @@ class _Verifier:
         """Every layout key the listing had, in the listing's (sorted) order, rebuilt from what
         verify kept: (key, its chain and index for a record, or None and the blob's index)."""
         for i in sorted(range(len(self.blobs)), key=self.blobs.__getitem__):
-            yield records.blob_key(self.blobs[i].hex()), None, i
+            yield blob_key(self.blobs[i].hex()), None, i
         for k in sorted(k for kind in ("checkpoint", "prune") for k, _ in groups[kind]):
             yield k, None, -1
         for k in sorted(k for k, _ in groups["key"]):
@@ -456,7 +453,7 @@ class _Verifier:
         for chain_id in sorted(chains, key=lambda cid: cid + "/"):  # as records/<chain>/... sort
             c = chains[chain_id]
             for i, seq in enumerate(c.seqs):
-                yield records.record_key(chain_id, seq), c, i
+                yield record_key(chain_id, seq), c, i
 
     def _retention(self, groups: dict[str, list[tuple[str, Any]]], all_chains: dict[str, _Chain],
                    chains: dict[str, _Chain], prunes: dict[str, tuple[int, str]]) -> None:
@@ -519,17 +516,17 @@ class _Verifier:
                 for b in listed:
                     bu = blob_until[b]
                     if bu is not None and bu < ru:
-                        self.problem(records.blob_key(self.blobs[b].hex()), "retention",
+                        self.problem(blob_key(self.blobs[b].hex()), "retention",
                                      f"retained until {bu.isoformat()}, before record "
-                                     f"{records.record_key(chain_id, seq)} (retained until {ru.isoformat()}) which "
+                                     f"{record_key(chain_id, seq)} (retained until {ru.isoformat()}) which "
                                      "references it", chain=cid, seq=cseq)
 
 
 def _refs(doc: dict[str, Any]) -> list[str]:
     try:
-        refs = records.blob_refs(doc)
+        refs = blob_refs(doc)
         for r in refs:
-            records.ref_hex(r)
+            ref_hex(r)
         return refs
     except (RecordError, AttributeError, TypeError):
         return []

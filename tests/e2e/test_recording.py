@@ -14,7 +14,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from gatehouse.recording import records
+from gatehouse.recording.reader import expand_request_body, iter_records, response_message
 from gatehouse.recording.stores import open_store
 from support.fake_upstream import Reply, claude_code_tool_responder
 from support.harness import CALLER_KEY, GATEWAY_KEY, run_claude, sdk_client
@@ -27,7 +27,7 @@ GATEHOUSE = str(Path(sys.executable).parent / "gatehouse")
 
 
 def store_records(store_url: str, kinds=("exchange", "refusal"), **kw) -> list[dict]:
-    return list(records.iter_records(open_store(store_url, **kw), kinds=list(kinds)))
+    return list(iter_records(open_store(store_url, **kw), kinds=list(kinds)))
 
 
 def wait_records(store_url: str, n: int, timeout: float = 30, **kw) -> list[dict]:
@@ -75,12 +75,12 @@ def test_sdk_exchanges_are_recorded_and_verify(gateway_factory, upstream, tmp_pa
     assert refusal["decisions"][-1]["action"] == "deny" and "/v1/files" in refusal["decisions"][-1]["reason"]
     st = open_store(str(store))
     buffered = next(r for r in recs if r["kind"] == "exchange" and r["exchange_id"] != streamed_id)
-    assert records.response_message(buffered, st)["content"] == [b.model_dump(exclude_none=True) for b in msg.content]
+    assert response_message(buffered, st)["content"] == [b.model_dump(exclude_none=True) for b in msg.content]
     rec = by_id[streamed_id]
-    recorded = records.response_message(rec, st)
+    recorded = response_message(rec, st)
     assert recorded["content"] == [b.model_dump(exclude_none=True) for b in streamed.content]
     assert recorded["stop_reason"] == "tool_use"
-    assert records.expand_request_body(rec, st)["messages"] == [{"role": "user", "content": "second"}]
+    assert expand_request_body(rec, st)["messages"] == [{"role": "user", "content": "second"}]
 
     r = verify(str(store))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -110,7 +110,7 @@ def test_claude_code_session_is_recorded(gateway_factory, upstream, tmp_path):
     assert len(recs) >= 2
     assert {x["session"]["id"] for x in recs} == {session_id}
     st = open_store(str(store))
-    last = records.expand_request_body(recs[-1], st)
+    last = expand_request_body(recs[-1], st)
     assert "recorded-run" in json.dumps(last["messages"][-1])
     assert verify(str(store)).returncode == 0
 
@@ -191,7 +191,7 @@ def test_sigkill_mid_traffic_keeps_completed_exchanges(gateway_factory, upstream
     gw.start()
     recs = wait_records(str(store), 3, kinds=("exchange", "refusal", "request"))
     gw.stop()
-    recs = list(records.iter_records(open_store(str(store))))
+    recs = list(iter_records(open_store(str(store))))
     exchanges = {r["exchange_id"] for r in recs if r["kind"] == "exchange"}
     assert set(done_ids) <= exchanges
     # The cut exchange is there as its request record, without a finished exchange.

@@ -15,11 +15,13 @@ import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow, tutils
 
-from gatehouse.recording import records
 from gatehouse.wire.apierrors import permission
 from gatehouse.exchange import Finding, Identity
 from gatehouse.recording.config import RecordingPolicy
-from gatehouse.recording.spool import Recording
+from gatehouse.recording.layout import checkpoint_key
+from gatehouse.recording.reader import expand_request_body, iter_records, response_message
+from gatehouse.recording.registry import Recording
+from gatehouse.recording.signing import STATE_KEY_FILE, SigningKey
 from gatehouse.recording.stores import LocalStore
 from gatehouse.recording.verify import verify_store
 from gatehouse.mitm.flowutil import exchange_of, refuse
@@ -65,7 +67,7 @@ def make_flow(*, stream: bool = False, text: str = "hello", response: bool = Tru
 
 
 class FakePipeline:
-    """Stands in for the streaming pipeline set as flow.response.stream."""
+    """Stands in for the SsePipeline that the masking addon makes the response's stream."""
 
     def __init__(self, assembled: dict[str, Any], findings: list[Finding], reported: bool = False) -> None:
         self.assembled = assembled
@@ -74,6 +76,12 @@ class FakePipeline:
 
     def __call__(self, data: bytes) -> bytes:
         return data
+
+
+def stream_through(flow: http.HTTPFlow, pipeline: FakePipeline) -> None:
+    """What the masking addon does: the pipeline streams the response and goes on the Exchange."""
+    assert flow.response is not None
+    flow.response.stream = exchange_of(flow).sse_pipeline = pipeline  # type: ignore[assignment]
 
 
 _LOOP: list[asyncio.AbstractEventLoop] = []
@@ -149,9 +157,9 @@ def test_buffered_exchange_is_spooled_before_the_hook_returns(tmp_path: Path, st
     store = stored(rec, tmp_path)
     rec.done()
     assert verify_store(store).ok
-    full = list(records.iter_records(store, kinds=("exchange",)))[0]
-    assert records.expand_request_body(full, store)["messages"] == [{"role": "user", "content": "hello"}]
-    assert records.response_message(full, store)["content"][0]["text"] == "hi there"
+    full = list(iter_records(store, kinds=("exchange",)))[0]
+    assert expand_request_body(full, store)["messages"] == [{"role": "user", "content": "hello"}]
+    assert response_message(full, store)["content"][0]["text"] == "hi there"
 
 
 def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, state: Path) -> None:
@@ -164,8 +172,8 @@ def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, sta
 
     f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream"),
                                                     (b"request-id", b"req_s")]), content=b"")
-    f.response.stream = FakePipeline(message("streamed answer"),
-                                     [Finding("aws-access-key-id", "content[0].text", "3f9a1c")])
+    stream_through(f, FakePipeline(message("streamed answer"),
+                                   [Finding("aws-access-key-id", "content[0].text", "3f9a1c")]))
     run(rec.response(f))
     final = spooled_records(state)[-1]
     assert final["kind"] == "exchange" and final["response"]["streamed"] is True
@@ -176,7 +184,7 @@ def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, sta
 
     # Once the masking addon has moved the findings to the Exchange, they are not counted twice.
     g = make_flow(stream=True)
-    g.response.stream = FakePipeline(message(), [Finding("r", "w", "f")], reported=True)
+    stream_through(g, FakePipeline(message(), [Finding("r", "w", "f")], reported=True))
     exchange_of(g).response_findings.append(Finding("r", "w", "f"))
     run(rec.response(g))
     assert spooled_records(state)[-1]["findings"]["response"] == [{"rule": "r", "where": "w", "fingerprint": "f"}]
@@ -192,7 +200,7 @@ def test_refused_flow_is_recorded_as_an_audit_event(tmp_path: Path, state: Path)
         await rec.response(f)
     run(go())
     store = stored(rec, tmp_path)
-    (r,) = list(records.iter_records(store, kinds=("refusal", "exchange", "request")))
+    (r,) = list(iter_records(store, kinds=("refusal", "exchange", "request")))
     assert r["kind"] == "refusal" and r["response"]["status"] == 403
     assert r["response"]["body"]["error"]["type"] == "permission_error"
     assert r["timing"]["first_byte"] is None
@@ -210,7 +218,7 @@ def test_error_without_response_is_recorded(tmp_path: Path, state: Path) -> None
         await rec.error(f)  # once only
     run(go())
     store = stored(rec, tmp_path)
-    (r,) = list(records.iter_records(store, kinds=("exchange",)))
+    (r,) = list(iter_records(store, kinds=("exchange",)))
     assert r["response"] is None and r["errors"] == ["connection to upstream refused"]
 
 
@@ -313,7 +321,7 @@ def test_no_secret_at_rest(tmp_path: Path, state: Path) -> None:
     thinking = message()
     thinking["content"] = [{"type": "thinking", "thinking": f"the key is {SECRET}", "signature": "sig=="},
                            {"type": "text", "text": "ok"}]
-    flows[1].response.stream = FakePipeline(thinking, [])
+    stream_through(flows[1], FakePipeline(thinking, []))
 
     async def go() -> None:
         for f in flows:
@@ -328,15 +336,15 @@ def test_no_secret_at_rest(tmp_path: Path, state: Path) -> None:
         assert needle.encode() not in data, needle
     assert b"[MASKED:aws-access-key-id:abc123]" in data
     # The signing key stays in the state directory, mode 0600, and nowhere in the store.
-    key_pem = (state / records.STATE_KEY_FILE).read_bytes()
-    assert (state / records.STATE_KEY_FILE).stat().st_mode & 0o077 == 0
+    key_pem = (state / STATE_KEY_FILE).read_bytes()
+    assert (state / STATE_KEY_FILE).stat().st_mode & 0o077 == 0
     assert key_pem not in all_bytes(tmp_path / "recordings")
 
 
 def real_masker() -> Any:
     masker_mod = pytest.importorskip("gatehouse.masking.masker")
-    rules = pytest.importorskip("gatehouse.masking.rules")
-    return masker_mod.Masker(rules.parse_masking(None), b"k" * 32)
+    config = pytest.importorskip("gatehouse.masking.config")
+    return masker_mod.Masker(config.parse_masking(None), b"k" * 32)
 
 
 def test_no_secret_at_rest_with_the_real_masker(tmp_path: Path, state: Path) -> None:
@@ -352,7 +360,6 @@ def test_no_secret_at_rest_with_the_real_masker(tmp_path: Path, state: Path) -> 
 
 
 def test_buffered_sse_is_reassembled_with_the_real_parser(tmp_path: Path, state: Path) -> None:
-    pytest.importorskip("gatehouse.wire.sse")
     rec = configured(tmp_path, state, masker=real_masker())
     thinking_secret = "AKIAZ7Q4XK2M9PLR3TWB"
 
@@ -385,13 +392,50 @@ def test_buffered_sse_is_reassembled_with_the_real_parser(tmp_path: Path, state:
     run(rec.request(f))
     run(rec.response(f))
     store = stored(rec, tmp_path)
-    (r,) = list(records.iter_records(store, kinds=("exchange",)))
-    msg = records.response_message(r, store)
+    (r,) = list(iter_records(store, kinds=("exchange",)))
+    msg = response_message(r, store)
     assert r["response"]["encoding"] == "sse" and msg["stop_reason"] == "tool_use"
     assert msg["usage"]["output_tokens"] == 42
     assert msg["content"][1] == {"type": "tool_use", "id": "tu_1", "name": "Bash", "input": {"command": "ls -la"}}
     assert thinking_secret not in msg["content"][0]["thinking"]  # the record masks thinking too
     assert r["findings"]["record"] and thinking_secret.encode() not in all_bytes(tmp_path / "recordings")
+
+
+
+def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_path: Path, state: Path) -> None:
+    from gatehouse.mitm.masking import Masking
+    from gatehouse.wire.sse import encode_event
+
+    secret = "AKIAZ7Q4XK2M9PLR3TWB"
+    masker = real_masker()
+    masking = Masking(masker)
+    rec = configured(tmp_path, state, masker=masker)
+    f = make_flow(stream=True, response=False)
+    run(rec.request(f))
+    f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=b"")
+    masking.responseheaders(f)
+    pipeline = f.response.stream
+    assert exchange_of(f).sse_pipeline is pipeline
+    start = {k: v for k, v in message().items() if k != "content"}
+    sent = pipeline(b"".join([
+        encode_event("message_start", {"type": "message_start", "message": {**start, "content": []}}),
+        encode_event("content_block_start", {"type": "content_block_start", "index": 0,
+                                             "content_block": {"type": "text", "text": ""}}),
+        encode_event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                             "delta": {"type": "text_delta", "text": f"use {secret} now"}}),
+        encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        encode_event("message_stop", {"type": "message_stop"}),
+    ]))
+    pipeline(b"")
+    run(masking.response(f))  # moves the pipeline's findings to the Exchange
+    run(rec.response(f))
+    store = stored(rec, tmp_path)
+    (r,) = list(iter_records(store, kinds=("exchange",)))
+    msg = response_message(r, store)
+    assert r["response"]["encoding"] == "sse" and r["response"]["streamed"] is True
+    assert msg["content"] == pipeline.assembled["content"] and msg["content"][0]["text"].startswith("use [MASKED:")
+    assert secret.encode() not in (sent if isinstance(sent, bytes) else b"".join(sent))
+    assert [x["where"] for x in r["findings"]["response"]] == ["content[0].text"]  # once, from the Exchange
 
 
 # -- configuration and lifecycle ---------------------------------------------------------------------
@@ -439,12 +483,12 @@ def test_done_writes_a_checkpoint_and_flushes(tmp_path: Path, state: Path) -> No
     run(rec.response(make_flow()))
     rec.done()
     store = LocalStore(tmp_path / "recordings")
-    assert list(store.list("checkpoints/")) == [records.checkpoint_key(rec.recording.journal.chain_id, 1)]
+    assert list(store.list("checkpoints/")) == [checkpoint_key(rec.recording.journal.chain_id, 1)]
     assert rec.recording.spool.pending() == []
 
 
 def test_configured_signing_key_and_bad_key(tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    key = records.SigningKey.generate()
+    key = SigningKey.generate()
     monkeypatch.setenv("GATEHOUSE_RECORDING_KEY", key.private_pem().decode())
     rec = configured(tmp_path, state, signing_key_env="GATEHOUSE_RECORDING_KEY")
     assert rec.recording.journal.key.key_id == key.key_id

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.recording import records
-from gatehouse.recording import spool
+from gatehouse.recording.layout import record_key
 from gatehouse.recording.stores import LocalStore, NotFound, S3Store, StillRetained, StoreError, open_store
 from support.s3_server import S3Server
 
@@ -87,7 +86,7 @@ def test_local_list_reads_one_directory_at_a_time(tmp_path: Path, monkeypatch: p
     store = LocalStore(tmp_path)
     for chain in ("c1", "c2", "c3"):
         for seq in range(3):
-            store.put(records.record_key(chain, seq), b"{}")
+            store.put(record_key(chain, seq), b"{}")
     scanned: list[str] = []
     real_scandir = os.scandir
 
@@ -97,9 +96,9 @@ def test_local_list_reads_one_directory_at_a_time(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(os, "scandir", scandir)
     keys = store.list("records/")
-    assert next(keys) == records.record_key("c1", 0)
+    assert next(keys) == record_key("c1", 0)
     assert scanned == ["records", os.path.join("records", "c1")]  # c2 and c3 not yet read
-    assert list(keys)[-1] == records.record_key("c3", 2)
+    assert list(keys)[-1] == record_key("c3", 2)
     assert len(scanned) == 4
 
 
@@ -183,33 +182,6 @@ def test_s3_retention_is_only_ever_extended(s3: S3Server, bucket: str) -> None:
     assert store.retention("b.json").until > datetime.now(UTC) + timedelta(days=1.9)
     store.extend_retention("b.json", until(10))
     assert store.retention("b.json").until > datetime.now(UTC) + timedelta(days=9.9)
-
-
-def test_reused_blob_retention_is_extended_by_the_uploader(s3: S3Server, bucket: str, tmp_path: Path) -> None:
-    store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
-    key = records.SigningKey.generate()
-    clock = [time.time()]
-    sp = spool.Spool(tmp_path / "spool")
-    journal = spool.Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=1, clock=lambda: clock[0])
-    up = spool.Uploader(sp, store, retention_days=1, journal=journal, clock=lambda: clock[0])
-    blob = {"role": "user", "content": "the same first message"}
-    hx = hashlib.sha256(records.canonical_json(blob)).hexdigest()
-
-    def append() -> None:
-        body = {"kind": "exchange", "request": {"messages": ["sha256:" + hx]}, "response": None}
-        journal.append(records.BuiltRecord(body, {hx: records.canonical_json(blob)}))
-        up.upload_pending()
-
-    append()
-    first = store.retention(records.blob_key(hx)).until
-    record1 = store.retention(records.record_key(journal.chain_id, 1)).until
-    assert first >= record1
-    clock[0] += 5 * 86400  # five days later the same blob is referenced again
-    append()
-    second = store.retention(records.blob_key(hx)).until
-    record2 = store.retention(records.record_key(journal.chain_id, 2)).until
-    assert second > first + timedelta(days=4) and second >= record2
-    assert store.versions("")[f"{records.blob_key(hx)}"].versions == 1  # extended, not rewritten
 
 
 def test_s3_start_up_check_refuses_a_bucket_without_object_lock(s3: S3Server) -> None:

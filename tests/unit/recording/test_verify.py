@@ -7,7 +7,6 @@ start record names A's last record. Each test copies it and tampers with the cop
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -20,43 +19,17 @@ from typing import Any, Iterator
 
 import pytest
 
-from gatehouse.recording import records
-from gatehouse.recording.records import BuiltRecord, SigningKey
-from gatehouse.recording.spool import Recording
+from gatehouse.cli import main as cli
+from gatehouse.recording import verify as verify_module
+from gatehouse.recording.canonical import canonical_json, sha256_ref
+from gatehouse.recording.chain import seal_record
+from gatehouse.recording.layout import blob_key, checkpoint_key, public_key_key, record_key
+from gatehouse.recording.registry import Recording
+from gatehouse.recording.signing import SigningKey, seal
 from gatehouse.recording.stores import LocalStore, open_store
 from gatehouse.recording.verify import Problem, VerifyResult, verify_store
+from support.records import numbered_record, write_run
 from support.s3_server import S3Server
-from gatehouse.cli import main as cli
-from gatehouse.cli import cmd_prune
-
-DAY = 86400.0
-
-
-def built(i: int) -> BuiltRecord:
-    blobs: dict[str, bytes] = {}
-    refs = []
-    for value in ("system prompt " * 50, {"role": "user", "content": f"message {i}"}):
-        data = records.canonical_json(value)
-        blobs[records.sha256_ref(data)[7:]] = data
-        refs.append(records.sha256_ref(data))
-    body = {"kind": "exchange", "exchange_id": f"gx_{i:04d}", "request": {"system": refs[0], "messages": refs[1:]},
-            "response": None}
-    return BuiltRecord(body, blobs)
-
-
-def write_run(root: Path, spool_dir: Path, key: SigningKey, ids: range, clock: list[float],
-              retention_days: int | None = None) -> str:
-    store = LocalStore(root)
-    rec = Recording.open(spool_dir, store=store, key=key, retention_days=retention_days, gateway_version="t",
-                         policy_sha256="p", clock=lambda: clock[0])
-    rec.start()
-    for i in ids:
-        rec.append(built(i))
-    assert rec.shutdown()
-    chain = rec.journal.chain_id
-    Recording.forget(spool_dir)
-    assert chain is not None
-    return chain
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +64,7 @@ def chains(pristine: tuple[Path, SigningKey, str, str]) -> tuple[str, str]:
 
 
 def rpath(store: Path, chain: str, seq: int) -> Path:
-    return store / records.record_key(chain, seq)
+    return store / record_key(chain, seq)
 
 
 def verify(store: Path, key: SigningKey) -> VerifyResult:
@@ -125,7 +98,7 @@ def test_verify_keeps_no_record_documents(store: Path, key: SigningKey, monkeypa
         pass
 
     docs: list[weakref.ref[Doc]] = []
-    real_parse = records.parse_json
+    real_parse = verify_module.parse_json
 
     def parse_json(data: bytes | str) -> Any:
         doc = real_parse(data)
@@ -142,7 +115,7 @@ def test_verify_keeps_no_record_documents(store: Path, key: SigningKey, monkeypa
             Watched.most_alive = max(Watched.most_alive, sum(1 for d in docs if d() is not None))
             return super().get(k)
 
-    monkeypatch.setattr(records, "parse_json", parse_json)
+    monkeypatch.setattr(verify_module, "parse_json", parse_json)
     result = verify_store(Watched(store), trusted_keys={key.key_id: key.public_key})
     assert result.ok and result.records == 13 and len(docs) == 13 + 2  # and 2 checkpoints
     assert Watched.most_alive <= 1, f"{Watched.most_alive} parsed documents alive at once"
@@ -157,8 +130,8 @@ def test_one_byte_changed_in_a_record(store: Path, key: SigningKey, chains: tupl
     path.write_bytes(data[:i + 4] + b"9" + data[i + 5:])  # one digit of the exchange id
     result = verify(store, key)
     assert problems(result) == [
-        (records.record_key(chains[1], 4), "signature"),
-        (records.record_key(chains[1], 5), "link"),
+        (record_key(chains[1], 4), "signature"),
+        (record_key(chains[1], 5), "link"),
     ]
     sig = only(result, "signature")[0]
     assert "content was changed after signing" in sig.message and sig.seq == 4 and sig.chain == chains[1]
@@ -171,17 +144,17 @@ def test_one_byte_changed_breaking_json(store: Path, key: SigningKey, chains: tu
     data[0] = ord("[")
     path.write_bytes(bytes(data))
     result = verify(store, key)
-    assert (records.record_key(chains[1], 2), "json") in problems(result)
-    assert (records.record_key(chains[1], 3), "link") in problems(result)
+    assert (record_key(chains[1], 2), "json") in problems(result)
+    assert (record_key(chains[1], 3), "link") in problems(result)
 
 
 def test_one_byte_changed_in_a_blob(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
-    data = records.canonical_json({"role": "user", "content": "message 7"})
-    path = store / records.blob_key(records.sha256_ref(data))
+    data = canonical_json({"role": "user", "content": "message 7"})
+    path = store / blob_key(sha256_ref(data))
     path.write_bytes(data.replace(b"message 7", b"message 8"))
     result = verify(store, key)
-    blob_key = records.blob_key(records.sha256_ref(data))
-    assert problems(result) == [(blob_key, "blob"), (records.record_key(chains[1], 5), "blob")]
+    tampered = blob_key(sha256_ref(data))
+    assert problems(result) == [(tampered, "blob"), (record_key(chains[1], 5), "blob")]
     assert "not to its name (the blob was modified)" in result.problems[0].message
     assert result.problems[1].exchange_id == "gx_0007"
 
@@ -189,7 +162,7 @@ def test_one_byte_changed_in_a_blob(store: Path, key: SigningKey, chains: tuple[
 def test_record_deleted(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
     rpath(store, chains[1], 3).unlink()
     result = verify(store, key)
-    assert problems(result) == [(records.record_key(chains[1], 3), "missing")]
+    assert problems(result) == [(record_key(chains[1], 3), "missing")]
     assert result.problems[0].message == (f"record 3 is missing from chain {chains[1]} "
                                           "(deleted; the chain has records up to 8)")
 
@@ -198,16 +171,16 @@ def test_newest_records_deleted(store: Path, key: SigningKey, chains: tuple[str,
     for seq in (7, 8):
         rpath(store, chains[1], seq).unlink()
     result = verify(store, key)
-    assert problems(result) == [(records.checkpoint_key(chains[1], 8), "checkpoint")]
+    assert problems(result) == [(checkpoint_key(chains[1], 8), "checkpoint")]
     assert result.problems[0].message == (f"chain {chains[1]} was checkpointed at seq 8, but the newest record "
                                           "present is seq 6: records 7..8 were deleted (truncated tail)")
 
 
 def test_previous_runs_tail_deleted_with_its_checkpoint(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
     rpath(store, chains[0], 3).unlink()
-    (store / records.checkpoint_key(chains[0], 3)).unlink()
+    (store / checkpoint_key(chains[0], 3)).unlink()
     result = verify(store, key)
-    assert problems(result) == [(records.record_key(chains[1], 0), "previous-run")]
+    assert problems(result) == [(record_key(chains[1], 0), "previous-run")]
     assert "its newest record is seq 2" in result.problems[0].message
 
 
@@ -215,7 +188,7 @@ def test_whole_previous_chain_deleted(store: Path, key: SigningKey, chains: tupl
     shutil.rmtree(store / "records" / chains[0])
     shutil.rmtree(store / "checkpoints" / chains[0])
     result = verify(store, key)
-    assert problems(result) == [(records.record_key(chains[1], 0), "previous-run")]
+    assert problems(result) == [(record_key(chains[1], 0), "previous-run")]
     assert "the whole chain is missing" in result.problems[0].message
 
 
@@ -226,16 +199,16 @@ def test_record_inserted(store: Path, key: SigningKey, chains: tuple[str, str]) 
     forged = json.loads(rpath(store, chains[1], 4).read_text())
     forged["exchange_id"] = "gx_forged"
     forged["chain"]["seq"] = 5
-    forged["chain"]["prev"] = records.sha256_ref(rpath(store, chains[1], 4).read_bytes())
-    rpath(store, chains[1], 5).write_bytes(records.seal(forged, SigningKey.generate()))
+    forged["chain"]["prev"] = sha256_ref(rpath(store, chains[1], 4).read_bytes())
+    rpath(store, chains[1], 5).write_bytes(seal(forged, SigningKey.generate()))
     result = verify(store, key)
     found = problems(result)
-    assert (records.record_key(chains[1], 5), "signature") in found
+    assert (record_key(chains[1], 5), "signature") in found
     assert "which is not a trusted key" in only(result, "signature")[0].message
     for seq in (6, 7, 8, 9):
-        assert (records.record_key(chains[1], seq), "sequence") in found
-    assert (records.record_key(chains[1], 6), "link") in found
-    assert (records.checkpoint_key(chains[1], 8), "checkpoint") in found
+        assert (record_key(chains[1], seq), "sequence") in found
+    assert (record_key(chains[1], 6), "link") in found
+    assert (checkpoint_key(chains[1], 8), "checkpoint") in found
 
 
 def test_record_appended_by_an_attacker_with_a_published_key(store: Path, key: SigningKey,
@@ -243,16 +216,16 @@ def test_record_appended_by_an_attacker_with_a_published_key(store: Path, key: S
     """Without trusted keys, verify trusts the store's keys: a forged record signed by a key the
     attacker published verifies, so only the chain tells. With the real key it is caught."""
     attacker = SigningKey.generate()
-    (store / records.public_key_key(attacker.key_id)).write_bytes(attacker.public_pem())
+    (store / public_key_key(attacker.key_id)).write_bytes(attacker.public_pem())
     last = rpath(store, chains[1], 8).read_bytes()
     forged = {"kind": "exchange", "exchange_id": "gx_evil", "request": None, "response": None}
-    data, _ = records.seal_record(forged, chain_id=chains[1], seq=9, prev=records.sha256_ref(last),
+    data, _ = seal_record(forged, chain_id=chains[1], seq=9, prev=sha256_ref(last),
                                   at=time.time(), key=attacker)
     rpath(store, chains[1], 9).write_bytes(data)
     consistency = verify_store(LocalStore(store))
     assert consistency.trust == "store" and consistency.ok  # consistent, but proves nothing about who wrote it
     result = verify(store, key)
-    assert problems(result) == [(records.record_key(chains[1], 9), "signature")]
+    assert problems(result) == [(record_key(chains[1], 9), "signature")]
 
 
 def test_two_records_swapped(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
@@ -262,10 +235,10 @@ def test_two_records_swapped(store: Path, key: SigningKey, chains: tuple[str, st
     b.write_bytes(da)
     result = verify(store, key)
     found = problems(result)
-    assert (records.record_key(chains[1], 3), "sequence") in found
-    assert (records.record_key(chains[1], 4), "sequence") in found
-    assert (records.record_key(chains[1], 3), "link") in found
-    assert (records.record_key(chains[1], 5), "link") in found
+    assert (record_key(chains[1], 3), "sequence") in found
+    assert (record_key(chains[1], 4), "sequence") in found
+    assert (record_key(chains[1], 3), "link") in found
+    assert (record_key(chains[1], 5), "link") in found
     seq_msg = [p.message for p in only(result, "sequence") if p.seq == 3][0]
     assert seq_msg.startswith(f"the record says it is seq 4 of chain {chains[1]}, but it is stored as seq 3")
 
@@ -274,24 +247,24 @@ def test_record_rewritten_in_another_encoding(store: Path, key: SigningKey, chai
     path = rpath(store, chains[1], 2)
     path.write_text(json.dumps(json.loads(path.read_bytes()), indent=2))
     result = verify(store, key)
-    assert (records.record_key(chains[1], 2), "canonical") in problems(result)
-    assert (records.record_key(chains[1], 3), "link") in problems(result)
+    assert (record_key(chains[1], 2), "canonical") in problems(result)
+    assert (record_key(chains[1], 3), "link") in problems(result)
 
 
 def test_checkpoint_tampered(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
-    path = store / records.checkpoint_key(chains[1], 8)
+    path = store / checkpoint_key(chains[1], 8)
     doc = json.loads(path.read_bytes())
     doc["seq"] = 7
-    path.write_bytes(records.canonical_json(doc))
+    path.write_bytes(canonical_json(doc))
     result = verify(store, key)
-    assert problems(result) == [(records.checkpoint_key(chains[1], 8), "signature")]
+    assert problems(result) == [(checkpoint_key(chains[1], 8), "signature")]
 
 
 def test_published_key_file_swapped(store: Path, key: SigningKey) -> None:
     other = SigningKey.generate()
-    (store / records.public_key_key(key.key_id)).write_bytes(other.public_pem())
+    (store / public_key_key(key.key_id)).write_bytes(other.public_pem())
     result = verify(store, key)
-    assert problems(result) == [(records.public_key_key(key.key_id), "key")]
+    assert problems(result) == [(public_key_key(key.key_id), "key")]
 
 
 # -- the command line --------------------------------------------------------------------------------
@@ -315,83 +288,13 @@ def test_cli_verify_exit_codes_and_account(store: Path, key: SigningKey, chains:
     rpath(store, chains[1], 3).unlink()
     assert cli.main(["verify", str(store), "--public-key", str(pub)]) == 1
     out = capsys.readouterr().out
-    assert f"FAIL {records.record_key(chains[1], 3)}: missing: record 3 is missing from chain {chains[1]}" in out
+    assert f"FAIL {record_key(chains[1], 3)}: missing: record 3 is missing from chain {chains[1]}" in out
     assert "FAILED: 1 problem(s)" in out
 
     assert cli.main(["verify", str(tmp_path / "nope")]) == 2
 
 
-# -- prune ------------------------------------------------------------------------------------------
-
-def prune_args(store: Path, days: float, **kw: Any) -> argparse.Namespace:
-    ns = argparse.Namespace(store=str(store), older_than=days, policy=None, signing_key=None, state_dir=None,
-                            public_key=[], dry_run=False)
-    for k, v in kw.items():
-        setattr(ns, k, v)
-    return ns
-
-
-def test_prune_removes_old_records_and_verify_still_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    key = SigningKey.generate()
-    keyfile = tmp_path / "key.pem"
-    keyfile.write_bytes(key.private_pem())
-    os.chmod(keyfile, 0o600)
-    t0 = time.time()
-    clock = [t0]
-    store = tmp_path / "store"
-    chain_a = write_run(store, tmp_path / "spool", key, range(0, 3), clock, retention_days=5)
-    time.sleep(1.1)
-    chain_b = write_run(store, tmp_path / "spool", key, range(3, 6), clock, retention_days=5)
-    clock[0] = t0 + 10 * DAY
-    chain_c = write_run(store, tmp_path / "spool", key, range(6, 9), clock, retention_days=5)
-    assert len({chain_a, chain_b, chain_c}) == 3
-
-    # Inside retention (5 days, declared by each chain's start record): refused.
-    assert cmd_prune.run(prune_args(store, 3, signing_key=keyfile), now=t0 + 12 * DAY) == 2
-    assert "under retention" in capsys.readouterr().err
-
-    assert cmd_prune.run(prune_args(store, 6, signing_key=keyfile, dry_run=True), now=t0 + 12 * DAY) == 0
-    assert len(list(LocalStore(store).list("records/"))) == 4 + 4 + 4  # dry run: nothing removed
-
-    assert cmd_prune.run(prune_args(store, 6, signing_key=keyfile), now=t0 + 12 * DAY) == 0
-    out = capsys.readouterr().out
-    assert "verify after prune: OK" in out
-    left = list(LocalStore(store).list("records/"))
-    assert all(k.startswith(f"records/{chain_c}/") for k in left) and len(left) == 4
-    assert (store / records.checkpoint_key(chain_b, 3, prune=True)).exists()
-    # Blobs of pruned records went; the shared one (system prompt) stays with chain C.
-    assert len(list(LocalStore(store).list("blobs/"))) == 1 + 3
-    result = verify(store, key)
-    assert result.ok, [str(p) for p in result.problems]
-    # Truncating C's tail after the prune is still caught.
-    rpath(store, chain_c, 3).chmod(0o644)
-    rpath(store, chain_c, 3).unlink()
-    assert problems(verify(store, key)) == [(records.checkpoint_key(chain_c, 3), "checkpoint")]
-
-
-def test_prune_refuses_a_store_that_does_not_verify(store: Path, key: SigningKey, chains: tuple[str, str],
-                                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    keyfile = tmp_path / "key.pem"
-    keyfile.write_bytes(key.private_pem())
-    os.chmod(keyfile, 0o600)
-    rpath(store, chains[1], 3).unlink()
-    assert cmd_prune.run(prune_args(store, 1, signing_key=keyfile), now=time.time() + 30 * DAY) == 1
-    assert "does not verify" in capsys.readouterr().err
-    assert len(list(LocalStore(store).list("records/"))) == 4 + 8  # nothing removed
-
-
-def test_policy_retention_floor(store: Path, key: SigningKey, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    policy = tmp_path / "p.toml"
-    policy.write_text('[recording]\nstore = "s3://b/p"\nobject_lock_mode = "COMPLIANCE"\nretention_days = 30\n')
-    keyfile = tmp_path / "key.pem"
-    keyfile.write_bytes(key.private_pem())
-    os.chmod(keyfile, 0o600)
-    assert cmd_prune.run(prune_args(store, 10, policy=policy, signing_key=keyfile)) == 2
-    assert "retention_days from the policy" in capsys.readouterr().err
-
-
 # -- S3 --------------------------------------------------------------------------------------------
-
 
 
 def test_s3_store_verifies_with_retention_and_catches_overwrites(s3: S3Server, tmp_path: Path,
@@ -404,7 +307,7 @@ def test_s3_store_verifies_with_retention_and_catches_overwrites(s3: S3Server, t
                          policy_sha256="p")
     rec.start()
     for i in range(4):
-        rec.append(built(i))
+        rec.append(numbered_record(i))
     assert rec.shutdown()
     Recording.forget(tmp_path / "spool")
     result = verify_store(store, trusted_keys={key.key_id: key.public_key})
@@ -423,14 +326,14 @@ def test_s3_store_verifies_with_retention_and_catches_overwrites(s3: S3Server, t
     # Someone with write access puts a new version over a record (no If-None-Match), and an
     # object without retention into the layout.
     client = s3.client()
-    k = records.record_key(rec.journal.chain_id, 2)
+    k = record_key(rec.journal.chain_id, 2)
     old = store.get(k)
     client.put_object(Bucket=bucket, Key=f"gh/{k}", Body=old.replace(b"gx_0001", b"gx_0009"))
-    client.put_object(Bucket=bucket, Key=f"gh/{records.public_key_key('0' * 16)}", Body=key.public_pem())
+    client.put_object(Bucket=bucket, Key=f"gh/{public_key_key('0' * 16)}", Body=key.public_pem())
     result = verify_store(store, trusted_keys={key.key_id: key.public_key})
     found = problems(result)
     assert (k, "versions") in found and (k, "signature") in found
-    assert (records.public_key_key("0" * 16), "retention") in found
+    assert (public_key_key("0" * 16), "retention") in found
     assert "2 versions exist: the object was overwritten" in [p.message for p in only(result, "versions")][0]
 
 
@@ -440,55 +343,3 @@ def test_s3_bucket_without_object_lock_fails_verify(s3: S3Server) -> None:
     result = verify_store(open_store(f"s3://{bucket}", endpoint_url=s3.endpoint_url))
     assert [p.check for p in result.problems] == ["retention"]
     assert "does not have Object Lock enabled" in result.problems[0].message
-
-
-def test_s3_prune_deletes_only_past_retention_and_verify_passes(s3: S3Server, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    bucket = f"rec-{secrets.token_hex(4)}"
-    s3.create_bucket(bucket, object_lock=True)
-    key = SigningKey.generate()
-    keyfile = tmp_path / "key.pem"
-    keyfile.write_bytes(key.private_pem())
-    os.chmod(keyfile, 0o600)
-    policy = tmp_path / "policy.toml"
-    policy.write_text(f'[recording]\nstore = "s3://{bucket}/gh"\ns3_endpoint_url = "{s3.endpoint_url}"\n'
-                      f'object_lock_mode = "COMPLIANCE"\nretention_days = 1\nsigning_key_file = "key.pem"\n')
-    store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
-
-    def one_run(ids: range, clock: list[float]) -> str:
-        rec = Recording.open(tmp_path / "spool", store=store, key=key, retention_days=1, gateway_version="t",
-                             policy_sha256="p", clock=lambda: clock[0])
-        rec.start()
-        for i in ids:
-            rec.append(built(i))
-        assert rec.shutdown()
-        chain = rec.journal.chain_id
-        Recording.forget(tmp_path / "spool")
-        return chain
-
-    old_chain = one_run(range(0, 3), [time.time() - 10 * DAY])  # written 10 days ago: locks expired
-    time.sleep(1.1)
-    new_chain = one_run(range(3, 5), [time.time()])  # still locked
-
-    assert cmd_prune.run(prune_args(f"s3://{bucket}/gh", 0.5, policy=policy)) == 2  # inside retention_days
-    assert "under retention" in capsys.readouterr().err
-    assert cmd_prune.run(prune_args(f"s3://{bucket}/gh", 5, policy=policy)) == 0
-    out = capsys.readouterr().out
-    assert f"chain {old_chain}: removing records 0..3" in out and "verify after prune: OK" in out
-    assert "removed 4 record(s) and 3 unreferenced blob(s)" in out  # the shared blob stays
-    assert list(store.list(f"records/{old_chain}/")) == []
-    assert len(list(store.list(f"records/{new_chain}/"))) == 3
-    versions = store.versions("")
-    assert versions[records.record_key(old_chain, 1)].latest_is_delete_marker  # a marker; the lifecycle rule ends it
-    trusted = {key.key_id: key.public_key}
-    assert verify_store(store, trusted_keys=trusted).ok
-
-    # Nothing still locked is removed, even when asked for everything.
-    assert cmd_prune.run(prune_args(f"s3://{bucket}/gh", 1, policy=policy), now=time.time() + 0.9 * DAY) == 0
-    assert len(list(store.list(f"records/{new_chain}/"))) == 3
-
-    # A delete marker anywhere else is caught.
-    s3.client().delete_object(Bucket=bucket, Key=f"gh/{records.record_key(new_chain, 2)}")
-    found = problems(verify_store(store, trusted_keys=trusted))
-    assert (records.record_key(new_chain, 2), "versions") in found
-    assert (records.checkpoint_key(new_chain, 2), "checkpoint") in found

@@ -1,0 +1,99 @@
+"""Durable file writes: what is written here is on disk, under its name, before the call returns.
+
+A file's data is fsynced before it gets its name, and the directory that holds the name is
+fsynced after: a crash never leaves a named file without its data, nor loses a name the
+caller was told exists. Used by the recording spool and local store, and the state files.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make `path`'s entries (files created, renamed or removed in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def makedirs_durable(path: Path) -> None:
+    """mkdir -p, fsyncing each parent whose entries changed (a new directory is not durable
+    until its parent's directory entry is)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)  # conversation content: owner only
+        except FileExistsError:
+            continue
+        fsync_dir(d.parent)
+
+
+def write_exclusive(path: Path, data: bytes, *, mode: int) -> bool:
+    """Create `path` with `data` atomically and durably; False if it already exists.
+
+    The data goes to a temporary file first, fsynced, then is hard-linked to its name: the
+    link fails if the name exists (exclusive), and a reader never sees a partial file.
+    """
+    makedirs_durable(path.parent)
+    tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    fsync_dir(path.parent)
+    return True
+
+
+def create_exclusive(path: Path, data: bytes, *, mode: int) -> bool:
+    """Create `path` (O_EXCL) with `data`, fsynced; False if it already exists.
+
+    Needs no hard links (it works on any file system a state directory may be on), but a
+    reader racing the creation can see the file before its data: `write_exclusive` cannot.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return False
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)
+    return True
+
+
+def replace_durable(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: a reader sees the old bytes or the new ones, and after a
+    crash the file holds one of them."""
+    tmp = path.parent / f".tmp-{path.stem}-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

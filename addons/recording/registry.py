@@ -1,0 +1,108 @@
+"""The process's recordings: a spool, its journal and its uploader, one set per spool directory.
+
+A registry because of mitmproxy's script reloads (see `Recording`): it lives in this module,
+which a reload does not re-run. Also the write path's start, append and shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from gatehouse.recording.journal import Appended, Journal
+from gatehouse.recording.records import BuiltRecord
+from gatehouse.recording.signing import SigningKey
+from gatehouse.recording.spool import Spool, SpoolError, SpoolLocked
+from gatehouse.recording.stores import Store, StoreError
+from gatehouse.recording.uploader import Uploader
+
+log = logging.getLogger("gatehouse.recording")
+
+
+class Recording:
+    """One spool directory's journal and uploader: at most one per directory per process.
+
+    mitmproxy re-runs a script's module when the file changes; the registry lives in this
+    (imported, not reloaded) module, so a reloaded Recorder finds the running uploader and
+    continues the same chain instead of starting a second thread.
+    """
+
+    _registry: dict[Path, "Recording"] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, spool: Spool, journal: Journal, uploader: Uploader) -> None:
+        self.spool = spool
+        self.journal = journal
+        self.uploader = uploader
+
+    @classmethod
+    def open(cls, spool_dir: str | Path, *, store: Store, key: SigningKey, retention_days: int | None,
+             gateway_version: str, policy_sha256: str | None, checkpoint_interval: float = 60.0,
+             clock: Callable[[], float] = time.time) -> "Recording":
+        path = Path(spool_dir).expanduser().absolute()
+        with cls._registry_lock:
+            rec = cls._registry.get(path)
+            if rec is None:
+                spool = Spool(path)
+                journal = Journal(spool, key, gateway_version=gateway_version, policy_sha256=policy_sha256,
+                                  retention_days=retention_days, clock=clock)
+                uploader = Uploader(spool, store, retention_days=retention_days, journal=journal,
+                                    checkpoint_interval=checkpoint_interval, clock=clock)
+                rec = cls._registry[path] = cls(spool, journal, uploader)
+            else:
+                rec.journal.reconfigure(key=key, gateway_version=gateway_version, policy_sha256=policy_sha256,
+                                        retention_days=retention_days)
+                rec.uploader.store = store
+                rec.uploader.retention_days = retention_days
+                rec.uploader.checkpoint_interval = checkpoint_interval
+            return rec
+
+    @classmethod
+    def forget(cls, spool_dir: str | Path) -> None:
+        """Drop a registry entry (tests; a process that is done with a spool)."""
+        path = Path(spool_dir).expanduser().absolute()
+        with cls._registry_lock:
+            rec = cls._registry.pop(path, None)
+        if rec is not None:
+            rec.uploader.stop()
+            rec.spool.close()
+
+    def start(self) -> None:
+        """Open the spool (SpoolLocked if another process has it) and start uploading."""
+        try:
+            self.spool.open()
+        except SpoolLocked:
+            raise
+        except SpoolError as e:
+            # Not fatal, and only a warning: mitmdump exits on an error logged during start-up,
+            # while the recorder refuses (or continues) per policy until the spool works.
+            log.warning("recording: %s", e)
+        self.uploader.start()
+
+    def append(self, built: BuiltRecord) -> Appended:
+        appended = self.journal.append(built)
+        self.uploader.wake()
+        return appended
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Checkpoint the chain's head and upload what the time allows; the rest stays spooled
+        for the next start. Returns whether the spool was emptied."""
+        self.uploader.stop(timeout=min(timeout, 5.0))
+        try:
+            self.journal.checkpoint()
+        except Exception as e:  # noqa: BLE001
+            log.error("recording: cannot spool the shutdown checkpoint: %s", e)
+        deadline = time.monotonic() + timeout
+        try:
+            self.uploader.upload_pending(deadline)
+        except (StoreError, OSError, ValueError) as e:
+            log.warning("recording: %d object(s) stay in the spool %s for the next start: %s",
+                        len(self.spool.pending()), self.spool.root, e)
+            return False
+        left = self.spool.pending()
+        if left:
+            log.warning("recording: %d object(s) stay in the spool %s for the next start", len(left), self.spool.root)
+        return not left

@@ -1,0 +1,65 @@
+"""The recording's keys: where the signing key comes from, and signatures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from gatehouse.recording.canonical import RecordError
+from gatehouse.recording.signing import (
+    STATE_KEY_FILE,
+    SigningKey,
+    check_signature,
+    key_id_of,
+    load_public_key,
+    load_signing_key,
+    seal,
+)
+
+
+def test_seal_and_check_signature() -> None:
+    key = SigningKey.generate()
+    doc = {"kind": "x", "n": 1}
+    data = seal(doc, key)
+    parsed = json.loads(data)
+    trusted = {key.key_id: key.public_key}
+    assert check_signature(parsed, trusted) is None
+    parsed["n"] = 2
+    assert "does not verify" in check_signature(parsed, trusted)
+    assert "not a trusted key" in check_signature(json.loads(data), {})
+    assert check_signature({"n": 1}, trusted) == "no signature"
+
+
+def test_signing_key_sources(tmp_path: Path) -> None:
+    generated = load_signing_key(state_dir=tmp_path / "state")
+    path = tmp_path / "state" / STATE_KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_signing_key(state_dir=tmp_path / "state").key_id == generated.key_id  # stable
+
+    pem = tmp_path / "k.pem"
+    pem.write_bytes(generated.private_pem())
+    os.chmod(pem, 0o600)
+    assert load_signing_key(key_file=pem).key_id == generated.key_id
+    os.chmod(pem, 0o644)
+    with pytest.raises(RecordError, match="readable by group or others"):
+        load_signing_key(key_file=pem)
+
+    seed = generated._private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                            serialization.NoEncryption())
+    env = {"REC_KEY": base64.b64encode(seed).decode()}
+    assert load_signing_key(key_env="REC_KEY", environ=env).key_id == generated.key_id
+    with pytest.raises(RecordError, match="REC_KEY .* is not set"):
+        load_signing_key(key_env="REC_KEY", environ={})
+    with pytest.raises(RecordError, match="not an Ed25519 private key"):
+        load_signing_key(key_env="REC_KEY", environ={"REC_KEY": "not a key"})
+    assert "REC_KEY" in repr(load_signing_key(key_env="REC_KEY", environ=env))
+    assert base64.b64encode(seed).decode() not in repr(generated)
+    assert re.fullmatch(r"[0-9a-f]{16}", generated.key_id)
+    assert key_id_of(load_public_key(generated.public_pem())) == generated.key_id

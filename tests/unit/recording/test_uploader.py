@@ -1,0 +1,160 @@
+"""The uploader: blobs stored once, retries with backoff, conflicts kept aside, checkpoints, faults."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gatehouse.recording.canonical import canonical_json
+from gatehouse.recording.journal import Journal
+from gatehouse.recording.layout import blob_key, checkpoint_key, record_key
+from gatehouse.recording.records import BuiltRecord
+from gatehouse.recording.signing import SigningKey
+from gatehouse.recording.spool import Spool
+from gatehouse.recording.stores import LocalStore, StoreError, open_store
+from gatehouse.recording.uploader import Uploader
+from gatehouse.recording.verify import verify_store
+from support.records import numbered_record, open_recording
+from support.s3_server import S3Server
+
+def test_a_blob_reused_by_later_records_is_spooled_and_stored_once(tmp_path: Path, key: SigningKey,
+                                                                   recordings: list[Path]) -> None:
+    store = LocalStore(tmp_path / "store")
+    rec = open_recording(tmp_path / "spool", store, key, recordings)
+    rec.start()
+    writes: list[str] = []
+    original = rec.spool.put_blob
+
+    def counting(hx: str, data: bytes) -> None:
+        if not rec.spool.has_blob(hx) and hx not in rec.spool.uploaded:
+            writes.append(hx)
+        original(hx, data)
+
+    rec.spool.put_blob = counting  # type: ignore[method-assign]
+    for i in range(5):
+        rec.append(numbered_record(i))
+        assert rec.uploader.flush(10)
+    assert len(writes) == 6  # the shared blob once, plus one message each
+    assert len([k for k in store.list("blobs/")]) == 6
+
+
+
+class FlakyStore(LocalStore):
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+        self.calls = 0
+
+    def put(self, key: str, data: bytes, **kw: Any) -> bool:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("simulated outage")
+        return super().put(key, data, **kw)
+
+
+
+def test_uploader_retries_with_backoff(tmp_path: Path, key: SigningKey) -> None:
+    store = FlakyStore(tmp_path / "store", failures=3)
+    sp = Spool(tmp_path / "spool")
+    journal = Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=None)
+    up = Uploader(sp, store, retention_days=None, journal=journal, initial_backoff=0.05, max_backoff=0.2)
+    journal.append(numbered_record(0))
+    up.start()
+    try:
+        assert up.flush(10)
+    finally:
+        up.stop()
+    assert up.failures == 3 and up.last_error is None
+    assert verify_store(store, trusted_keys={key.key_id: key.public_key}).ok
+
+
+
+def test_conflicting_object_is_kept_aside_not_overwritten(tmp_path: Path, key: SigningKey) -> None:
+    store = LocalStore(tmp_path / "store")
+    sp = Spool(tmp_path / "spool")
+    journal = Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=None)
+    a = journal.append(numbered_record(0))
+    store.put(a.key, b"somebody else's bytes")
+    Uploader(sp, store, retention_days=None).upload_pending()
+    assert store.get(a.key) == b"somebody else's bytes"
+    assert (tmp_path / "spool/failed" / a.key).exists() and sp.pending() == []
+
+
+
+def test_checkpoints_are_written_periodically(tmp_path: Path, key: SigningKey, recordings: list[Path]) -> None:
+    store = LocalStore(tmp_path / "store")
+    rec = open_recording(tmp_path / "spool", store, key, recordings, checkpoint_interval=0.2)
+    rec.start()
+    rec.append(numbered_record(0))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not list(store.list("checkpoints/")):
+        time.sleep(0.05)
+    assert list(store.list("checkpoints/")) == [checkpoint_key(rec.journal.chain_id, 1)]
+    time.sleep(0.5)  # nothing new: no new checkpoint
+    assert len(list(store.list("checkpoints/"))) == 1
+
+
+
+# -- faults and retention against a real S3 endpoint ------------------------------------------
+
+def test_reused_blob_retention_is_extended_by_the_uploader(s3: S3Server, tmp_path: Path) -> None:
+    bucket = f"rec-{secrets.token_hex(4)}"
+    s3.create_bucket(bucket, object_lock=True)
+    store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
+    key = SigningKey.generate()
+    clock = [time.time()]
+    sp = Spool(tmp_path / "spool")
+    journal = Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=1, clock=lambda: clock[0])
+    up = Uploader(sp, store, retention_days=1, journal=journal, clock=lambda: clock[0])
+    blob = {"role": "user", "content": "the same first message"}
+    hx = hashlib.sha256(canonical_json(blob)).hexdigest()
+
+    def append() -> None:
+        body = {"kind": "exchange", "request": {"messages": ["sha256:" + hx]}, "response": None}
+        journal.append(BuiltRecord(body, {hx: canonical_json(blob)}))
+        up.upload_pending()
+
+    append()
+    first = store.retention(blob_key(hx)).until
+    record1 = store.retention(record_key(journal.chain_id, 1)).until
+    assert first >= record1
+    clock[0] += 5 * 86400  # five days later the same blob is referenced again
+    append()
+    second = store.retention(blob_key(hx)).until
+    record2 = store.retention(record_key(journal.chain_id, 2)).until
+    assert second > first + timedelta(days=4) and second >= record2
+    assert store.versions("")[f"{blob_key(hx)}"].versions == 1  # extended, not rewritten
+
+
+def test_s3_outage_during_traffic_loses_nothing(s3: S3Server, tmp_path: Path, key: SigningKey,
+                                                recordings: list[Path]) -> None:
+    bucket = f"rec-{secrets.token_hex(4)}"
+    s3.create_bucket(bucket, object_lock=True)
+    store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
+    rec = open_recording(tmp_path / "spool", store, key, recordings, retention_days=1)
+    rec.uploader.initial_backoff, rec.uploader.max_backoff = 0.05, 0.3
+    rec.start()
+    for i in range(5):
+        rec.append(numbered_record(i))
+    assert rec.uploader.flush(20)
+
+    s3.stop()
+    for i in range(5, 15):  # traffic keeps being recorded while the store is down
+        rec.append(numbered_record(i))
+    time.sleep(0.5)
+    assert rec.uploader.last_error is not None and "127.0.0.1" in rec.uploader.last_error
+    assert len(rec.spool.pending()) >= 10
+
+    s3.restart()
+    assert rec.uploader.flush(30), rec.uploader.last_error
+    assert rec.shutdown()
+    chain = rec.journal.chain_id
+    assert len(list(store.list(f"records/{chain}/"))) == 16  # start + 15, nothing lost
+    result = verify_store(store, trusted_keys={key.key_id: key.public_key}, now=datetime.now().astimezone())
+    assert result.ok, [str(p) for p in result.problems]
+    assert result.retention_checked == result.records + result.blobs + result.checkpoints + result.keys
