@@ -37,9 +37,9 @@ MODES = ("full", "rerun", "render", "verify")
 
 
 def child(mode: str, store_dir: str, out: str) -> None:
-    from gatehouse.report import report
     from gatehouse.recording import verify
     from gatehouse.recording.stores import LocalStore
+    from gatehouse.report.build import ReportOptions, build_report
 
     store = LocalStore(store_dir)
     t = time.perf_counter()
@@ -48,7 +48,7 @@ def child(mode: str, store_dir: str, out: str) -> None:
         res = verify.verify_store(store)
         info["problems"] = len(res.problems)
     else:
-        r = report.build_report(store, report.ReportOptions(out=Path(out), verify=mode != "render"))
+        r = build_report(store, ReportOptions(out=Path(out), verify=mode != "render"))
         info.update(sessions=r.sessions, records=r.records, rendered=r.rendered, reused=r.reused,
                     problems=len(r.integrity.problems) if r.integrity else 0)
     info["seconds"] = time.perf_counter() - t

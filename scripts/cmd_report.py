@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-from gatehouse.policy.reader import PolicyError
-from gatehouse.recording.records import RecordError
-from gatehouse.report.report import Progress, ReportError, ReportOptions, build_report, parse_time_option
-from gatehouse.recording.stores import StoreError, open_store
 # The store, endpoint and trusted keys are chosen exactly as `gatehouse verify` chooses them.
 from gatehouse.cli.cmd_verify import recording_policy_of, trusted_keys_for
+from gatehouse.policy.reader import PolicyError
+from gatehouse.recording.canonical import RecordError
+from gatehouse.recording.stores import StoreError, open_store
+from gatehouse.report.build import ReportError, ReportOptions, build_report
+from gatehouse.report.progress import Progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "stderr is not a terminal")
     bar.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.set_defaults(func=run)
+
+
+def parse_time_option(value: str) -> float:
+    """An ISO 8601 date or date-time for --since/--until; without a zone it is UTC."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 date or time: {value!r} (e.g. 2025-01-31 or 2025-01-31T14:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
 
 
 def run(args: argparse.Namespace) -> int:

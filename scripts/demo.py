@@ -154,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     # The SDK warns about model names on its deprecation list; the fake API does not care.
     warnings.filterwarnings("ignore", message="The model .* is deprecated")
 
-    from gatehouse.identity import devissuer
     import support.harness as harness
+    from gatehouse.cli.main import main as gatehouse
+    from gatehouse.identity import devissuer
     from support.fake_upstream import FakeUpstream
     from support.harness import Gateway, sdk_client, write_policy
-    from gatehouse.cli.main import main as gatehouse
 
     if args.gateway_script is not None:
         harness.GATEWAY_SCRIPT = args.gateway_script.resolve()

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.report import report
 from gatehouse.recording.stores import LocalStore
+from gatehouse.report.build import ReportOptions, build_report
+from gatehouse.report.links import session_slug
 from support.harness import REPO, need
 from support.report_fixtures import INJECTION, bulk_store, scenario_store
 
@@ -169,19 +170,19 @@ def test_report_in_chromium(tmp_path: Path) -> None:
     _browser_ready()
     sc = scenario_store(tmp_path)
     out = tmp_path / "report"
-    report.build_report(LocalStore(sc.store_dir), report.ReportOptions(out=out))
+    build_report(LocalStore(sc.store_dir), ReportOptions(out=out))
     big_store = bulk_store(tmp_path / "big", sessions=260, exchanges=2)
     big = tmp_path / "big-report"
-    report.build_report(LocalStore(big_store), report.ReportOptions(out=big))
+    build_report(LocalStore(big_store), ReportOptions(out=big))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for name in SHOTS + ("failure",):
         (ARTIFACTS / f"{name}.png").unlink(missing_ok=True)
 
-    alice = out / "sessions" / f"{report.session_slug(sc.sessions['alice'])}.html"
+    alice = out / "sessions" / f"{session_slug(sc.sessions['alice'])}.html"
     cfg = {
         "chromium": CHROMIUM, "flags": FLAGS, "userDataDir": str(tmp_path / "chromium-profile"),
         "artifacts": str(ARTIFACTS), "index": (out / "index.html").as_uri(), "session": alice.as_uri(),
-        "injection": (out / "sessions" / f"{report.session_slug(sc.sessions['injection'])}.html").as_uri(),
+        "injection": (out / "sessions" / f"{session_slug(sc.sessions['injection'])}.html").as_uri(),
         "bigIndex": (big / "index.html").as_uri(),
         "requestId": sc.request_ids["alice-4"], "exchangeId": sc.exchanges["bob-2"],
     }
@@ -242,7 +243,7 @@ def test_demo_records_and_reports(tmp_path: Path, demo_module) -> None:
     assert alice["exchanges"] == 4 and alice["refused"] == 2 and alice["masks"] >= 2
     assert alice["integrity"]["ok"]
     assert any(r["users"] and r["users"][0]["email"] == "bob@example.com" for r in rows)
-    session = (out / "sessions" / f"{report.session_slug(demo_module.SESSION_ID)}.html").read_text()
+    session = (out / "sessions" / f"{session_slug(demo_module.SESSION_ID)}.html").read_text()
     assert 'data-rule="aws-access-key-id"' in session and 'data-rule="github-pat"' in session
     assert "not allow the model claude-opus-4-1" in session and "not allow the endpoint /v1/files" in session
     assert "audience" in (out / "audit.html").read_text()

@@ -1,23 +1,28 @@
 """Recording stores for the report's tests, the benchmark and the demo, written by the recorder's code.
 
 Every record goes through `records.build_record` (with the real `masker.Masker` and the built-in
-secrets pack) and the recorder's `spool.Journal`, which chains and signs it. `write_store`
-then uploads through the real `spool.Uploader` into a `stores.LocalStore`: exactly what the
-gateway writes. `bulk_store` (the benchmark's thousands of sessions) keeps the builder and the
-journal but writes straight into the store folder without fsync (`_DirectSpool`): the bytes
-are the same, only durability is skipped.
+secrets pack) and the recorder's `journal.Journal`, which chains and signs it. `Writer.close`
+then uploads through the real `uploader.Uploader` (of a `registry.Recording`) into a
+`stores.LocalStore`: exactly what the gateway writes. `bulk_store` (the benchmark's thousands of
+sessions) keeps the builder and the journal but writes straight into the store folder without
+fsync (`_DirectSpool`): the bytes are the same, only durability is skipped.
 
-    store_dir, info = scenario_store(tmp_path)      # the hand-made sessions the tests read
+    scenario = scenario_store(tmp_path)             # the hand-made sessions the tests read
     bulk_store(path, sessions=1000, exchanges=20)   # generated sessions (benchmark)
+
+The report's tests read what was rendered with `index_data`, `page_of`, `transcript_of` and `text_of`.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import html
 import json
 import os
 import random
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,14 +34,25 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from gatehouse.recording import records, spool  # noqa: E402
 from gatehouse.exchange import Decision, Identity  # noqa: E402
+from gatehouse.masking.config import load_pack, masking_from_rules  # noqa: E402
 from gatehouse.masking.masker import Masker  # noqa: E402
+from gatehouse.recording.canonical import canonical_json, parse_json  # noqa: E402
+from gatehouse.recording.journal import Appended, Journal  # noqa: E402
+from gatehouse.recording.layout import blob_key  # noqa: E402
+from gatehouse.recording.reader import iter_records  # noqa: E402
 from gatehouse.recording.records import (  # noqa: E402
-    BuiltRecord, ExchangeInput, RequestInput, ResponseInput, SessionTracker, SigningKey, build_record,
+    BuiltRecord,
+    ExchangeInput,
+    RequestInput,
+    ResponseInput,
+    build_record,
 )
-from gatehouse.masking.rules import load_pack, masking_from_rules  # noqa: E402
+from gatehouse.recording.registry import Recording  # noqa: E402
+from gatehouse.recording.sessions import SessionTracker  # noqa: E402
+from gatehouse.recording.signing import SigningKey  # noqa: E402
 from gatehouse.recording.stores import LocalStore  # noqa: E402
+from gatehouse.report.links import session_slug  # noqa: E402
 
 GATEWAY_VERSION = "0.1.0-test"
 POLICY_SHA = "ab" * 32
@@ -120,7 +136,7 @@ class _DirectSpool:
     def put_blob(self, hx: str, data: bytes) -> None:
         if hx not in self._blobs:
             self._blobs.add(hx)
-            self._create(self.root / records.blob_key(hx), data)
+            self._create(self.root / blob_key(hx), data)
 
     def read_head(self) -> dict[str, Any] | None:
         return None
@@ -151,21 +167,21 @@ class Writer:
         self.tracker = SessionTracker()
         self.clock = Clock()
         self.direct = direct
-        self.recording: spool.Recording | None = None
+        self.recording: Recording | None = None
         if direct:
-            self.journal = spool.Journal(_DirectSpool(self.store_dir), self.key,  # type: ignore[arg-type]
+            self.journal = Journal(_DirectSpool(self.store_dir), self.key,  # type: ignore[arg-type]
                                          gateway_version=GATEWAY_VERSION, policy_sha256=POLICY_SHA,
                                          retention_days=None, node="fixture-node", clock=self.clock)
         else:
             self.spool_dir = spool_dir or self.store_dir.parent / f".spool-{self.store_dir.name}"
-            self.recording = spool.Recording.open(self.spool_dir, store=self.store, key=self.key, retention_days=None,
+            self.recording = Recording.open(self.spool_dir, store=self.store, key=self.key, retention_days=None,
                                                   gateway_version=GATEWAY_VERSION, policy_sha256=POLICY_SHA,
                                                   clock=self.clock)
             self.recording.spool.open()
             self.journal = self.recording.journal
-        self.appended: list[spool.Appended] = []
+        self.appended: list[Appended] = []
 
-    def append(self, inp: ExchangeInput) -> spool.Appended:
+    def append(self, inp: ExchangeInput) -> Appended:
         built: BuiltRecord = build_record(inp, masker=self.masker, gateway_version=GATEWAY_VERSION,
                                           policy_sha256=POLICY_SHA, tracker=self.tracker)
         self.clock.now = inp.end_at or inp.request_at
@@ -178,7 +194,7 @@ class Writer:
         if self.recording is not None:
             self.recording.journal.checkpoint()
             self.recording.uploader.upload_pending()
-            spool.Recording.forget(self.spool_dir)
+            Recording.forget(self.spool_dir)
             self.recording = None
         elif self.direct:
             self.journal.checkpoint()
@@ -450,10 +466,50 @@ def scenario_store(tmp: Path, *, name: str = "store", direct: bool = False) -> S
 
 
 def _session_of_exchange(store_dir: Path, xid: str) -> str:
-    for rec in records.iter_records(LocalStore(store_dir)):
+    for rec in iter_records(LocalStore(store_dir)):
         if rec.get("exchange_id") == xid:
             return rec["session"]["id"]
     raise KeyError(xid)
+
+
+# -- reading a rendered report (the report's tests) --------------------------------------------------------
+
+def index_data(out: Path) -> list[dict]:
+    """The sessions' rows embedded in index.html."""
+    page = (out / "index.html").read_text()
+    m = re.search(r'<script type="application/json" id="sessions-data">(.*?)</script>', page, re.S)
+    assert m, "no data block"
+    return json.loads(m.group(1))
+
+
+def page_of(out: Path, session_id: str) -> str:
+    return (out / "sessions" / f"{session_slug(session_id)}.html").read_text()
+
+
+def transcript_of(out: Path, session_id: str) -> dict:
+    return json.loads((out / "sessions" / f"{session_slug(session_id)}.json").read_text())
+
+
+def text_of(page: str) -> str:
+    """The visible text of a page, roughly: tags dropped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def copy_store(scenario: Scenario, tmp_path: Path) -> Path:
+    """A writable copy of the scenario's store (its files are read-only)."""
+    dst = tmp_path / "store"
+    shutil.copytree(scenario.store_dir, dst)
+    for p in dst.rglob("*"):
+        if p.is_file():
+            os.chmod(p, 0o644)
+    return dst
+
+
+def rewrite_record(path: Path, change: Callable[[Any], None]) -> None:
+    """Change a stored record in place (tampering: its signature no longer verifies)."""
+    doc = parse_json(path.read_bytes())
+    change(doc)
+    path.write_bytes(canonical_json(doc))
 
 
 # -- generated stores (benchmark) ---------------------------------------------------------------------
