@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gatehouse.masking.masker import Masker  # noqa: E402
-from gatehouse.masking.rules import parse_masking  # noqa: E402
-from gatehouse.wire.sse import SsePipeline, encode_event  # noqa: E402
+from gatehouse.masking.config import parse_masking  # noqa: E402
+from gatehouse.wire.pipeline import SsePipeline  # noqa: E402
+from gatehouse.wire.sse import encode_event  # noqa: E402
 
 CORPUS = REPO / "tests" / "fixtures" / "corpus" / "secrets-dev.jsonl"
 

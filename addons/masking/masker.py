@@ -1,24 +1,19 @@
 """Masking secrets in texts and in JSON bodies (the Claude Messages API and any other).
 
-`Masker` replaces every secret a policy's rules find with ``[MASKED:<rule-id>:<fingerprint>]``,
-where the fingerprint is a keyed HMAC of the secret: the same secret always gives the same
-replacement (prompt caching depends on it, and auditors can tell secrets apart), and without
-the gateway's key nobody can test a guess against it.
+`Masker` replaces every secret a policy's rules find with ``[MASKED:<rule-id>:<fingerprint>]``
+(`gatehouse.masking.fingerprints`).
 
 JSON bodies are masked *deny by default* (`Masker.mask_document`): every string value and
 every object key, at any depth, of any block type or field (known or not), is scanned and
-masked, except the fields of `BYTE_IDENTICAL_FIELDS`, which the API signs or encrypts (or
-which are binary media) and which must come back byte-identical. A base64 source whose media
-type is not binary (a ``text/plain`` document) is decoded, scanned, and re-encoded when a
-secret is found. Within a content list (a message's content, the system list, a response's
-content), adjacent texts are also scanned across their boundary, so that a secret split in
-two blocks is found (`Masker._join`). `mask_request` and `mask_response_message` are this same
-walk; `mask_for_record` masks everything, those fields included, for the recorder's copy.
-
-`TextStream` masks a text that arrives in pieces (streamed text deltas) with a hold-back
-window, and gives the same result as masking the whole text at once for every secret that
-fits in the window, and for private-key blocks. A match still growing when the hold limit is
-reached is masked, never released, and its continuation is swallowed.
+masked, except the fields of `BYTE_IDENTICAL_FIELDS` (`gatehouse.masking.byte_identical`),
+which the API signs or encrypts (or which are binary media) and which must come back
+byte-identical. A base64 source whose media type is not binary (a ``text/plain`` document) is
+decoded, scanned, and re-encoded when a secret is found. Within a content list (a message's
+content, the system list, a response's content), adjacent texts are also scanned across their
+boundary, so that a secret split in two blocks is found (`Masker._join`). `mask_request` and
+`mask_response_message` are this same walk; `mask_for_record` masks everything, those fields
+included, for the recorder's copy. A streamed text is masked by a `TextStream`
+(`Masker.text_stream`).
 """
 
 from __future__ import annotations
@@ -26,10 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import hmac
 import json
-import os
-import secrets as _secrets
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,75 +30,11 @@ from typing import Any
 import re2
 
 from gatehouse.exchange import Finding
-from gatehouse.masking.rules import MAX_HOLD_CHARS, Hit, MaskingPolicy
-from gatehouse.common.statefiles import check_private, load_or_create
-
-FINGERPRINT_CHARS = 6
-FINGERPRINT_KEY_FILE = "fingerprint.key"
-MIN_FINGERPRINT_SECRET_CHARS = 16
-
-# Content blocks whose `input` is model-written JSON (tool calls). Inside an `input` the
-# byte-identical list does not apply: it is free JSON, every string of it is scanned.
-TOOL_BLOCK_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
-
-# The ONLY fields of a JSON body that masking leaves byte-identical: (the `type` of the object
-# that holds the field, the field, why). Every other string value and every object key, at any
-# depth, in any block type known or unknown, is scanned and masked. An entry applies to a
-# string value only (a field of another JSON type is walked like any other), and never inside
-# the `input` of a tool block (free JSON written by the model or a client). Sourced from the
-# Anthropic SDK's types (anthropic 2.15): every field documented as "round-trip verbatim".
-BYTE_IDENTICAL_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("thinking", "thinking",
-     "signed: the API checks the thinking text against its signature when the client sends it back"),
-    ("thinking", "signature", "the signature of a thinking block"),
-    ("thinking_delta", "thinking", "a streamed piece of signed thinking text (SSE)"),
-    ("signature_delta", "signature", "a streamed thinking signature (SSE)"),
-    ("redacted_thinking", "data", "thinking encrypted by the API, sent back as it came"),
-    ("compaction", "signature", "the signature of a context-compaction block"),
-    ("compaction", "encrypted_content", "opaque compaction state, to be round-tripped verbatim"),
-    ("compaction_delta", "encrypted_content", "streamed opaque compaction state (SSE)"),
-    ("web_search_result", "encrypted_content", "server-tool result encrypted by the API (web search)"),
-    ("web_search_result_location", "encrypted_index", "encrypted pointer of a web-search citation"),
-    ("encrypted_code_execution_result", "encrypted_stdout", "server-tool output encrypted by the API (code execution)"),
-    ("advisor_redacted_result", "encrypted_content", "server-tool output encrypted by the API (advisor)"),
-    ("base64", "data",
-     "binary media: the base64 `source.data` of an image/* or application/pdf block. Any other media "
-     "type (text/plain documents...) is decoded, scanned, and re-encoded masked when a secret is found"),
-)
-def _is_server_result(t: str | None) -> bool:
-    """A server tool's result block (web search, code execution...), whose content the API
-    encrypts; not a client tool's result, which holds whatever the client sent."""
-    return t is not None and t.endswith("_tool_result") and t not in ("tool_result", "mcp_tool_result")
-
-
-def _child_slot(parent_type: str | None, key: str, is_list: bool, parent_slot: bool) -> bool:
-    """Whether the value under `key` of an object of `parent_type` is (for a list: holds) a
-    place where the API puts blocks with byte-identical fields (see `Masker._walk`)."""
-    if is_list:
-        if key == "content":  # a message's or response's content, a server tool's results
-            return parent_type is None or parent_type == "message" or _is_server_result(parent_type)
-        return key == "citations" and parent_slot
-    if key in ("content_block", "delta"):
-        return parent_type in ("content_block_start", "content_block_delta")
-    if key == "content":
-        return _is_server_result(parent_type)
-    if key == "source":
-        return parent_type in ("image", "document")
-    return key == "citation" and parent_slot  # a streamed citations_delta
-
-
-_EXEMPT_BY_TYPE: dict[str, frozenset[str]] = {
-    t: frozenset(f for tt, f, _ in BYTE_IDENTICAL_FIELDS if tt == t) for t, _, _ in BYTE_IDENTICAL_FIELDS}
-# Media types of a base64 source that stay byte-identical (the binary media the API takes).
-# Exact types: `image/svg+xml` is text, and so is anything the API does not take as binary.
-BINARY_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf"})
-
-
-def _binary_media(source: dict[str, Any]) -> bool:
-    """Whether a base64 source holds binary media (left byte-identical), not text."""
-    mt = source.get("media_type")
-    return isinstance(mt, str) and mt.strip().lower() in BINARY_MEDIA_TYPES
-
+from gatehouse.masking.byte_identical import EXEMPT_BY_TYPE, TOOL_BLOCK_TYPES, child_slot, is_binary_media
+from gatehouse.masking.config import MaskingPolicy
+from gatehouse.masking.fingerprints import fingerprint, fingerprint_key_for
+from gatehouse.masking.rules import Hit
+from gatehouse.masking.text_stream import MAX_HOLD_CHARS, TextStream
 
 # Content lists: the adjacent texts of a list under one of these keys (a message's content,
 # the system list, a response's content, at any depth outside tool inputs) are also scanned
@@ -124,45 +52,6 @@ _CLEAN_CACHE_MAX_LEN = 64
 _CLEAN_CACHE_SIZE = 16384
 
 _NO_KEY = object()
-
-
-class FingerprintKeyError(Exception):
-    """The fingerprint secret the policy names is missing or unusable."""
-
-
-def fingerprint_key_for(policy: MaskingPolicy, state_dir: Path) -> bytes:
-    """The key of the masking fingerprints.
-
-    From the environment variable the policy names (`fingerprint_secret_env`), so that all
-    replicas agree; otherwise generated on first run into ``<state_dir>/fingerprint.key``
-    (mode 0600), the single-node default.
-    """
-    env = policy.fingerprint_secret_env
-    if env:
-        value = os.environ.get(env)
-        if not value:
-            raise FingerprintKeyError(
-                f"masking.fingerprint_secret_env names {env}, which is not set: "
-                f"set it to the same random value (at least {MIN_FINGERPRINT_SECRET_CHARS} characters) on every replica"
-            )
-        if len(value) < MIN_FINGERPRINT_SECRET_CHARS:
-            raise FingerprintKeyError(f"{env} is too short: use at least {MIN_FINGERPRINT_SECRET_CHARS} random characters")
-        return value.encode("utf-8")
-    path = Path(state_dir) / FINGERPRINT_KEY_FILE
-    key = load_or_create(path, lambda: _secrets.token_bytes(32))
-    check_private(path)
-    if len(key) < 16:
-        raise FingerprintKeyError(f"{path}: fingerprint key too short ({len(key)} bytes); delete it to generate a new one")
-    return key
-
-
-def build_masker(policy: MaskingPolicy | None, state_dir: Path) -> "Masker | None":
-    """The gateway's masker for a policy's `[masking]` section (None when masking is off).
-    Build it once per policy load and hand the same one to the Masking addon and the
-    recorder. Raises FingerprintKeyError (and OSError) when the key is unusable."""
-    if policy is None or not policy.enabled:
-        return None
-    return Masker(policy, fingerprint_key_for(policy, state_dir))
 
 
 def format_where(path: tuple[str | int, ...]) -> str:
@@ -287,7 +176,7 @@ class Masker:
     # -- texts ------------------------------------------------------------------------------
 
     def fingerprint(self, secret: str) -> str:
-        return hmac.digest(self._key, secret.encode("utf-8", "surrogatepass"), "sha256").hex()[:FINGERPRINT_CHARS]
+        return fingerprint(self._key, secret)
 
     def replacement(self, rule_id: str, secret: str) -> str:
         return f"[MASKED:{rule_id}:{self.fingerprint(secret)}]"
@@ -368,7 +257,7 @@ class Masker:
         return text, found
 
     def text_stream(self, where: str = "", hold_back_chars: int | None = None,
-                    max_hold_chars: int = MAX_HOLD_CHARS) -> "TextStream":
+                    max_hold_chars: int = MAX_HOLD_CHARS) -> TextStream:
         return TextStream(self, where, hold_back_chars or self.policy.hold_back_chars, max_hold_chars)
 
     # -- JSON values: the generic walk ------------------------------------------------------
@@ -411,7 +300,7 @@ class Masker:
         is scanned like everything else."""
         hits_of = self._hits
         apply = self._apply
-        exempt_by_type = _EXEMPT_BY_TYPE if exempt else {}
+        exempt_by_type = EXEMPT_BY_TYPE if exempt else {}
         join_keys = _JOIN_KEYS
         tool_types = TOOL_BLOCK_TYPES
         # (node, path node, free, group, slot); node None: the end of `group`, whose texts are
@@ -447,10 +336,10 @@ class Masker:
                         if not v:
                             continue
                         if ex is not None and k in ex:
-                            if t == "base64" and not _binary_media(node):
+                            if t == "base64" and not is_binary_media(node):
                                 self._mask_base64(node, k, v, (pnode, mk), out)
                             continue
-                        if not exempt and t == "base64" and k == "data" and not _binary_media(node):
+                        if not exempt and t == "base64" and k == "data" and not is_binary_media(node):
                             self._mask_base64(node, k, v, (pnode, mk), out)
                             continue
                         hits = hits_of(v)
@@ -466,7 +355,7 @@ class Masker:
                         if cfree:
                             children.append((v, (pnode, mk), True, None, False))
                             continue
-                        cslot = _child_slot(t, k, tv is list, slot)
+                        cslot = child_slot(t, k, tv is list, slot)
                         if join and group is None and tv is list and k in _GROUP_KEYS:
                             g: list[Any] = []
                             children.append((v, (pnode, mk), False, g, cslot))
@@ -697,265 +586,10 @@ class Masker:
         return copied, out
 
 
-# ----------------------------------------------------------------------------------------
-# Streaming text
-# ----------------------------------------------------------------------------------------
-
-_PEM_BEGIN = re2.compile(r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_PEM_END = re2.compile(r"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_PEM_MARKER_MAX = 80  # longer than any marker the two patterns above accept
-# Text is scanned (and released) in batches of at least this many characters: a delta is a
-# few characters, and scanning the window after each one would cost ~8x more CPU for no
-# visible gain.
-_MIN_RELEASE = 32
-# A character that ends most secrets: when one arrives, a match that was still growing may
-# have become complete, so a blocked stream is re-scanned at once instead of later.
-_TERMINATOR = re2.compile(r"[^A-Za-z0-9+/=_.\-]")
-
-
-class TextStream:
-    """Masks one text that arrives in pieces (the text deltas of one content block).
-
-    `push(piece)` returns the masked text that is now safe to send (possibly ""), `flush()`
-    the rest at the end of the block. Text is released only once it is `hold_back_chars`
-    behind the newest character, so a secret of up to that length is whole in the buffer
-    before any of it leaves; a match that is still growing at the end of the buffer, and a
-    ``-----BEGIN ... PRIVATE KEY-----`` marker without its END marker, hold the text from
-    their start. Released text was masked exactly as masking the whole text at once would
-    mask it, for secrets up to the window and private-key blocks.
-
-    The hold is bounded by `max_hold_chars`. When it is reached, what is held is released
-    masked, and a match still in progress is never let out: its held part becomes one
-    ``[MASKED:rule:fp]`` token (the fingerprint of the part seen so far), and its
-    continuation is swallowed (dropped, not sent): up to the next character that ends a
-    token (`_TERMINATOR`) for a token-like match, up to and including the END marker for a
-    private-key block (to the end of the text if none comes). Memory stays bounded: while
-    swallowing, only the last characters are kept (an END marker cut in two).
-
-    Each scan looks at a bounded window (the pending text plus `hold_back_chars` of
-    already-sent context), not at the whole text; while a long hold is waiting, re-scans
-    happen only when the text has grown by a fraction of the hold or a terminator arrives,
-    so a long hold costs linear, not quadratic, time.
-    """
-
-    def __init__(self, masker: Masker, where: str, hold_back_chars: int, max_hold_chars: int = MAX_HOLD_CHARS) -> None:
-        self.masker = masker
-        self.where = where
-        self.hold_back = max(1, hold_back_chars)
-        self.context = self.hold_back
-        self.max_hold = max(max_hold_chars, 2 * self.hold_back)
-        self.findings: list[Finding] = []
-        self._buf = ""  # the text from global offset _base on
-        self._base = 0
-        self._released = 0  # global offset up to which text has been sent (or swallowed)
-        self._pem_start: int | None = None  # global offset of an unterminated BEGIN marker
-        self._pem_next = 0  # where the marker search resumes
-        self._blocked_at: int | None = None  # total length at the last scan that was blocked
-        self._swallow: str | None = None  # "token" or "pem" while a cut-off match's rest is dropped
-        self._swallow_tail = ""  # the last swallowed characters (an END marker cut in two)
-        self.swallowed = 0  # characters dropped so far
-
-    @property
-    def total(self) -> int:
-        return self._base + len(self._buf)
-
-    @property
-    def pending(self) -> int:
-        """Characters received but not yet released."""
-        return self.total - self._released
-
-    def push(self, piece: str) -> str:
-        if not piece:
-            return ""
-        if not self.masker.enabled:
-            self._buf += piece
-            return self._release_plain()
-        if self._swallow is not None:
-            piece = self._swallow_piece(piece)
-            if not piece:
-                return ""
-        self._buf += piece
-        self._track_pem()
-        return self._release(final=False, new=piece)
-
-    def flush(self) -> str:
-        if not self.masker.enabled:
-            return self._release_plain()
-        if self._swallow is not None:  # the text ended inside a cut-off match: nothing more
-            self._swallow = None
-            self._swallow_tail = ""
-            return ""
-        return self._release(final=True, new="")
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _release_plain(self) -> str:
-        out = self._buf[self._released - self._base:]
-        self._released = self.total
-        self._trim()
-        return out
-
-    def _skip(self, n: int) -> None:
-        """Drop `n` characters of swallowed text (the buffer is empty while swallowing)."""
-        self._base += n
-        self._released = self._base
-        self._pem_next = self._base
-        self.swallowed += n
-
-    def _swallow_piece(self, piece: str) -> str:
-        """Drop the part of `piece` that continues a cut-off match; return the rest."""
-        if self._swallow == "token":
-            m = _TERMINATOR.search(piece)
-            if m is None:
-                self._skip(len(piece))
-                return ""
-            self._skip(m.start())
-            self._swallow = None
-            return piece[m.start():]
-        region = self._swallow_tail + piece
-        m = _PEM_END.search(region)
-        if m is None:
-            self._swallow_tail = region[-_PEM_MARKER_MAX:]
-            self._skip(len(piece))
-            return ""
-        cut = m.end() - len(self._swallow_tail)
-        self._skip(cut)
-        self._swallow = None
-        self._swallow_tail = ""
-        return piece[cut:]
-
-    def _track_pem(self) -> None:
-        """Follow BEGIN/END private-key markers through the new text (incrementally: only
-        the text since the last call, plus enough before it to catch a marker cut in two)."""
-        start = max(self._pem_next, self._base)
-        region = self._buf[start - self._base:]
-        pos = 0
-        if self._pem_start is None and "PRIVATE KEY" not in region:
-            self._pem_next = max(start, self.total - _PEM_MARKER_MAX)
-            return
-        while True:
-            rx = _PEM_BEGIN if self._pem_start is None else _PEM_END
-            m = rx.search(region, pos)
-            if m is None:
-                break
-            self._pem_start = start + m.start() if self._pem_start is None else None
-            pos = m.end()
-        # Resume where a marker cut by the end of the buffer could still begin.
-        self._pem_next = max(start + pos, self.total - _PEM_MARKER_MAX)
-
-    def _release(self, final: bool, new: str) -> str:
-        total = self.total
-        released = self._released
-        if total == released:
-            return ""
-        forced = False
-        if final:
-            limit = total
-        else:
-            limit = total - self.hold_back
-            if self._pem_start is not None:
-                limit = min(limit, max(self._pem_start, released))
-            if total - released > self.max_hold:
-                # Held too long (a key block without END, an endless match): release what is
-                # held, masked, and swallow the rest of a match still in progress.
-                forced = final = True
-                limit = total
-            elif limit - released < _MIN_RELEASE:
-                return ""
-            elif self._blocked_at is not None:
-                grown = total - self._blocked_at
-                if grown < max(64, (total - released) // 4) and _TERMINATOR.search(new) is None:
-                    return ""
-        self._blocked_at = None
-
-        # The window: pending text plus already-sent context, plus one character before it
-        # so that \b at the window's start is judged as in the whole text.
-        w0 = max(released - self.context, self._base)
-        ctx0 = max(w0 - 1, self._base)
-        window = self._buf[ctx0 - self._base:]
-        off = ctx0  # global offset of window[0]
-        hits = self.masker.scanner.scan(window, w0 - ctx0, released - off)
-
-        # A forced release inside an open private-key block: from the block's start (or the
-        # start of the hit that covers it) to the end, all of it becomes one token.
-        pem_hit: Hit | None = None
-        cut = limit
-        if forced and self._pem_start is not None:
-            ps = self._pem_start
-            for h in hits:
-                if off + h.start <= ps < off + h.end:
-                    pem_hit = h
-                    cut = max(off + h.start, released)
-                    break
-            self._pem_start = None
-            self._pem_next = total
-
-        changed = True
-        while changed:
-            changed = False
-            for h in hits:
-                if h is pem_hit:
-                    continue
-                gs, ge = off + h.start, off + h.end
-                if ge <= released or gs >= cut:
-                    continue
-                unstable = not final and off + h.match_end >= total
-                if unstable:
-                    new_cut = max(min(gs, off + h.match_start), released)
-                elif ge > cut:
-                    new_cut = max(gs, released)
-                else:
-                    continue
-                if new_cut < cut:
-                    cut = new_cut
-                    changed = True
-        if cut < limit and pem_hit is None:
-            self._blocked_at = total
-        if cut <= released and pem_hit is None:
-            return ""
-
-        parts: list[str] = []
-        pos = released
-        swallow: str | None = None
-        for h in hits:
-            if h is pem_hit:
-                continue
-            gs, ge = off + h.start, off + h.end
-            if ge <= released or gs >= cut:
-                continue
-            # gs < released only for a secret longer than the window, whose start already
-            # left before it could be recognised: the rest is still masked.
-            s = max(gs, released)
-            parts.append(self._buf[pos - self._base:s - self._base])
-            fp = self.masker.fingerprint(h.secret)
-            parts.append(f"[MASKED:{h.rule.id}:{fp}]")
-            self.findings.append(Finding(h.rule.id, self.where, fp))
-            pos = ge
-            if forced and ge >= total:
-                swallow = "token"  # the match may go on: its continuation is not released
-        parts.append(self._buf[pos - self._base:cut - self._base])
-        if pem_hit is not None:
-            fp = self.masker.fingerprint(pem_hit.secret)
-            parts.append(f"[MASKED:{pem_hit.rule.id}:{fp}]")
-            self.findings.append(Finding(pem_hit.rule.id, self.where, fp))
-            cut = total
-            swallow = "pem"
-        self._released = cut
-        if swallow is not None:
-            self._swallow = swallow
-            # the held text's end: an END marker may have begun in it
-            self._swallow_tail = self._buf[-_PEM_MARKER_MAX:] if swallow == "pem" else ""
-            self._buf = ""
-            self._base = total
-            self._pem_next = total
-        else:
-            self._trim()
-        return "".join(parts)
-
-    def _trim(self) -> None:
-        keep_from = max(self._base, self._released - self.context - 1)
-        if self._pem_start is not None:
-            keep_from = min(keep_from, max(self._pem_start, self._base))
-        if keep_from - self._base > 4096 or keep_from - self._base > len(self._buf) // 2:
-            self._buf = self._buf[keep_from - self._base:]
-            self._base = keep_from
+def build_masker(policy: MaskingPolicy | None, state_dir: Path) -> Masker | None:
+    """The gateway's masker for a policy's `[masking]` section (None when masking is off).
+    Build it once per policy load and hand the same one to the Masking addon and the
+    recorder. Raises FingerprintKeyError (and OSError) when the key is unusable."""
+    if policy is None or not policy.enabled:
+        return None
+    return Masker(policy, fingerprint_key_for(policy, state_dir))

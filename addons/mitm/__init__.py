@@ -1,1 +1,4 @@
-"""The mitmproxy addons: thin adapters that read a flow, call the core, and write the result back.\n\nThese are the only modules that import mitmproxy (tests/unit/test_layering.py checks it).\n"""
+"""The mitmproxy addons: thin adapters that read a flow, call the core, and write the result back.
+
+These are the only modules that import mitmproxy (tests/unit/test_layering.py checks it).
+"""

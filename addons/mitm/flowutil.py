@@ -15,6 +15,8 @@ from gatehouse.wire.apierrors import ApiError
 from gatehouse.exchange import EXCHANGE_ID_HEADER, METADATA_KEY, Exchange, Finding
 from gatehouse.wire.headers import Filtered
 
+log = logging.getLogger(__name__)
+
 
 def exchange_of(flow: http.HTTPFlow) -> Exchange:
     """The flow's Exchange, created on first use."""
@@ -22,9 +24,6 @@ def exchange_of(flow: http.HTTPFlow) -> Exchange:
     if ex is None:
         ex = flow.metadata[METADATA_KEY] = Exchange()
     return ex
-
-
-log = logging.getLogger(__name__)
 
 
 def apply_headers(message: http.Message, result: Filtered, ex: Exchange, side: str) -> None:

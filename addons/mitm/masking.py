@@ -2,7 +2,7 @@
 
 Deny by default: every flow that is not tunnelled to a passthrough host is inspected, whatever
 its endpoint, method or status. The work is done by the pure core (`gatehouse.masking.masker`,
-`gatehouse.wire.sse`, `gatehouse.wire.headers`, `gatehouse.masking.urlmask`); this addon moves bodies
+`gatehouse.wire.pipeline`, `gatehouse.wire.headers`, `gatehouse.masking.urlmask`); this addon moves bodies
 between mitmproxy flows and it:
 
 - `requestheaders`: masks the URL (path and query, percent-decoded) before anything else
@@ -38,11 +38,11 @@ from mitmproxy import http
 from gatehouse.wire import apierrors
 from gatehouse.wire import headers
 from gatehouse.wire import jsonbody
-from gatehouse.exchange import Finding
+from gatehouse.exchange import Exchange, Finding
 from gatehouse.wire.jsonbody import DuplicateKey
 from gatehouse.masking.masker import Masker
-from gatehouse.masking.rules import MaskingPolicy
-from gatehouse.wire.sse import SsePipeline, mask_sse_body
+from gatehouse.masking.config import MaskingPolicy
+from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
 
@@ -285,10 +285,10 @@ class Masking:
             del resp.headers["content-length"]
             if resp.http_version == "HTTP/1.1":
                 resp.headers["transfer-encoding"] = "chunked"
-        resp.stream = SsePipeline(masker, hold_back_chars=self.policy.hold_back_chars)
+        resp.stream = ex.sse_pipeline = SsePipeline(masker, hold_back_chars=self.policy.hold_back_chars)
 
     @staticmethod
-    def _filter_headers(resp: http.Response, masker: Masker | None, ex: Any) -> None:
+    def _filter_headers(resp: http.Response, masker: Masker | None, ex: Exchange) -> None:
         """Only the API's own headers reach the client, their values masked; the reason phrase
         is the standard one (an upstream's phrase is free text, so it could carry anything)."""
         try:
@@ -355,8 +355,7 @@ class Masking:
             self._finish_stream(flow, flow.response.stream)
 
     def _finish_stream(self, flow: http.HTTPFlow, pipe: SsePipeline) -> None:
-        if pipe.reported:
+        if not pipe.mark_reported():
             return
-        pipe.reported = True
         record_findings(exchange_of(flow), pipe.findings, "response")
         exchange_of(flow).errors.extend(pipe.errors)

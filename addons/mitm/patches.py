@@ -3,7 +3,7 @@
 mitmproxy answers some requests itself, below every addon hook: a request line or header it
 cannot parse, broken chunked framing, an upstream it cannot connect to. Two things about
 that are wrong for a gateway in front of the Claude API, and there is no option or hook for
-either, so these functions are replaced (and `tests/mitm/test_logsafety.py` fails when any of the
+either, so these functions are replaced (and `tests/mitm/test_patches.py` fails when any of the
 replaced mitmproxy functions changes, so a mitmproxy upgrade makes us look again):
 
 1. Error pages. mitmproxy sends an HTML page (`_base.format_error`, `_http1.make_error_response`,
@@ -193,7 +193,7 @@ def install() -> None:
         # may no longer close what it closed, and the gateway fails closed rather than guess.
         log.error(f"gatehouse: mitmproxy {version.VERSION} changed code the gateway patches or relies on "
                   f"({', '.join(changed)}); it was written for mitmproxy {WRITTEN_FOR}. Install mitmproxy "
-                  f"{WRITTEN_FOR}, or review addons/mitmpatches.py and update its digests.")
+                  f"{WRITTEN_FOR}, or review addons/mitm/patches.py and update its digests.")
     for module in (_base, _http1, _http2, _http3):
         _replace(module, "format_error", format_error)
     _replace(_http1, "make_error_response", make_error_response)

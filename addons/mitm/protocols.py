@@ -15,7 +15,7 @@ the root:
   is replaced by one that closes the connection. When too few bytes arrived to tell TLS
   apart (the first bytes of a TLS record, ``16 03``), no decision is made: mitmproxy waits
   for more data instead of guessing;
-- the policy's passthrough hosts stay the only exception: addons/access.py marks them in
+- the policy's passthrough hosts stay the only exception: addons/mitm/access.py marks them in
   `tls_clienthello` (``ignore_connection``), after identity verified the CONNECT. That relay
   is created by mitmproxy's TLS layer, not by `next_layer`;
 - requests asking to switch protocols (``Upgrade``: WebSocket) are refused with an
@@ -38,7 +38,7 @@ from mitmproxy.proxy import commands, layer
 from mitmproxy.proxy import mode_specs
 from mitmproxy.proxy.layers import ClientTLSLayer, HttpLayer, ServerTLSLayer
 
-from gatehouse.mitm import patches as mitmpatches
+from gatehouse.mitm import patches
 from gatehouse.wire import apierrors
 from gatehouse.wire.apierrors import ApiError
 from gatehouse.mitm.flowutil import fail_closed, refuse
@@ -133,7 +133,7 @@ class ProtocolGuard:
 
     # -- options ---------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
-        mitmpatches.install()
+        patches.install()
 
     def done(self) -> None:
         # The patches stay for the life of the process. `done` outside a shutdown means the

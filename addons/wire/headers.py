@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
 from gatehouse.exchange import Finding
+from gatehouse.masking.redact import carries_credential
 
 if TYPE_CHECKING:  # the masker imports neither module; only its type is needed here
     from gatehouse.masking.masker import Masker
-from gatehouse.masking.redact import carries_credential
 
 # Request headers forwarded to the API (names in lower case).
 # Observed from Claude Code 2.1 and the Python SDK 2.15 (docs/security.md), plus the few the

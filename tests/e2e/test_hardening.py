@@ -97,9 +97,9 @@ def test_failure_while_choosing_the_stream_path_never_leaks_the_body(gateway_fac
     from support.fake_upstream import Reply
 
     inject = tmp_path / "inject_failure.py"
-    inject.write_text("from gatehouse.wire import sse\n"
+    inject.write_text("from gatehouse.wire import pipeline\n"
                       "def broken(*args, **kwargs):\n    raise RuntimeError('injected failure')\n"
-                      "sse.SsePipeline.__init__ = broken\n")
+                      "pipeline.SsePipeline.__init__ = broken\n")
     gw = gateway_factory("", extra_args=["-s", str(inject)])
     upstream.enqueue(Reply.text(f"leak {GITHUB_PAT} here", chunk_chars=8))
     stream_body = BODY.replace('"max_tokens":5,', '"max_tokens":5,"stream":true,')

@@ -7,8 +7,30 @@ import string
 import tomllib
 from pathlib import Path
 
-from gatehouse.masking.rules import parse_masking
+from gatehouse.masking.config import parse_masking
 from gatehouse.policy.reader import Section
+
+ALNUM = string.ascii_letters + string.digits
+B64 = ALNUM + "+/"
+URLSAFE = ALNUM + "_-"
+HEX = "0123456789abcdef"
+
+FORMAT_KINDS = [
+    "aws-access-key-id", "github-pat", "github-oauth-token", "github-app-token", "github-fine-grained-pat",
+    "gitlab-token", "slack-bot-token", "slack-user-token", "anthropic-api-key", "anthropic-admin-key",
+    "openai-api-key", "stripe-secret-key", "google-api-key", "npm-token", "pypi-token", "sendgrid-api-key",
+    "twilio-api-key", "vault-token", "huggingface-token", "databricks-token", "dockerhub-pat", "shopify-token", "jwt",
+]
+
+# A fixed JWT-shaped token (EdDSA header, claims, a fake signature) for the log-redaction and
+# error-page tests.
+SAMPLE_JWT = ("eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImlzcyI6ImdhdGVob3VzZS1kZXYifQ."
+              "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtMDEyMzQ1Njc4OQ")
+
+
+def random_chars(rng: random.Random, chars: str, n: int) -> str:
+    return "".join(rng.choices(chars, k=n))
+
 
 def fake_secret(kind: str, rng: random.Random) -> str:
     """A random credential of the given format (the rule id that should name it)."""
@@ -88,29 +110,3 @@ def masking_section(text: str, tmp_path: Path | None = None):
         path.write_text(text)
     root = Section(tomllib.loads(text), path, "", path.resolve().parent)
     return parse_masking(root.section("masking"))
-
-
-
-ALNUM = string.ascii_letters + string.digits
-
-
-B64 = ALNUM + "+/"
-
-
-URLSAFE = ALNUM + "_-"
-
-
-HEX = "0123456789abcdef"
-
-
-def random_chars(rng: random.Random, chars: str, n: int) -> str:
-    return "".join(rng.choices(chars, k=n))
-
-
-FORMAT_KINDS = [
-    "aws-access-key-id", "github-pat", "github-oauth-token", "github-app-token", "github-fine-grained-pat",
-    "gitlab-token", "slack-bot-token", "slack-user-token", "anthropic-api-key", "anthropic-admin-key",
-    "openai-api-key", "stripe-secret-key", "google-api-key", "npm-token", "pypi-token", "sendgrid-api-key",
-    "twilio-api-key", "vault-token", "huggingface-token", "databricks-token", "dockerhub-pat", "shopify-token", "jwt",
-]
-

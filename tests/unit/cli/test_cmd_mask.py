@@ -18,7 +18,7 @@ def mask(stdin: str, *args: str, home: Path) -> subprocess.CompletedProcess:
 
 def test_plain_text_is_masked_and_exit_is_zero(tmp_path):
     # The gateway's fingerprint key, so fingerprints match its records (the CLI never creates one).
-    from gatehouse.masking.masker import FINGERPRINT_KEY_FILE
+    from gatehouse.masking.fingerprints import FINGERPRINT_KEY_FILE
 
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / FINGERPRINT_KEY_FILE).write_bytes(b"k" * 32)

@@ -1,30 +1,18 @@
-"""The Masker: replacement and fingerprints, the Messages API walkers, the recorder's copy,
-the fingerprint key, and the streaming text masker (TextStream)."""
+"""The Masker: replacements, the Messages API walkers and the generic walk (deny by default),
+adjacent texts joined, and the recorder's copy."""
 
 from __future__ import annotations
 
 import base64
 import copy
 import json
-import os
 import random
 import re
-import stat
-import string
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from gatehouse.masking.masker import (
-    BYTE_IDENTICAL_FIELDS,
-    FINGERPRINT_KEY_FILE,
-    FingerprintKeyError,
-    Masker,
-    fingerprint_key_for,
-    format_where,
-)
-from gatehouse.masking.rules import parse_masking
+from gatehouse.masking.config import parse_masking
+from gatehouse.masking.masker import Masker, format_where
 from support.secrets import fake_pem, fake_secret, masking_section, secret_in_context, survives
 
 KEY = b"test-fingerprint-key-0123456789ab"
@@ -55,14 +43,6 @@ def test_replacement_names_rule_and_is_deterministic(masker):
     assert {f.where for f in found} == {"system"}
     assert masker.mask_text(f"id={secret} and again {secret}", "system")[0] == out
     assert found[0].fingerprint == masker.fingerprint(secret) and len(found[0].fingerprint) == 6
-
-
-def test_fingerprint_depends_on_key_and_secret(masker):
-    other = Masker(masker.policy, b"another-key-another-key-another")
-    a, b = aws(random.Random(1)), aws(random.Random(2))
-    assert masker.fingerprint(a) != masker.fingerprint(b)
-    assert masker.fingerprint(a) != other.fingerprint(a)
-    assert "key" not in repr(masker).lower() or KEY.decode() not in repr(masker)
 
 
 def test_whole_secret_replaced_prefix_included(masker):
@@ -248,131 +228,6 @@ def test_mask_for_record_masks_everything_on_a_copy(masker):
 
 
 # --------------------------------------------------------------------------------------------
-# The fingerprint key
-# --------------------------------------------------------------------------------------------
-
-
-def test_fingerprint_key_generated_once_with_mode_0600(tmp_path):
-    pol = parse_masking(None)
-    k1 = fingerprint_key_for(pol, tmp_path / "state")
-    k2 = fingerprint_key_for(pol, tmp_path / "state")
-    path = tmp_path / "state" / FINGERPRINT_KEY_FILE
-    assert k1 == k2 and len(k1) == 32
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-def test_fingerprint_key_refuses_a_readable_file(tmp_path):
-    pol = parse_masking(None)
-    fingerprint_key_for(pol, tmp_path)
-    os.chmod(tmp_path / FINGERPRINT_KEY_FILE, 0o644)
-    with pytest.raises(PermissionError):
-        fingerprint_key_for(pol, tmp_path)
-
-
-def test_fingerprint_key_from_environment_for_replicas(tmp_path, monkeypatch):
-    pol = masking_section('[masking]\nfingerprint_secret_env = "GH_TEST_FP"\n')
-    monkeypatch.delenv("GH_TEST_FP", raising=False)
-    with pytest.raises(FingerprintKeyError, match="GH_TEST_FP, which is not set"):
-        fingerprint_key_for(pol, tmp_path)
-    monkeypatch.setenv("GH_TEST_FP", "short")
-    with pytest.raises(FingerprintKeyError, match="too short"):
-        fingerprint_key_for(pol, tmp_path)
-    monkeypatch.setenv("GH_TEST_FP", "s3cret-shared-by-all-replicas")
-    key = fingerprint_key_for(pol, tmp_path)
-    assert key == b"s3cret-shared-by-all-replicas"
-    assert not (tmp_path / FINGERPRINT_KEY_FILE).exists()
-    # Two replicas with the same secret give the same fingerprints.
-    assert Masker(pol, key).fingerprint("x") == Masker(pol, fingerprint_key_for(pol, tmp_path / "b")).fingerprint("x")
-
-
-# --------------------------------------------------------------------------------------------
-# Streaming text
-# --------------------------------------------------------------------------------------------
-
-
-def stream_pieces(masker: Masker, pieces: list[str], hold_back: int = 256) -> tuple[str, list[str]]:
-    ts = masker.text_stream("content[0].text", hold_back)
-    released = [ts.push(p) for p in pieces]
-    released.append(ts.flush())
-    return "".join(released), released
-
-
-def test_stream_catches_a_secret_split_across_deltas(masker):
-    s = fake_secret("anthropic-api-key", random.Random(5))
-    text = f"Set ANTHROPIC_API_KEY to {s} then run it."
-    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
-    out, released = stream_pieces(masker, pieces)
-    assert out == masker.mask_text(text)[0]
-    assert not survives(s, "".join(released))
-
-
-def test_stream_releases_text_once_it_is_safe(masker):
-    ts = masker.text_stream("w", 64)
-    assert ts.push("a" * 40) == ""  # within the window: held
-    out = ts.push("b" * 100)
-    assert out and out == ("a" * 40 + "b" * 100)[:len(out)]
-    assert ts.pending <= 64 + 32
-    assert out + ts.flush() == "a" * 40 + "b" * 100
-
-
-def test_stream_holds_private_key_until_end_marker(masker):
-    rng = random.Random(6)
-    pem = fake_pem(rng, "OPENSSH ", lines=40)
-    text = "Here it is:\n" + pem + "\nKeep it safe." + " filler" * 100
-    ts = masker.text_stream("w", 64)
-    out = []
-    for i in range(0, len(text), 7):
-        out.append(ts.push(text[i:i + 7]))
-        joined = "".join(out)
-        assert "-----BEGIN" not in joined  # nothing of the block leaves before it is complete
-    out.append(ts.flush())
-    assert "".join(out) == masker.mask_text(text)[0]
-    assert "[MASKED:private-key:" in "".join(out)
-
-
-def test_stream_hold_is_bounded(masker):
-    ts = masker.text_stream("w", 64, max_hold_chars=2000)
-    ts.push("-----BEGIN RSA PRIVATE KEY-----\n")
-    got = "".join(ts.push("QUJD" * 16 + "\n") for _ in range(100))
-    assert got  # released after the bound instead of holding forever...
-    assert TOKEN.fullmatch(got) and "private-key" in got  # ...masked, never in clear
-    assert ts.pending < 2000 + 200
-
-
-@st.composite
-def texts_and_cuts(draw):
-    rng = random.Random(draw(st.integers(0, 2**32)))
-    parts = []
-    for _ in range(draw(st.integers(1, 6))):
-        if draw(st.booleans()):
-            text, secret, kind = secret_in_context(rng)
-            parts.append(text)
-        else:
-            parts.append(draw(st.text(alphabet=st.sampled_from(list("ab c\n=:\"'-_/é日")), max_size=60)))
-    text = "".join(parts)
-    cuts = sorted(set(draw(st.lists(st.integers(0, max(len(text), 1)), max_size=40))))
-    return text, cuts
-
-
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(texts_and_cuts(), st.sampled_from([64, 128, 256]))
-def test_streamed_text_equals_whole_text_masking(case, hold_back):
-    text, cuts = case
-    masker = Masker(parse_masking(None), KEY)
-    bounds = [0, *cuts, len(text)]
-    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
-    out, _ = stream_pieces(masker, pieces, hold_back)
-    want, found = masker.mask_text(text)
-    longest = max((h.end - h.start for h in masker.scanner.scan(text)), default=0)
-    if longest <= hold_back - 64 or "PRIVATE KEY" in text:
-        assert out == want
-    # Whatever the window, no secret that the whole-text masking catches survives whole.
-    for h in masker.scanner.scan(text):
-        assert text[h.start:h.end] not in out or h.end - h.start <= 12
-
-
-
-# --------------------------------------------------------------------------------------------
 # Deny by default: the generic walk
 # --------------------------------------------------------------------------------------------
 
@@ -383,18 +238,6 @@ def ghp(seed: int = 1) -> str:
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-def test_byte_identical_list_is_data_with_a_reason_per_entry():
-    pairs = {(t, f) for t, f, _ in BYTE_IDENTICAL_FIELDS}
-    assert all(why.strip() for _, _, why in BYTE_IDENTICAL_FIELDS)
-    assert len(pairs) == len(BYTE_IDENTICAL_FIELDS)
-    for needed in [("thinking", "thinking"), ("thinking", "signature"), ("redacted_thinking", "data"),
-                   ("signature_delta", "signature"), ("thinking_delta", "thinking"), ("base64", "data"),
-                   ("web_search_result", "encrypted_content"), ("web_search_result_location", "encrypted_index")]:
-        assert needed in pairs
-    # text fields are never on it
-    assert not {f for _, f in pairs} & {"text", "content", "input", "title", "url", "cited_text", "message"}
 
 
 def leaky_request(s: str) -> dict:
@@ -690,121 +533,7 @@ def test_response_content_is_joined_too(masker):
 # --------------------------------------------------------------------------------------------
 
 
-def long_jwt(rng: random.Random, n: int) -> str:
-    part = lambda k: "".join(rng.choice(string.ascii_letters + string.digits + "_-") for _ in range(k))  # noqa: E731
-    return "eyJ" + part(20) + ".eyJ" + part(20) + "." + part(n)
-
-
-def test_hold_limit_masks_a_long_token_and_swallows_its_tail(masker):
-    rng = random.Random(14)
-    jwt = long_jwt(rng, 3000)
-    text = "Bearer " + jwt + " and the rest."
-    ts = masker.text_stream("w", 128, max_hold_chars=500)
-    out = []
-    for i in range(0, len(text), 7):
-        out.append(ts.push(text[i:i + 7]))
-        assert ts.pending <= 500 + 7 and len(ts._buf) <= 1200
-    out.append(ts.flush())
-    got = "".join(out)
-    assert TOKEN.sub("T", got) == "Bearer T and the rest."
-    assert not survives(jwt, got) and ts.swallowed > 2000
-    assert [f.rule for f in ts.findings] == ["jwt"]
-
-
-def test_hold_limit_masks_an_open_private_key_and_swallows_to_its_end(masker):
-    rng = random.Random(15)
-    pem = fake_pem(rng, "OPENSSH ", lines=200)
-    text = "key:\n" + pem + "\nafter"
-    ts = masker.text_stream("w", 64, max_hold_chars=1000)
-    out = [ts.push(text[i:i + 13]) for i in range(0, len(text), 13)]
-    out.append(ts.flush())
-    got = "".join(out)
-    assert TOKEN.sub("T", got) == "key:\nT\nafter"
-    assert TOKEN.sub("T", masker.mask_text(text)[0]) == "key:\nT\nafter"  # the buffered result, but the fingerprint
-    # no END marker ever: everything after BEGIN is swallowed, memory stays bounded
-    ts = masker.text_stream("w", 64, max_hold_chars=1000)
-    got = ts.push("-----BEGIN PRIVATE KEY-----\n")
-    for _ in range(2000):
-        got += ts.push("QUJDRA" * 10 + "\n")
-        assert len(ts._buf) < 1200 and len(ts._swallow_tail) <= 80
-    got += ts.flush()
-    assert TOKEN.fullmatch(got) and ts.swallowed > 100_000
-
-
-LONG_KINDS = ["jwt", "pem", "pypi"]
-
-
-@st.composite
-def long_secret_texts(draw):
-    rng = random.Random(draw(st.integers(0, 2**32)))
-    n = draw(st.integers(300, 2500))
-    kind = draw(st.sampled_from(LONG_KINDS))
-    if kind == "jwt":
-        secret = long_jwt(rng, n)
-    elif kind == "pem":
-        secret = fake_pem(rng, rng.choice(["RSA ", "EC ", ""]), lines=n // 64 + 1)
-    else:
-        secret = "pypi-AgEIcHlwaS5vcmc" + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
-    before = draw(st.text(alphabet=st.sampled_from(list("ab c\n=:é")), max_size=300))
-    after = draw(st.text(alphabet=st.sampled_from(list("ab c\n:é")), max_size=300))
-    text = before + " " + secret + draw(st.sampled_from([" ", "\n", '"', ", "])) + after
-    cuts = sorted(set(draw(st.lists(st.integers(0, len(text)), max_size=80))))
-    if draw(st.booleans()):
-        cuts += list(range(0, len(text), draw(st.integers(1, 40))))
-    return text, secret, sorted(set(cuts))
-
-
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(long_secret_texts(), st.sampled_from([64, 128]), st.sampled_from([0, 300, 700]))
-def test_long_matches_are_masked_and_streamed_like_buffered(case, hold_back, max_hold):
-    """Secrets longer than the hold limit: nothing of them leaves, memory stays bounded, and
-    the output is the buffered output up to the fingerprints."""
-    text, secret, cuts = case
-    masker = Masker(parse_masking(None), KEY)
-    bounds = [0, *cuts, len(text)]
-    ts = masker.text_stream("w", hold_back, max_hold_chars=max_hold)
-    out = []
-    for a, b in zip(bounds, bounds[1:]):
-        out.append(ts.push(text[a:b]))
-        assert ts.pending <= ts.max_hold + (b - a) + 64
-    out.append(ts.flush())
-    got = "".join(out)
-    for part in secret.split("\n"):
-        if len(part) >= 16 and "PRIVATE KEY" not in part:
-            assert part not in got
-    assert not survives(secret, got) or "PRIVATE KEY" in secret
-    want = masker.mask_text(text)[0]
-    assert TOKEN.sub("T", got) == TOKEN.sub("T", want)
-
-
 # -- exemptions apply only where the API puts such objects (review findings) ------------------
-
-def test_byte_identical_types_out_of_place_are_masked(masker):
-    pat = fake_secret("github-pat", random.Random(77))
-    docs = [
-        {"type": "error", "error": {"type": "thinking", "thinking": pat, "signature": pat}},
-        {"events": [{"type": "base64", "media_type": "image/png", "data": f"key {pat}"}]},
-        {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
-            {"type": "redacted_thinking", "data": pat}]}]}]},
-        {"type": "image", "source": {"type": "base64", "media_type": "image/svg+xml",
-                                     "data": base64.b64encode(f"<svg>{pat}</svg>".encode()).decode()}},
-    ]
-    for doc in docs:
-        masker.mask_document(doc)
-        text = json.dumps(doc)
-        assert pat not in text, doc
-        assert pat not in base64.b64decode(doc["source"]["data"]).decode() if "source" in doc else True
-
-
-def test_byte_identical_types_in_place_stay_as_they_are(masker):
-    pat = fake_secret("github-pat", random.Random(78))
-    body = {"messages": [{"role": "assistant", "content": [
-        {"type": "thinking", "thinking": f"saw {pat}", "signature": "sig"},
-        {"type": "tool_result", "tool_use_id": "t", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": f"iVBOR{pat}"}}]},
-    ]}]}
-    before = json.dumps(body)
-    assert masker.mask_document(body) == [] and json.dumps(body) == before
 
 
 @pytest.mark.parametrize("encode", [

@@ -13,7 +13,7 @@ from typing import Callable
 import pytest
 
 from gatehouse.masking.masker import Masker
-from gatehouse.masking.rules import parse_masking
+from gatehouse.masking.config import parse_masking
 from support.secrets import survives
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "corpus"

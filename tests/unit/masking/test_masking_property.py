@@ -15,9 +15,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatehouse.masking.masker import BINARY_MEDIA_TYPES, BYTE_IDENTICAL_FIELDS, TOOL_BLOCK_TYPES, Masker
-from gatehouse.masking.rules import parse_masking
-from gatehouse.wire.sse import SsePipeline, assemble_message, encode_event, parse_sse
+from gatehouse.masking.byte_identical import BINARY_MEDIA_TYPES, BYTE_IDENTICAL_FIELDS, TOOL_BLOCK_TYPES
+from gatehouse.masking.masker import Masker
+from gatehouse.masking.config import parse_masking
+from gatehouse.wire.assembler import assemble_message
+from gatehouse.wire.pipeline import SsePipeline
+from gatehouse.wire.sse import encode_event, parse_sse
 
 KEY = b"test-fingerprint-key-0123456789ab"
 MASKER = Masker(parse_masking(None), KEY)

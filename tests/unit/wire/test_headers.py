@@ -14,7 +14,7 @@ from gatehouse.wire import headers
 from gatehouse.exchange import METADATA_KEY
 from gatehouse.masking.masker import Masker
 from gatehouse.policy.loader import load_policy
-from gatehouse.masking.rules import parse_masking
+from gatehouse.masking.config import parse_masking
 from gatehouse.mitm.credentials import Credentials
 from gatehouse.mitm.state import GatewayState
 from support.secrets import fake_secret
