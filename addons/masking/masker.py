@@ -284,6 +284,14 @@ class Masker:
             node[key] = base64.b64encode(masked.encode("utf-8", "surrogateescape")).decode("ascii")
             w = _where(pnode)
             out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
+            return
+        # Some secrets are valid base64 themselves (`AKIA...` decodes to noise): what goes on
+        # the wire is the value, so the value is scanned as text too.
+        hits = self._hits(value)
+        if hits:
+            node[key], done = self._apply(value, hits)
+            w = _where(pnode)
+            out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
 
     def _walk(self, root: Any, out: list[Finding], base: Any, *, exempt: bool, join: bool, free: bool = False,
               block: bool = False) -> None:

@@ -375,6 +375,12 @@ def test_text_base64_document_is_decoded_scanned_and_reencoded(masker):
                                                       {"type": "document", "source": odd}]}]}
     masker.mask_request(body)
     assert clean["data"] == b64("nothing here") and s not in odd["data"]
+    # a secret that is valid base64 itself (found by the property test) is masked as it stands
+    key = "AKIAJTGEV49GW1UN9427"
+    base64.b64decode(key, validate=True)
+    bare = {"type": "base64", "media_type": "text/plain", "data": key}
+    found = masker.mask_request({"messages": [{"role": "user", "content": [{"type": "document", "source": bare}]}]})
+    assert key not in bare["data"] and [f.rule for f in found] == ["aws-access-key-id"]
     # binary media types are not decoded even when the bytes hold a secret
     img = {"type": "base64", "media_type": "image/png", "data": b64(s)}
     masker.mask_request({"messages": [{"role": "user", "content": [{"type": "image", "source": img}]}]})
