@@ -103,8 +103,11 @@ def test_streamed_text_equals_whole_text_masking(case, hold_back):
     pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
     out, _ = stream_pieces(masker, pieces, hold_back)
     want, found = masker.mask_text(text)
-    longest = max((h.end - h.start for h in masker.scanner.scan(text)), default=0)
-    if longest <= hold_back - 64 or "PRIVATE KEY" in text:
+    # The promise (docs/masking.md): streamed equals buffered for every secret that fits the
+    # hold-back window; a PEM private key is held to its END line whatever its length, so it
+    # does not count against the window.
+    longest = max((h.end - h.start for h in masker.scanner.scan(text) if h.rule.id != "private-key"), default=0)
+    if longest <= hold_back - 64:
         assert out == want
     # Whatever the window, no secret that the whole-text masking catches survives whole.
     for h in masker.scanner.scan(text):
