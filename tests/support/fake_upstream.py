@@ -846,7 +846,7 @@ def _sse_chunk_name(chunk: bytes) -> str | None:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every response has a length or is chunked
     # Headers and body go out in separate small writes; with Nagle on, a delayed ACK on the
-    # peer stalls the second write ~40 ms (DESIGN.md, "Facts about the wire").
+    # peer stalls the second write ~40 ms (measured on loopback).
     disable_nagle_algorithm = True
     server_version = "fake-anthropic/1"
     sys_version = ""
