@@ -11,7 +11,7 @@ CLAUDE := $(NODE_TOOLS)/node_modules/.bin/claude
 NODE_PACKAGES := @anthropic-ai/claude-code oidc-provider@^9.13.3 playwright-core@^1.65
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit bench demo clean node-tools
+.PHONY: install run test test-unit lint format bench demo clean node-tools
 
 # The stamp depends on pyproject.toml so that a changed dependency list re-installs.
 $(VENV)/.installed: pyproject.toml
@@ -46,6 +46,16 @@ test: install node-tools
 
 test-unit: install
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+
+# ruff's lint rules and format check (configured in pyproject.toml); `make format` applies both fixes.
+LINT_PATHS := addons scripts tests benchmarks
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+format: install
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 # Each benchmark prints its figures against a baseline measured in the same run.
 bench: install

@@ -14,10 +14,10 @@ if importlib.util.find_spec("gatehouse") is None:  # pragma: no cover - a set-up
 from gatehouse.mitm.access import Access
 from gatehouse.mitm.credentials import Credentials
 from gatehouse.mitm.exchanges import ExchangeIds
-from gatehouse.mitm.policyloader import PolicyLoader
 from gatehouse.mitm.identity import IdentityAddon
 from gatehouse.mitm.logsafety import LogSafety
 from gatehouse.mitm.masking import Masking
+from gatehouse.mitm.policyloader import PolicyLoader
 from gatehouse.mitm.protocols import ProtocolGuard
 from gatehouse.mitm.recorder import Recorder
 from gatehouse.mitm.state import GatewayState

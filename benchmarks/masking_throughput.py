@@ -25,14 +25,15 @@ import string
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gatehouse.masking.masker import Masker  # noqa: E402
 from gatehouse.masking.config import parse_masking  # noqa: E402
+from gatehouse.masking.masker import Masker  # noqa: E402
 from gatehouse.wire.pipeline import SsePipeline  # noqa: E402
 from gatehouse.wire.sse import encode_event  # noqa: E402
 

@@ -33,9 +33,9 @@ import httpx2 as httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from support.harness import GATEWAY_KEY, Gateway, free_port, mitmdump_bin, write_policy  # noqa: E402
-
 from payloads import claude_code_request  # noqa: E402  (the script folder is on sys.path)
+
+from support.harness import GATEWAY_KEY, Gateway, free_port, mitmdump_bin, write_policy  # noqa: E402
 
 
 def start_upstream(cert_dir: Path) -> tuple[subprocess.Popen, str, str]:

@@ -31,16 +31,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mitmproxy import http, io  # noqa: E402
-from mitmproxy.test import tflow, tutils  # noqa: E402
+from mitmproxy import http, io
+from mitmproxy.test import tflow, tutils
 
-from gatehouse.recording.journal import Journal  # noqa: E402
-from gatehouse.recording.records import ExchangeInput, RequestInput, ResponseInput, build_record  # noqa: E402
-from gatehouse.recording.sessions import SessionTracker  # noqa: E402
-from gatehouse.recording.signing import SigningKey  # noqa: E402
-from gatehouse.recording.spool import Spool  # noqa: E402
-from gatehouse.recording.stores import LocalStore  # noqa: E402
-from gatehouse.recording.uploader import Uploader  # noqa: E402
+from gatehouse.recording.journal import Journal
+from gatehouse.recording.records import ExchangeInput, RequestInput, ResponseInput, build_record
+from gatehouse.recording.sessions import SessionTracker
+from gatehouse.recording.signing import SigningKey
+from gatehouse.recording.spool import Spool
+from gatehouse.recording.stores import LocalStore
+from gatehouse.recording.uploader import Uploader
 
 TARGET = 0.1
 WORDS = ("the a file function test error value return import class config build run check path module "
@@ -151,8 +151,8 @@ def session(turns: int, seed: int) -> list[tuple[list[tuple[str, str]], bytes, l
 
 def masker_or_none() -> Any:
     try:
-        from gatehouse.masking.masker import Masker
         from gatehouse.masking.config import parse_masking
+        from gatehouse.masking.masker import Masker
     except ImportError:
         return None
     return Masker(parse_masking(None), b"benchmark-fingerprint-key-000000")

@@ -23,19 +23,20 @@ import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import jwt  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gatehouse.identity import devissuer  # noqa: E402
-from gatehouse.policy.reader import Section  # noqa: E402
-from gatehouse.identity.config import parse_issuers  # noqa: E402
-from gatehouse.identity.proxyauth import parse_proxy_authorization  # noqa: E402
-from gatehouse.identity.verifier import TokenVerifier  # noqa: E402
+from gatehouse.identity import devissuer
+from gatehouse.identity.config import parse_issuers
+from gatehouse.identity.proxyauth import parse_proxy_authorization
+from gatehouse.identity.verifier import TokenVerifier
+from gatehouse.policy.reader import Section
 
 NOMINAL_EXCHANGE_S = 1.0
 

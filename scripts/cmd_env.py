@@ -9,9 +9,9 @@ import ssl
 import sys
 from pathlib import Path
 
+from gatehouse.cli.common import CA_CERT_NAME, DEFAULT_LISTEN, confdir_for, default_state_dir, parse_listen
 from gatehouse.policy.loader import load_policy
 from gatehouse.policy.reader import PolicyError
-from gatehouse.cli.common import CA_CERT_NAME, DEFAULT_LISTEN, confdir_for, default_state_dir, parse_listen
 
 # Sent as the client's API key: the gateway holds the real one and drops whatever the client sends.
 PLACEHOLDER_API_KEY = "gatehouse-holds-the-real-key"

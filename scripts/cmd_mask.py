@@ -16,12 +16,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gatehouse.cli.common import default_state_dir
+from gatehouse.masking.config import MaskingPolicy, parse_masking
 from gatehouse.masking.fingerprints import FINGERPRINT_KEY_FILE, FingerprintKeyError, fingerprint_key_for
 from gatehouse.masking.masker import Masker
 from gatehouse.policy.loader import load_policy
 from gatehouse.policy.reader import PolicyError
-from gatehouse.masking.config import MaskingPolicy, parse_masking
-from gatehouse.cli.common import default_state_dir
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1

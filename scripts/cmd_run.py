@@ -8,10 +8,17 @@ import shutil
 import sys
 from pathlib import Path
 
+from gatehouse.cli.common import (
+    CA_CERT_NAME,
+    DEFAULT_LISTEN,
+    confdir_for,
+    gateway_script,
+    parse_listen,
+    quickstart_policy,
+)
+from gatehouse.cli.devsetup import prepare_quickstart
 from gatehouse.policy.loader import load_policy
 from gatehouse.policy.reader import PolicyError
-from gatehouse.cli.devsetup import prepare_quickstart
-from gatehouse.cli.common import CA_CERT_NAME, DEFAULT_LISTEN, confdir_for, gateway_script, parse_listen, quickstart_policy
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from gatehouse.identity import devissuer
-from gatehouse.policy.reader import PolicyError
 from gatehouse.identity.claims import format_time
 from gatehouse.identity.config import IssuerConfig
+from gatehouse.policy.reader import PolicyError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,8 +74,8 @@ def pick_dev_issuer(issuers: tuple[IssuerConfig, ...], name: str | None) -> Issu
 
 
 def run(args: argparse.Namespace) -> int:
-    from gatehouse.policy.loader import load_policy
     from gatehouse.cli.common import quickstart_policy
+    from gatehouse.policy.loader import load_policy
 
     def fail(msg: str, code: int = 1) -> int:
         print(f"gatehouse token: {msg}", file=sys.stderr)

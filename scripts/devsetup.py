@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gatehouse.cli.cmd_token import pick_dev_issuer
 from gatehouse.identity.devissuer import ensure_dev_issuer
 from gatehouse.policy.loader import Policy
-from gatehouse.cli.cmd_token import pick_dev_issuer
 
 
 def prepare_quickstart(policy: Policy, policy_path: Path, gateway: str) -> list[str]:

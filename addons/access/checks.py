@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-from gatehouse.wire import apierrors
-from gatehouse.wire import jsonbody
-from gatehouse.wire.apierrors import ApiError
 from gatehouse.access.config import GroupPolicy
 from gatehouse.access.endpoints import BODILESS_METHODS, METHODS, allowed, path_allowed
 from gatehouse.common.hosts import host_matches, normalise_host
 from gatehouse.exchange import Identity
 from gatehouse.policy.gateway import API_HOST
 from gatehouse.policy.loader import Policy
+from gatehouse.wire import apierrors, jsonbody
+from gatehouse.wire.apierrors import ApiError
 
 # Endpoints whose JSON body names a model that group policy must allow.
 MODEL_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")

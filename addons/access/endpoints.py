@@ -33,7 +33,7 @@ class Endpoint:
     pattern: str
 
     @classmethod
-    def parse(cls, entry: str) -> "Endpoint":
+    def parse(cls, entry: str) -> Endpoint:
         text = entry.strip()
         if " " in text:
             methods_part, _, pattern = text.partition(" ")

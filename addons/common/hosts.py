@@ -9,7 +9,7 @@ a trailing dot, so ``API.Anthropic.com.`` is ``api.anthropic.com``.
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def normalise_host(host: str) -> str:

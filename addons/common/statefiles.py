@@ -6,8 +6,8 @@ file the policy names); "generated on first run" is only the default for one nod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from gatehouse.common.durable import create_exclusive
 

@@ -7,10 +7,10 @@ is read from is configured here; reading it is `gatehouse.credentials.keys`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from gatehouse.policy.reader import Section
 

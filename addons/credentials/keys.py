@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
-from gatehouse.exchange import Identity
 from gatehouse.credentials.config import KeySource
+from gatehouse.exchange import Identity
 from gatehouse.policy.loader import Policy
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from gatehouse.identity.config import ClaimPath, ClaimScalar, ClaimValue
 from gatehouse.identity.errors import TokenError
@@ -105,4 +106,4 @@ def group_names(value: Any, static: Iterable[str]) -> tuple[str, ...]:
 
 
 def format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

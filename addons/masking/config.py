@@ -7,9 +7,10 @@ policy loader calls. Pure (no mitmproxy).
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import re2
 

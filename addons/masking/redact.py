@@ -15,7 +15,7 @@ If anything goes wrong while redacting, the line is withheld rather than printed
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote
 
 REDACTED = "[REDACTED]"

@@ -8,7 +8,8 @@ Overlapping hits are merged, so that no part of any secret survives. Pure (no mi
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import re2
 
@@ -121,7 +122,7 @@ class Scanner:
             if ce <= min_end:
                 continue
             secret = text[cs:ce]
-            if self._accept(rule, secret, lambda: text[cms:cme]):
+            if self._accept(rule, secret, lambda cms=cms, cme=cme: text[cms:cme]):
                 hits.append(Hit(rule, cs, ce, cms, cme, secret))
         return hits
 

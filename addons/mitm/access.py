@@ -7,10 +7,10 @@ import logging
 from mitmproxy import http, tls
 
 from gatehouse.access import checks as access
-from gatehouse.wire import apierrors
 from gatehouse.access.checks import HostRoute
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
 from gatehouse.mitm.state import GatewayState
+from gatehouse.wire import apierrors
 
 log = logging.getLogger(__name__)
 

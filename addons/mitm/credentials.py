@@ -11,13 +11,12 @@ import logging
 
 from mitmproxy import ctx, http
 
-from gatehouse.wire import apierrors
-from gatehouse.wire import headers
 from gatehouse.access.checks import HostRoute, route_host
 from gatehouse.credentials.keys import MissingKey, key_source_for, read_key
 from gatehouse.exchange import Exchange
 from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, refuse
 from gatehouse.mitm.state import GatewayState
+from gatehouse.wire import apierrors, headers
 
 log = logging.getLogger(__name__)
 

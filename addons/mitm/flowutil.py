@@ -6,13 +6,14 @@ import functools
 import inspect
 import logging
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mitmproxy import http
 
+from gatehouse.exchange import EXCHANGE_ID_HEADER, METADATA_KEY, Exchange, Finding
 from gatehouse.wire import apierrors
 from gatehouse.wire.apierrors import ApiError
-from gatehouse.exchange import EXCHANGE_ID_HEADER, METADATA_KEY, Exchange, Finding
 from gatehouse.wire.headers import Filtered
 
 log = logging.getLogger(__name__)

@@ -36,8 +36,6 @@ from dataclasses import dataclass
 
 from mitmproxy import connection, http
 
-from gatehouse.wire import apierrors
-from gatehouse.wire.apierrors import ApiError
 from gatehouse.common.hosts import host_matches
 from gatehouse.exchange import Identity
 from gatehouse.identity.errors import HINT_NEW_TOKEN, TokenError
@@ -46,6 +44,8 @@ from gatehouse.identity.keys import FetchRequired
 from gatehouse.identity.proxyauth import MAX_HEADER_BYTES, parse_proxy_authorization
 from gatehouse.identity.verifier import TokenVerifier
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
+from gatehouse.wire import apierrors
+from gatehouse.wire.apierrors import ApiError
 
 log = logging.getLogger(__name__)
 

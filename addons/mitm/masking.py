@@ -35,16 +35,14 @@ from typing import Any
 
 from mitmproxy import http
 
-from gatehouse.wire import apierrors
-from gatehouse.wire import headers
-from gatehouse.wire import jsonbody
 from gatehouse.exchange import Exchange, Finding
-from gatehouse.wire.jsonbody import DuplicateKey
-from gatehouse.masking.masker import Masker
 from gatehouse.masking.config import MaskingPolicy
-from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
+from gatehouse.masking.masker import Masker
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
+from gatehouse.wire import apierrors, headers, jsonbody
+from gatehouse.wire.jsonbody import DuplicateKey
+from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
 
 log = logging.getLogger(__name__)
 

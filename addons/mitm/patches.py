@@ -31,7 +31,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import h11
 from mitmproxy import http, version

@@ -12,18 +12,17 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions
 
 import gatehouse
-
-from gatehouse.policy.gateway import API_HOST, DEFAULT_UPSTREAM, validate_upstream
-from gatehouse.policy.loader import Policy, load_policy
-from gatehouse.policy.reader import PolicyError
-from gatehouse.identity.verifier import TokenConfigError, TokenVerifier
 from gatehouse.credentials.keys import MissingKey, read_key
+from gatehouse.identity.verifier import TokenConfigError, TokenVerifier
 from gatehouse.masking.fingerprints import FingerprintKeyError
 from gatehouse.masking.masker import build_masker
 from gatehouse.mitm.identity import IdentityAddon
 from gatehouse.mitm.masking import Masking
 from gatehouse.mitm.recorder import Recorder
 from gatehouse.mitm.state import GatewayState
+from gatehouse.policy.gateway import API_HOST, DEFAULT_UPSTREAM, validate_upstream
+from gatehouse.policy.loader import Policy, load_policy
+from gatehouse.policy.reader import PolicyError
 
 log = logging.getLogger(__name__)
 

@@ -34,14 +34,13 @@ import logging
 from typing import Any
 
 from mitmproxy import ctx, dns, exceptions, http, tcp, udp
-from mitmproxy.proxy import commands, layer
-from mitmproxy.proxy import mode_specs
+from mitmproxy.proxy import commands, layer, mode_specs
 from mitmproxy.proxy.layers import ClientTLSLayer, HttpLayer, ServerTLSLayer
 
 from gatehouse.mitm import patches
+from gatehouse.mitm.flowutil import fail_closed, refuse
 from gatehouse.wire import apierrors
 from gatehouse.wire.apierrors import ApiError
-from gatehouse.mitm.flowutil import fail_closed, refuse
 
 log = logging.getLogger(__name__)
 

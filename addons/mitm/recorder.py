@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy import exceptions, http
 
 from gatehouse import __version__
-from gatehouse.wire.apierrors import api_error
 from gatehouse.exchange import Exchange
+from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
 from gatehouse.recording.canonical import RecordError, parse_json
 from gatehouse.recording.config import RecordingPolicy
 from gatehouse.recording.records import (
@@ -47,7 +47,7 @@ from gatehouse.recording.sessions import SessionTracker
 from gatehouse.recording.signing import load_signing_key
 from gatehouse.recording.spool import SpoolError, SpoolLocked
 from gatehouse.recording.stores import StoreError, open_store
-from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
+from gatehouse.wire.apierrors import api_error
 
 if TYPE_CHECKING:  # only its type: the policy loader hands the masker in
     from gatehouse.masking.masker import Masker
@@ -166,7 +166,7 @@ class Recorder:
         ex = exchange_of(flow)
         try:
             await asyncio.to_thread(self._record_exchange, flow, ex, "refusal")
-        except Exception as e:  # noqa: BLE001 - the refusal stands either way
+        except Exception as e:
             self._failed(flow, ex, e, can_refuse=False)
 
     @fail_closed("recording")
@@ -179,7 +179,7 @@ class Recorder:
                 return
         try:
             await asyncio.to_thread(self._record_request, flow, ex)
-        except Exception as e:  # noqa: BLE001 - whatever failed, the policy decides
+        except Exception as e:
             self._failed(flow, ex, e, can_refuse=True)
 
     @fail_closed("recording")
@@ -192,7 +192,7 @@ class Recorder:
         kind = "refusal" if ex.refused else "exchange"
         try:
             await asyncio.to_thread(self._record_exchange, flow, ex, kind)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             # A buffered response is still ours to withhold; a streamed one reached the client.
             assert flow.response is not None
             self._failed(flow, ex, e, can_refuse=not flow.response.stream and not ex.refused)
@@ -203,7 +203,7 @@ class Recorder:
         ex = exchange_of(flow)
         try:
             await asyncio.to_thread(self._record_exchange, flow, ex, "refusal" if ex.refused else "exchange")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._failed(flow, ex, e, can_refuse=False)
 
     def done(self) -> None:

@@ -11,10 +11,11 @@ policy that is not enforced must not look enforced.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from gatehouse.access.config import GroupPolicy, parse_groups
 from gatehouse.credentials.config import CredentialsPolicy, parse_credentials

@@ -9,8 +9,9 @@ it did not read: a misspelt key in a security policy must not be silently ignore
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 _MISSING: Any = object()
 
@@ -157,13 +158,13 @@ class Section:
         return self.table[key]
 
     # -- nesting ------------------------------------------------------------------------
-    def section(self, key: str, *, required: bool = False) -> "Section | None":
+    def section(self, key: str, *, required: bool = False) -> Section | None:
         value = self._get(key, _MISSING if required else None, (dict,), "a table")
         if value is None:
             return None
         return Section(value, self.file, self.key_path(key), self.base_dir)
 
-    def sections(self, key: str) -> list["Section"]:
+    def sections(self, key: str) -> list[Section]:
         """An array of tables (``[[key]]``); absent means empty."""
         value = self._get(key, [], (list,), "an array of tables")
         out = []
@@ -174,7 +175,7 @@ class Section:
             out.append(Section(item, self.file, item_path, self.base_dir))
         return out
 
-    def named_sections(self, key: str) -> dict[str, "Section"]:
+    def named_sections(self, key: str) -> dict[str, Section]:
         """A table of tables (``[key.NAME]``); absent means empty."""
         value = self._get(key, {}, (dict,), "a table")
         out = {}

@@ -13,8 +13,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Mapping
+from typing import Any
 
 # The hex digest of a SHA-256: what names a blob.
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")

@@ -8,7 +8,8 @@ head (or, after `gatehouse prune`, of the last record removed). Pure: no I/O.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from gatehouse.recording.canonical import iso_time, sha256_ref
 from gatehouse.recording.signing import SigningKey, seal

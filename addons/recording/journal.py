@@ -8,14 +8,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from gatehouse.recording.chain import make_checkpoint, seal_record, start_record_body
 from gatehouse.recording.layout import checkpoint_key, new_chain_id, public_key_key, record_key
 from gatehouse.recording.records import BuiltRecord
 from gatehouse.recording.signing import SigningKey
 from gatehouse.recording.spool import Spool, SpoolError
+
 
 @dataclass(frozen=True)
 class Appended:

@@ -6,7 +6,8 @@ checks them), and which blobs a record references (the uploader and prune need t
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from gatehouse.recording.canonical import parse_json
 from gatehouse.recording.layout import blob_key, parse_key

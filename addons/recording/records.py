@@ -12,8 +12,9 @@ it into its chain and signs it (`chain.seal_record`). Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.recording.canonical import RecordError, canonical_json, iso_time, json_safe, parse_json

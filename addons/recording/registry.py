@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from gatehouse.recording.journal import Appended, Journal
 from gatehouse.recording.records import BuiltRecord
@@ -30,7 +30,7 @@ class Recording:
     continues the same chain instead of starting a second thread.
     """
 
-    _registry: dict[Path, "Recording"] = {}
+    _registry: dict[Path, Recording] = {}
     _registry_lock = threading.Lock()
 
     def __init__(self, spool: Spool, journal: Journal, uploader: Uploader) -> None:
@@ -41,7 +41,7 @@ class Recording:
     @classmethod
     def open(cls, spool_dir: str | Path, *, store: Store, key: SigningKey, retention_days: int | None,
              gateway_version: str, policy_sha256: str | None, checkpoint_interval: float = 60.0,
-             clock: Callable[[], float] = time.time) -> "Recording":
+             clock: Callable[[], float] = time.time) -> Recording:
         path = Path(spool_dir).expanduser().absolute()
         with cls._registry_lock:
             rec = cls._registry.get(path)
@@ -93,7 +93,7 @@ class Recording:
         self.uploader.stop(timeout=min(timeout, 5.0))
         try:
             self.journal.checkpoint()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.error("recording: cannot spool the shutdown checkpoint: %s", e)
         deadline = time.monotonic() + timeout
         try:

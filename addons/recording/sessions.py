@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from gatehouse.recording.canonical import parse_json
 

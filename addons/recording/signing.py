@@ -12,8 +12,9 @@ import base64
 import binascii
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -68,11 +69,11 @@ class SigningKey:
         self.source = source
 
     @classmethod
-    def generate(cls) -> "SigningKey":
+    def generate(cls) -> SigningKey:
         return cls(Ed25519PrivateKey.generate(), "generated")
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str) -> "SigningKey":
+    def from_bytes(cls, data: bytes, source: str) -> SigningKey:
         """PEM (PKCS#8, as `openssl genpkey -algorithm ed25519` writes) or a base64/hex 32-byte seed."""
         text = data.strip()
         try:

@@ -15,10 +15,11 @@ import base64
 import hashlib
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from gatehouse.common.durable import fsync_dir, makedirs_durable, write_exclusive

@@ -13,8 +13,8 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Callable
 
 from gatehouse.common.lru import Lru
 from gatehouse.recording.canonical import parse_json, ref_hex
@@ -93,7 +93,7 @@ class Uploader:
             if not self.running:
                 try:
                     self.upload_pending(deadline)
-                except Exception as e:  # noqa: BLE001 - reported, the objects stay spooled
+                except Exception as e:
                     self._note_failure(e)
                     return False
                 continue
@@ -110,11 +110,11 @@ class Uploader:
                 next_checkpoint = time.monotonic() + self.checkpoint_interval
                 try:
                     self.journal.checkpoint()
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.error("recording: cannot spool a checkpoint: %s", e)
             try:
                 self.upload_pending()
-            except Exception as e:  # noqa: BLE001 - any failure: keep the objects, retry later
+            except Exception as e:
                 self._note_failure(e)
                 # Jittered so that replicas recovering together do not retry in lockstep.
                 self._stop.wait(backoff * (0.5 + random.random() / 2))

@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -362,7 +363,7 @@ class _Verifier:
             # Gaps: every seq after the prune point up to the newest record must be present.
             if c.newest is not None:
                 top = c.newest
-                for lo, hi in _gaps((s for s, r in zip(c.seqs, c.read) if r), base):
+                for lo, hi in _gaps((s for s, r in zip(c.seqs, c.read, strict=True) if r), base):
                     what = f"record {lo} is missing" if lo == hi else f"records {lo}..{hi} are missing"
                     deferred.append(Problem(record_key(chain_id, lo), "missing",
                                             f"{what} from chain {chain_id} (deleted; the chain has records up to "

@@ -15,8 +15,9 @@ them when it read the message and rewrites them when a body changes.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from gatehouse.exchange import Finding
 from gatehouse.masking.redact import carries_credential

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from gatehouse.exchange import Finding
 from gatehouse.masking.byte_identical import TOOL_BLOCK_TYPES
@@ -263,7 +264,7 @@ class SsePipeline:
         except (ValueError, RecursionError):
             # Not JSON: forwarded masked as (JSON) text, under its own name.
             if self._stopped:
-                raise MalformedStream("an event after message_stop")
+                raise MalformedStream("an event after message_stop") from None
             masked, found = self.masker.mask_json_text(ev.data, "event")
             self.findings.extend(found)
             out += f"event: {self._event_name(ev)}\n".encode()
@@ -275,7 +276,7 @@ class SsePipeline:
                 raise MalformedStream("an event after message_stop")
             data, found = self.masker.mask_json_value(data, "event")
             self.findings.extend(found)
-            out += f"event: {self._event_name(ev)}\ndata: {compact_json(data)}\n\n".encode("utf-8")
+            out += f"event: {self._event_name(ev)}\ndata: {compact_json(data)}\n\n".encode()
             return
         t = data.get("type")
         if not isinstance(t, str):

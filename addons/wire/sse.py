@@ -116,7 +116,7 @@ def encode_event(name: str, data: Any) -> bytes:
     A name with a line break would end the line and forge the events after it: refused."""
     if "\n" in name or "\r" in name:
         raise ValueError("an SSE event name cannot hold a line break")
-    return f"event: {name}\ndata: {compact_json(data)}\n\n".encode("utf-8")
+    return f"event: {name}\ndata: {compact_json(data)}\n\n".encode()
 
 
 def parse_sse(data: bytes) -> list[tuple[str, dict[str, Any]]]:

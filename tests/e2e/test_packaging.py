@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.harness import GATEWAY_KEY, REPO, free_port, sdk_client, Gateway
-
+from support.harness import GATEWAY_KEY, REPO, Gateway, free_port, sdk_client
 
 # Folder in the checkout -> where the wheel puts it (pyproject.toml's package-dir).
 PACKAGE_ROOTS = {"addons": "gatehouse", "scripts": "gatehouse/cli", "policies": "gatehouse/policies"}

@@ -16,8 +16,19 @@ import time
 import pytest
 
 from support.harness import free_port, read_response
-from support.rawwire import (API, BODY, FAKE_JWT, PAUSE, BioClient, assert_anthropic_error, dev_gateway, post,
-                     read_all, tls, tunnel)
+from support.rawwire import (
+    API,
+    BODY,
+    FAKE_JWT,
+    PAUSE,
+    BioClient,
+    assert_anthropic_error,
+    dev_gateway,
+    post,
+    read_all,
+    tls,
+    tunnel,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -220,8 +220,9 @@ def test_unwritable_spool_refuses_requests(gateway_factory, upstream, tmp_path):
 
 
 def test_refused_connect_and_secrets_in_headers_are_recorded_safely(gateway_factory, upstream, tmp_path):
-    from support.harness import read_response
     import socket
+
+    from support.harness import read_response
 
     store = tmp_path / "store"
     gw = gateway_factory(local_policy(store))

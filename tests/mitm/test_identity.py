@@ -7,8 +7,9 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 from mitmproxy import hooks, http
@@ -16,12 +17,12 @@ from mitmproxy.proxy.layers.http import HttpConnectHook, HttpRequestHeadersHook
 from mitmproxy.proxy.server_hooks import ClientDisconnectedHook
 from mitmproxy.test import taddons, tflow, tutils
 
-from gatehouse.identity import devissuer
 from gatehouse.exchange import METADATA_KEY
-from gatehouse.policy.reader import Section
+from gatehouse.identity import devissuer
 from gatehouse.identity.config import parse_issuers
 from gatehouse.identity.verifier import TokenVerifier
 from gatehouse.mitm.identity import IdentityAddon
+from gatehouse.policy.reader import Section
 from support.idp_server import IdP, jwks_of
 from support.tokens import RSA_A, Clock, claims_for, sign
 

@@ -11,7 +11,6 @@ import pytest
 from gatehouse.mitm import logsafety
 from support.secrets import SAMPLE_JWT
 
-
 # -- every log record of the process -------------------------------------------------------------
 
 @pytest.fixture

@@ -13,18 +13,23 @@ from typing import Any
 
 import pytest
 from mitmproxy import http
-from mitmproxy.proxy.layers.http import (HttpErrorHook, HttpRequestHeadersHook, HttpRequestHook, HttpResponseHeadersHook,
-                                         HttpResponseHook)
+from mitmproxy.proxy.layers.http import (
+    HttpErrorHook,
+    HttpRequestHeadersHook,
+    HttpRequestHook,
+    HttpResponseHeadersHook,
+    HttpResponseHook,
+)
 from mitmproxy.test import taddons, tflow, tutils
 
 from gatehouse.exchange import METADATA_KEY
+from gatehouse.masking.config import parse_masking
 from gatehouse.masking.fingerprints import FINGERPRINT_KEY_FILE
 from gatehouse.masking.masker import Masker
-from gatehouse.masking.config import parse_masking
+from gatehouse.mitm.masking import Masking
 from gatehouse.wire.assembler import assemble_message
 from gatehouse.wire.pipeline import SsePipeline
 from gatehouse.wire.sse import encode_event, parse_sse
-from gatehouse.mitm.masking import Masking
 from support.secrets import fake_secret, masking_section
 from support.sse_events import encode, ending, message_start, text_block, tool_block
 
@@ -441,8 +446,8 @@ def _load_through_policy_loader(policy_path):
     """Configure a Masking addon the way the gateway does: through PolicyLoader."""
     from mitmproxy.test import taddons
 
-    from gatehouse.mitm.policyloader import PolicyLoader
     from gatehouse.mitm.identity import IdentityAddon
+    from gatehouse.mitm.policyloader import PolicyLoader
     from gatehouse.mitm.recorder import Recorder
     from gatehouse.mitm.state import GatewayState
 
@@ -472,11 +477,11 @@ def test_policy_loader_refuses_to_start_without_the_named_secret(tmp_path, monke
     p = tmp_path / "policy.toml"
     p.write_text('[gateway]\nstate_dir = "state"\n[masking]\nfingerprint_secret_env = "GH_TEST_FP_MISSING"\n')
     from gatehouse.masking.fingerprints import FingerprintKeyError
-    from gatehouse.policy.loader import load_policy
-    from gatehouse.mitm.policyloader import PolicyLoader
     from gatehouse.mitm.identity import IdentityAddon
+    from gatehouse.mitm.policyloader import PolicyLoader
     from gatehouse.mitm.recorder import Recorder
     from gatehouse.mitm.state import GatewayState
+    from gatehouse.policy.loader import load_policy
 
     # PolicyLoader.configure turns this into the OptionsError that stops start-up.
     loader = PolicyLoader(GatewayState(), identity=IdentityAddon(), masking=Masking(), recorder=Recorder())

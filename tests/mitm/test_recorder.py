@@ -8,15 +8,17 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow, tutils
 
-from gatehouse.wire.apierrors import permission
 from gatehouse.exchange import Finding, Identity
+from gatehouse.mitm.flowutil import exchange_of, refuse
+from gatehouse.mitm.recorder import Recorder
 from gatehouse.recording.config import RecordingPolicy
 from gatehouse.recording.layout import checkpoint_key
 from gatehouse.recording.reader import expand_request_body, iter_records, response_message
@@ -24,10 +26,9 @@ from gatehouse.recording.registry import Recording
 from gatehouse.recording.signing import STATE_KEY_FILE, SigningKey
 from gatehouse.recording.stores import LocalStore
 from gatehouse.recording.verify import verify_store
-from gatehouse.mitm.flowutil import exchange_of, refuse
-from gatehouse.mitm.recorder import Recorder
-from support.s3_server import S3Server
+from gatehouse.wire.apierrors import permission
 from support.records import SECRET, FakeMasker
+from support.s3_server import S3Server
 
 API_KEY = "sk-ant-api03-" + "k" * 40
 PROXY_TOKEN = "eyJhbGciOiJFUzI1NiJ9.proxy-token-payload.sig"

@@ -291,7 +291,7 @@ class RequestLog(Sequence[ReceivedRequest]):
         return the snapshot. Raises TimeoutError after `timeout` seconds."""
         if isinstance(condition, int):
             count = condition
-            condition = lambda items: len(items) >= count  # noqa: E731
+            condition = lambda items: len(items) >= count
         deadline = time.monotonic() + timeout
         with self._cond:
             while not condition(list(self._items)):

@@ -116,7 +116,7 @@ class Gateway:
             env[STANDIN_ENV] = self.api_standin
         return env
 
-    def start(self, timeout: float = 30.0) -> "Gateway":
+    def start(self, timeout: float = 30.0) -> Gateway:
         self.port = self.port or free_port()
         self.confdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
@@ -235,7 +235,7 @@ class ApiStandin:
                 except OSError:
                     pass
 
-    def __enter__(self) -> "ApiStandin":
+    def __enter__(self) -> ApiStandin:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -39,7 +39,7 @@ class IdP:
         class Handler(BaseHTTPRequestHandler):
             disable_nagle_algorithm = True
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 idp.hits.append(self.path)
                 if self.path.endswith("/.well-known/openid-configuration"):
                     body = json.dumps({"issuer": idp.issuer, "jwks_uri": idp.issuer + "/jwks"}).encode()

@@ -103,7 +103,7 @@ class OidcProvider:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self.stderr = ""
 
-    def __enter__(self) -> "OidcProvider":
+    def __enter__(self) -> OidcProvider:
         self.start()
         return self
 

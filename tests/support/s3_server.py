@@ -70,7 +70,7 @@ class _Relay:
         while not self._stopped.is_set():
             try:
                 client, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -140,7 +140,7 @@ class S3Server:
     def moto_url(self) -> str:
         return f"http://127.0.0.1:{self.moto_port}"
 
-    def start(self, timeout: float = 30.0) -> "S3Server":
+    def start(self, timeout: float = 30.0) -> S3Server:
         env = dict(os.environ, **CREDENTIALS)
         self.proc = subprocess.Popen(
             [_moto_server_bin(), "-H", "127.0.0.1", "-p", str(self.moto_port)],
@@ -191,7 +191,7 @@ class S3Server:
                 self.proc.wait(5)
         self.proc = None
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -34,7 +34,7 @@ def random_chars(rng: random.Random, chars: str, n: int) -> str:
 
 def fake_secret(kind: str, rng: random.Random) -> str:
     """A random credential of the given format (the rule id that should name it)."""
-    r = lambda chars, n: random_chars(rng, chars, n)  # noqa: E731
+    r = lambda chars, n: random_chars(rng, chars, n)
     upper = string.ascii_uppercase + string.digits
     makers = {
         "aws-access-key-id": lambda: rng.choice(["AKIA", "ASIA"]) + r(upper, 16),

@@ -8,6 +8,7 @@ from typing import Any
 
 from gatehouse.wire.sse import encode_event
 
+
 def ev(name: str, **data: Any) -> tuple[str, dict[str, Any]]:
     return name, {"type": name, **data}
 

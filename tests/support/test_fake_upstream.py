@@ -116,7 +116,7 @@ def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
     def target() -> None:
         try:
             out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+        except BaseException as e:
             out["error"] = e
 
     thread = threading.Thread(target=target, daemon=True)

@@ -60,7 +60,7 @@ def _refuse_name(host: object) -> socket.gaierror:
                                               "gateway's test environment (loopback only)")
 
 
-def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 (socket's own signature)
+def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
     if host is None:  # a passive (listening) address
         return _real_getaddrinfo(host, port, family, type, proto, flags)
     name = _name(host)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from gatehouse.cli import cmd_token
 from gatehouse.identity import devissuer
-from gatehouse.policy.reader import Section
 from gatehouse.identity.config import parse_issuers
 from gatehouse.identity.errors import TokenError
 from gatehouse.identity.verifier import TokenVerifier
-from gatehouse.cli import cmd_token
+from gatehouse.policy.reader import Section
 
 
 def dev_verifier(jwks: Path, clock=time.time) -> TokenVerifier:

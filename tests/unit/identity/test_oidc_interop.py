@@ -9,16 +9,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gatehouse.policy.reader import Section
 from gatehouse.identity.config import parse_issuers
 from gatehouse.identity.errors import TokenError
 from gatehouse.identity.verifier import TokenVerifier
+from gatehouse.policy.reader import Section
 from support.oidc_provider import OidcProvider, missing_reason
 
 RESOURCE = "https://gatehouse.test/api"

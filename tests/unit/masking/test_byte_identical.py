@@ -13,7 +13,6 @@ from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
 from support.secrets import fake_secret
 
-
 KEY = b"test-fingerprint-key-0123456789ab"
 
 

@@ -14,7 +14,6 @@ from gatehouse.masking.fingerprints import FINGERPRINT_KEY_FILE, FingerprintKeyE
 from gatehouse.masking.masker import Masker
 from support.secrets import fake_secret, masking_section
 
-
 KEY = b"test-fingerprint-key-0123456789ab"
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from gatehouse.masking.masker import Masker
 from gatehouse.masking.config import parse_masking
+from gatehouse.masking.masker import Masker
 from support.secrets import survives
 
 CORPUS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "corpus"

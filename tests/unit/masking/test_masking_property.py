@@ -10,14 +10,15 @@ import copy
 import json
 import random
 import string
+from itertools import pairwise
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatehouse.masking.byte_identical import BINARY_MEDIA_TYPES, BYTE_IDENTICAL_FIELDS, TOOL_BLOCK_TYPES
-from gatehouse.masking.masker import Masker
 from gatehouse.masking.config import parse_masking
+from gatehouse.masking.masker import Masker
 from gatehouse.wire.assembler import assemble_message
 from gatehouse.wire.pipeline import SsePipeline
 from gatehouse.wire.sse import encode_event, parse_sse
@@ -353,7 +354,7 @@ def planted_streams(draw):
             js = json.dumps(inp, ensure_ascii=rng.random() < 0.5)
             shown = secret
             if spot == "tool_escaped":  # the secret's first letter escaped (and its "_"), "/" as "\/"
-                shown = "\\u%04x" % ord(secret[0]) + secret[1:].replace("_", "\\u005f")
+                shown = f"\\u{ord(secret[0]):04x}" + secret[1:].replace("_", "\\u005f")
                 js = js.replace("echo " + secret, "echo\\/" + shown)
             if spot in ("tool_cut", "tool_escaped"):  # cut short (max_tokens): not valid JSON
                 js = js[:js.index(shown) + len(shown) + draw(st.integers(0, 1))]
@@ -386,7 +387,7 @@ def _stream(data: bytes, cuts: list[int]) -> tuple[bytes, SsePipeline]:
     pipe = SsePipeline(MASKER)
     bounds = [0, *[c for c in cuts if 0 < c < len(data)], len(data)]
     out = bytearray()
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in pairwise(bounds):
         r = pipe(data[a:b])
         assert r == [] or (isinstance(r, bytes) and r)  # never b"" before the end
         out += r if isinstance(r, bytes) else b"".join(r)

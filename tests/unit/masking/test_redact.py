@@ -8,7 +8,6 @@ import pytest
 from gatehouse.masking.redact import LineRedactor, Redactor
 from support.secrets import SAMPLE_JWT
 
-
 PAT = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
 KEY = "sk-ant-gateway-held-key-0123456789"
 

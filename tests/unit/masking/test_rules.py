@@ -185,8 +185,8 @@ def test_a_secret_glued_to_an_underscore_is_still_found(kind):
 def test_the_gateways_own_hints_are_not_masked():
     """Refusals are masked before they leave (they may quote the caller); the gateway's own
     instructions must stay readable: `HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT`."""
-    from gatehouse.masking.masker import Masker
     from gatehouse.identity.errors import HINT_NEW_TOKEN
+    from gatehouse.masking.masker import Masker
     masker = Masker(parse_masking(None), b"k" * 32)
     assert masker.mask_text(HINT_NEW_TOKEN) == (HINT_NEW_TOKEN, [])
 

@@ -78,7 +78,7 @@ def naive_scan(scanner: Scanner, text: str):
             if s < 0 or e <= s:
                 continue
             secret = text[s:e]
-            if scanner._accept(rule, secret, lambda: m.group(0)):
+            if scanner._accept(rule, secret, lambda m=m: m.group(0)):
                 hits.append(Hit(rule, s, e, m.start(), m.end(), secret))
     return scanner.resolve(hits)
 

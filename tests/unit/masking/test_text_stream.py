@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 import string
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,6 @@ from hypothesis import strategies as st
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
 from support.secrets import fake_pem, fake_secret, secret_in_context, survives
-
 
 KEY = b"test-fingerprint-key-0123456789ab"
 TOKEN = re.compile(r"\[MASKED:([a-z0-9._-]+):([0-9a-f]{6})\]")
@@ -100,7 +100,7 @@ def test_streamed_text_equals_whole_text_masking(case, hold_back):
     text, cuts = case
     masker = Masker(parse_masking(None), KEY)
     bounds = [0, *cuts, len(text)]
-    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [text[a:b] for a, b in pairwise(bounds)]
     out, _ = stream_pieces(masker, pieces, hold_back)
     want, found = masker.mask_text(text)
     # The promise (docs/masking.md): streamed equals buffered for every secret that fits the
@@ -119,7 +119,7 @@ def test_streamed_text_equals_whole_text_masking(case, hold_back):
 
 
 def long_jwt(rng: random.Random, n: int) -> str:
-    part = lambda k: "".join(rng.choice(string.ascii_letters + string.digits + "_-") for _ in range(k))  # noqa: E731
+    part = lambda k: "".join(rng.choice(string.ascii_letters + string.digits + "_-") for _ in range(k))
     return "eyJ" + part(20) + ".eyJ" + part(20) + "." + part(n)
 
 
@@ -192,7 +192,7 @@ def test_long_matches_are_masked_and_streamed_like_buffered(case, hold_back, max
     bounds = [0, *cuts, len(text)]
     ts = masker.text_stream("w", hold_back, max_hold_chars=max_hold)
     out = []
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in pairwise(bounds):
         out.append(ts.push(text[a:b]))
         assert ts.pending <= ts.max_hold + (b - a) + 64
     out.append(ts.flush())

@@ -9,6 +9,7 @@ from gatehouse.recording.signing import SigningKey
 from gatehouse.recording.stores import LocalStore
 from support.records import open_recording
 
+
 def test_registry_reuses_the_running_uploader(tmp_path: Path, key: SigningKey, recordings: list[Path]) -> None:
     store = LocalStore(tmp_path / "store")
     rec = open_recording(tmp_path / "spool", store, key, recordings)

@@ -24,7 +24,7 @@ def test_session_from_header_then_metadata_then_idle_gap() -> None:
 
     tracker = SessionTracker(idle_gap=60)
     ident = {"issuer": "i", "subject": "bob"}
-    at = lambda t: derive_session({}, None, ident, t, tracker)["id"]  # noqa: E731
+    at = lambda t: derive_session({}, None, ident, t, tracker)["id"]
     a, b, c = at(0.0), at(30.0), at(85.0)
     assert a == b == c and a.startswith("idle-")
     assert at(200.0) != a  # an idle gap of more than 60 s starts a new session

@@ -16,6 +16,7 @@ from gatehouse.recording.stores import LocalStore
 from gatehouse.recording.verify import verify_store
 from support.records import numbered_record, open_recording
 
+
 def test_append_is_durable_before_upload_and_upload_empties_the_spool(tmp_path: Path, key: SigningKey,
                                                                       recordings: list[Path]) -> None:
     store = LocalStore(tmp_path / "store")

@@ -18,8 +18,6 @@ from gatehouse.recording.stores import LocalStore, NotFound, S3Store, StillRetai
 from support.s3_server import S3Server
 
 
-
-
 @pytest.fixture
 def bucket(s3: S3Server) -> str:
     name = f"rec-{secrets.token_hex(4)}"

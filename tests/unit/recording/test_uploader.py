@@ -21,6 +21,7 @@ from gatehouse.recording.verify import verify_store
 from support.records import numbered_record, open_recording
 from support.s3_server import S3Server
 
+
 def test_a_blob_reused_by_later_records_is_spooled_and_stored_once(tmp_path: Path, key: SigningKey,
                                                                    recordings: list[Path]) -> None:
     store = LocalStore(tmp_path / "store")

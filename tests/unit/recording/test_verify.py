@@ -14,8 +14,9 @@ import secrets
 import shutil
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

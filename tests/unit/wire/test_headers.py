@@ -10,13 +10,13 @@ from mitmproxy import http
 from mitmproxy.proxy.layers.http import HttpRequestHook
 from mitmproxy.test import taddons, tflow, tutils
 
-from gatehouse.wire import headers
 from gatehouse.exchange import METADATA_KEY
-from gatehouse.masking.masker import Masker
-from gatehouse.policy.loader import load_policy
 from gatehouse.masking.config import parse_masking
+from gatehouse.masking.masker import Masker
 from gatehouse.mitm.credentials import Credentials
 from gatehouse.mitm.state import GatewayState
+from gatehouse.policy.loader import load_policy
+from gatehouse.wire import headers
 from support.secrets import fake_secret
 
 KEY = b"test-fingerprint-key-0123456789ab"

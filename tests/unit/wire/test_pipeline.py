@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import pairwise
 from typing import Any
 
 import anthropic
@@ -42,7 +43,7 @@ def aws(seed: int = 1) -> str:
 def run(pipe: SsePipeline, data: bytes, cuts: list[int]) -> tuple[bytes, list[Any]]:
     """Feed `data` split at `cuts`; returns the output and every value the pipeline returned."""
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(data))), len(data)]
-    returned = [pipe(data[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a]
+    returned = [pipe(data[a:b]) for a, b in pairwise(bounds) if b > a]
     end = pipe(b"")
     out = b"".join(r if isinstance(r, bytes) else b"".join(r) for r in returned) + end
     return out, returned
@@ -459,7 +460,7 @@ def test_tool_input_in_content_block_start_is_masked(masker, where):
 @pytest.mark.parametrize("escaped", [1, 2, 0])
 def test_cut_short_tool_input_never_leaks_an_escaped_secret(masker, escaped):
     s = ghp(5)
-    shown = "".join("\\u%04x" % ord(c) for c in s[:escaped]) + s[escaped:]  # "g" as \u0067...
+    shown = "".join(f"\\u{ord(c):04x}" for c in s[:escaped]) + s[escaped:]  # "g" as \u0067...
     partial = '{"file_path": "\\/tmp\\/x", "content": "TOKEN=' + shown
     rng = random.Random(6)
     events = [message_start(), ev("content_block_start", index=0, content_block={
