@@ -8,8 +8,10 @@ while loading it, so no subpackage in this folder may be named like a library it
 import importlib.util
 
 if importlib.util.find_spec("gatehouse") is None:  # pragma: no cover - a set-up error, said plainly
-    raise ImportError("the gatehouse package is not installed in the Python that runs mitmdump: "
-                      "run `make install` (or `pip install -e .`) in the checkout, or `pip install gatehouse`")
+    raise ImportError(
+        "the gatehouse package is not installed in the Python that runs mitmdump: "
+        "run `make install` (or `pip install -e .`) in the checkout, or `pip install gatehouse`"
+    )
 
 from gatehouse.mitm.access import Access
 from gatehouse.mitm.credentials import Credentials

@@ -55,15 +55,41 @@ LEAKS = [
 
 
 def _ident(rng: random.Random) -> str:
-    return rng.choice(["user", "order", "invoice", "session", "payload", "cache", "item", "client", "config",
-                       "result", "handler", "request", "response", "token", "account", "report"]) + \
-        rng.choice(["", "_id", "_map", "_list", "_count", "_info", "_data", "s"])
+    return rng.choice(
+        [
+            "user",
+            "order",
+            "invoice",
+            "session",
+            "payload",
+            "cache",
+            "item",
+            "client",
+            "config",
+            "result",
+            "handler",
+            "request",
+            "response",
+            "token",
+            "account",
+            "report",
+        ]
+    ) + rng.choice(["", "_id", "_map", "_list", "_count", "_info", "_data", "s"])
 
 
 def _code_file(rng: random.Random, lines: int) -> str:
-    out = ['"""Module docstring: services for the orders API."""', "", "from __future__ import annotations", "",
-           "import json", "import logging", "from dataclasses import dataclass", "",
-           "log = logging.getLogger(__name__)", ""]
+    out = [
+        '"""Module docstring: services for the orders API."""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import json",
+        "import logging",
+        "from dataclasses import dataclass",
+        "",
+        "log = logging.getLogger(__name__)",
+        "",
+    ]
     while len(out) < lines:
         name = _ident(rng)
         out += [
@@ -91,15 +117,21 @@ def _log_lines(rng: random.Random, lines: int) -> str:
         ts = f"2026-11-02T10:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}Z"
         if kind < 0.4:
             rid = "".join(rng.choices("0123456789abcdef", k=32))
-            out.append(f"{ts} INFO  http request_id={rid} method=POST path=/v1/orders status=200 "
-                       f"duration_ms={rng.randint(1, 900)} bytes={rng.randint(100, 99999)}")
+            out.append(
+                f"{ts} INFO  http request_id={rid} method=POST path=/v1/orders status=200 "
+                f"duration_ms={rng.randint(1, 900)} bytes={rng.randint(100, 99999)}"
+            )
         elif kind < 0.6:
             out.append(f"{ts} DEBUG cache hit key=orders:{rng.randint(1, 10**6)} ttl={rng.randint(1, 3600)}s")
         elif kind < 0.75:
-            out.append(f"tests/test_{_ident(rng)}.py::test_{_ident(rng)}_{rng.randint(1, 99)} "
-                       f"{rng.choice(['PASSED', 'PASSED', 'FAILED', 'SKIPPED'])} [{rng.randint(1, 100)}%]")
+            out.append(
+                f"tests/test_{_ident(rng)}.py::test_{_ident(rng)}_{rng.randint(1, 99)} "
+                f"{rng.choice(['PASSED', 'PASSED', 'FAILED', 'SKIPPED'])} [{rng.randint(1, 100)}%]"
+            )
         elif kind < 0.85:
-            out.append(f"{ts} WARN  retrying upstream call attempt={rng.randint(1, 5)} error='connection reset by peer'")
+            out.append(
+                f"{ts} WARN  retrying upstream call attempt={rng.randint(1, 5)} error='connection reset by peer'"
+            )
         else:
             sha = "".join(rng.choices("0123456789abcdef", k=40))
             out.append(f"commit {sha} Author: Dev <dev@example.com> fix flaky test in {_ident(rng)}")
@@ -117,8 +149,10 @@ def _diff(rng: random.Random, hunks: int) -> str:
 
 
 def _prose(rng: random.Random, words: int) -> str:
-    vocab = ("the a to of and in that is for it with as on be this by are or from not at which code test "
-             "function request api token key secret password configure deploy service error retry cache").split()
+    vocab = (
+        "the a to of and in that is for it with as on be this by are or from not at which code test "
+        "function request api token key secret password configure deploy service error retry cache"
+    ).split()
     return " ".join(rng.choice(vocab) for _ in range(words)).capitalize() + "."
 
 
@@ -127,27 +161,57 @@ def claude_code_request(size_bytes: int = 1_000_000, seed: int = 7, leaks: bool 
     turns of prompts, assistant text with tool calls, and tool results (code, logs, diffs)."""
     rng = random.Random(seed)
     tools = []
-    for name in ["Bash", "Read", "Edit", "Write", "Glob", "Grep", "WebFetch", "WebSearch", "NotebookEdit",
-                 "Task", "TodoWrite", "ExitPlanMode", "BashOutput", "KillShell", "SlashCommand",
-                 "mcp__github__create_issue", "mcp__github__search_code"]:
-        tools.append({
-            "name": name,
-            "description": _prose(rng, 450),
-            "input_schema": {"type": "object", "properties": {
-                "command": {"type": "string", "description": _prose(rng, 40)},
-                "file_path": {"type": "string", "description": _prose(rng, 25)},
-                "timeout": {"type": "number", "description": "Optional timeout in milliseconds (max 600000)"},
-            }, "required": ["command"], "additionalProperties": False},
-        })
+    for name in [
+        "Bash",
+        "Read",
+        "Edit",
+        "Write",
+        "Glob",
+        "Grep",
+        "WebFetch",
+        "WebSearch",
+        "NotebookEdit",
+        "Task",
+        "TodoWrite",
+        "ExitPlanMode",
+        "BashOutput",
+        "KillShell",
+        "SlashCommand",
+        "mcp__github__create_issue",
+        "mcp__github__search_code",
+    ]:
+        tools.append(
+            {
+                "name": name,
+                "description": _prose(rng, 450),
+                "input_schema": {
+                    "type": "object",
+                    "properties": {
+                        "command": {"type": "string", "description": _prose(rng, 40)},
+                        "file_path": {"type": "string", "description": _prose(rng, 25)},
+                        "timeout": {"type": "number", "description": "Optional timeout in milliseconds (max 600000)"},
+                    },
+                    "required": ["command"],
+                    "additionalProperties": False,
+                },
+            }
+        )
     body: dict[str, Any] = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 32000,
         "stream": True,
         "metadata": {"user_id": json.dumps({"device_id": "d" * 64, "account_uuid": "", "session_id": "s" * 36})},
         "system": [
-            {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.",
-             "cache_control": {"type": "ephemeral"}},
-            {"type": "text", "text": "\n\n".join(_prose(rng, 120) for _ in range(22)), "cache_control": {"type": "ephemeral"}},
+            {
+                "type": "text",
+                "text": "You are Claude Code, Anthropic's official CLI for Claude.",
+                "cache_control": {"type": "ephemeral"},
+            },
+            {
+                "type": "text",
+                "text": "\n\n".join(_prose(rng, 120) for _ in range(22)),
+                "cache_control": {"type": "ephemeral"},
+            },
         ],
         "tools": tools,
         "messages": [],
@@ -164,30 +228,51 @@ def claude_code_request(size_bytes: int = 1_000_000, seed: int = 7, leaks: bool 
             inp = {"file_path": f"/home/dev/app/{_ident(rng)}.py"}
             result = _code_file(rng, rng.randint(80, 260))
         elif tool == "Bash":
-            inp = {"command": rng.choice(["pytest -q tests/", "git log -n 30", "tail -n 200 logs/app.log", "git diff"]),
-                   "description": _prose(rng, 8)}
-            result = _diff(rng, rng.randint(5, 20)) if inp["command"] == "git diff" else _log_lines(rng, rng.randint(40, 200))
+            inp = {
+                "command": rng.choice(["pytest -q tests/", "git log -n 30", "tail -n 200 logs/app.log", "git diff"]),
+                "description": _prose(rng, 8),
+            }
+            result = (
+                _diff(rng, rng.randint(5, 20))
+                if inp["command"] == "git diff"
+                else _log_lines(rng, rng.randint(40, 200))
+            )
         elif tool == "Grep":
             inp = {"pattern": _ident(rng), "path": "app/"}
-            result = "\n".join(f"app/{_ident(rng)}.py:{rng.randint(1, 900)}:    {_ident(rng)} = {_ident(rng)}()"
-                               for _ in range(rng.randint(10, 60)))
+            result = "\n".join(
+                f"app/{_ident(rng)}.py:{rng.randint(1, 900)}:    {_ident(rng)} = {_ident(rng)}()"
+                for _ in range(rng.randint(10, 60))
+            )
         else:
-            inp = {"file_path": f"/home/dev/app/{_ident(rng)}.py", "old_string": _code_file(rng, 6),
-                   "new_string": _code_file(rng, 7)}
+            inp = {
+                "file_path": f"/home/dev/app/{_ident(rng)}.py",
+                "old_string": _code_file(rng, 6),
+                "new_string": _code_file(rng, 7),
+            }
             result = "The file has been updated."
         if turn in leak_at:
             result = result + "\n" + LEAKS[leak_at[turn]] + "\n"
         assistant: list[dict[str, Any]] = []
         if rng.random() < 0.3:
-            assistant.append({"type": "thinking", "thinking": _prose(rng, 80),
-                              "signature": "".join(rng.choices(string.ascii_letters + string.digits + "+/", k=400))})
+            assistant.append(
+                {
+                    "type": "thinking",
+                    "thinking": _prose(rng, 80),
+                    "signature": "".join(rng.choices(string.ascii_letters + string.digits + "+/", k=400)),
+                }
+            )
         assistant.append({"type": "text", "text": _prose(rng, rng.randint(10, 60))})
         assistant.append({"type": "tool_use", "id": tid, "name": tool, "input": inp})
         msgs.append({"role": "assistant", "content": assistant})
-        msgs.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": tid, "content": result},
-            *([{"type": "text", "text": _prose(rng, 30)}] if rng.random() < 0.2 else []),
-        ]})
+        msgs.append(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": tid, "content": result},
+                    *([{"type": "text", "text": _prose(rng, 30)}] if rng.random() < 0.2 else []),
+                ],
+            }
+        )
         turn += 1
     return body
 
@@ -228,7 +313,7 @@ def timeit(fn: Callable[[], Any], repeat: int, setup: Callable[[], Any] | None =
 def survives(secret: str, out: str) -> bool:
     if len(secret) <= 12:
         return secret in out
-    return any(secret[i:i + 12] in out for i in range(len(secret) - 11))
+    return any(secret[i : i + 12] in out for i in range(len(secret) - 11))
 
 
 def score(rows: list[dict[str, Any]], mask: Callable[[str], str]) -> tuple[float, float, int, int]:
@@ -274,21 +359,46 @@ def ds_mask(tools: Any, text: str, folder: Path) -> str:
 def streamed_response(text_chars: int, seed: int = 3) -> bytes:
     rng = random.Random(seed)
     text = _code_file(rng, 10_000)[:text_chars]
-    events = [encode_event("message_start", {"type": "message_start", "message": {
-        "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude", "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
-        encode_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                             "content_block": {"type": "text", "text": ""}})]
+    events = [
+        encode_event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_bench",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 1, "output_tokens": 1},
+                },
+            },
+        ),
+        encode_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+    ]
     i = 0
     while i < len(text):
         n = rng.randint(2, 8)  # tokens are a few characters
-        events.append(encode_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                           "delta": {"type": "text_delta", "text": text[i:i + n]}}))
+        events.append(
+            encode_event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text[i : i + n]}},
+            )
+        )
         i += n
-    events += [encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-               encode_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                                              "usage": {"output_tokens": 999}}),
-               encode_event("message_stop", {"type": "message_stop"})]
+    events += [
+        encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        encode_event(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 999}},
+        ),
+        encode_event("message_stop", {"type": "message_stop"}),
+    ]
     return b"".join(events)
 
 
@@ -305,26 +415,35 @@ def main() -> int:
     raw = json.dumps(body).encode()
     mb = len(raw) / 1e6
     text = maskable_text(masker, body)
-    print(f"request: {mb:.2f} MB JSON, {len(body['messages'])} messages, {len(body['tools'])} tools; "
-          f"{len(text) / 1e6:.2f} MB of maskable text; rules: {len(policy.rules)} (built-in pack)")
+    print(
+        f"request: {mb:.2f} MB JSON, {len(body['messages'])} messages, {len(body['tools'])} tools; "
+        f"{len(text) / 1e6:.2f} MB of maskable text; rules: {len(policy.rules)} (built-in pack)"
+    )
 
     found = masker.mask_request(json.loads(raw))
     print(f"secrets masked in it: {len(found)} ({', '.join(sorted({f.rule for f in found}))})")
 
     best, med = timeit(lambda b: masker.mask_request(b), args.repeat, setup=lambda: json.loads(raw))
-    print(f"mask_request (parsed body):      {best * 1e3:7.1f} ms best, {med * 1e3:7.1f} ms median  "
-          f"-> {mb / best:6.0f} MB/s (target >= 50)")
+    print(
+        f"mask_request (parsed body):      {best * 1e3:7.1f} ms best, {med * 1e3:7.1f} ms median  "
+        f"-> {mb / best:6.0f} MB/s (target >= 50)"
+    )
 
     def whole() -> bytes:
         b = json.loads(raw)
         return json.dumps(b, ensure_ascii=False, separators=(",", ":")).encode() if masker.mask_request(b) else raw
+
     best_e2e, med_e2e = timeit(whole, args.repeat)
-    print(f"request path (parse+mask+dump):  {best_e2e * 1e3:7.1f} ms best, {med_e2e * 1e3:7.1f} ms median  "
-          f"-> {mb / best_e2e:6.0f} MB/s")
+    print(
+        f"request path (parse+mask+dump):  {best_e2e * 1e3:7.1f} ms best, {med_e2e * 1e3:7.1f} ms median  "
+        f"-> {mb / best_e2e:6.0f} MB/s"
+    )
 
     tmb = len(text.encode()) / 1e6
     best_t, _ = timeit(lambda: masker.mask_text(text), args.repeat)
-    print(f"mask_text (one joined text):     {best_t * 1e3:7.1f} ms best                    -> {tmb / best_t:6.0f} MB/s")
+    print(
+        f"mask_text (one joined text):     {best_t * 1e3:7.1f} ms best                    -> {tmb / best_t:6.0f} MB/s"
+    )
 
     rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()] if CORPUS.exists() else []
     if rows:
@@ -340,10 +459,14 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as d:
             folder = Path(d)
             ds_best, _ = timeit(lambda: ds_scan_text(tools, text, folder), max(1, min(3, args.repeat)))
-            print(f"detect-secrets (default plugins) on the same text: {ds_best * 1e3:7.0f} ms -> {tmb / ds_best:6.2f} MB/s")
+            print(
+                f"detect-secrets (default plugins) on the same text: {ds_best * 1e3:7.0f} ms -> {tmb / ds_best:6.2f} MB/s"
+            )
             # Same text: detect-secrets scans only it; the request path also parses and re-serialises JSON.
-            print(f"throughput ratio gatehouse/detect-secrets on the same text: mask_text {ds_best / best_t:.0f}x, "
-                  f"whole request path {ds_best / best_e2e:.0f}x")
+            print(
+                f"throughput ratio gatehouse/detect-secrets on the same text: mask_text {ds_best / best_t:.0f}x, "
+                f"whole request path {ds_best / best_e2e:.0f}x"
+            )
             if rows:
                 recall_d, fpr_d, _, _ = score(rows, lambda t: ds_mask(tools, t, folder))
                 print(f"detect-secrets on corpus: recall {recall_d:.4f}, false positives {fpr_d:.4f}")
@@ -354,12 +477,15 @@ def main() -> int:
     def stream() -> None:
         pipe = SsePipeline(masker)
         for i in range(0, len(sse), 1400):  # TCP-segment-sized chunks
-            pipe(sse[i:i + 1400])
+            pipe(sse[i : i + 1400])
         pipe(b"")
+
     s_best, _ = timeit(stream, max(1, args.repeat // 2))
     deltas = sse.count(b"text_delta")
-    print(f"streaming pipeline: {smb:.2f} MB of SSE, {deltas} text deltas in {s_best * 1e3:.0f} ms "
-          f"-> {smb / s_best:.1f} MB/s, {s_best / deltas * 1e6:.0f} us per delta")
+    print(
+        f"streaming pipeline: {smb:.2f} MB of SSE, {deltas} text deltas in {s_best * 1e3:.0f} ms "
+        f"-> {smb / s_best:.1f} MB/s, {s_best / deltas * 1e6:.0f} us per delta"
+    )
     return 0
 
 

@@ -43,7 +43,8 @@ def start_upstream(cert_dir: Path) -> tuple[subprocess.Popen, str, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "support.fake_upstream", "--port", str(port), "--tls", "--cert-dir", str(cert_dir)],
         cwd=REPO / "tests",
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     base_url = proc.stdout.readline().strip()
     ca = proc.stdout.readline().strip()
@@ -54,9 +55,20 @@ def start_bare_mitmdump(workdir: Path, upstream_ca: str) -> tuple[subprocess.Pop
     port = free_port()
     confdir = workdir / "bare-mitmproxy"
     proc = subprocess.Popen(
-        [mitmdump_bin(), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port), "--set", f"confdir={confdir}",
-         "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            mitmdump_bin(),
+            "-q",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(port),
+            "--set",
+            f"confdir={confdir}",
+            "--set",
+            f"ssl_verify_upstream_trusted_ca={upstream_ca}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while not (confdir / "mitmproxy-ca-cert.pem").exists() and time.monotonic() < deadline:
@@ -112,21 +124,32 @@ def main() -> None:
         for name, policy in (("unmasked", "[masking]\npacks = []\n"), ("gateway", "")):
             workdir = tmp / name
             workdir.mkdir()
-            gateways[name] = Gateway(policy_path=write_policy(workdir, policy), workdir=workdir, upstream=base_url,
-                                     upstream_ca=up_ca, extra_args=["-q"], env={"ANTHROPIC_API_KEY": GATEWAY_KEY}).start()
+            gateways[name] = Gateway(
+                policy_path=write_policy(workdir, policy),
+                workdir=workdir,
+                upstream=base_url,
+                upstream_ca=up_ca,
+                extra_args=["-q"],
+                env={"ANTHROPIC_API_KEY": GATEWAY_KEY},
+            ).start()
         try:
             results = {}
             up_ctx = ssl.create_default_context(cafile=up_ca)
             with httpx.Client(verify=up_ctx, timeout=60) as c:
-                results["direct"] = summarize("direct", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream))
+                results["direct"] = summarize(
+                    "direct", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream)
+                )
             bare_ctx = ssl.create_default_context(cafile=str(tmp / "bare-mitmproxy" / "mitmproxy-ca-cert.pem"))
             with httpx.Client(proxy=f"http://127.0.0.1:{bare_port}", verify=bare_ctx, timeout=60) as c:
-                results["bare"] = summarize("bare", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream))
+                results["bare"] = summarize(
+                    "bare", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream)
+                )
             for name, gw in gateways.items():
                 gw_ctx = ssl.create_default_context(cafile=gw.ca_path)
                 with httpx.Client(proxy=gw.proxy_url(), verify=gw_ctx, timeout=60) as c:
-                    results[name] = summarize(name, measure(c, "https://api.anthropic.com/v1/messages", body,
-                                                            args.requests, args.stream))
+                    results[name] = summarize(
+                        name, measure(c, "https://api.anthropic.com/v1/messages", body, args.requests, args.stream)
+                    )
         finally:
             for gw in gateways.values():
                 gw.stop()

@@ -49,16 +49,22 @@ def child(mode: str, store_dir: str, out: str) -> None:
         info["problems"] = len(res.problems)
     else:
         r = build_report(store, ReportOptions(out=Path(out), verify=mode != "render"))
-        info.update(sessions=r.sessions, records=r.records, rendered=r.rendered, reused=r.reused,
-                    problems=len(r.integrity.problems) if r.integrity else 0)
+        info.update(
+            sessions=r.sessions,
+            records=r.records,
+            rendered=r.rendered,
+            reused=r.reused,
+            problems=len(r.integrity.problems) if r.integrity else 0,
+        )
     info["seconds"] = time.perf_counter() - t
     info["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(info))
 
 
 def run_child(mode: str, store: Path, out: Path) -> dict:
-    p = subprocess.run([sys.executable, __file__, "--child", mode, str(store), str(out)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(store), str(out)], capture_output=True, text=True
+    )
     if p.returncode != 0:
         raise SystemExit(f"{mode} on {store} failed:\n{p.stderr}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -107,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
     args.work.mkdir(parents=True, exist_ok=True)
-    print(f"gatehouse report scaling: {args.exchanges} exchanges per session, sizes {sizes}, "
-          f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}")
+    print(
+        f"gatehouse report scaling: {args.exchanges} exchanges per session, sizes {sizes}, "
+        f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}"
+    )
     results = []
     for n in sizes:
         store, gen = ensure_store(args.work, n, args.exchanges, args.workers)
@@ -120,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             row[mode] = run_child(mode, store, out)
             if mode == "full":
                 row["report_mb"] = du_mb(out)
-            print(f"  {n:>6} sessions  {mode:<7} {row[mode]['seconds']:8.1f} s  peak RSS {row[mode]['maxrss_mb']:7.1f} MB",
-                  flush=True)
+            print(
+                f"  {n:>6} sessions  {mode:<7} {row[mode]['seconds']:8.1f} s  peak RSS {row[mode]['maxrss_mb']:7.1f} MB",
+                flush=True,
+            )
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(store, ignore_errors=True)
@@ -129,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
 
     base = results[0]
     print()
-    print(f"{'sessions':>9} {'records':>8} {'store MB':>9} {'report MB':>9} | "
-          + " | ".join(f"{m + ' s':>8} {'ms/sess':>7} {'x base':>6} {'RSS MB':>7}" for m in modes))
+    print(
+        f"{'sessions':>9} {'records':>8} {'store MB':>9} {'report MB':>9} | "
+        + " | ".join(f"{m + ' s':>8} {'ms/sess':>7} {'x base':>6} {'RSS MB':>7}" for m in modes)
+    )
     for row in results:
         cells = []
         for m in modes:
@@ -139,15 +151,23 @@ def main(argv: list[str] | None = None) -> int:
             per_base = b["seconds"] / base["sessions"] * 1000  # type: ignore[operator]
             cells.append(f"{r['seconds']:8.1f} {per:7.2f} {per / per_base:6.2f} {r['maxrss_mb']:7.1f}")
         records = row.get("full", {}).get("records", "")  # type: ignore[union-attr]
-        print(f"{row['sessions']:>9} {records:>8} {row['store_mb']:9.0f} {row.get('report_mb', 0):9.0f} | "
-              + " | ".join(cells))
+        print(
+            f"{row['sessions']:>9} {records:>8} {row['store_mb']:9.0f} {row.get('report_mb', 0):9.0f} | "
+            + " | ".join(cells)
+        )
     print()
-    print("ms/sess: seconds per session; x base: that per-session cost relative to the smallest store "
-          "(1.00 = linear growth). RSS MB: peak resident memory of the child process.")
+    print(
+        "ms/sess: seconds per session; x base: that per-session cost relative to the smallest store "
+        "(1.00 = linear growth). RSS MB: peak resident memory of the child process."
+    )
     if "rerun" in modes:
-        print("rerun renders nothing (every session unchanged): "
-              + ", ".join(f"{r['sessions']}: {r['rerun']['rendered']} rendered, {r['rerun']['reused']} reused"  # type: ignore[index]
-                          for r in results))
+        print(
+            "rerun renders nothing (every session unchanged): "
+            + ", ".join(
+                f"{r['sessions']}: {r['rerun']['rendered']} rendered, {r['rerun']['reused']} reused"  # type: ignore[index]
+                for r in results
+            )
+        )
     return 0
 
 

@@ -19,10 +19,11 @@ PLACEHOLDER_API_KEY = "gatehouse-holds-the-real-key"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "env", help="print the environment a client needs to use the gateway",
+        "env",
+        help="print the environment a client needs to use the gateway",
         description="Print `export` lines that point Claude Code, the SDKs and curl at the gateway. "
-                    "Also writes a CA bundle (system CAs plus the gateway's CA) for Python clients, "
-                    "because SSL_CERT_FILE replaces the default bundle instead of adding to it.",
+        "Also writes a CA bundle (system CAs plus the gateway's CA) for Python clients, "
+        "because SSL_CERT_FILE replaces the default bundle instead of adding to it.",
         epilog='example: eval "$(gatehouse env --gateway 127.0.0.1:8080 --token "$(gatehouse token --print)")"',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -40,6 +41,7 @@ def system_ca_file() -> Path | None:
             return Path(candidate)
     try:
         import certifi
+
         return Path(certifi.where())
     except ImportError:
         return None
@@ -73,7 +75,10 @@ def run_env(args: argparse.Namespace) -> int:
             return 1
     ca = args.ca or confdir_for(state_dir) / CA_CERT_NAME
     if not ca.is_file():
-        print(f"gatehouse env: no CA certificate at {ca}; start the gateway once (`make run`) or pass --ca", file=sys.stderr)
+        print(
+            f"gatehouse env: no CA certificate at {ca}; start the gateway once (`make run`) or pass --ca",
+            file=sys.stderr,
+        )
         return 1
     bundle = write_bundle(ca, state_dir / "ca-bundle.pem")
     creds = f"gatehouse:{args.token}@" if args.token else ""
@@ -101,6 +106,8 @@ def run_env(args: argparse.Namespace) -> int:
             "# and unset ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN: Claude Code prefers them to the helper.",
         ]
     else:
-        lines.insert(1, "# No --token: fine for a gateway without [[issuers]]; otherwise pass --token or use apiKeyHelper.")
+        lines.insert(
+            1, "# No --token: fine for a gateway without [[issuers]]; otherwise pass --token or use apiKeyHelper."
+        )
     print("\n".join(lines))
     return 0

@@ -30,27 +30,38 @@ EXIT_BAD_INPUT = 2
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "mask", help="mask secrets in stdin (try masking rules on real files)",
+        "mask",
+        help="mask secrets in stdin (try masking rules on real files)",
         description="Read stdin, write it to stdout with every secret replaced by "
-                    "[MASKED:rule-id:fingerprint], as the gateway does. Uses the built-in rule pack, "
-                    "or the [masking] section of --policy. Exits 0 whether or not anything was masked "
-                    "(1 with --fail-on-findings when something was), 2 on malformed input.",
+        "[MASKED:rule-id:fingerprint], as the gateway does. Uses the built-in rule pack, "
+        "or the [masking] section of --policy. Exits 0 whether or not anything was masked "
+        "(1 with --fail-on-findings when something was), 2 on malformed input.",
         epilog="examples:\n"
-               "  gatehouse mask < .env\n"
-               "  gatehouse mask --policy policies/prod.toml --fail-on-findings < deploy.yaml > /dev/null\n"
-               "  jq -c '{text: .body}' notes.jsonl | gatehouse mask --jsonl",
+        "  gatehouse mask < .env\n"
+        "  gatehouse mask --policy policies/prod.toml --fail-on-findings < deploy.yaml > /dev/null\n"
+        "  jq -c '{text: .body}' notes.jsonl | gatehouse mask --jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--policy", type=Path, help="policy file whose [masking] section to use (default: built-in pack)")
-    p.add_argument("--jsonl", action="store_true",
-                   help='read JSON lines {"text": ...}; write one line per input line with "text" masked and '
-                        '"findings": [{"rule", "start", "end", "fingerprint"}] (offsets in the input text); '
-                        "other keys pass through")
-    p.add_argument("--fail-on-findings", action="store_true",
-                   help="exit 1 if anything was masked (for pre-commit hooks); a summary goes to stderr")
-    p.add_argument("--state-dir", type=Path, default=None,
-                   help="gateway state folder whose fingerprint key to use, so fingerprints match the "
-                        "gateway's records (default ~/.gatehouse; a throwaway key if it has none)")
+    p.add_argument(
+        "--jsonl",
+        action="store_true",
+        help='read JSON lines {"text": ...}; write one line per input line with "text" masked and '
+        '"findings": [{"rule", "start", "end", "fingerprint"}] (offsets in the input text); '
+        "other keys pass through",
+    )
+    p.add_argument(
+        "--fail-on-findings",
+        action="store_true",
+        help="exit 1 if anything was masked (for pre-commit hooks); a summary goes to stderr",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="gateway state folder whose fingerprint key to use, so fingerprints match the "
+        "gateway's records (default ~/.gatehouse; a throwaway key if it has none)",
+    )
     p.add_argument("--list-rules", action="store_true", help="list the rules in effect and exit")
     p.set_defaults(func=run_mask)
 
@@ -152,6 +163,8 @@ def _mask_jsonl(masker: Masker, text: str, counts: Counter[str]) -> str:
         masked, spans = masker.mask_spans(value)
         counts.update(s.rule for s in spans)
         obj["text"] = masked
-        obj["findings"] = [{"rule": s.rule, "start": s.start, "end": s.end, "fingerprint": s.fingerprint} for s in spans]
+        obj["findings"] = [
+            {"rule": s.rule, "start": s.start, "end": s.end, "fingerprint": s.fingerprint} for s in spans
+        ]
         out.append(json.dumps(obj, ensure_ascii=False))
     return "".join(line + "\n" for line in out)

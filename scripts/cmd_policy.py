@@ -10,13 +10,13 @@ from gatehouse.policy.reader import PolicyError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("policy", help="work with policy files",
-                       description="Work with Gatehouse policy files.")
+    p = sub.add_parser("policy", help="work with policy files", description="Work with Gatehouse policy files.")
     psub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     check = psub.add_parser(
-        "check", help="validate a policy file",
+        "check",
+        help="validate a policy file",
         description="Validate a policy file with the same checks the gateway runs at start-up. "
-                    "Exits 0 when it is valid, 1 with a message naming the file and key when not.",
+        "Exits 0 when it is valid, 1 with a message naming the file and key when not.",
         epilog="example: gatehouse policy check policies/quickstart.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -24,25 +24,37 @@ from gatehouse.recording.verify import verify_store
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "prune", help="remove records older than N days from a recording store, verifiably",
+        "prune",
+        help="remove records older than N days from a recording store, verifiably",
         description=(
             "Remove records appended more than --older-than DAYS ago, leaving a signed checkpoint so that "
             "`gatehouse verify` still passes on what remains, and the blobs no remaining record uses. Refuses to "
             "remove anything inside the retention period (the policy's [recording] retention_days, and the one "
             "each chain declared), and refuses a store that does not verify. On S3 it writes delete markers on "
-            "objects whose Object Lock retention has passed; a lifecycle rule removes the old versions."),
+            "objects whose Object Lock retention has passed; a lifecycle rule removes the old versions."
+        ),
         epilog="examples:\n  gatehouse prune recordings/ --older-than 400 --policy policies/prod.toml\n"
-               "  gatehouse prune s3://audit/gatehouse --older-than 400 --policy policies/prod.toml --dry-run",
+        "  gatehouse prune s3://audit/gatehouse --older-than 400 --policy policies/prod.toml --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a recording directory or s3://bucket/prefix")
     p.add_argument("--older-than", type=float, required=True, metavar="DAYS", help="age of the records to remove")
     p.add_argument("--policy", type=Path, help="policy file: retention, signing key, trusted keys, S3 settings")
-    p.add_argument("--signing-key", type=Path, metavar="FILE",
-                   help="key that signs the prune checkpoint (default: the policy's, else the state directory's)")
+    p.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help="key that signs the prune checkpoint (default: the policy's, else the state directory's)",
+    )
     p.add_argument("--state-dir", type=Path, help="the gateway's state directory (default ~/.gatehouse)")
-    p.add_argument("--public-key", type=Path, action="append", default=[], metavar="FILE",
-                   help="a trusted public key for the verification before pruning; may be repeated")
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a trusted public key for the verification before pruning; may be repeated",
+    )
     p.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the policy's, else AWS_ENDPOINT_URL_S3)")
     p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     p.set_defaults(func=run)
@@ -71,13 +83,19 @@ def _open(args: argparse.Namespace, policy: RecordingPolicy | None) -> LocalStor
             raise StoreError(f"{url}: no such directory")
         return store
     endpoint = getattr(args, "s3_endpoint_url", None) or (policy.s3_endpoint_url if policy else None)
-    store = open_store(url, endpoint_url=endpoint, object_lock_mode=policy.object_lock_mode if policy else None,
-                       kms_key_id=policy.kms_key_id if policy else None)
+    store = open_store(
+        url,
+        endpoint_url=endpoint,
+        object_lock_mode=policy.object_lock_mode if policy else None,
+        kms_key_id=policy.kms_key_id if policy else None,
+    )
     assert isinstance(store, S3Store)
     if not store.locks_objects and store.object_lock_enabled():
         # The prune checkpoint must be locked like everything else, or verify flags it.
-        raise StoreError(f"{url}: the bucket uses Object Lock; pass --policy with [recording] object_lock_mode "
-                         "and retention_days so the prune checkpoint is locked too")
+        raise StoreError(
+            f"{url}: the bucket uses Object Lock; pass --policy with [recording] object_lock_mode "
+            "and retention_days so the prune checkpoint is locked too"
+        )
     return store
 
 
@@ -89,8 +107,11 @@ def run(args: argparse.Namespace, *, now: float | None = None) -> int:
             print("gatehouse prune: --older-than must be more than 0 days", file=sys.stderr)
             return 2
         store = _open(args, policy)
-        policy_retention = ((policy.retention_days, f"the policy {args.policy}")
-                            if policy is not None and policy.retention_days else None)
+        policy_retention = (
+            (policy.retention_days, f"the policy {args.policy}")
+            if policy is not None and policy.retention_days
+            else None
+        )
         lock_days = prune.retention_floor(store, older_than_days=args.older_than, policy_retention=policy_retention)
         trusted, _ = trusted_keys_for(args, policy, state_dir)
         key = _signing_key(args, policy)
@@ -99,11 +120,20 @@ def run(args: argparse.Namespace, *, now: float | None = None) -> int:
         def said(chain: str, first: int, last: int) -> None:
             print(f"chain {chain}: {'would remove' if args.dry_run else 'removing'} records {first}..{last}")
 
-        result = prune.prune_store(store, key, older_than_days=args.older_than, now=now, lock_days=lock_days,
-                                   dry_run=args.dry_run, on_chain=said)
+        result = prune.prune_store(
+            store,
+            key,
+            older_than_days=args.older_than,
+            now=now,
+            lock_days=lock_days,
+            dry_run=args.dry_run,
+            on_chain=said,
+        )
         verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} {result.records} record(s) and {result.blobs} unreferenced blob(s)"
-              + (f"; {result.kept_locked} unreferenced blob(s) are still locked" if result.kept_locked else ""))
+        print(
+            f"{verb} {result.records} record(s) and {result.blobs} unreferenced blob(s)"
+            + (f"; {result.kept_locked} unreferenced blob(s) are still locked" if result.kept_locked else "")
+        )
         if args.dry_run:
             return 0
         after = verify_store(store, trusted_keys=trusted)

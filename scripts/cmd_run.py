@@ -23,9 +23,10 @@ from gatehouse.policy.reader import PolicyError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "run", help="start the gateway",
+        "run",
+        help="start the gateway",
         description="Start the gateway (mitmdump with the Gatehouse addons) on a policy. The policy is "
-                    "validated first; the CA lives in <state_dir>/mitmproxy. Arguments after `--` go to mitmdump.",
+        "validated first; the CA lives in <state_dir>/mitmproxy. Arguments after `--` go to mitmdump.",
         epilog="example: gatehouse run --policy policies/quickstart.toml --listen 127.0.0.1:8080",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,10 +67,16 @@ def run(args: argparse.Namespace) -> int:
     if extra and extra[0] == "--":
         extra = extra[1:]
     cmd = mitmdump_command() + [
-        "--listen-host", host, "--listen-port", str(port),
-        "--set", f"confdir={confdir}",
-        "-s", str(gateway_script()),
-        "--set", f"gateway_policy={Path(policy_path).resolve()}",
+        "--listen-host",
+        host,
+        "--listen-port",
+        str(port),
+        "--set",
+        f"confdir={confdir}",
+        "-s",
+        str(gateway_script()),
+        "--set",
+        f"gateway_policy={Path(policy_path).resolve()}",
     ]
     if args.upstream:
         cmd += ["--set", f"gateway_upstream={args.upstream}"]

@@ -21,30 +21,40 @@ from gatehouse.policy.reader import PolicyError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "token", help="print a token from the local development issuer",
+        "token",
+        help="print a token from the local development issuer",
         description="Print a JWT signed by the local development issuer of the policy (the [[issuers]] entry "
-                    f"with a jwks_file and issuer = {devissuer.DEV_ISSUER!r}, or the one named by --issuer). "
-                    "The key pair is created on first use in the policy's state_dir; the public JWKS is "
-                    "written to the issuer's jwks_file. For development only: whoever can read the key "
-                    "can mint tokens for anyone.",
+        f"with a jwks_file and issuer = {devissuer.DEV_ISSUER!r}, or the one named by --issuer). "
+        "The key pair is created on first use in the policy's state_dir; the public JWKS is "
+        "written to the issuer's jwks_file. For development only: whoever can read the key "
+        "can mint tokens for anyone.",
         epilog="examples:\n"
-               "  gatehouse token --sub alice --groups developers,sre --ttl 8h\n"
-               "  export HTTPS_PROXY=http://gatehouse:$(gatehouse token --print)@127.0.0.1:8080\n"
-               "  Claude Code (~/.claude/settings.json): "
-               '{"apiKeyHelper": "gatehouse token --sub alice --groups developers --print"}',
+        "  gatehouse token --sub alice --groups developers,sre --ttl 8h\n"
+        "  export HTTPS_PROXY=http://gatehouse:$(gatehouse token --print)@127.0.0.1:8080\n"
+        "  Claude Code (~/.claude/settings.json): "
+        '{"apiKeyHelper": "gatehouse token --sub alice --groups developers --print"}',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--sub", default=None, help="the subject (user name); default: your login name")
-    p.add_argument("--groups", default=None,
-                   help="comma-separated groups, e.g. developers,sre (default: the policy's first group)")
+    p.add_argument(
+        "--groups", default=None, help="comma-separated groups, e.g. developers,sre (default: the policy's first group)"
+    )
     p.add_argument("--ttl", default="1h", help="lifetime: 90s, 30m, 1h, 2d (default 1h, at most 30d)")
     p.add_argument("--email", default=None, help="an email claim")
     p.add_argument("--name", default=None, help="a display-name claim")
-    p.add_argument("--print", dest="quiet", action="store_true",
-                   help="print the token only: nothing on stderr (for scripts and apiKeyHelper)")
+    p.add_argument(
+        "--print",
+        dest="quiet",
+        action="store_true",
+        help="print the token only: nothing on stderr (for scripts and apiKeyHelper)",
+    )
     p.add_argument("--policy", type=Path, default=None, help="policy naming the dev issuer (default: quick start)")
-    p.add_argument("--issuer", dest="issuer_name", default=None,
-                   help="name of the [[issuers]] entry to sign for (default: the dev issuer)")
+    p.add_argument(
+        "--issuer",
+        dest="issuer_name",
+        default=None,
+        help="name of the [[issuers]] entry to sign for (default: the dev issuer)",
+    )
     p.set_defaults(func=run)
 
 
@@ -54,8 +64,10 @@ def pick_dev_issuer(issuers: tuple[IssuerConfig, ...], name: str | None) -> Issu
         for cfg in issuers:
             if cfg.name == name:
                 if cfg.jwks_file is None or devissuer.DEV_ALGORITHM not in cfg.algorithms:
-                    raise ValueError(f"issuer {name!r} is not a local issuer: it needs a jwks_file and "
-                                     f"{devissuer.DEV_ALGORITHM!r} in its algorithms")
+                    raise ValueError(
+                        f"issuer {name!r} is not a local issuer: it needs a jwks_file and "
+                        f"{devissuer.DEV_ALGORITHM!r} in its algorithms"
+                    )
                 return cfg
         raise ValueError(f"the policy has no issuer named {name!r}")
     local = [c for c in issuers if c.jwks_file is not None and devissuer.DEV_ALGORITHM in c.algorithms]
@@ -65,11 +77,13 @@ def pick_dev_issuer(issuers: tuple[IssuerConfig, ...], name: str | None) -> Issu
     if len(local) == 1 and not named:
         return local[0]
     if not local:
-        raise ValueError("the policy has no local development issuer; add:\n"
-                         "  [[issuers]]\n  name = \"dev\"\n"
-                         f"  issuer = \"{devissuer.DEV_ISSUER}\"\n  audience = \"{devissuer.DEV_AUDIENCE}\"\n"
-                         f"  algorithms = [\"{devissuer.DEV_ALGORITHM}\"]\n"
-                         f"  jwks_file = \"~/.gatehouse/{devissuer.JWKS_FILENAME}\"")
+        raise ValueError(
+            "the policy has no local development issuer; add:\n"
+            '  [[issuers]]\n  name = "dev"\n'
+            f'  issuer = "{devissuer.DEV_ISSUER}"\n  audience = "{devissuer.DEV_AUDIENCE}"\n'
+            f'  algorithms = ["{devissuer.DEV_ALGORITHM}"]\n'
+            f'  jwks_file = "~/.gatehouse/{devissuer.JWKS_FILENAME}"'
+        )
     raise ValueError("the policy has several local issuers; choose one with --issuer NAME")
 
 
@@ -101,8 +115,16 @@ def run(args: argparse.Namespace) -> int:
     state_dir = policy.gateway.state_dir
     try:
         devissuer.ensure_dev_issuer(state_dir, cfg.jwks_file)
-        token = devissuer.mint_token(state_dir, subject=subject, groups=groups, ttl_seconds=ttl,
-                                     issuer=cfg.issuer, audience=cfg.audience[0], email=args.email, name=args.name)
+        token = devissuer.mint_token(
+            state_dir,
+            subject=subject,
+            groups=groups,
+            ttl_seconds=ttl,
+            issuer=cfg.issuer,
+            audience=cfg.audience[0],
+            email=args.email,
+            name=args.name,
+        )
     except (OSError, ValueError) as e:
         return fail(str(e))
     print(token)
@@ -110,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         import time
 
-        print(f"gatehouse token: sub={subject} groups={','.join(groups) or '(none)'} issuer={cfg.name} "
-              f"expires {format_time(time.time() + ttl)}; key {devissuer.key_path(state_dir)}, "
-              f"JWKS {cfg.jwks_file}", file=sys.stderr)
+        print(
+            f"gatehouse token: sub={subject} groups={','.join(groups) or '(none)'} issuer={cfg.name} "
+            f"expires {format_time(time.time() + ttl)}; key {devissuer.key_path(state_dir)}, "
+            f"JWKS {cfg.jwks_file}",
+            file=sys.stderr,
+        )
     return 0

@@ -17,7 +17,8 @@ from gatehouse.recording.verify import load_trusted_keys, verify_store
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "verify", help="verify a recording store (signatures, chains, checkpoints, blobs, Object Lock)",
+        "verify",
+        help="verify a recording store (signatures, chains, checkpoints, blobs, Object Lock)",
         description=(
             "Verify a recording store: every record's and checkpoint's Ed25519 signature against the trusted "
             "public keys, every chain link, that no record is missing after the newest signed checkpoint or "
@@ -25,16 +26,23 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Trusted keys come from --public-key or the policy's [recording] public_keys (or its signing key); "
             "without either, the keys published in the store are used, which proves the store is consistent, "
             "not who wrote it. Exits 0 when all checks hold, 1 naming each record and check that failed, "
-            "2 when the store cannot be read."),
+            "2 when the store cannot be read."
+        ),
         epilog="examples:\n  gatehouse verify recordings/\n"
-               "  gatehouse verify s3://audit-bucket/gatehouse --policy policies/prod.toml\n"
-               "  AWS_ENDPOINT_URL_S3=http://127.0.0.1:9000 gatehouse verify s3://b/p --public-key rec.pub",
+        "  gatehouse verify s3://audit-bucket/gatehouse --policy policies/prod.toml\n"
+        "  AWS_ENDPOINT_URL_S3=http://127.0.0.1:9000 gatehouse verify s3://b/p --public-key rec.pub",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", nargs="?", help="a directory or s3://bucket/prefix (default: the policy's store)")
     p.add_argument("--policy", type=Path, help="policy file whose [recording] section names keys and S3 endpoint")
-    p.add_argument("--public-key", type=Path, action="append", default=[], metavar="FILE",
-                   help="a trusted public key (PEM); may be repeated")
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a trusted public key (PEM); may be repeated",
+    )
     p.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the policy's, else AWS_ENDPOINT_URL_S3)")
     p.add_argument("--no-retention", action="store_true", help="skip the S3 Object Lock checks")
     p.set_defaults(func=run)
@@ -47,8 +55,9 @@ def recording_policy_of(path: Path) -> tuple[RecordingPolicy, Path]:
     return policy.recording, policy.gateway.state_dir
 
 
-def trusted_keys_for(args: argparse.Namespace, policy: RecordingPolicy | None,
-                     state_dir: Path | None = None) -> tuple[dict | None, str]:
+def trusted_keys_for(
+    args: argparse.Namespace, policy: RecordingPolicy | None, state_dir: Path | None = None
+) -> tuple[dict | None, str]:
     """(keys, description); keys None means: fall back to the keys published in the store."""
     if args.public_key:
         keys = load_trusted_keys(args.public_key)
@@ -83,10 +92,16 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"Verifying {store.url}")
         if trusted is None:
-            print("Trusted keys: none given (--public-key or the policy's public_keys); using the keys published "
-                  "in the store. This proves the store is consistent, not that the gateway wrote it.")
-        result = verify_store(store, trusted_keys=trusted, trust="store" if trusted is None else "file",
-                              check_retention=False if args.no_retention else None)
+            print(
+                "Trusted keys: none given (--public-key or the policy's public_keys); using the keys published "
+                "in the store. This proves the store is consistent, not that the gateway wrote it."
+            )
+        result = verify_store(
+            store,
+            trusted_keys=trusted,
+            trust="store" if trusted is None else "file",
+            check_retention=False if args.no_retention else None,
+        )
     except (PolicyError, RecordError, StoreError) as e:
         print(f"gatehouse verify: {e}", file=sys.stderr)
         return 2

@@ -36,14 +36,25 @@ AWS_KEY = "AKIAZ3MXQ7RT5WB2LK4P"
 GITHUB_TOKEN = "ghp_" + "x7Kq2Lm9Np4Rs8Tv1Wy3Za6Bc0De5Fg2Hj7Kl"
 MODEL = "claude-sonnet-4-5"
 
-SYSTEM = ("You are a coding agent working in the user's repository. Use the tools to inspect and change "
-          "the code; explain what you do.")
+SYSTEM = (
+    "You are a coding agent working in the user's repository. Use the tools to inspect and change "
+    "the code; explain what you do."
+)
 TOOLS = [
-    {"name": "Bash", "description": "Run a shell command in the repository.",
-     "input_schema": {"type": "object", "properties": {"command": {"type": "string"},
-                                                       "description": {"type": "string"}}, "required": ["command"]}},
-    {"name": "Read", "description": "Read a file.",
-     "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}},
+    {
+        "name": "Bash",
+        "description": "Run a shell command in the repository.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}, "description": {"type": "string"}},
+            "required": ["command"],
+        },
+    },
+    {
+        "name": "Read",
+        "description": "Read a file.",
+        "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]},
+    },
 ]
 
 # What the scripted tools "print" (the demo does not run commands).
@@ -57,7 +68,7 @@ TOOL_OUTPUT = {
 def policy_text(workdir: Path, jwks: Path) -> str:
     return f"""
         [gateway]
-        state_dir = "{workdir / 'state'}"
+        state_dir = "{workdir / "state"}"
         other_hosts = "deny"
 
         [credentials]
@@ -77,8 +88,8 @@ def policy_text(workdir: Path, jwks: Path) -> str:
         models = ["claude-*"]
 
         [recording]
-        store = "{workdir / 'recordings'}"
-        spool_dir = "{workdir / 'spool'}"
+        store = "{workdir / "recordings"}"
+        spool_dir = "{workdir / "spool"}"
         checkpoint_interval_seconds = 1
         """
 
@@ -95,20 +106,37 @@ def scripted_upstream(request: Any) -> Any:
         return text_reply_for(request, "Deploys go through the canary stage first, then all regions.")
     step = sum(1 for m in messages if m.get("role") == "assistant")
     if step == 0:
-        return Reply.message([
-            {"type": "thinking", "thinking": "Run the tests before anything is deployed.", "signature": "c2ln"},
-            {"type": "text", "text": "I'll run the test suite first. (I won't repeat the key you pasted.)"},
-            {"type": "tool_use", "id": "toolu_demo_tests", "name": "Bash",
-             "input": {"command": "pytest -q", "description": "Run the tests"}}])
+        return Reply.message(
+            [
+                {"type": "thinking", "thinking": "Run the tests before anything is deployed.", "signature": "c2ln"},
+                {"type": "text", "text": "I'll run the test suite first. (I won't repeat the key you pasted.)"},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_demo_tests",
+                    "name": "Bash",
+                    "input": {"command": "pytest -q", "description": "Run the tests"},
+                },
+            ]
+        )
     if step == 1:
-        return Reply.tool_use("Read", {"file_path": "deploy/.env"}, id="toolu_demo_env",
-                              text="Tests pass. Let me check the deploy configuration.")
+        return Reply.tool_use(
+            "Read",
+            {"file_path": "deploy/.env"},
+            id="toolu_demo_env",
+            text="Tests pass. Let me check the deploy configuration.",
+        )
     if step == 2:
-        return Reply.tool_use("Bash", {"command": "git log --oneline -3"}, id="toolu_demo_log",
-                              text=f"The config holds a GitHub token ({GITHUB_TOKEN}); it should move to the "
-                                   "secret store. Checking what would ship:")
-    return Reply.text("Ready to deploy 9f1c2ab: tests pass, config reviewed. Move GITHUB_TOKEN out of "
-                      "deploy/.env before the next release.")
+        return Reply.tool_use(
+            "Bash",
+            {"command": "git log --oneline -3"},
+            id="toolu_demo_log",
+            text=f"The config holds a GitHub token ({GITHUB_TOKEN}); it should move to the "
+            "secret store. Checking what would ship:",
+        )
+    return Reply.text(
+        "Ready to deploy 9f1c2ab: tests pass, config reviewed. Move GITHUB_TOKEN out of "
+        "deploy/.env before the next release."
+    )
 
 
 def run_agent(client: Any, prompt: str, *, stream_turn: int = 2) -> list[str]:
@@ -116,8 +144,14 @@ def run_agent(client: Any, prompt: str, *, stream_turn: int = 2) -> list[str]:
     messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
     said: list[str] = []
     for turn in range(8):
-        kwargs = dict(model=MODEL, max_tokens=2048, system=SYSTEM, tools=TOOLS, messages=messages,
-                      metadata={"user_id": json.dumps({"device_id": "demo", "session_id": SESSION_ID})})
+        kwargs = dict(
+            model=MODEL,
+            max_tokens=2048,
+            system=SYSTEM,
+            tools=TOOLS,
+            messages=messages,
+            metadata={"user_id": json.dumps({"device_id": "demo", "session_id": SESSION_ID})},
+        )
         if turn == stream_turn:
             with client.messages.stream(**kwargs) as s:
                 msg = s.get_final_message()
@@ -132,8 +166,13 @@ def run_agent(client: Any, prompt: str, *, stream_turn: int = 2) -> list[str]:
         results = []
         for call in calls:
             key = call.input.get("command") or call.input.get("file_path")
-            results.append({"type": "tool_result", "tool_use_id": call.id,
-                            "content": TOOL_OUTPUT.get(key, f"(no output for {key})")})
+            results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": call.id,
+                    "content": TOOL_OUTPUT.get(key, f"(no output for {key})"),
+                }
+            )
         messages.append({"role": "user", "content": results})
     return said
 
@@ -143,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "report" / "demo", help="report folder (default report/demo)")
     ap.add_argument("--workdir", type=Path, help="keep the gateway's files here (default: a temporary folder)")
     ap.add_argument("--screenshot", type=Path, help="also save a PNG of the session page (needs chromium)")
-    ap.add_argument("--gateway-script", type=Path, help="a mitmdump script other than addons/gateway.py "
-                    "(a stack under development)")
+    ap.add_argument(
+        "--gateway-script", type=Path, help="a mitmdump script other than addons/gateway.py (a stack under development)"
+    )
     args = ap.parse_args(argv)
 
     import warnings
@@ -171,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     state = workdir / "state"
     jwks = workdir / "dev-issuer.jwks.json"
     devissuer.ensure_dev_issuer(state, jwks)
-    alice = devissuer.mint_token(state, subject="alice", groups=["developers"], email="alice@example.com",
-                                 name="Alice Liddell")
+    alice = devissuer.mint_token(
+        state, subject="alice", groups=["developers"], email="alice@example.com", name="Alice Liddell"
+    )
     bob = devissuer.mint_token(state, subject="bob", groups=["sre"], email="bob@example.com", name="Bob Builder")
     wrong = devissuer.mint_token(state, subject="mallory", groups=["sre"], audience="another-service")
 
@@ -184,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             headers = {"x-claude-code-session-id": SESSION_ID}
             client = sdk_client(gw, alice, default_headers=headers)
-            said = run_agent(client, f"Deploy the api service to production. My AWS key is {AWS_KEY} if you "
-                                     "need it.")
+            said = run_agent(client, f"Deploy the api service to production. My AWS key is {AWS_KEY} if you need it.")
             print(f"  alice: {len(said)} answers; last: {said[-1][:70]}...", file=sys.stderr)
             for what, call in [
-                ("a model her group may not use", lambda: client.messages.create(
-                    model="claude-opus-4-1", max_tokens=512, messages=[{"role": "user", "content": "Use opus."}])),
+                (
+                    "a model her group may not use",
+                    lambda: client.messages.create(
+                        model="claude-opus-4-1", max_tokens=512, messages=[{"role": "user", "content": "Use opus."}]
+                    ),
+                ),
                 ("an endpoint nobody may use", lambda: client.beta.files.list()),
             ]:
                 try:
@@ -198,13 +242,18 @@ def main(argv: list[str] | None = None) -> int:
                 except anthropic.APIStatusError as e:
                     print(f"  alice, {what}: refused ({e.status_code})", file=sys.stderr)
             try:
-                sdk_client(gw, wrong).messages.create(model=MODEL, max_tokens=64,
-                                                      messages=[{"role": "user", "content": "hello"}])
+                sdk_client(gw, wrong).messages.create(
+                    model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hello"}]
+                )
             except anthropic.APIStatusError as e:
                 print(f"  a token for another audience: refused ({e.status_code})", file=sys.stderr)
             bob_client = sdk_client(gw, bob)
-            bob_client.messages.create(model="claude-opus-4-1", max_tokens=256, system="Be brief.",
-                                       messages=[{"role": "user", "content": "How do our deploys roll out?"}])
+            bob_client.messages.create(
+                model="claude-opus-4-1",
+                max_tokens=256,
+                system="Be brief.",
+                messages=[{"role": "user", "content": "How do our deploys roll out?"}],
+            )
             print("  bob: one question", file=sys.stderr)
         finally:
             gw.stop()  # SIGTERM: the recorder checkpoints its chain and uploads what is spooled
@@ -216,8 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     index = args.out / "index.html"
     has_records = any((store / "records").glob("*/*.json"))
     if not has_records:
-        print("demo: the gateway recorded nothing: the recorder is not in the addon stack yet "
-              "(addons/gateway.py). The report is empty.", file=sys.stderr)
+        print(
+            "demo: the gateway recorded nothing: the recorder is not in the addon stack yet "
+            "(addons/gateway.py). The report is empty.",
+            file=sys.stderr,
+        )
         rc = rc or 3
     print(f"Report: {index.as_uri()}")
     if args.screenshot and has_records:
@@ -233,11 +285,27 @@ def screenshot(page: Path, target: Path, width: int = 1200, height: int = 1800) 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", "--hide-scrollbars", f"--window-size={width},{height}",
-                        f"--screenshot={target.resolve()}", page.resolve().as_uri()],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--hide-scrollbars",
+                f"--window-size={width},{height}",
+                f"--screenshot={target.resolve()}",
+                page.resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "reaches_api_standin: the test expects bytes to reach the "
-                                       "api.anthropic.com stand-in (otherwise any byte fails the test)")
+    config.addinivalue_line(
+        "markers",
+        "reaches_api_standin: the test expects bytes to reach the "
+        "api.anthropic.com stand-in (otherwise any byte fails the test)",
+    )
 
 
 @pytest.fixture
@@ -33,8 +36,9 @@ def api_standin() -> Iterator[ApiStandin]:
 
 
 @pytest.fixture
-def gateway_factory(request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeUpstream,
-                    api_standin: ApiStandin) -> Iterator[Callable[..., Gateway]]:
+def gateway_factory(
+    request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeUpstream, api_standin: ApiStandin
+) -> Iterator[Callable[..., Gateway]]:
     """Start gateways on a policy text; all are stopped at the end of the test.
 
     Every gateway runs with tests/support/standin/sitecustomize.py: api.anthropic.com is the
@@ -43,9 +47,16 @@ def gateway_factory(request: pytest.FixtureRequest, tmp_path: Path, upstream: Fa
     """
     started: list[Gateway] = []
 
-    def start(policy: str = "", *, name: str = "policy.toml", env: dict[str, str] | None = None,
-              extra_args: list[str] | None = None, upstream_url: str | None = None,
-              script: Path | None = None, start: bool = True) -> Gateway:
+    def start(
+        policy: str = "",
+        *,
+        name: str = "policy.toml",
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+        upstream_url: str | None = None,
+        script: Path | None = None,
+        start: bool = True,
+    ) -> Gateway:
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
         gw = Gateway(
@@ -64,11 +75,15 @@ def gateway_factory(request: pytest.FixtureRequest, tmp_path: Path, upstream: Fa
     yield start
     for gw in started:
         gw.stop()
-    if (api_standin.received or api_standin.connections) and \
-            request.node.get_closest_marker("reaches_api_standin") is None:
-        pytest.fail(f"the gateway connected {api_standin.connections} time(s) and sent {len(api_standin.received)} "
-                    f"bytes towards api.anthropic.com (its loopback stand-in) although the test's upstream is "
-                    f"{upstream.base_url}", pytrace=False)
+    if (api_standin.received or api_standin.connections) and request.node.get_closest_marker(
+        "reaches_api_standin"
+    ) is None:
+        pytest.fail(
+            f"the gateway connected {api_standin.connections} time(s) and sent {len(api_standin.received)} "
+            f"bytes towards api.anthropic.com (its loopback stand-in) although the test's upstream is "
+            f"{upstream.base_url}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

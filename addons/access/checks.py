@@ -28,8 +28,9 @@ def check_api_target(scheme: str, port: int) -> ApiError | None:
     """The API is https on 443 only: anything else would carry the gateway's key in clear text
     or to another service on the API host."""
     if scheme != "https" or port != 443:
-        return apierrors.permission(f"Gatehouse only forwards https://{API_HOST} (port 443); "
-                                    f"this request was {scheme} on port {port}.")
+        return apierrors.permission(
+            f"Gatehouse only forwards https://{API_HOST} (port 443); this request was {scheme} on port {port}."
+        )
     return None
 
 
@@ -65,7 +66,8 @@ def check_path(path: str) -> ApiError | None:
     bare = path.split("?", 1)[0]
     if not bare.startswith("/") or _AMBIGUOUS_PATH.search(bare):
         return apierrors.invalid_request(
-            "Gatehouse refuses request paths with dot segments, encoded separators or empty segments.")
+            "Gatehouse refuses request paths with dot segments, encoded separators or empty segments."
+        )
     return None
 
 
@@ -86,8 +88,9 @@ def check_endpoint(policy: Policy, method: str, path: str, identity: Identity | 
                 f"({', '.join(policy.groups)}); ask your gateway operator for access."
             )
         if not any(allowed(method, bare, g.endpoints or endpoints) for g in groups):
-            return apierrors.permission(f"Your groups ({', '.join(g.name for g in groups)}) may not use "
-                                        f"{method} {bare}.")
+            return apierrors.permission(
+                f"Your groups ({', '.join(g.name for g in groups)}) may not use {method} {bare}."
+            )
     return None
 
 

@@ -43,7 +43,8 @@ class Endpoint:
             if unknown or not methods:
                 raise EndpointSyntaxError(
                     f"{entry!r}: unknown HTTP method {', '.join(unknown) or '(none)'}; "
-                    f"write e.g. \"POST /v1/messages\" (methods: {', '.join(sorted(METHODS))})")
+                    f'write e.g. "POST /v1/messages" (methods: {", ".join(sorted(METHODS))})'
+                )
         else:
             pattern = text
             methods = next((m for glob, m in KNOWN_METHODS if glob == pattern), frozenset({"GET"}))

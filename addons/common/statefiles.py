@@ -33,4 +33,6 @@ def check_private(path: Path) -> None:
     """Refuse a secret file that others can read (as ssh does for private keys)."""
     mode = Path(path).stat().st_mode & 0o077
     if mode:
-        raise PermissionError(f"{path}: readable by group or others (mode {oct(Path(path).stat().st_mode & 0o777)}); run chmod 600 {path}")
+        raise PermissionError(
+            f"{path}: readable by group or others (mode {oct(Path(path).stat().st_mode & 0o777)}); run chmod 600 {path}"
+        )

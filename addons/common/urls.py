@@ -18,8 +18,9 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def http_url_problem(value: str, *, what: str = "URL", https_unless_loopback: bool = False,
-                     bare: bool = False) -> str | None:
+def http_url_problem(
+    value: str, *, what: str = "URL", https_unless_loopback: bool = False, bare: bool = False
+) -> str | None:
     """Why `value` is not an acceptable http(s) URL, as the end of a sentence; None if it is.
 
     `https_unless_loopback`: plain http only to this machine (key fetches carry no secret, but

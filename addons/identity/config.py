@@ -124,7 +124,9 @@ def _parse_issuer(sec: Section) -> IssuerConfig:
     elif isinstance(aud, list) and aud and all(isinstance(a, str) and a.strip() for a in aud):
         audience = tuple(aud)
     else:
-        raise sec.error("audience", "expected a non-empty string or array of strings: the audience tokens must be issued for")
+        raise sec.error(
+            "audience", "expected a non-empty string or array of strings: the audience tokens must be issued for"
+        )
 
     algorithms = sec.str_list("algorithms", DEFAULT_ALGORITHMS)
     if not algorithms:
@@ -140,8 +142,11 @@ def _parse_issuer(sec: Section) -> IssuerConfig:
     hmac_secret_env = sec.str("hmac_secret_env", None)
     has_hmac = any(a in HMAC_ALGORITHMS for a in algorithms)
     if has_hmac and not hmac_secret_env:
-        raise sec.error("algorithms", "HMAC algorithms (HS256/384/512) need hmac_secret_env: the name of the "
-                        "environment variable that holds the shared secret")
+        raise sec.error(
+            "algorithms",
+            "HMAC algorithms (HS256/384/512) need hmac_secret_env: the name of the "
+            "environment variable that holds the shared secret",
+        )
     if hmac_secret_env and not has_hmac:
         raise sec.error("hmac_secret_env", "is set but algorithms lists no HMAC algorithm (HS256, HS384, HS512)")
     if hmac_secret_env and not _ENV_NAME.match(hmac_secret_env):
@@ -153,13 +158,14 @@ def _parse_issuer(sec: Section) -> IssuerConfig:
         raise sec.error("jwks_file", "give one key source: jwks_uri or jwks_file (or neither, for OIDC discovery)")
     asymmetric = any(a in ASYMMETRIC_ALGORITHMS for a in algorithms)
     if not asymmetric and (jwks_uri or jwks_file):
-        raise sec.error("jwks_uri" if jwks_uri else "jwks_file",
-                        "algorithms lists only HMAC algorithms, so these keys would never be used")
+        raise sec.error(
+            "jwks_uri" if jwks_uri else "jwks_file",
+            "algorithms lists only HMAC algorithms, so these keys would never be used",
+        )
     if jwks_uri and (why := fetchable_url(jwks_uri)):
         raise sec.error("jwks_uri", why)
     if asymmetric and not jwks_uri and not jwks_file and (why := fetchable_url(issuer)):
-        raise sec.error("issuer", f"{why}, so its keys cannot be found by OIDC discovery: "
-                        "set jwks_uri or jwks_file")
+        raise sec.error("issuer", f"{why}, so its keys cannot be found by OIDC discovery: set jwks_uri or jwks_file")
 
     leeway = sec.int("leeway_seconds", 30, min=0, max=600)
     cache = sec.int("jwks_cache_seconds", 3600, min=60, max=7 * 86400)
@@ -181,11 +187,22 @@ def _parse_issuer(sec: Section) -> IssuerConfig:
     assert subject_claim is not None and email_claim is not None and name_claim is not None
     assert groups_claim is not None
     return IssuerConfig(
-        name=name, issuer=issuer, audience=audience, algorithms=algorithms, jwks_uri=jwks_uri,
-        jwks_file=jwks_file, hmac_secret_env=hmac_secret_env, leeway_seconds=leeway,
-        jwks_cache_seconds=cache, required_claims=tuple(required), subject_claim=subject_claim,
-        email_claim=email_claim, name_claim=name_claim, groups_claim=groups_claim,
-        static_groups=static_groups, user_claim=user_claim,
+        name=name,
+        issuer=issuer,
+        audience=audience,
+        algorithms=algorithms,
+        jwks_uri=jwks_uri,
+        jwks_file=jwks_file,
+        hmac_secret_env=hmac_secret_env,
+        leeway_seconds=leeway,
+        jwks_cache_seconds=cache,
+        required_claims=tuple(required),
+        subject_claim=subject_claim,
+        email_claim=email_claim,
+        name_claim=name_claim,
+        groups_claim=groups_claim,
+        static_groups=static_groups,
+        user_claim=user_claim,
     )
 
 

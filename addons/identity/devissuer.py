@@ -113,9 +113,18 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
-def mint_token(state_dir: Path, *, subject: str, groups: Iterable[str] = (), ttl_seconds: int = DEFAULT_TTL_SECONDS,
-               issuer: str = DEV_ISSUER, audience: str = DEV_AUDIENCE, email: str | None = None,
-               name: str | None = None, clock: Callable[[], float] = time.time) -> str:
+def mint_token(
+    state_dir: Path,
+    *,
+    subject: str,
+    groups: Iterable[str] = (),
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    issuer: str = DEV_ISSUER,
+    audience: str = DEV_AUDIENCE,
+    email: str | None = None,
+    name: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> str:
     """A dev token signed with the state directory's key (created if missing)."""
     if not subject or not subject.strip():
         raise ValueError("the subject must not be empty")
@@ -125,14 +134,22 @@ def mint_token(state_dir: Path, *, subject: str, groups: Iterable[str] = (), ttl
     now = int(clock())
     header = {"alg": DEV_ALGORITHM, "typ": "JWT", "kid": public_jwk(key)["kid"]}
     claims: dict[str, Any] = {
-        "iss": issuer, "aud": audience, "sub": subject.strip(), "iat": now, "nbf": now,
-        "exp": now + ttl_seconds, "jti": secrets.token_hex(12),
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject.strip(),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        "jti": secrets.token_hex(12),
         "groups": list(dict.fromkeys(g.strip() for g in groups if g.strip())),
     }
     if email:
         claims["email"] = email
     if name:
         claims["name"] = name
-    signing_input = (_b64(json.dumps(header, separators=(",", ":")).encode()) + "."
-                     + _b64(json.dumps(claims, separators=(",", ":")).encode()))
+    signing_input = (
+        _b64(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + _b64(json.dumps(claims, separators=(",", ":")).encode())
+    )
     return signing_input + "." + _b64(key.sign(signing_input.encode("ascii")))

@@ -25,9 +25,21 @@ class TokenError(Exception):
     # How far verification got before each check failed. When several issuer entries share an
     # `iss`, the error of the entry that got furthest is the one worth reporting.
     RANK = {
-        "missing": 0, "too_large": 0, "malformed": 0, "no_password": 0, "issuer": 1, "algorithm": 2, "no_keys": 3,
-        "unknown_key": 4, "signature": 5, "audience": 6, "expired": 7, "not_yet_valid": 7,
-        "issued_in_future": 7, "claims": 8, "user": 9,
+        "missing": 0,
+        "too_large": 0,
+        "malformed": 0,
+        "no_password": 0,
+        "issuer": 1,
+        "algorithm": 2,
+        "no_keys": 3,
+        "unknown_key": 4,
+        "signature": 5,
+        "audience": 6,
+        "expired": 7,
+        "not_yet_valid": 7,
+        "issued_in_future": 7,
+        "claims": 8,
+        "user": 9,
     }
 
     def __init__(self, check: str, message: str) -> None:

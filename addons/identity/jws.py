@@ -70,18 +70,21 @@ def parse_token(token: str) -> ParsedToken:
     parts = token.split(".")
     if len(parts) != 3:
         what = "an encrypted token (JWE)" if len(parts) == 5 else f"{len(parts)} part(s) instead of 3"
-        raise TokenError("malformed", f"The token is not a signed JWT (header.payload.signature): it has {what}. "
-                         + HINT_NEW_TOKEN)
+        raise TokenError(
+            "malformed", f"The token is not a signed JWT (header.payload.signature): it has {what}. " + HINT_NEW_TOKEN
+        )
     try:
         header = json_object(_b64decode(parts[0]))
     except (ValueError, binascii.Error):
-        raise TokenError("malformed", "The token's header is not base64url-encoded JSON: it is not a JWT. "
-                         + HINT_NEW_TOKEN) from None
+        raise TokenError(
+            "malformed", "The token's header is not base64url-encoded JSON: it is not a JWT. " + HINT_NEW_TOKEN
+        ) from None
     try:
         claims = json_object(_b64decode(parts[1]))
     except (ValueError, binascii.Error):
-        raise TokenError("malformed", "The token's payload is not base64url-encoded JSON: it is not a JWT. "
-                         + HINT_NEW_TOKEN) from None
+        raise TokenError(
+            "malformed", "The token's payload is not base64url-encoded JSON: it is not a JWT. " + HINT_NEW_TOKEN
+        ) from None
     try:
         signature = _b64decode(parts[2])
     except (ValueError, binascii.Error):
@@ -89,9 +92,13 @@ def parse_token(token: str) -> ParsedToken:
     if not isinstance(header.get("alg"), str):
         raise TokenError("malformed", "The token's header names no signing algorithm (alg). " + HINT_NEW_TOKEN)
     if "crit" in header:
-        raise TokenError("malformed", "The token's header has critical extensions (crit), which Gatehouse does not support.")
+        raise TokenError(
+            "malformed", "The token's header has critical extensions (crit), which Gatehouse does not support."
+        )
     if header.get("b64", True) is not True:
-        raise TokenError("malformed", "The token uses an unencoded payload (b64: false), which Gatehouse does not accept.")
+        raise TokenError(
+            "malformed", "The token uses an unencoded payload (b64: false), which Gatehouse does not accept."
+        )
     return ParsedToken(header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
 
 

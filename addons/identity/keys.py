@@ -109,7 +109,11 @@ def _jwk_to_key(jwk: Mapping[str, Any]) -> VerificationKey | None:
     if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
         return None  # e.g. an encryption key, or "HS256": never take a symmetric key from a JWKS
     crv = jwk.get("crv") if isinstance(jwk.get("crv"), str) else None
-    by_type = {"RSA": "RS256", "EC": {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}, "OKP": {"Ed25519": "EdDSA"}}
+    by_type = {
+        "RSA": "RS256",
+        "EC": {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"},
+        "OKP": {"Ed25519": "EdDSA"},
+    }
     family = by_type.get(kty) if isinstance(kty, str) else None
     if family is None:
         return None
@@ -143,8 +147,17 @@ class KeyCache:
     Thread-safe: the event loop reads it; worker threads refresh it.
     """
 
-    def __init__(self, kind: str, location: str, issuer: str, ttl: float, *, fetch: Callable[[str], bytes],
-                 clock: Callable[[], float], min_refetch: float) -> None:
+    def __init__(
+        self,
+        kind: str,
+        location: str,
+        issuer: str,
+        ttl: float,
+        *,
+        fetch: Callable[[str], bytes],
+        clock: Callable[[], float],
+        min_refetch: float,
+    ) -> None:
         self.kind = kind  # discovery | jwks_uri | jwks_file
         self.location = location
         self.issuer = issuer
@@ -171,8 +184,11 @@ class KeyCache:
         return self._last_error
 
     def describe(self) -> str:
-        return {"discovery": f"OIDC discovery at {self.location}", "jwks_uri": f"the JWKS at {self.location}",
-                "jwks_file": f"the JWKS file {self.location}"}[self.kind]
+        return {
+            "discovery": f"OIDC discovery at {self.location}",
+            "jwks_uri": f"the JWKS at {self.location}",
+            "jwks_file": f"the JWKS file {self.location}",
+        }[self.kind]
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self) -> KeySet:
@@ -183,12 +199,16 @@ class KeyCache:
         if self.kind == "discovery":
             doc = json_object(self._fetch(self.location))
             if doc.get("issuer") != self.issuer:
-                raise ValueError(f"the discovery document names issuer {show_value(doc.get('issuer'))}, "
-                                 f"not {show_value(self.issuer)}")
+                raise ValueError(
+                    f"the discovery document names issuer {show_value(doc.get('issuer'))}, "
+                    f"not {show_value(self.issuer)}"
+                )
             jwks_uri = doc.get("jwks_uri")
             if not isinstance(jwks_uri, str) or (why := fetchable_url(jwks_uri)):
-                raise ValueError(f"the discovery document's jwks_uri {show_value(jwks_uri)} "
-                                 f"{why if isinstance(jwks_uri, str) else 'is missing'}")
+                raise ValueError(
+                    f"the discovery document's jwks_uri {show_value(jwks_uri)} "
+                    f"{why if isinstance(jwks_uri, str) else 'is missing'}"
+                )
         return parse_jwks(self._fetch(jwks_uri), now)
 
     def refresh(self, *, force: bool = False) -> bool:
@@ -259,9 +279,15 @@ class KeyCache:
     def _no_key_error(self, kid: str | None) -> TokenError:
         if self._keys is None:
             why = f" ({self._last_error})" if self._last_error else ""
-            return TokenError("no_keys", f"The gateway has no signing keys for this token's issuer: loading them "
-                              f"from {self.describe()} failed{why}. Try again in a minute; if it persists, tell "
-                              "the gateway operator.")
-        return TokenError("unknown_key", "The token names a signing key (kid) that its issuer does not "
-                          f"publish ({self.describe()}). It was not signed by that issuer, or the issuer rotated "
-                          "its keys: try again in a minute. " + HINT_NEW_TOKEN)
+            return TokenError(
+                "no_keys",
+                f"The gateway has no signing keys for this token's issuer: loading them "
+                f"from {self.describe()} failed{why}. Try again in a minute; if it persists, tell "
+                "the gateway operator.",
+            )
+        return TokenError(
+            "unknown_key",
+            "The token names a signing key (kid) that its issuer does not "
+            f"publish ({self.describe()}). It was not signed by that issuer, or the issuer rotated "
+            "its keys: try again in a minute. " + HINT_NEW_TOKEN,
+        )

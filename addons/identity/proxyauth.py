@@ -23,8 +23,9 @@ def parse_proxy_authorization(value: str) -> tuple[str, str | None]:
     size-checked before anything else is done with it.
     """
     if len(value) > MAX_HEADER_BYTES:
-        raise TokenError("too_large", f"The proxy credentials are {len(value)} bytes long; at most "
-                         f"{MAX_HEADER_BYTES} are accepted.")
+        raise TokenError(
+            "too_large", f"The proxy credentials are {len(value)} bytes long; at most {MAX_HEADER_BYTES} are accepted."
+        )
     scheme, _, rest = value.strip().partition(" ")
     rest = rest.strip()
     if scheme.lower() == "bearer":
@@ -35,14 +36,21 @@ def parse_proxy_authorization(value: str) -> tuple[str, str | None]:
         try:
             decoded = base64.b64decode(rest, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
-            raise TokenError("malformed", "The proxy credentials (Basic) are not valid base64. "
-                             + HINT_NEW_TOKEN) from None
+            raise TokenError(
+                "malformed", "The proxy credentials (Basic) are not valid base64. " + HINT_NEW_TOKEN
+            ) from None
         user, sep, password = decoded.partition(":")
         if not sep or not password.strip():
-            raise TokenError("no_password", "The proxy credentials have a user name but no password. The token "
-                             "goes in the password: HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT (run "
-                             "`gatehouse token` to get one).")
+            raise TokenError(
+                "no_password",
+                "The proxy credentials have a user name but no password. The token "
+                "goes in the password: HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT (run "
+                "`gatehouse token` to get one).",
+            )
         return password.strip(), user
     # The scheme is not echoed: without a space, the "scheme" is the credential itself.
-    raise TokenError("malformed", "The proxy credentials use neither the Basic nor the Bearer scheme; use Basic "
-                     "(HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT) or Bearer.")
+    raise TokenError(
+        "malformed",
+        "The proxy credentials use neither the Basic nor the Bearer scheme; use Basic "
+        "(HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT) or Bearer.",
+    )

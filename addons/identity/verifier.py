@@ -76,9 +76,16 @@ class TokenVerifier:
     for exp/nbf/iat, key TTLs and refetch rate limits; `environ` supplies HMAC secrets.
     """
 
-    def __init__(self, issuers: Sequence[IssuerConfig], *, fetch: Callable[[str], bytes] = fetch_url,
-                 clock: Callable[[], float] = time.time, min_refetch_seconds: float = 30.0,
-                 cache_size: int = 4096, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        issuers: Sequence[IssuerConfig],
+        *,
+        fetch: Callable[[str], bytes] = fetch_url,
+        clock: Callable[[], float] = time.time,
+        min_refetch_seconds: float = 30.0,
+        cache_size: int = 4096,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         environ = os.environ if environ is None else environ
         self._clock = clock
         self._cache: Lru[str, _Cached] = Lru(cache_size)
@@ -88,26 +95,37 @@ class TokenVerifier:
         for cfg in issuers:
             keys = None
             if cfg.key_source != "hmac":
-                location = {"discovery": cfg.discovery_url, "jwks_uri": cfg.jwks_uri,
-                            "jwks_file": str(cfg.jwks_file)}[cfg.key_source]
+                location = {"discovery": cfg.discovery_url, "jwks_uri": cfg.jwks_uri, "jwks_file": str(cfg.jwks_file)}[
+                    cfg.key_source
+                ]
                 assert location is not None
                 # Entries sharing one key source (same issuer, different required claims) share its cache.
                 ck = (cfg.key_source, location, cfg.jwks_cache_seconds)
                 keys = self._caches.get(ck)
                 if keys is None:
-                    keys = self._caches[ck] = KeyCache(cfg.key_source, location, cfg.issuer, cfg.jwks_cache_seconds,
-                                                       fetch=fetch, clock=clock, min_refetch=min_refetch_seconds)
+                    keys = self._caches[ck] = KeyCache(
+                        cfg.key_source,
+                        location,
+                        cfg.issuer,
+                        cfg.jwks_cache_seconds,
+                        fetch=fetch,
+                        clock=clock,
+                        min_refetch=min_refetch_seconds,
+                    )
             secret = None
             if cfg.hmac_secret_env:
                 value = environ.get(cfg.hmac_secret_env)
                 if not value:
-                    raise TokenConfigError(f"issuer {cfg.name!r}: environment variable {cfg.hmac_secret_env} "
-                                           "(hmac_secret_env) is not set")
+                    raise TokenConfigError(
+                        f"issuer {cfg.name!r}: environment variable {cfg.hmac_secret_env} (hmac_secret_env) is not set"
+                    )
                 secret = value.encode()
                 shortest = max(HMAC_ALGORITHMS[a] for a in cfg.algorithms if a in HMAC_ALGORITHMS)
                 if len(secret) < shortest:
-                    raise TokenConfigError(f"issuer {cfg.name!r}: the secret in {cfg.hmac_secret_env} is "
-                                           f"{len(secret)} bytes; the HMAC algorithms configured need at least {shortest}")
+                    raise TokenConfigError(
+                        f"issuer {cfg.name!r}: the secret in {cfg.hmac_secret_env} is "
+                        f"{len(secret)} bytes; the HMAC algorithms configured need at least {shortest}"
+                    )
             entry = _IssuerEntry(cfg, keys, secret)
             self._by_iss.setdefault(cfg.issuer, []).append(entry)
             self._by_name[cfg.name] = entry
@@ -128,13 +146,17 @@ class TokenVerifier:
         out = []
         for e in self._by_name.values():
             ks = e.keys.keys if e.keys else None
-            out.append({
-                "name": e.config.name, "issuer": e.config.issuer, "source": e.config.key_source,
-                "location": e.keys.location if e.keys else e.config.hmac_secret_env,
-                "keys": len(ks.keys) if ks else (1 if e.hmac_secret else 0),
-                "loaded_at": ks.loaded_at if ks else None,
-                "last_error": e.keys.last_error if e.keys else None,
-            })
+            out.append(
+                {
+                    "name": e.config.name,
+                    "issuer": e.config.issuer,
+                    "source": e.config.key_source,
+                    "location": e.keys.location if e.keys else e.config.hmac_secret_env,
+                    "keys": len(ks.keys) if ks else (1 if e.hmac_secret else 0),
+                    "loaded_at": ks.loaded_at if ks else None,
+                    "last_error": e.keys.last_error if e.keys else None,
+                }
+            )
         return out
 
     # -- start-up --------------------------------------------------------------------------
@@ -145,9 +167,11 @@ class TokenVerifier:
             cache.refresh(force=True)
             if cache.keys is None:
                 names = ", ".join(repr(e.config.name) for e in self._by_name.values() if e.keys is cache)
-                warnings.append(f"issuer {names}: could not load signing keys from {cache.describe()} "
-                                f"({cache.last_error}); its tokens are refused until the keys can be loaded "
-                                "(retried on demand)")
+                warnings.append(
+                    f"issuer {names}: could not load signing keys from {cache.describe()} "
+                    f"({cache.last_error}); its tokens are refused until the keys can be loaded "
+                    "(retried on demand)"
+                )
         return warnings
 
     # -- verification ----------------------------------------------------------------------
@@ -160,7 +184,9 @@ class TokenVerifier:
         if not isinstance(token, str) or not token.strip():
             raise TokenError("missing", "No token was sent. " + HINT_NEW_TOKEN)
         if len(token) > MAX_TOKEN_BYTES:
-            raise TokenError("too_large", f"The token is {len(token)} bytes long; at most {MAX_TOKEN_BYTES} are accepted.")
+            raise TokenError(
+                "too_large", f"The token is {len(token)} bytes long; at most {MAX_TOKEN_BYTES} are accepted."
+            )
         digest = token_hash(token)
         hit = self._cache.get(digest)
         if hit is not None:
@@ -180,8 +206,10 @@ class TokenVerifier:
             # enough to be shown, logged or recorded (it may carry anything).
             trusted = ", ".join(sorted(show_value(i) for i in self._by_iss)) or "none"
             what = "an issuer (iss)" if iss is not None else "no issuer (iss)"
-            raise TokenError("issuer", f"The token names {what} that this gateway does not trust "
-                             f"(trusted: {trusted}). " + HINT_NEW_TOKEN)
+            raise TokenError(
+                "issuer",
+                f"The token names {what} that this gateway does not trust (trusted: {trusted}). " + HINT_NEW_TOKEN,
+            )
         failures: list[TokenError] = []
         for entry in entries:
             try:
@@ -205,40 +233,55 @@ class TokenVerifier:
     # -- internals -------------------------------------------------------------------------
     @staticmethod
     def _expired(exp: float, now: float) -> TokenError:
-        return TokenError("expired", f"The token expired at {format_time(exp)} ({_ago(now - exp)} ago). "
-                          + HINT_NEW_TOKEN)
+        return TokenError(
+            "expired", f"The token expired at {format_time(exp)} ({_ago(now - exp)} ago). " + HINT_NEW_TOKEN
+        )
 
-    def _verify_with(self, entry: _IssuerEntry, tok: ParsedToken, digest: str, user: str | None,
-                     allow_fetch: bool) -> tuple[Identity, KeySet | None, Any]:
+    def _verify_with(
+        self, entry: _IssuerEntry, tok: ParsedToken, digest: str, user: str | None, allow_fetch: bool
+    ) -> tuple[Identity, KeySet | None, Any]:
         cfg = entry.config
         alg = tok.alg
         if alg.lower() == "none" or not alg:
-            raise TokenError("algorithm", "The token is not signed (alg: none); unsigned tokens are never accepted. "
-                             + HINT_NEW_TOKEN)
+            raise TokenError(
+                "algorithm",
+                "The token is not signed (alg: none); unsigned tokens are never accepted. " + HINT_NEW_TOKEN,
+            )
         if alg not in cfg.algorithms:
             shown = alg if alg in _ALGORITHMS else "an algorithm"  # an unverified header: known names only
-            raise TokenError("algorithm", f"The token is signed with {shown}, which issuer {cfg.name!r} does "
-                             f"not accept (accepted: {', '.join(cfg.algorithms)}). " + HINT_NEW_TOKEN)
+            raise TokenError(
+                "algorithm",
+                f"The token is signed with {shown}, which issuer {cfg.name!r} does "
+                f"not accept (accepted: {', '.join(cfg.algorithms)}). " + HINT_NEW_TOKEN,
+            )
 
         keyset: KeySet | None = None
         if alg in HMAC_ALGORITHMS:
             assert entry.hmac_secret is not None
             ok = _ALGORITHMS[alg].verify(tok.signing_input, entry.hmac_secret, tok.signature)
             if not ok:
-                raise TokenError("signature", f"The token's signature does not verify with the shared secret of "
-                                 f"issuer {cfg.name!r}: it was altered or not signed by that issuer. " + HINT_NEW_TOKEN)
+                raise TokenError(
+                    "signature",
+                    f"The token's signature does not verify with the shared secret of "
+                    f"issuer {cfg.name!r}: it was altered or not signed by that issuer. " + HINT_NEW_TOKEN,
+                )
         else:
             assert entry.keys is not None
             keyset, candidates = entry.keys.lookup(tok.kid, allow_fetch=allow_fetch)
             fitting = [k for k in candidates if k.fits(alg)]
             if not fitting:
-                raise TokenError("signature", f"The token is signed with {alg}, but the key it names (kid) of issuer "
-                                 f"{cfg.name!r} is a {candidates[0].kty} key: it was not signed by that issuer. "
-                                 + HINT_NEW_TOKEN)
+                raise TokenError(
+                    "signature",
+                    f"The token is signed with {alg}, but the key it names (kid) of issuer "
+                    f"{cfg.name!r} is a {candidates[0].kty} key: it was not signed by that issuer. " + HINT_NEW_TOKEN,
+                )
             algo = _ALGORITHMS[alg]
             if not any(_safe_verify(algo, tok.signing_input, k.key, tok.signature) for k in fitting):
-                raise TokenError("signature", f"The token's signature does not verify with the key it names (kid) of "
-                                 f"issuer {cfg.name!r}: it was altered, or signed by someone else. " + HINT_NEW_TOKEN)
+                raise TokenError(
+                    "signature",
+                    f"The token's signature does not verify with the key it names (kid) of "
+                    f"issuer {cfg.name!r}: it was altered, or signed by someone else. " + HINT_NEW_TOKEN,
+                )
 
         claims = tok.claims
         now = self._clock()
@@ -248,31 +291,47 @@ class TokenVerifier:
         if not any(isinstance(a, str) and a in cfg.audience for a in auds):
             expected = " or ".join(show_value(a) for a in cfg.audience)
             got = f"audience {show_value(aud)}" if aud is not None else "no audience (aud)"
-            raise TokenError("audience", f"The token has {got}; tokens from issuer {cfg.name!r} must be issued "
-                             f"for {expected}. Request a token with that audience.")
+            raise TokenError(
+                "audience",
+                f"The token has {got}; tokens from issuer {cfg.name!r} must be issued "
+                f"for {expected}. Request a token with that audience.",
+            )
         leeway = cfg.leeway_seconds
         exp = numeric_claim(claims, "exp")
         if exp is None:
-            raise TokenError("claims", "The token has no expiry (exp); tokens without one are not accepted. "
-                             + HINT_NEW_TOKEN)
+            raise TokenError(
+                "claims", "The token has no expiry (exp); tokens without one are not accepted. " + HINT_NEW_TOKEN
+            )
         if now > exp + leeway:
             raise self._expired(exp, now)
         nbf = numeric_claim(claims, "nbf")
         if nbf is not None and now + leeway < nbf:
-            raise TokenError("not_yet_valid", f"The token is not valid before {format_time(nbf)} (nbf), "
-                             f"{_ago(nbf - now)} from now. Check the clock of the machine that issued it.")
+            raise TokenError(
+                "not_yet_valid",
+                f"The token is not valid before {format_time(nbf)} (nbf), "
+                f"{_ago(nbf - now)} from now. Check the clock of the machine that issued it.",
+            )
         iat = numeric_claim(claims, "iat")
         if iat is not None and now + leeway < iat:
-            raise TokenError("issued_in_future", f"The token says it was issued at {format_time(iat)} (iat), "
-                             f"{_ago(iat - now)} from now. Check the clock of the machine that issued it.")
+            raise TokenError(
+                "issued_in_future",
+                f"The token says it was issued at {format_time(iat)} (iat), "
+                f"{_ago(iat - now)} from now. Check the clock of the machine that issued it.",
+            )
         for path, expected in cfg.required_claims:
             actual = claim_at(claims, path)
             if actual is None:
-                raise TokenError("claims", f"The token has no {path!r} claim, which issuer {cfg.name!r} requires "
-                                 f"to be {show_value(expected)}.")
+                raise TokenError(
+                    "claims",
+                    f"The token has no {path!r} claim, which issuer {cfg.name!r} requires "
+                    f"to be {show_value(expected)}.",
+                )
             if not claim_matches(actual, expected):
-                raise TokenError("claims", f"The token's {path!r} claim is {show_value(actual)}, but issuer "
-                                 f"{cfg.name!r} requires {show_value(expected)}.")
+                raise TokenError(
+                    "claims",
+                    f"The token's {path!r} claim is {show_value(actual)}, but issuer "
+                    f"{cfg.name!r} requires {show_value(expected)}.",
+                )
         subject = claim_at(claims, cfg.subject_claim)
         if not isinstance(subject, str) or not subject:
             raise TokenError("claims", f"The token has no subject ({path_name(cfg.subject_claim)!r} claim).")
@@ -298,9 +357,12 @@ class TokenVerifier:
             return
         if not isinstance(user_value, str) or user != user_value:
             claim = path_name(cfg.user_claim)
-            raise TokenError("user", f"The proxy user name does not match the token's {claim!r} claim "
-                             f"(issuer {cfg.name!r} requires them to be equal). Use your {claim} as the user "
-                             "name: HTTPS_PROXY=http://USER:TOKEN@HOST:PORT.")
+            raise TokenError(
+                "user",
+                f"The proxy user name does not match the token's {claim!r} claim "
+                f"(issuer {cfg.name!r} requires them to be equal). Use your {claim} as the user "
+                "name: HTTPS_PROXY=http://USER:TOKEN@HOST:PORT.",
+            )
 
 
 def _safe_verify(algo: Any, msg: bytes, key: Any, sig: bytes) -> bool:
@@ -326,4 +388,3 @@ def _ago(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
-

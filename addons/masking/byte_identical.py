@@ -22,8 +22,11 @@ TOOL_BLOCK_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 # the `input` of a tool block (free JSON written by the model or a client). Sourced from the
 # Anthropic SDK's types (anthropic 2.15): every field documented as "round-trip verbatim".
 BYTE_IDENTICAL_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("thinking", "thinking",
-     "signed: the API checks the thinking text against its signature when the client sends it back"),
+    (
+        "thinking",
+        "thinking",
+        "signed: the API checks the thinking text against its signature when the client sends it back",
+    ),
     ("thinking", "signature", "the signature of a thinking block"),
     ("thinking_delta", "thinking", "a streamed piece of signed thinking text (SSE)"),
     ("signature_delta", "signature", "a streamed thinking signature (SSE)"),
@@ -35,13 +38,17 @@ BYTE_IDENTICAL_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("web_search_result_location", "encrypted_index", "encrypted pointer of a web-search citation"),
     ("encrypted_code_execution_result", "encrypted_stdout", "server-tool output encrypted by the API (code execution)"),
     ("advisor_redacted_result", "encrypted_content", "server-tool output encrypted by the API (advisor)"),
-    ("base64", "data",
-     "binary media: the base64 `source.data` of an image/* or application/pdf block. Any other media "
-     "type (text/plain documents...) is decoded, scanned, and re-encoded masked when a secret is found"),
+    (
+        "base64",
+        "data",
+        "binary media: the base64 `source.data` of an image/* or application/pdf block. Any other media "
+        "type (text/plain documents...) is decoded, scanned, and re-encoded masked when a secret is found",
+    ),
 )
 # The table by type: the byte-identical fields of an object of that type (in a slot).
 EXEMPT_BY_TYPE: dict[str, frozenset[str]] = {
-    t: frozenset(f for tt, f, _ in BYTE_IDENTICAL_FIELDS if tt == t) for t, _, _ in BYTE_IDENTICAL_FIELDS}
+    t: frozenset(f for tt, f, _ in BYTE_IDENTICAL_FIELDS if tt == t) for t, _, _ in BYTE_IDENTICAL_FIELDS
+}
 
 
 def _is_server_result(t: str | None) -> bool:
@@ -75,4 +82,3 @@ def is_binary_media(source: dict[str, Any]) -> bool:
     """Whether a base64 source holds binary media (left byte-identical), not text."""
     mt = source.get("media_type")
     return isinstance(mt, str) and mt.strip().lower() in BINARY_MEDIA_TYPES
-

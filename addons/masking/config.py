@@ -173,8 +173,11 @@ def parse_masking(sec: Section | None) -> MaskingPolicy:
     by_id: dict[str, Rule] = {}
     for i, name in enumerate(packs):
         if not (name.endswith(".toml") or "/" in name) and not set(name) <= _RULE_ID_CHARS:
-            raise PolicyError(sec.file, f"{sec.key_path('packs')}[{i}]",
-                              f"a pack is a built-in name (e.g. 'secrets') or a path ending in .toml; got {name!r}")
+            raise PolicyError(
+                sec.file,
+                f"{sec.key_path('packs')}[{i}]",
+                f"a pack is a built-in name (e.g. 'secrets') or a path ending in .toml; got {name!r}",
+            )
         for rule in load_pack(name, sec.base_dir):
             # A later pack may redefine a rule of an earlier one (same id): the later wins.
             by_id[rule.id] = rule
@@ -185,8 +188,11 @@ def parse_masking(sec: Section | None) -> MaskingPolicy:
         by_id[rule.id] = rule
     for i, rid in enumerate(disable):
         if rid not in by_id:
-            raise PolicyError(sec.file, f"{sec.key_path('disable')}[{i}]",
-                              f"no rule {rid!r} in the packs or rules (known: {', '.join(sorted(by_id)) or 'none'})")
+            raise PolicyError(
+                sec.file,
+                f"{sec.key_path('disable')}[{i}]",
+                f"no rule {rid!r} in the packs or rules (known: {', '.join(sorted(by_id)) or 'none'})",
+            )
         del by_id[rid]
     allowlist = _allowlist_from_raw(sec, "allowlist")
     hold_back = sec.int("hold_back_chars", DEFAULT_HOLD_BACK_CHARS, min=MIN_HOLD_BACK_CHARS, max=MAX_HOLD_BACK_CHARS)

@@ -40,13 +40,17 @@ def fingerprint_key_for(policy: MaskingPolicy, state_dir: Path) -> bytes:
                 f"set it to the same random value (at least {MIN_FINGERPRINT_SECRET_CHARS} characters) on every replica"
             )
         if len(value) < MIN_FINGERPRINT_SECRET_CHARS:
-            raise FingerprintKeyError(f"{env} is too short: use at least {MIN_FINGERPRINT_SECRET_CHARS} random characters")
+            raise FingerprintKeyError(
+                f"{env} is too short: use at least {MIN_FINGERPRINT_SECRET_CHARS} random characters"
+            )
         return value.encode("utf-8")
     path = Path(state_dir) / FINGERPRINT_KEY_FILE
     key = load_or_create(path, lambda: _secrets.token_bytes(32))
     check_private(path)
     if len(key) < 16:
-        raise FingerprintKeyError(f"{path}: fingerprint key too short ({len(key)} bytes); delete it to generate a new one")
+        raise FingerprintKeyError(
+            f"{path}: fingerprint key too short ({len(key)} bytes); delete it to generate a new one"
+        )
     return key
 
 

@@ -123,13 +123,14 @@ def _copy_json(obj: Any) -> Any:
 # JSON string literals in a text that may not be valid JSON (a tool input cut by max_tokens):
 # a quote, then characters or escapes, then a closing quote or the end of the text.
 _JSON_STRING = re2.compile(r'"((?:[^"\\]|\\[\s\S])*)("|\\?\z)')
-_JSON_ESCAPE = re2.compile(r'\\(u[0-9a-fA-F]{4}|[\s\S])')
+_JSON_ESCAPE = re2.compile(r"\\(u[0-9a-fA-F]{4}|[\s\S])")
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\", '"': '"'}
 
 
 def _json_unescape(body: str) -> str:
     """Decode the escapes of a JSON string body leniently (unknown escapes keep their
     character; surrogate pairs are joined)."""
+
     def repl(m: Any) -> str:
         e = m.group(1)
         if len(e) == 5:
@@ -200,7 +201,7 @@ class Masker:
         last = 0
         for h in hits:
             fp = self.fingerprint(h.secret)
-            parts.append(text[last:h.start])
+            parts.append(text[last : h.start])
             parts.append(f"[MASKED:{h.rule.id}:{fp}]")
             last = h.end
             done.append((h, fp))
@@ -246,8 +247,8 @@ class Masker:
                 if not f:
                     continue
                 found.extend(f)
-                parts.append(text[last:m.start()])
-                parts.append(json.dumps(masked, ensure_ascii=False)[:None if closed else -1])
+                parts.append(text[last : m.start()])
+                parts.append(json.dumps(masked, ensure_ascii=False)[: None if closed else -1])
                 last = m.end()
             if parts:
                 parts.append(text[last:])
@@ -256,8 +257,9 @@ class Masker:
         found.extend(f)
         return text, found
 
-    def text_stream(self, where: str = "", hold_back_chars: int | None = None,
-                    max_hold_chars: int = MAX_HOLD_CHARS) -> TextStream:
+    def text_stream(
+        self, where: str = "", hold_back_chars: int | None = None, max_hold_chars: int = MAX_HOLD_CHARS
+    ) -> TextStream:
         return TextStream(self, where, hold_back_chars or self.policy.hold_back_chars, max_hold_chars)
 
     # -- JSON values: the generic walk ------------------------------------------------------
@@ -293,8 +295,17 @@ class Masker:
             w = _where(pnode)
             out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
 
-    def _walk(self, root: Any, out: list[Finding], base: Any, *, exempt: bool, join: bool, free: bool = False,
-              block: bool = False) -> None:
+    def _walk(
+        self,
+        root: Any,
+        out: list[Finding],
+        base: Any,
+        *,
+        exempt: bool,
+        join: bool,
+        free: bool = False,
+        block: bool = False,
+    ) -> None:
         """Mask, in place, every string value and every object key inside the dict or list
         `root`. `exempt`: leave `BYTE_IDENTICAL_FIELDS` as they are (False for the record);
         `join`: scan the adjacent texts of content lists across their boundaries; `free`: the
@@ -585,7 +596,7 @@ class Masker:
         signatures included: the recorder's copy, which nobody sends back to the API."""
         out: list[Finding] = []
         if isinstance(obj, str):
-            return (self.mask_text(obj) if self.enabled else (obj, out))
+            return self.mask_text(obj) if self.enabled else (obj, out)
         copied = _copy_json(obj)
         if not isinstance(copied, (dict, list)):
             return copy.deepcopy(obj), out

@@ -30,20 +30,29 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # A JWT (an unsigned one has an empty third part).
     (re.compile(rf"eyJ{_B64}{{4,8192}}{_DOT}{_B64}{{4,16384}}{_DOT}{_B64}{{0,8192}}"), "[REDACTED:jwt]"),
     # Any other three long base64url parts joined by dots (JWS/JWE-like).
-    (re.compile(rf"(?<![A-Za-z0-9_.-]){_B64}{{16,8192}}{_DOT}{_B64}{{16,16384}}{_DOT}{_B64}{{16,8192}}"),
-     "[REDACTED:jwt]"),
+    (
+        re.compile(rf"(?<![A-Za-z0-9_.-]){_B64}{{16,8192}}{_DOT}{_B64}{{16,16384}}{_DOT}{_B64}{{16,8192}}"),
+        "[REDACTED:jwt]",
+    ),
     # Credentials after an HTTP auth scheme (in a header, a repr of headers, a message).
-    (re.compile(r"(?i)(?<![A-Za-z0-9])(bearer|basic)(\s{1,8}|%20|\+)[A-Za-z0-9._~+/=%-]{4,16384}"),
-     rf"\1\2{REDACTED}"),
+    (re.compile(r"(?i)(?<![A-Za-z0-9])(bearer|basic)(\s{1,8}|%20|\+)[A-Za-z0-9._~+/=%-]{4,16384}"), rf"\1\2{REDACTED}"),
     # The value of a credential header, as "name: value", "name=value" or a ('name', 'value')
     # repr; the name may follow a literal "\r\n" of a bytes repr.
-    (re.compile(r"(?i)(?:(?<![A-Za-z0-9-])|(?<=\\r)|(?<=\\n))(proxy-authorization|authorization|x-api-key|x-gatehouse-token|cookie|"
-                r"""set-cookie)(['"]?\s{0,8}[:=,]\s{0,8}b?['"]?)(?!(?:bearer|basic)\b)([^\s'",;)\]]{1,16384})"""),
-     rf"\1\2{REDACTED}"),
+    (
+        re.compile(
+            r"(?i)(?:(?<![A-Za-z0-9-])|(?<=\\r)|(?<=\\n))(proxy-authorization|authorization|x-api-key|x-gatehouse-token|cookie|"
+            r"""set-cookie)(['"]?\s{0,8}[:=,]\s{0,8}b?['"]?)(?!(?:bearer|basic)\b)([^\s'",;)\]]{1,16384})"""
+        ),
+        rf"\1\2{REDACTED}",
+    ),
     # A password in a URL's userinfo (not a documentation placeholder such as TOKEN).
-    (re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}://[^/\s:@'\"]{0,256}):(?![A-Z_]{1,16}@)"
-                r"([^/\s@'\"]{1,256})@"),
-     rf"\1:{REDACTED}@"),
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}://[^/\s:@'\"]{0,256}):(?![A-Z_]{1,16}@)"
+            r"([^/\s@'\"]{1,256})@"
+        ),
+        rf"\1:{REDACTED}@",
+    ),
     # Anthropic API keys, whatever the policy's masking says.
     (re.compile(r"sk-ant-[A-Za-z0-9_-]{6,}"), "[REDACTED:anthropic-key]"),
 )
@@ -70,8 +79,12 @@ def carries_credential(text: str) -> bool:
 class Redactor:
     """Redacts text; `literals` and `mask` can be swapped at any time (policy reloads)."""
 
-    def __init__(self, literals: Iterable[str] = (), mask: Callable[[str], str] | None = None,
-                 refresh: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        literals: Iterable[str] = (),
+        mask: Callable[[str], str] | None = None,
+        refresh: Callable[[], None] | None = None,
+    ) -> None:
         self._literals: tuple[str, ...] = ()
         self.mask = mask
         # Called before each redaction, e.g. to re-read rotated keys (it calls set_literals).
@@ -101,8 +114,9 @@ class Redactor:
             self.refresh()
         if "%" in text:
             # Split on separators (linear; a regex over runs would backtrack on long ones).
-            text = "".join(self._percent_run(piece, dynamic) if "%" in piece else piece
-                           for piece in _SEPARATORS.split(text))
+            text = "".join(
+                self._percent_run(piece, dynamic) if "%" in piece else piece for piece in _SEPARATORS.split(text)
+            )
         return self._redact_plain(text, dynamic)
 
     def _percent_run(self, run: str, dynamic: bool) -> str:

@@ -140,8 +140,14 @@ class Scanner:
             if h.start < cur.end:
                 if (h.end - h.start) > (best.end - best.start):
                     best = h
-                cur = Hit(best.rule, cur.start, max(cur.end, h.end),
-                          min(cur.match_start, h.match_start), max(cur.match_end, h.match_end), best.secret)
+                cur = Hit(
+                    best.rule,
+                    cur.start,
+                    max(cur.end, h.end),
+                    min(cur.match_start, h.match_start),
+                    max(cur.match_end, h.match_end),
+                    best.secret,
+                )
             else:
                 out.append(cur)
                 cur = best = h

@@ -111,7 +111,7 @@ class TextStream:
     # -- internals --------------------------------------------------------------------------
 
     def _release_plain(self) -> str:
-        out = self._buf[self._released - self._base:]
+        out = self._buf[self._released - self._base :]
         self._released = self.total
         self._trim()
         return out
@@ -132,7 +132,7 @@ class TextStream:
                 return ""
             self._skip(m.start())
             self._swallow = None
-            return piece[m.start():]
+            return piece[m.start() :]
         region = self._swallow_tail + piece
         m = _PEM_END.search(region)
         if m is None:
@@ -149,7 +149,7 @@ class TextStream:
         """Follow BEGIN/END private-key markers through the new text (incrementally: only
         the text since the last call, plus enough before it to catch a marker cut in two)."""
         start = max(self._pem_next, self._base)
-        region = self._buf[start - self._base:]
+        region = self._buf[start - self._base :]
         pos = 0
         if self._pem_start is None and "PRIVATE KEY" not in region:
             self._pem_next = max(start, self.total - _PEM_MARKER_MAX)
@@ -193,7 +193,7 @@ class TextStream:
         # so that \b at the window's start is judged as in the whole text.
         w0 = max(released - self.context, self._base)
         ctx0 = max(w0 - 1, self._base)
-        window = self._buf[ctx0 - self._base:]
+        window = self._buf[ctx0 - self._base :]
         off = ctx0  # global offset of window[0]
         hits = self.masker.scanner.scan(window, w0 - ctx0, released - off)
 
@@ -247,14 +247,14 @@ class TextStream:
             # gs < released only for a secret longer than the window, whose start already
             # left before it could be recognised: the rest is still masked.
             s = max(gs, released)
-            parts.append(self._buf[pos - self._base:s - self._base])
+            parts.append(self._buf[pos - self._base : s - self._base])
             fp = self.masker.fingerprint(h.secret)
             parts.append(f"[MASKED:{h.rule.id}:{fp}]")
             self.findings.append(Finding(h.rule.id, self.where, fp))
             pos = ge
             if forced and ge >= total:
                 swallow = "token"  # the match may go on: its continuation is not released
-        parts.append(self._buf[pos - self._base:cut - self._base])
+        parts.append(self._buf[pos - self._base : cut - self._base])
         if pem_hit is not None:
             fp = self.masker.fingerprint(pem_hit.secret)
             parts.append(f"[MASKED:{pem_hit.rule.id}:{fp}]")
@@ -278,5 +278,5 @@ class TextStream:
         if self._pem_start is not None:
             keep_from = min(keep_from, max(self._pem_start, self._base))
         if keep_from - self._base > 4096 or keep_from - self._base > len(self._buf) // 2:
-            self._buf = self._buf[keep_from - self._base:]
+            self._buf = self._buf[keep_from - self._base :]
             self._base = keep_from

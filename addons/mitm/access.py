@@ -62,9 +62,15 @@ class Access:
         if req.headers.get("content-encoding", "identity").strip().lower() != "identity":
             # A compressed body's decoded size is unknown until decoded (a 32 MiB gzip bomb
             # inflates to gigabytes); Claude clients do not compress requests.
-            refuse(flow, apierrors.invalid_request("Gatehouse does not accept compressed request bodies "
-                                                   "(Content-Encoding); send the body uncompressed."),
-                   "access", rule="content_encoding")
+            refuse(
+                flow,
+                apierrors.invalid_request(
+                    "Gatehouse does not accept compressed request bodies "
+                    "(Content-Encoding); send the body uncompressed."
+                ),
+                "access",
+                rule="content_encoding",
+            )
             return
         # Refuse an oversized body before mitmproxy reads it into memory.
         length = req.headers.get("content-length", "")
@@ -94,7 +100,11 @@ class Access:
             try:
                 model = access.requested_model(path, flow.request.content or b"")
             except ValueError as e:
-                refuse(flow, apierrors.invalid_request(f"Gatehouse cannot read the request body to check its model: {e}"), "access")
+                refuse(
+                    flow,
+                    apierrors.invalid_request(f"Gatehouse cannot read the request body to check its model: {e}"),
+                    "access",
+                )
                 return
             if model is not None and (err := access.check_model(policy, model, ex.identity)):
                 refuse(flow, err, "access", rule="model", model=model)

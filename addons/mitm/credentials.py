@@ -20,6 +20,7 @@ from gatehouse.wire import apierrors, headers
 
 log = logging.getLogger(__name__)
 
+
 class Credentials:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -46,7 +47,11 @@ class Credentials:
             key = read_key(source)
         except MissingKey as e:
             log.error(f"gatehouse: {e}")
-            refuse(flow, apierrors.api_error(f"{e}. Ask your gateway operator to configure [credentials] in the policy."), "credentials")
+            refuse(
+                flow,
+                apierrors.api_error(f"{e}. Ask your gateway operator to configure [credentials] in the policy."),
+                "credentials",
+            )
             return
         flow.request.headers["x-api-key"] = key
         ex.decide("credentials", "inject", f"gateway key from {source.describe()}", group=group)

@@ -37,8 +37,15 @@ def apply_headers(message: http.Message, result: Filtered, ex: Exchange, side: s
         kept.add(name, value)
     message.headers = kept
     if result.dropped or result.credentials:
-        ex.decide("headers", "drop", f"{side} headers not passed on", rule="header_allowlist", side=side,
-                  dropped=result.dropped, credentials=result.credentials)
+        ex.decide(
+            "headers",
+            "drop",
+            f"{side} headers not passed on",
+            rule="header_allowlist",
+            side=side,
+            dropped=result.dropped,
+            credentials=result.credentials,
+        )
     record_findings(ex, result.findings, side)
 
 
@@ -49,8 +56,14 @@ def record_findings(ex: Exchange, findings: list[Finding], side: str) -> None:
         return
     (ex.request_findings if side == "request" else ex.response_findings).extend(findings)
     counts = Counter(f.rule for f in findings)
-    ex.decide("masking", "mask", f"{len(findings)} secret(s) masked in the {side}",
-              side=side, count=len(findings), rules=dict(sorted(counts.items())))
+    ex.decide(
+        "masking",
+        "mask",
+        f"{len(findings)} secret(s) masked in the {side}",
+        side=side,
+        count=len(findings),
+        rules=dict(sorted(counts.items())),
+    )
 
 
 def refuse(flow: http.HTTPFlow, err: ApiError, stage: str, rule: str | None = None, **detail: Any) -> None:
@@ -86,20 +99,30 @@ def fail_closed(stage: str) -> Callable:
     def decorate(hook: Callable) -> Callable:
         def fail(flow: http.HTTPFlow, e: Exception) -> None:
             # The exception text may quote content; log only its type and where it happened.
-            log.error(f"gatehouse: internal error in {stage} ({type(e).__name__} at "
-                      f"{hook.__qualname__}); the flow was refused, not forwarded", exc_info=False)
+            log.error(
+                f"gatehouse: internal error in {stage} ({type(e).__name__} at "
+                f"{hook.__qualname__}); the flow was refused, not forwarded",
+                exc_info=False,
+            )
             exchange_of(flow).errors.append(f"{stage}: internal error {type(e).__name__}")
-            refuse(flow, apierrors.api_error(
-                f"Gatehouse could not process this request ({stage} failed) and did not forward it."), stage,
-                rule="internal_error")
+            refuse(
+                flow,
+                apierrors.api_error(
+                    f"Gatehouse could not process this request ({stage} failed) and did not forward it."
+                ),
+                stage,
+                rule="internal_error",
+            )
 
         if inspect.iscoroutinefunction(hook):
+
             @functools.wraps(hook)
             async def async_wrapper(self: Any, flow: http.HTTPFlow, *args: Any) -> None:
                 try:
                     await hook(self, flow, *args)
                 except Exception as e:
                     fail(flow, e)
+
             return async_wrapper
 
         @functools.wraps(hook)
@@ -108,6 +131,7 @@ def fail_closed(stage: str) -> Callable:
                 hook(self, flow, *args)
             except Exception as e:
                 fail(flow, e)
+
         return wrapper
 
     return decorate

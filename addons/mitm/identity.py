@@ -87,11 +87,13 @@ def _single(headers: http.Headers, name: str) -> str | None:
         return None
     for v in values:
         if len(v) > MAX_HEADER_BYTES:
-            raise TokenError("too_large", f"The {name} header is {len(v)} bytes long; at most {MAX_HEADER_BYTES} "
-                             "are accepted.")
+            raise TokenError(
+                "too_large", f"The {name} header is {len(v)} bytes long; at most {MAX_HEADER_BYTES} are accepted."
+            )
     if len(set(values)) > 1:
-        raise TokenError("malformed", f"The {name} header was sent {len(values)} times with different values; "
-                         "send one token.")
+        raise TokenError(
+            "malformed", f"The {name} header was sent {len(values)} times with different values; send one token."
+        )
     return values[0]
 
 
@@ -112,8 +114,9 @@ class IdentityAddon:
         self._prefetch_task: asyncio.Task[None] | None = None
 
     # -- configuration ---------------------------------------------------------------------
-    def configure_verifier(self, verifier: TokenVerifier | None, *, api_hosts: set[str],
-                           passthrough_hosts: set[str]) -> None:
+    def configure_verifier(
+        self, verifier: TokenVerifier | None, *, api_hosts: set[str], passthrough_hosts: set[str]
+    ) -> None:
         """Install the policy's verifier (None: the policy has no issuers, identity not required)."""
         old = self._verifier
         self._verifier = verifier
@@ -131,11 +134,15 @@ class IdentityAddon:
         old = {c.name: c for c in old_verifier.issuers}
         for t in self._tunnels.values():
             ident = t.identity
-            if ident is not None and (ident.issuer_name not in current
-                                      or current[ident.issuer_name] != old.get(ident.issuer_name)):
+            if ident is not None and (
+                ident.issuer_name not in current or current[ident.issuer_name] != old.get(ident.issuer_name)
+            ):
                 t.identity = None
-                t.error = TokenError("issuer", "The gateway's trusted issuers changed since this connection was "
-                                     "opened. Reconnect (restart the client), or send the token with each request.")
+                t.error = TokenError(
+                    "issuer",
+                    "The gateway's trusted issuers changed since this connection was "
+                    "opened. Reconnect (restart the client), or send the token with each request.",
+                )
 
     def running(self) -> None:
         self._running = True
@@ -191,13 +198,21 @@ class IdentityAddon:
             # Never a 407 here: clients would show a bare status. Each request in the tunnel
             # gets a 401 that explains the problem instead.
             if err is not None:
-                log.info("identity: CONNECT %s from %s: proxy credentials refused, so its requests need their "
-                         "own token: %s: %s", host, _peer(flow), err.check, err.message)
+                log.info(
+                    "identity: CONNECT %s from %s: proxy credentials refused, so its requests need their "
+                    "own token: %s: %s",
+                    host,
+                    _peer(flow),
+                    err.check,
+                    err.message,
+                )
             return
         kind = "passthrough host" if host_matches(host, self._passthrough_hosts) else "host"
         if err is None:
-            err = TokenError("missing", f"Connections to {kind} {host} need a Gatehouse token as the proxy "
-                             "password. " + HINT_NEW_TOKEN)
+            err = TokenError(
+                "missing",
+                f"Connections to {kind} {host} need a Gatehouse token as the proxy password. " + HINT_NEW_TOKEN,
+            )
         self._refuse(flow, err, "connect", status=407)
 
     @fail_closed("identity")
@@ -235,8 +250,7 @@ class IdentityAddon:
             return
         ex = exchange_of(flow)
         ex.identity = identity
-        ex.decide("identity", "allow", f"token verified ({identity.issuer_name})", source=source,
-                  check="ok")
+        ex.decide("identity", "allow", f"token verified ({identity.issuer_name})", source=source, check="ok")
 
     # -- internals -------------------------------------------------------------------------
     @staticmethod
@@ -261,8 +275,10 @@ class IdentityAddon:
             if candidate is None or not looks_like_jwt(candidate):
                 if name == "x-api-key" and not note:
                     # Worded without "x-api-key" or "API key" (see SOURCE_NAMES).
-                    note = ("(The client's own key is not a Gatehouse token; the gateway holds the Claude "
-                            "credentials itself.) ")
+                    note = (
+                        "(The client's own key is not a Gatehouse token; the gateway holds the Claude "
+                        "credentials itself.) "
+                    )
                 continue
             iss = unverified_issuer(candidate)
             if verifier.trusts(iss):
@@ -300,15 +316,26 @@ class IdentityAddon:
         else:
             text = f"Gatehouse refused the token ({err.check}): {err.message}"
         if status == 407:
-            api_err = ApiError("authentication_error", text, status=407,
-                               extra_headers={"Proxy-Authenticate": f'Basic realm="{PROXY_AUTH_REALM}"'})
+            api_err = ApiError(
+                "authentication_error",
+                text,
+                status=407,
+                extra_headers={"Proxy-Authenticate": f'Basic realm="{PROXY_AUTH_REALM}"'},
+            )
         else:
             api_err = apierrors.authentication(text)
         refuse(flow, api_err, "identity", rule=f"identity.{err.check}")
         req = flow.request
         target = req.host if req.method == "CONNECT" else f"{req.host}{req.path.split('?', 1)[0]}"
-        log.info("identity: refused %s %s from %s with %d: %s: %s", req.method, target, _peer(flow),
-                 api_err.status, err.check, err.message)
+        log.info(
+            "identity: refused %s %s from %s with %d: %s: %s",
+            req.method,
+            target,
+            _peer(flow),
+            api_err.status,
+            err.check,
+            err.message,
+        )
 
 
 def _peer(flow: http.HTTPFlow) -> str:

@@ -182,6 +182,7 @@ class _RedactedFlow:
 def _redacting_request_line(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def echo_request_line(flow: Any) -> None:
         original(_RedactedFlow(flow))
+
     echo_request_line._gatehouse_redacting = True  # type: ignore[attr-defined]
     return echo_request_line
 

@@ -104,8 +104,10 @@ def _parse_json(text: str, what: str) -> Any:
     except RecursionError:
         raise UnparseableBody(f"{what} is JSON nested too deeply to inspect") from None
     except ValueError as e:
-        raise UnparseableBody(f"{what} is not valid JSON ({type(e).__name__} at line {getattr(e, 'lineno', '?')}, "
-                              f"column {getattr(e, 'colno', '?')})") from None
+        raise UnparseableBody(
+            f"{what} is not valid JSON ({type(e).__name__} at line {getattr(e, 'lineno', '?')}, "
+            f"column {getattr(e, 'colno', '?')})"
+        ) from None
 
 
 def _dumps(obj: Any) -> bytes:
@@ -128,6 +130,7 @@ def _inspection_fails_closed(fn: Any) -> Any:
     """An unexpected failure while inspecting becomes an inspection error that is always
     refused (even with on_unparseable = "forward", which is for bodies, not for bugs), never
     an exception that would let mitmproxy forward the body unmasked."""
+
     def wrapper(*args: Any) -> Inspected:
         try:
             return fn(*args)
@@ -143,6 +146,7 @@ def _inspection_fails_closed(fn: Any) -> Any:
             where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
             log.error(f"gatehouse: masking failed ({type(e).__name__} at {where}); refused, not forwarded")
             return Inspected(error=f"the gateway failed to inspect it ({type(e).__name__})", internal=True)
+
     return wrapper
 
 
@@ -202,8 +206,10 @@ class Masking:
         self.masker = masker
         self.policy = policy_masking
         if masker is not None and policy_masking is not None:
-            log.info(f"gatehouse: masking {'on' if masker.enabled else 'off'} "
-                     f"({len(policy_masking.rules)} rules, hold-back {policy_masking.hold_back_chars} characters)")
+            log.info(
+                f"gatehouse: masking {'on' if masker.enabled else 'off'} "
+                f"({len(policy_masking.rules)} rules, hold-back {policy_masking.hold_back_chars} characters)"
+            )
 
     def _active(self) -> Masker | None:
         m = self.masker
@@ -226,8 +232,7 @@ class Masking:
             masked, findings = mask_target(masker, flow.request.path)
         except UnmaskableUrl as e:
             flow.request.path = "/"  # what was there must not be shown or recorded
-            refuse(flow, apierrors.invalid_request(f"Gatehouse refused this request: {e}."), "masking",
-                   rule="url")
+            refuse(flow, apierrors.invalid_request(f"Gatehouse refused this request: {e}."), "masking", rule="url")
             return
         if findings:
             flow.request.path = masked
@@ -252,8 +257,12 @@ class Masking:
                 exchange_of(flow).decide("masking", "forward", f"not inspected: {result.error}", side="request")
                 log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
                 return
-            refuse(flow, apierrors.invalid_request(f"Gatehouse could not inspect this request for secrets: {result.error}."),
-                   "masking", rule="on_unparseable")
+            refuse(
+                flow,
+                apierrors.invalid_request(f"Gatehouse could not inspect this request for secrets: {result.error}."),
+                "masking",
+                rule="on_unparseable",
+            )
             return
         if result.content is not None:
             req.content = result.content
@@ -314,8 +323,10 @@ class Masking:
             # Streamed by someone else (mitmproxy's stream_large_bodies, refused at start-up):
             # already sent, and so never silently.
             ex.decide("masking", "forward", "response streamed unmasked (stream_large_bodies)", side="response")
-            log.warning("gatehouse: a response was streamed by mitmproxy itself and not masked; "
-                        "do not set stream_large_bodies on the gateway")
+            log.warning(
+                "gatehouse: a response was streamed by mitmproxy itself and not masked; "
+                "do not set stream_large_bodies on the gateway"
+            )
             return
         assert self.policy is not None
         hold_back = self.policy.hold_back_chars
@@ -327,8 +338,12 @@ class Masking:
             if self._forward_unparseable() and not result.internal:
                 ex.decide("masking", "forward", f"not inspected: {result.error}", side="response")
                 return
-            refuse(flow, apierrors.api_error(f"Gatehouse could not inspect the API's response for secrets: {result.error}."),
-                   "masking", rule="on_unparseable")
+            refuse(
+                flow,
+                apierrors.api_error(f"Gatehouse could not inspect the API's response for secrets: {result.error}."),
+                "masking",
+                rule="on_unparseable",
+            )
             return
         if result.content is not None:
             resp.content = result.content

@@ -50,32 +50,20 @@ log = logging.getLogger(__name__)
 # in the mitmproxy version they were written against. A test compares them.
 WRITTEN_FOR = "12.3.1"
 CHECKED_SOURCES: dict[str, str] = {
-    "mitmproxy.proxy.layers.http._base.format_error":
-        "26271a67770fbaf15df76fbce2eae73accd7c5559ba7c0181056e0992abd4d2f",
-    "mitmproxy.proxy.layers.http._http1.make_error_response":
-        "03ce75ab62e8e78ba1bc19e735d55a520bf878929c32866868dd234996b4b281",
-    "mitmproxy.proxy.layers.http._http1.make_body_reader":
-        "9b076acda459637bde527694ba13bd723cb29ced1bb08e2673b9e4c64eca2471",
-    "mitmproxy.proxy.layers.http._http1.Http1Connection.read_body":
-        "aece271029af36e4b7eaf84aa17ddcf4ee0efb35e7f04c842c2a7333804a71f1",
-    "mitmproxy.proxy.layers.http._http1.Http1Server.send":
-        "cc218a1337c0f5cfba087b270eab789eea877c9a5201eaf22f2b8927efcce85c",
-    "mitmproxy.proxy.layers.http._http1.Http1Server.read_headers":
-        "3fe0945216bcf7bc505e296e44dd33908b19aa900d4157e977499bf7164027d6",
-    "mitmproxy.proxy.layers.http._http2.Http2Connection._handle_event":
-        "7fc814a8a507f234678605fecaf0c03ffbd948dcfac53792c1233399170ca601",
-    "mitmproxy.proxy.layers.http._http3.Http3Connection._handle_event":
-        "9fd5b74f994c3af8ab43deba2d60f5856a00b30737ee33346c5b3cfa6d593c25",
+    "mitmproxy.proxy.layers.http._base.format_error": "26271a67770fbaf15df76fbce2eae73accd7c5559ba7c0181056e0992abd4d2f",
+    "mitmproxy.proxy.layers.http._http1.make_error_response": "03ce75ab62e8e78ba1bc19e735d55a520bf878929c32866868dd234996b4b281",
+    "mitmproxy.proxy.layers.http._http1.make_body_reader": "9b076acda459637bde527694ba13bd723cb29ced1bb08e2673b9e4c64eca2471",
+    "mitmproxy.proxy.layers.http._http1.Http1Connection.read_body": "aece271029af36e4b7eaf84aa17ddcf4ee0efb35e7f04c842c2a7333804a71f1",
+    "mitmproxy.proxy.layers.http._http1.Http1Server.send": "cc218a1337c0f5cfba087b270eab789eea877c9a5201eaf22f2b8927efcce85c",
+    "mitmproxy.proxy.layers.http._http1.Http1Server.read_headers": "3fe0945216bcf7bc505e296e44dd33908b19aa900d4157e977499bf7164027d6",
+    "mitmproxy.proxy.layers.http._http2.Http2Connection._handle_event": "7fc814a8a507f234678605fecaf0c03ffbd948dcfac53792c1233399170ca601",
+    "mitmproxy.proxy.layers.http._http3.Http3Connection._handle_event": "9fd5b74f994c3af8ab43deba2d60f5856a00b30737ee33346c5b3cfa6d593c25",
     # Not replaced, relied upon: gatehouse.mitm.protocols runs the built-in next_layer itself and
     # defers decisions; gatehouse.mitm.logsafety wraps the Dumper's output stream and request line.
-    "mitmproxy.addons.next_layer.NextLayer.next_layer":
-        "d277fef31bbe95192158758b3b7a3f1d1bb064490dc9a6b1a56a649c7feab263",
-    "mitmproxy.proxy.layer.NextLayer._ask":
-        "4d8ace76d8488336145c8cd65dd7484051500e20e021dfd7abe2aa16d7b5ea6c",
-    "mitmproxy.addons.dumper.Dumper._echo_request_line":
-        "8e68aed9b090eb933944f57466dcfc5e91d71c553bb9b2e70ea102e0a6eb20db",
-    "mitmproxy.addons.dumper.Dumper.echo_flow":
-        "db822ec74e0b4fd6bc61790cb492030e588e79818a8c007e6006b7f0ecac1daf",
+    "mitmproxy.addons.next_layer.NextLayer.next_layer": "d277fef31bbe95192158758b3b7a3f1d1bb064490dc9a6b1a56a649c7feab263",
+    "mitmproxy.proxy.layer.NextLayer._ask": "4d8ace76d8488336145c8cd65dd7484051500e20e021dfd7abe2aa16d7b5ea6c",
+    "mitmproxy.addons.dumper.Dumper._echo_request_line": "8e68aed9b090eb933944f57466dcfc5e91d71c553bb9b2e70ea102e0a6eb20db",
+    "mitmproxy.addons.dumper.Dumper.echo_flow": "db822ec74e0b4fd6bc61790cb492030e588e79818a8c007e6006b7f0ecac1daf",
 }
 
 _originals: dict[tuple[Any, str], Any] = {}
@@ -83,6 +71,7 @@ _inherited: set[tuple[Any, str]] = set()  # replaced attributes that the owner d
 
 
 # -- 1. error pages ---------------------------------------------------------------------------
+
 
 def format_error(status_code: int, message: str) -> bytes:
     """Replaces `_base.format_error`: the body of every error mitmproxy answers itself."""
@@ -101,8 +90,12 @@ _MITMPROXY_ERROR_HEAD = ((b"server", version.MITMPROXY.encode()), (b"content-typ
 def _json_error_head(headers: Any) -> Any:
     """The HTTP/2 and HTTP/3 layers send their error head inline: ``:status``, ``server:
     mitmproxy <version>``, ``content-type: text/html``. Only that exact head is rewritten."""
-    if (isinstance(headers, list) and len(headers) == 3 and headers[0][0] == b":status"
-            and tuple(headers[1:]) == _MITMPROXY_ERROR_HEAD):
+    if (
+        isinstance(headers, list)
+        and len(headers) == 3
+        and headers[0][0] == b":status"
+        and tuple(headers[1:]) == _MITMPROXY_ERROR_HEAD
+    ):
         status = int(headers[0][1])
         return [headers[0], *((k.encode(), v.encode()) for k, v in protocolerrors.error_headers(status).items())]
     return headers
@@ -111,11 +104,13 @@ def _json_error_head(headers: Any) -> Any:
 def _wrap_send_headers(original: Callable) -> Callable:
     def send_headers(self: Any, stream_id: int, headers: Any, *args: Any, **kwargs: Any) -> Any:
         return original(self, stream_id, _json_error_head(headers), *args, **kwargs)
+
     send_headers._gatehouse_patch = True  # type: ignore[attr-defined]
     return send_headers
 
 
 # -- 2. HTTP/1 trailers and body framing errors -----------------------------------------------
+
 
 class NoTrailersReader:
     """Wraps h11's body reader: a message that ends with trailer fields is a protocol error
@@ -149,16 +144,23 @@ def read_body(self: Any, event: Any) -> Any:
     pending_close: commands.CloseConnection | None = None
     for command in original(self, event):
         if pending_close is not None:
-            if (isinstance(command, _base.ReceiveHttp) and isinstance(command.event, RequestProtocolError)
-                    and self.response is None and self.conn.state & ConnectionState.CAN_WRITE):
+            if (
+                isinstance(command, _base.ReceiveHttp)
+                and isinstance(command.event, RequestProtocolError)
+                and self.response is None
+                and self.conn.state & ConnectionState.CAN_WRITE
+            ):
                 message = command.event.message
                 if protocolerrors.TRAILERS_MESSAGE not in message:
                     message = protocolerrors.BODY_FRAMING_MESSAGE
                 yield commands.SendData(self.conn, _http1.make_error_response(400, message))
             yield pending_close
             pending_close = None
-        if (isinstance(self, _http1.Http1Server) and isinstance(command, commands.CloseConnection)
-                and command.connection is self.conn):
+        if (
+            isinstance(self, _http1.Http1Server)
+            and isinstance(command, commands.CloseConnection)
+            and command.connection is self.conn
+        ):
             pending_close = command
             continue
         yield command
@@ -170,6 +172,7 @@ read_body._gatehouse_patch = True  # type: ignore[attr-defined]
 
 
 # -- installation -----------------------------------------------------------------------------
+
 
 def _replace(owner: Any, name: str, new: Any) -> None:
     key = (owner, name)
@@ -192,16 +195,20 @@ def install() -> None:
     if changed:
         # An error at start-up stops mitmdump (its error check): a patch written for other code
         # may no longer close what it closed, and the gateway fails closed rather than guess.
-        log.error(f"gatehouse: mitmproxy {version.VERSION} changed code the gateway patches or relies on "
-                  f"({', '.join(changed)}); it was written for mitmproxy {WRITTEN_FOR}. Install mitmproxy "
-                  f"{WRITTEN_FOR}, or review addons/mitm/patches.py and update its digests.")
+        log.error(
+            f"gatehouse: mitmproxy {version.VERSION} changed code the gateway patches or relies on "
+            f"({', '.join(changed)}); it was written for mitmproxy {WRITTEN_FOR}. Install mitmproxy "
+            f"{WRITTEN_FOR}, or review addons/mitm/patches.py and update its digests."
+        )
     for module in (_base, _http1, _http2, _http3):
         _replace(module, "format_error", format_error)
     _replace(_http1, "make_error_response", make_error_response)
-    _replace(_http_h2.BufferedH2Connection, "send_headers",
-             _wrap_send_headers(_http_h2.BufferedH2Connection.send_headers))
-    _replace(_http_h3.LayeredH3Connection, "send_headers",
-             _wrap_send_headers(_http_h3.LayeredH3Connection.send_headers))
+    _replace(
+        _http_h2.BufferedH2Connection, "send_headers", _wrap_send_headers(_http_h2.BufferedH2Connection.send_headers)
+    )
+    _replace(
+        _http_h3.LayeredH3Connection, "send_headers", _wrap_send_headers(_http_h3.LayeredH3Connection.send_headers)
+    )
     _replace(_http1, "make_body_reader", make_body_reader)
     _replace(_http1.Http1Connection, "read_body", read_body)
 

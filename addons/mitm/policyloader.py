@@ -42,24 +42,34 @@ class PolicyLoader:
         """Configure the feature addons; raises PolicyError or TokenConfigError."""
         verifier = TokenVerifier(policy.issuers) if policy.issuers else None
         # Clients CONNECT to the API host even when the upstream is overridden.
-        self.identity.configure_verifier(verifier, api_hosts={API_HOST},
-                                         passthrough_hosts=set(policy.gateway.passthrough_hosts))
+        self.identity.configure_verifier(
+            verifier, api_hosts={API_HOST}, passthrough_hosts=set(policy.gateway.passthrough_hosts)
+        )
         # One masker for the wire and the recorder's copy: the same rules and fingerprints.
         masker = build_masker(policy.masking, policy.gateway.state_dir)
         self.masking.configure_masker(masker, policy.masking)
         self.state.masker = masker  # log lines are masked with it too (gatehouse.mitm.logsafety)
         assert policy.recording is not None
         # Last: it opens the store and the spool, and checks S3 Object Lock.
-        self.recorder.configure_recording(policy.recording, state_dir=policy.gateway.state_dir, masker=masker,
-                                          policy_sha256=policy.sha256, gateway_version=gatehouse.__version__)
+        self.recorder.configure_recording(
+            policy.recording,
+            state_dir=policy.gateway.state_dir,
+            masker=masker,
+            policy_sha256=policy.sha256,
+            gateway_version=gatehouse.__version__,
+        )
 
     def load(self, loader) -> None:
         loader.add_option(
-            "gateway_policy", str, "",
+            "gateway_policy",
+            str,
+            "",
             "Path of the Gatehouse policy file (TOML). Required: the gateway refuses to start without one.",
         )
         loader.add_option(
-            "gateway_upstream", str, "",
+            "gateway_upstream",
+            str,
+            "",
             "Base URL (http:// or https://) that replaces https://api.anthropic.com as the upstream "
             "for API traffic; wins over the policy's [gateway] upstream.",
         )
@@ -71,11 +81,10 @@ class PolicyLoader:
             # Streamed request bodies leave before any addon has seen them.
             raise exceptions.OptionsError(
                 "Gatehouse inspects every API body: mitmproxy's stream_large_bodies must not be set "
-                "(bodies over [gateway] max_body_bytes are refused instead)")
-        if not ctx.options.gateway_policy:
-            raise exceptions.OptionsError(
-                "Gatehouse needs a policy: --set gateway_policy=policies/quickstart.toml"
+                "(bodies over [gateway] max_body_bytes are refused instead)"
             )
+        if not ctx.options.gateway_policy:
+            raise exceptions.OptionsError("Gatehouse needs a policy: --set gateway_policy=policies/quickstart.toml")
         try:
             policy = load_policy(ctx.options.gateway_policy)
             upstream = policy.gateway.upstream
@@ -105,4 +114,6 @@ class PolicyLoader:
                 # A warning, not an error: mitmdump would exit on an error logged at start-up,
                 # and the key may be provided later (a file written by a secrets agent).
                 log.warning(f"gatehouse: {e}; API requests get an api_error until it is configured")
-        log.info(f"gatehouse: policy {policy.path} loaded (sha256 {policy.sha256[:12]}), upstream {upstream or DEFAULT_UPSTREAM}")
+        log.info(
+            f"gatehouse: policy {policy.path} loaded (sha256 {policy.sha256[:12]}), upstream {upstream or DEFAULT_UPSTREAM}"
+        )

@@ -57,8 +57,10 @@ ALLOWED_LAYERS = (HttpLayer, ClientTLSLayer, ServerTLSLayer, layer.NextLayer)
 # The start of every TLS record that opens a handshake (content type 22, major version 3).
 TLS_RECORD_START = b"\x16\x03"
 
-UPGRADE_REFUSAL = ("Gatehouse carries HTTP requests only: protocol upgrades (WebSocket and others) are not "
-                   "allowed through the gateway.")
+UPGRADE_REFUSAL = (
+    "Gatehouse carries HTTP requests only: protocol upgrades (WebSocket and others) are not "
+    "allowed through the gateway."
+)
 TRAILERS_REFUSAL = "Gatehouse does not accept HTTP trailers (fields after the body); send the request without them."
 # Removed from a request refused here, before identity has stripped them: it goes nowhere.
 CREDENTIAL_HEADERS = ("proxy-authorization", "x-gatehouse-token", "authorization", "x-api-key", "cookie")
@@ -110,8 +112,11 @@ class RefusedConnection(layer.Layer):
         self._closed = True
         address = self.context.server.address
         target = f"{address[0]}:{address[1]}" if address else "an unknown destination"
-        yield commands.Log(f"gatehouse: closed a connection to {target}: its content is {self.what}, and "
-                           "the gateway carries only HTTP(S) it inspects", logging.INFO)
+        yield commands.Log(
+            f"gatehouse: closed a connection to {target}: its content is {self.what}, and "
+            "the gateway carries only HTTP(S) it inspects",
+            logging.INFO,
+        )
         if self.context.server.connected:
             yield commands.CloseConnection(self.context.server)
         yield commands.CloseConnection(self.context.client)
@@ -143,8 +148,10 @@ class ProtocolGuard:
         except AttributeError:
             exiting = True
         if not exiting:
-            log.error("gatehouse: the gateway script was unloaded or reloaded while running; shutting down "
-                      "rather than serving without its checks. Restart the gateway to apply a new version.")
+            log.error(
+                "gatehouse: the gateway script was unloaded or reloaded while running; shutting down "
+                "rather than serving without its checks. Restart the gateway to apply a new version."
+            )
             ctx.master.shutdown()
 
     def configure(self, updated: set[str]) -> None:
@@ -155,17 +162,21 @@ class ProtocolGuard:
             if name in updated and getattr(ctx.options, name, None):
                 raise exceptions.OptionsError(
                     f"Gatehouse never writes flow dumps: mitmproxy's {name} would store the injected API key "
-                    "and content as it crossed the wire. The recorder keeps the (masked) audit trail.")
+                    "and content as it crossed the wire. The recorder keeps the (masked) audit trail."
+                )
         for name in FORBIDDEN_HOST_OPTIONS:
             if name in updated and getattr(ctx.options, name, None):
                 raise exceptions.OptionsError(
                     f"Gatehouse inspects every connection: mitmproxy's {name} would relay matching "
-                    "connections uninspected. Use [gateway] passthrough_hosts in the policy instead.")
+                    "connections uninspected. Use [gateway] passthrough_hosts in the policy instead."
+                )
         if "mode" in updated:
             for spec in ctx.options.mode:
                 if why := allowed_mode(spec):
-                    raise exceptions.OptionsError(f"Gatehouse carries only HTTP(S): {why}. Use the regular "
-                                                  "mode (HTTPS_PROXY) or reverse:https://...")
+                    raise exceptions.OptionsError(
+                        f"Gatehouse carries only HTTP(S): {why}. Use the regular "
+                        "mode (HTTPS_PROXY) or reverse:https://..."
+                    )
 
     # -- layers ----------------------------------------------------------------------------
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
@@ -175,8 +186,9 @@ class ProtocolGuard:
             raise
         except Exception as e:
             # Fail closed: a connection whose layer could not be vetted is not carried.
-            log.error(f"gatehouse: internal error choosing a protocol layer ({type(e).__name__}); "
-                      "the connection is closed")
+            log.error(
+                f"gatehouse: internal error choosing a protocol layer ({type(e).__name__}); the connection is closed"
+            )
             nextlayer.layer = RefusedConnection(nextlayer.context, "unknown (internal error)")
         # Nobody after us (mitmproxy's own NextLayer included) may change or make the decision.
         raise exceptions.AddonHalt()
@@ -207,8 +219,7 @@ class ProtocolGuard:
         if req.headers.get_all("upgrade"):
             for name in CREDENTIAL_HEADERS:
                 req.headers.pop(name, None)
-            log.info(f"gatehouse: refused a protocol upgrade ({req.headers.get('upgrade', '')[:40]!r}) "
-                     f"to {req.host}")
+            log.info(f"gatehouse: refused a protocol upgrade ({req.headers.get('upgrade', '')[:40]!r}) to {req.host}")
             refuse(flow, apierrors.invalid_request(UPGRADE_REFUSAL), "protocols", rule="protocol.upgrade")
 
     @fail_closed("protocols")
@@ -228,9 +239,18 @@ class ProtocolGuard:
             # mitmproxy takes an interim response (100 Continue, 103 Early Hints) for the final
             # one: the client would get the interim one and then wait for ever. The Claude API
             # sends none; answer with an error the client can act on.
-            refuse(flow, ApiError("api_error", f"The upstream sent an interim response ({resp.status_code}); "
-                                  "Gatehouse cannot relay it. Try again.", status=502, should_retry=True),
-                   "protocols", rule="protocol.interim")
+            refuse(
+                flow,
+                ApiError(
+                    "api_error",
+                    f"The upstream sent an interim response ({resp.status_code}); "
+                    "Gatehouse cannot relay it. Try again.",
+                    status=502,
+                    should_retry=True,
+                ),
+                "protocols",
+                rule="protocol.interim",
+            )
 
     def response(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
@@ -240,8 +260,14 @@ class ProtocolGuard:
             log.info(f"gatehouse: dropped {len(resp.trailers)} trailer field(s) from a response of {flow.request.host}")
             resp.trailers = None
         if resp.status_code == 101:
-            refuse(flow, ApiError("api_error", "The upstream tried to switch protocols; Gatehouse carries HTTP only.",
-                                  status=502), "protocols", rule="protocol.switch")
+            refuse(
+                flow,
+                ApiError(
+                    "api_error", "The upstream tried to switch protocols; Gatehouse carries HTTP only.", status=502
+                ),
+                "protocols",
+                rule="protocol.switch",
+            )
 
     # -- backstops: never reached while next_layer vets every layer ------------------------
     def tcp_start(self, flow: tcp.TCPFlow) -> None:

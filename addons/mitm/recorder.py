@@ -75,8 +75,15 @@ def _body(message: http.Message) -> bytes | None:
 
 def _capture_request(flow: http.HTTPFlow) -> RequestInput:
     req = flow.request
-    return RequestInput(method=req.method, scheme=req.scheme, host=req.pretty_host, port=req.port,
-                        path=req.path, headers=_headers(req.headers), body=_body(req))
+    return RequestInput(
+        method=req.method,
+        scheme=req.scheme,
+        host=req.pretty_host,
+        port=req.port,
+        path=req.path,
+        headers=_headers(req.headers),
+        body=_body(req),
+    )
 
 
 def _capture_response(resp: http.Response, ex: Exchange) -> ResponseInput:
@@ -91,8 +98,14 @@ def _capture_response(resp: http.Response, ex: Exchange) -> ResponseInput:
         # take them from the pipeline only when nobody did, so none is counted twice.
         if not pipeline.reported:
             findings = [f.to_dict() for f in pipeline.findings]
-    return ResponseInput(status=resp.status_code, headers=_headers(resp.headers), body=_body(resp),
-                         streamed=streamed, assembled=assembled, findings=findings)
+    return ResponseInput(
+        status=resp.status_code,
+        headers=_headers(resp.headers),
+        body=_body(resp),
+        streamed=streamed,
+        assembled=assembled,
+        findings=findings,
+    )
 
 
 def _wants_stream(body: bytes | None) -> bool:
@@ -121,23 +134,41 @@ class Recorder:
         self._recorded: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
 
     # -- configuration --------------------------------------------------------------------------
-    def configure_recording(self, policy: RecordingPolicy, *, state_dir: Path, masker: Masker | None = None,
-                            policy_sha256: str, gateway_version: str) -> None:
+    def configure_recording(
+        self,
+        policy: RecordingPolicy,
+        *,
+        state_dir: Path,
+        masker: Masker | None = None,
+        policy_sha256: str,
+        gateway_version: str,
+    ) -> None:
         """Open the store (checked now: bucket, Object Lock), the signing key and the spool.
 
         Called again on a policy or script reload: the spool's journal and uploader are
         per process (see `Recording`), so the chain continues and no second uploader starts.
         """
         try:
-            store = open_store(policy.store, endpoint_url=policy.s3_endpoint_url,
-                               object_lock_mode=policy.object_lock_mode, kms_key_id=policy.kms_key_id)
+            store = open_store(
+                policy.store,
+                endpoint_url=policy.s3_endpoint_url,
+                object_lock_mode=policy.object_lock_mode,
+                kms_key_id=policy.kms_key_id,
+            )
             store.check(require_object_lock=policy.object_lock_mode is not None)
-            key = load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env,
-                                   state_dir=state_dir)
+            key = load_signing_key(
+                key_file=policy.signing_key_file, key_env=policy.signing_key_env, state_dir=state_dir
+            )
             spool_dir = policy.spool_path(state_dir)
-            recording = Recording.open(spool_dir, store=store, key=key, retention_days=policy.retention_days,
-                                       gateway_version=gateway_version, policy_sha256=policy_sha256,
-                                       checkpoint_interval=policy.checkpoint_interval_seconds)
+            recording = Recording.open(
+                spool_dir,
+                store=store,
+                key=key,
+                retention_days=policy.retention_days,
+                gateway_version=gateway_version,
+                policy_sha256=policy_sha256,
+                checkpoint_interval=policy.checkpoint_interval_seconds,
+            )
             recording.start()
         except (StoreError, RecordError, SpoolLocked) as e:
             raise exceptions.OptionsError(f"gatehouse: [recording] {e}") from None
@@ -153,8 +184,10 @@ class Recorder:
         self.healthy = self._probe(force=True)
         if masker is None:
             log.warning("gatehouse: recording without a masker: records hold content exactly as it passed")
-        log.info(f"gatehouse: recording to {store.url} (spool {spool_dir}, signing key {key.key_id}, "
-                 f"on_record_failure={policy.on_record_failure})")
+        log.info(
+            f"gatehouse: recording to {store.url} (spool {spool_dir}, signing key {key.key_id}, "
+            f"on_record_failure={policy.on_record_failure})"
+        )
 
     # -- hooks ----------------------------------------------------------------------------------
     @fail_closed("recording")
@@ -229,8 +262,9 @@ class Recorder:
             self.recording.spool.probe()
         except SpoolError as e:
             if force:  # start-up: a warning, or mitmdump would exit (DESIGN.md)
-                log.warning(f"gatehouse: {e}; requests are {'refused' if self._refuses else 'not recorded'} "
-                            "until it works")
+                log.warning(
+                    f"gatehouse: {e}; requests are {'refused' if self._refuses else 'not recorded'} until it works"
+                )
             elif self.healthy:
                 log.error(f"gatehouse: {e}")
             self.healthy = False
@@ -242,8 +276,13 @@ class Recorder:
 
     def _build_request(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[RequestInput, BuiltRequest]:
         inp = _capture_request(flow)
-        built = build_request(inp, masker=self.masker, identity=ex.identity.to_dict() if ex.identity else None,
-                              at=flow.request.timestamp_start, tracker=self.tracker)
+        built = build_request(
+            inp,
+            masker=self.masker,
+            identity=ex.identity.to_dict() if ex.identity else None,
+            at=flow.request.timestamp_start,
+            tracker=self.tracker,
+        )
         return inp, built
 
     def _record_request(self, flow: http.HTTPFlow, ex: Exchange) -> None:
@@ -277,8 +316,16 @@ class Recorder:
             kind=kind,
             exchange_id=ex.exchange_id,
             # When the request part was built already, the request itself is not needed again.
-            request=req or RequestInput(flow.request.method, flow.request.scheme, flow.request.pretty_host,
-                                        flow.request.port, flow.request.path, [], None),
+            request=req
+            or RequestInput(
+                flow.request.method,
+                flow.request.scheme,
+                flow.request.pretty_host,
+                flow.request.port,
+                flow.request.path,
+                [],
+                None,
+            ),
             response=_capture_response(resp, ex) if resp is not None and kind != "request" else None,
             identity=ex.identity.to_dict() if ex.identity else None,
             decisions=[d.to_dict() for d in ex.decisions],
@@ -292,8 +339,14 @@ class Recorder:
 
     def _append(self, inp: ExchangeInput, built: BuiltRequest | None) -> None:
         assert self.recording is not None
-        record = build_record(inp, masker=self.masker, gateway_version=self.gateway_version,
-                              policy_sha256=self.policy_sha256, tracker=self.tracker, built_request=built)
+        record = build_record(
+            inp,
+            masker=self.masker,
+            gateway_version=self.gateway_version,
+            policy_sha256=self.policy_sha256,
+            tracker=self.tracker,
+            built_request=built,
+        )
         self.recording.append(record)
 
     # -- failures -------------------------------------------------------------------------------

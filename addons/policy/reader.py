@@ -92,8 +92,9 @@ class Section:
         return value
 
     # -- scalars ------------------------------------------------------------------------
-    def str(self, key: str, default: Any = _MISSING, *, choices: Iterable[str] | None = None,
-            nonempty: bool = True) -> Any:
+    def str(
+        self, key: str, default: Any = _MISSING, *, choices: Iterable[str] | None = None, nonempty: bool = True
+    ) -> Any:
         value = self._get(key, default, (str,), "a string")
         if value is default and key not in self.table:
             return value
@@ -115,8 +116,7 @@ class Section:
             raise self.error(key, f"must be at most {max}; got {value}")
         return value
 
-    def float(self, key: str, default: Any = _MISSING, *, min: float | None = None,
-              max: float | None = None) -> Any:
+    def float(self, key: str, default: Any = _MISSING, *, min: float | None = None, max: float | None = None) -> Any:
         value = self._get(key, default, (int, float), "a number")
         if value is default and key not in self.table:
             return value

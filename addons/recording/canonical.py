@@ -27,8 +27,7 @@ class RecordError(ValueError):
 
 def canonical_json(obj: Any) -> bytes:
     """The one encoding of a JSON value that Gatehouse signs, hashes and stores."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def _reject_constant(name: str) -> Any:

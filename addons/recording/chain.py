@@ -19,8 +19,9 @@ CHECKPOINT_SCHEMA = "gatehouse.checkpoint/1"
 RECORD_KINDS = ("start", "request", "exchange", "refusal")
 
 
-def seal_record(body: dict[str, Any], *, chain_id: str, seq: int, prev: str | None, at: float,
-                key: SigningKey) -> tuple[bytes, str]:
+def seal_record(
+    body: dict[str, Any], *, chain_id: str, seq: int, prev: str | None, at: float, key: SigningKey
+) -> tuple[bytes, str]:
     """Link `body` into its chain, sign it; returns (canonical bytes, ``sha256:`` hash)."""
     doc = dict(body)
     doc["schema"] = SCHEMA
@@ -29,25 +30,34 @@ def seal_record(body: dict[str, Any], *, chain_id: str, seq: int, prev: str | No
     return data, sha256_ref(data)
 
 
-def start_record_body(*, previous: Mapping[str, Any] | None, gateway_version: str, policy_sha256: str | None,
-                      node: str, key_id: str, retention_days: int | None) -> dict[str, Any]:
+def start_record_body(
+    *,
+    previous: Mapping[str, Any] | None,
+    gateway_version: str,
+    policy_sha256: str | None,
+    node: str,
+    key_id: str,
+    retention_days: int | None,
+) -> dict[str, Any]:
     """Seq 0 of each chain: who started it and which record ended the previous run's chain."""
     return {
         "kind": "start",
-        "gateway": {"version": gateway_version, "policy_sha256": policy_sha256, "node": node,
-                    "retention_days": retention_days},
+        "gateway": {
+            "version": gateway_version,
+            "policy_sha256": policy_sha256,
+            "node": node,
+            "retention_days": retention_days,
+        },
         "previous": dict(previous) if previous else None,
         "key_id": key_id,
     }
 
 
-def make_checkpoint(*, chain_id: str, seq: int, head: str, key: SigningKey, at: float,
-                    kind: str = "head") -> bytes:
+def make_checkpoint(*, chain_id: str, seq: int, head: str, key: SigningKey, at: float, kind: str = "head") -> bytes:
     """A signed statement that record `seq` of the chain hashes to `head`.
 
     kind "head": the chain had reached `seq` (later records may follow, none may be missing).
     kind "prune": records 0..seq were deleted on purpose; `head` is the hash the next record names.
     """
-    doc = {"schema": CHECKPOINT_SCHEMA, "kind": kind, "chain": chain_id, "seq": seq, "head": head,
-           "at": iso_time(at)}
+    doc = {"schema": CHECKPOINT_SCHEMA, "kind": kind, "chain": chain_id, "seq": seq, "head": head, "at": iso_time(at)}
     return seal(doc, key)

@@ -1,17 +1,17 @@
 """The policy's ``[recording]`` section.
 
-    [recording]
-    store = "recordings"                  # a directory (relative to the policy file) or s3://bucket/prefix
-    s3_endpoint_url = "https://..."       # S3 only; default: AWS_ENDPOINT_URL_S3 or AWS
-    object_lock_mode = "COMPLIANCE"       # S3 only: COMPLIANCE or GOVERNANCE (needs retention_days)
-    retention_days = 365                  # Object Lock retention; also the floor for `gatehouse prune`
-    kms_key_id = "arn:aws:kms:..."        # S3 only: SSE-KMS
-    signing_key_file = "/etc/gatehouse/recording.pem"   # or signing_key_env; default: generated in state_dir
-    signing_key_env = "GATEHOUSE_RECORDING_KEY"
-    public_keys = ["keys/recording.pub"]  # trusted keys for `gatehouse verify --policy`
-    on_record_failure = "refuse"          # or "continue"
-    spool_dir = "/var/spool/gatehouse"    # default: <state_dir>/spool
-    checkpoint_interval_seconds = 60
+[recording]
+store = "recordings"                  # a directory (relative to the policy file) or s3://bucket/prefix
+s3_endpoint_url = "https://..."       # S3 only; default: AWS_ENDPOINT_URL_S3 or AWS
+object_lock_mode = "COMPLIANCE"       # S3 only: COMPLIANCE or GOVERNANCE (needs retention_days)
+retention_days = 365                  # Object Lock retention; also the floor for `gatehouse prune`
+kms_key_id = "arn:aws:kms:..."        # S3 only: SSE-KMS
+signing_key_file = "/etc/gatehouse/recording.pem"   # or signing_key_env; default: generated in state_dir
+signing_key_env = "GATEHOUSE_RECORDING_KEY"
+public_keys = ["keys/recording.pub"]  # trusted keys for `gatehouse verify --policy`
+on_record_failure = "refuse"          # or "continue"
+spool_dir = "/var/spool/gatehouse"    # default: <state_dir>/spool
+checkpoint_interval_seconds = 60
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def parse_recording(sec: Section | None, *, base_dir: Path | None = None) -> Rec
     kms = sec.str("kms_key_id", None)
     for key, value in (("s3_endpoint_url", endpoint), ("object_lock_mode", mode), ("kms_key_id", kms)):
         if value is not None and not is_s3:
-            raise sec.error(key, "applies to an S3 store only (store = \"s3://bucket/prefix\")")
+            raise sec.error(key, 'applies to an S3 store only (store = "s3://bucket/prefix")')
     if mode is not None and retention is None:
         raise sec.error("object_lock_mode", "needs retention_days (how long each object stays locked)")
 

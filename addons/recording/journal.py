@@ -36,8 +36,17 @@ class Journal:
     spool does.
     """
 
-    def __init__(self, spool: Spool, key: SigningKey, *, gateway_version: str, policy_sha256: str | None,
-                 retention_days: int | None, node: str | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        key: SigningKey,
+        *,
+        gateway_version: str,
+        policy_sha256: str | None,
+        retention_days: int | None,
+        node: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.spool = spool
         self.key = key
         self.gateway_version = gateway_version
@@ -52,8 +61,9 @@ class Journal:
         self._checkpointed = -1
         self._lock = threading.Lock()
 
-    def reconfigure(self, *, key: SigningKey, gateway_version: str, policy_sha256: str | None,
-                    retention_days: int | None) -> None:
+    def reconfigure(
+        self, *, key: SigningKey, gateway_version: str, policy_sha256: str | None, retention_days: int | None
+    ) -> None:
         with self._lock:
             self.key = key
             self.gateway_version = gateway_version
@@ -73,8 +83,13 @@ class Journal:
             self.chain_id = chain_id
             try:
                 start = start_record_body(
-                    previous=previous, gateway_version=self.gateway_version, policy_sha256=self.policy_sha256,
-                    node=self.node, key_id=self.key.key_id, retention_days=self.retention_days)
+                    previous=previous,
+                    gateway_version=self.gateway_version,
+                    policy_sha256=self.policy_sha256,
+                    node=self.node,
+                    key_id=self.key.key_id,
+                    retention_days=self.retention_days,
+                )
                 self._seal_and_spool(start)
             except BaseException:
                 self.chain_id = None  # retry the start record (and a fresh chain id) next time
@@ -85,8 +100,7 @@ class Journal:
         assert self.chain_id is not None
         self._publish_key()
         seq = self.seq + 1
-        data, digest = seal_record(body, chain_id=self.chain_id, seq=seq, prev=self.head,
-                                   at=self.clock(), key=self.key)
+        data, digest = seal_record(body, chain_id=self.chain_id, seq=seq, prev=self.head, at=self.clock(), key=self.key)
         key = record_key(self.chain_id, seq)
         if not self.spool.put(key, data):
             raise SpoolError(f"{key} is already spooled (two writers on one chain?)")
@@ -109,8 +123,7 @@ class Journal:
         with self._lock:
             if self.chain_id is None or self.seq <= self._checkpointed or self.head is None:
                 return None
-            data = make_checkpoint(chain_id=self.chain_id, seq=self.seq, head=self.head, key=self.key,
-                                   at=self.clock())
+            data = make_checkpoint(chain_id=self.chain_id, seq=self.seq, head=self.head, key=self.key, at=self.clock())
             key = checkpoint_key(self.chain_id, self.seq)
             self.spool.put(key, data)
             self._checkpointed = self.seq

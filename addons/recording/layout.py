@@ -76,6 +76,7 @@ def parse_key(key: str) -> ParsedKey | None:
         g = m.groupdict()
         if kind == "blob" and g["hh"] != g["hex"][:2]:
             return None
-        return ParsedKey(kind, g.get("chain") or "", int(g["seq"]) if g.get("seq") else -1,
-                         g.get("hex") or "", g.get("key_id") or "")
+        return ParsedKey(
+            kind, g.get("chain") or "", int(g["seq"]) if g.get("seq") else -1, g.get("hex") or "", g.get("key_id") or ""
+        )
     return None

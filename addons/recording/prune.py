@@ -89,8 +89,9 @@ def check_prunable(store: Store, key: SigningKey, trusted: Mapping[str, Ed25519P
     """Raise PruneRefused unless `store` verifies (with `trusted`, else its published keys)
     and verify will accept the prune checkpoints `key` signs."""
     if trusted is not None and key.key_id not in trusted:
-        raise PruneRefused(f"the signing key {key.key_id} is not among the trusted keys; verify would reject its "
-                           "prune checkpoints")
+        raise PruneRefused(
+            f"the signing key {key.key_id} is not among the trusted keys; verify would reject its prune checkpoints"
+        )
     before = verify_store(store, trusted_keys=trusted)
     if not before.ok:
         raise StoreDoesNotVerify(before.problems)
@@ -103,8 +104,16 @@ def _retained(store: Store, key: str, now: float) -> bool:
     return r is not None and r.until is not None and r.until.timestamp() > now
 
 
-def prune_store(store: Store, key: SigningKey, *, older_than_days: float, now: float, lock_days: int | None,
-                dry_run: bool = False, on_chain: Callable[[str, int, int], None] | None = None) -> PruneResult:
+def prune_store(
+    store: Store,
+    key: SigningKey,
+    *,
+    older_than_days: float,
+    now: float,
+    lock_days: int | None,
+    dry_run: bool = False,
+    on_chain: Callable[[str, int, int], None] | None = None,
+) -> PruneResult:
     """Remove what is older than `older_than_days` (see the module's docstring); with
     `dry_run`, count it only. `on_chain(chain, first, last)` hears of each chain's records to
     go before they do. Run `retention_floor` and `check_prunable` first: this does not."""
@@ -148,9 +157,11 @@ def prune_store(store: Store, key: SigningKey, *, older_than_days: float, now: f
             continue
         # The signed prune point goes first: an interrupted prune still verifies.
         until = datetime.fromtimestamp(now, UTC) + timedelta(days=lock_days or 0)
-        store.put(checkpoint_key(chain, last_seq, prune=True),
-                  make_checkpoint(chain_id=chain, seq=last_seq, head=last_hash, key=key, at=now, kind="prune"),
-                  retain_until=until)
+        store.put(
+            checkpoint_key(chain, last_seq, prune=True),
+            make_checkpoint(chain_id=chain, seq=last_seq, head=last_hash, key=key, at=now, kind="prune"),
+            retain_until=until,
+        )
         for _, k, _ in doomed:
             store.delete(k)
             removed += 1

@@ -31,8 +31,9 @@ def blob_refs(record: Mapping[str, Any]) -> list[str]:
     return refs
 
 
-def iter_records(store: Store, *, chains: Sequence[str] | None = None,
-                 kinds: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_records(
+    store: Store, *, chains: Sequence[str] | None = None, kinds: Sequence[str] | None = None
+) -> Iterator[dict[str, Any]]:
     """Records in chain order (chains sorted by start time, then seq). Not verified: run
     `verify.verify_store` for that. Each record gets a ``_key`` entry naming its store key."""
     by_chain: dict[str, list[tuple[int, str]]] = {}

@@ -32,21 +32,43 @@ INLINE_BODY_LIMIT = 8 * 1024
 
 # Recorded request headers: an allowlist, so an auth header (x-api-key, authorization,
 # proxy-authorization, cookie) can never reach a record whatever a client invents.
-REQUEST_HEADERS = frozenset({
-    "accept", "accept-encoding", "anthropic-beta", "anthropic-version", "anthropic-dangerous-direct-browser-access",
-    "content-encoding", "content-length", "content-type", "user-agent", "x-app", "x-claude-code-session-id",
-    "x-claude-code-agent-id", "x-claude-code-parent-agent-id", "x-gatehouse-exchange-id",
-})
+REQUEST_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "anthropic-beta",
+        "anthropic-version",
+        "anthropic-dangerous-direct-browser-access",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "user-agent",
+        "x-app",
+        "x-claude-code-session-id",
+        "x-claude-code-agent-id",
+        "x-claude-code-parent-agent-id",
+        "x-gatehouse-exchange-id",
+    }
+)
 REQUEST_HEADER_PREFIXES = ("x-stainless-",)
-RESPONSE_HEADERS = frozenset({
-    "content-encoding", "content-length", "content-type", "request-id", "retry-after", "x-should-retry",
-    "x-gatehouse-exchange-id", "anthropic-organization-id",
-})
+RESPONSE_HEADERS = frozenset(
+    {
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "request-id",
+        "retry-after",
+        "x-should-retry",
+        "x-gatehouse-exchange-id",
+        "anthropic-organization-id",
+    }
+)
 RESPONSE_HEADER_PREFIXES = ("anthropic-ratelimit-",)
 
 
-def select_headers(headers: Iterable[tuple[str, str]], allowed: frozenset[str],
-                   prefixes: tuple[str, ...]) -> dict[str, str]:
+def select_headers(
+    headers: Iterable[tuple[str, str]], allowed: frozenset[str], prefixes: tuple[str, ...]
+) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers:
         n = name.lower()
@@ -165,8 +187,14 @@ def _put_body(target: dict[str, Any], value: Any, blobs: _Blobs) -> None:
         target["body_blob"] = blobs.add(value)
 
 
-def build_request(req: RequestInput, *, masker: Masker | None, identity: dict[str, Any] | None,
-                  at: float, tracker: SessionTracker | None) -> BuiltRequest:
+def build_request(
+    req: RequestInput,
+    *,
+    masker: Masker | None,
+    identity: dict[str, Any] | None,
+    at: float,
+    tracker: SessionTracker | None,
+) -> BuiltRequest:
     headers = {n.lower(): v for n, v in req.headers}
     kind, value = _decode_body(req.body, _content_type(req.headers))
     session = derive_session(headers, value if kind == "json" else None, identity, at, tracker)
@@ -190,18 +218,38 @@ def build_request(req: RequestInput, *, masker: Masker | None, identity: dict[st
             url_findings = [json_safe(f) for f in found]
         except UnmaskableUrl:
             path = "/[MASKED:url]"
-    masked, findings = _mask(masker, {"method": req.method, "host": req.host, "path": path, "headers": selected,
-                                      "body": value, "session": session, "client": client})
+    masked, findings = _mask(
+        masker,
+        {
+            "method": req.method,
+            "host": req.host,
+            "path": path,
+            "headers": selected,
+            "body": value,
+            "session": session,
+            "client": client,
+        },
+    )
     findings = url_findings + findings
     body = masked["body"]
     session, client = masked["session"], masked["client"]
 
     blobs = _Blobs()
     part: dict[str, Any] = {
-        "method": masked["method"], "scheme": req.scheme, "host": masked["host"], "port": req.port,
-        "path": masked["path"], "headers": masked["headers"], "size": len(req.body or b""),
-        "encoding": kind, "model": None, "stream": None,
-        "system": None, "tools": None, "messages": None, "body": None,
+        "method": masked["method"],
+        "scheme": req.scheme,
+        "host": masked["host"],
+        "port": req.port,
+        "path": masked["path"],
+        "headers": masked["headers"],
+        "size": len(req.body or b""),
+        "encoding": kind,
+        "model": None,
+        "stream": None,
+        "system": None,
+        "tools": None,
+        "messages": None,
+        "body": None,
     }
     if kind == "json" and isinstance(body, dict):
         rest = dict(body)
@@ -230,8 +278,9 @@ def _split_message(msg: dict[str, Any], part: dict[str, Any], blobs: _Blobs) -> 
     part["content"] = blobs.add({"role": msg.get("role", "assistant"), "content": msg.get("content", [])})
 
 
-def build_response(resp: ResponseInput, *,
-                   masker: Masker | None) -> tuple[dict[str, Any], dict[str, bytes], list[dict[str, Any]]]:
+def build_response(
+    resp: ResponseInput, *, masker: Masker | None
+) -> tuple[dict[str, Any], dict[str, bytes], list[dict[str, Any]]]:
     selected = select_headers(resp.headers, RESPONSE_HEADERS, RESPONSE_HEADER_PREFIXES)
     ctype = _content_type(resp.headers)
     message: dict[str, Any] | None = None
@@ -256,9 +305,15 @@ def build_response(resp: ResponseInput, *,
     masked, findings = _mask(masker, {"headers": selected, "message": message, "body": value})
     blobs = _Blobs()
     part: dict[str, Any] = {
-        "status": resp.status, "headers": masked["headers"], "request_id": masked["headers"].get("request-id"),
-        "streamed": resp.streamed, "size": len(resp.body) if resp.body is not None and not resp.streamed else None,
-        "encoding": kind, "message": None, "content": None, "body": None,
+        "status": resp.status,
+        "headers": masked["headers"],
+        "request_id": masked["headers"].get("request-id"),
+        "streamed": resp.streamed,
+        "size": len(resp.body) if resp.body is not None and not resp.streamed else None,
+        "encoding": kind,
+        "message": None,
+        "content": None,
+        "body": None,
     }
     if masked["message"] is not None:
         _split_message(masked["message"], part, blobs)
@@ -274,8 +329,15 @@ def _ms(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round((b - a) * 1000, 3)
 
 
-def build_record(inp: ExchangeInput, *, masker: Masker | None, gateway_version: str, policy_sha256: str | None,
-                 tracker: SessionTracker | None = None, built_request: BuiltRequest | None = None) -> BuiltRecord:
+def build_record(
+    inp: ExchangeInput,
+    *,
+    masker: Masker | None,
+    gateway_version: str,
+    policy_sha256: str | None,
+    tracker: SessionTracker | None = None,
+    built_request: BuiltRequest | None = None,
+) -> BuiltRecord:
     """The unsigned body of a record (the journal links and signs it) and its blobs.
 
     `built_request` reuses the request part already built for the ``request`` record of a
@@ -283,8 +345,9 @@ def build_record(inp: ExchangeInput, *, masker: Masker | None, gateway_version: 
     """
     if inp.kind not in ("request", "exchange", "refusal"):
         raise RecordError(f"unknown record kind {inp.kind!r}")
-    req = built_request or build_request(inp.request, masker=masker, identity=inp.identity,
-                                         at=inp.request_at, tracker=tracker)
+    req = built_request or build_request(
+        inp.request, masker=masker, identity=inp.identity, at=inp.request_at, tracker=tracker
+    )
     blobs = dict(req.blobs)
     response = None
     response_findings: list[dict[str, Any]] = []

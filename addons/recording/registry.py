@@ -39,22 +39,44 @@ class Recording:
         self.uploader = uploader
 
     @classmethod
-    def open(cls, spool_dir: str | Path, *, store: Store, key: SigningKey, retention_days: int | None,
-             gateway_version: str, policy_sha256: str | None, checkpoint_interval: float = 60.0,
-             clock: Callable[[], float] = time.time) -> Recording:
+    def open(
+        cls,
+        spool_dir: str | Path,
+        *,
+        store: Store,
+        key: SigningKey,
+        retention_days: int | None,
+        gateway_version: str,
+        policy_sha256: str | None,
+        checkpoint_interval: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> Recording:
         path = Path(spool_dir).expanduser().absolute()
         with cls._registry_lock:
             rec = cls._registry.get(path)
             if rec is None:
                 spool = Spool(path)
-                journal = Journal(spool, key, gateway_version=gateway_version, policy_sha256=policy_sha256,
-                                  retention_days=retention_days, clock=clock)
-                uploader = Uploader(spool, store, retention_days=retention_days, journal=journal,
-                                    checkpoint_interval=checkpoint_interval, clock=clock)
+                journal = Journal(
+                    spool,
+                    key,
+                    gateway_version=gateway_version,
+                    policy_sha256=policy_sha256,
+                    retention_days=retention_days,
+                    clock=clock,
+                )
+                uploader = Uploader(
+                    spool,
+                    store,
+                    retention_days=retention_days,
+                    journal=journal,
+                    checkpoint_interval=checkpoint_interval,
+                    clock=clock,
+                )
                 rec = cls._registry[path] = cls(spool, journal, uploader)
             else:
-                rec.journal.reconfigure(key=key, gateway_version=gateway_version, policy_sha256=policy_sha256,
-                                        retention_days=retention_days)
+                rec.journal.reconfigure(
+                    key=key, gateway_version=gateway_version, policy_sha256=policy_sha256, retention_days=retention_days
+                )
                 rec.uploader.store = store
                 rec.uploader.retention_days = retention_days
                 rec.uploader.checkpoint_interval = checkpoint_interval
@@ -99,8 +121,12 @@ class Recording:
         try:
             self.uploader.upload_pending(deadline)
         except (StoreError, OSError, ValueError) as e:
-            log.warning("recording: %d object(s) stay in the spool %s for the next start: %s",
-                        len(self.spool.pending()), self.spool.root, e)
+            log.warning(
+                "recording: %d object(s) stay in the spool %s for the next start: %s",
+                len(self.spool.pending()),
+                self.spool.root,
+                e,
+            )
             return False
         left = self.spool.pending()
         if left:

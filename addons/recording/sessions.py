@@ -54,13 +54,17 @@ def _clip(value: Any) -> str | None:
     return value[:MAX_ID_LEN]
 
 
-def derive_session(headers: Mapping[str, str], body: Any, identity: Mapping[str, Any] | None, at: float,
-                   tracker: SessionTracker | None) -> dict[str, Any]:
+def derive_session(
+    headers: Mapping[str, str], body: Any, identity: Mapping[str, Any] | None, at: float, tracker: SessionTracker | None
+) -> dict[str, Any]:
     """The client session of an exchange: Claude Code's header, else ``metadata.user_id``'s
     ``session_id``, else the caller plus an idle gap."""
-    session = {"id": None, "source": None,
-               "agent_id": _clip(headers.get("x-claude-code-agent-id")),
-               "parent_agent_id": _clip(headers.get("x-claude-code-parent-agent-id"))}
+    session = {
+        "id": None,
+        "source": None,
+        "agent_id": _clip(headers.get("x-claude-code-agent-id")),
+        "parent_agent_id": _clip(headers.get("x-claude-code-parent-agent-id")),
+    }
     sid = _clip(headers.get("x-claude-code-session-id"))
     if sid:
         session.update(id=sid, source="header")

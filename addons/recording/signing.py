@@ -89,8 +89,9 @@ class SigningKey:
         return cls(key, source)
 
     def private_pem(self) -> bytes:
-        return self._private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption())
+        return self._private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     def public_pem(self) -> bytes:
         return public_key_pem(self.public_key)
@@ -102,8 +103,13 @@ class SigningKey:
         return f"SigningKey(key_id={self.key_id!r}, source={self.source!r})"
 
 
-def load_signing_key(*, key_file: Path | None = None, key_env: str | None = None,
-                     state_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> SigningKey:
+def load_signing_key(
+    *,
+    key_file: Path | None = None,
+    key_env: str | None = None,
+    state_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SigningKey:
     """The recording key: the configured file or environment variable (replicas share it),
     else one generated on first run in the state directory (mode 0600, single node)."""
     environ = os.environ if environ is None else environ

@@ -75,8 +75,10 @@ class Spool:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise SpoolLocked(f"recording spool {self.root} is in use by another gateway process; "
-                                  "give each gateway its own [recording] spool_dir") from None
+                raise SpoolLocked(
+                    f"recording spool {self.root} is in use by another gateway process; "
+                    "give each gateway its own [recording] spool_dir"
+                ) from None
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
             self._lock_fd = fd
@@ -182,8 +184,11 @@ class Spool:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            log.error("recording spool: cannot read %s (%s); the new chain will not name the previous one",
-                      self.root / "head.json", e)
+            log.error(
+                "recording spool: cannot read %s (%s); the new chain will not name the previous one",
+                self.root / "head.json",
+                e,
+            )
             return None
         return head if isinstance(head, dict) else None
 

@@ -58,8 +58,9 @@ class Store(Protocol):
     # True when objects carry their own retention (S3 Object Lock).
     locks_objects: bool
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None,
-            content_type: str = "application/json") -> bool: ...
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime | None = None, content_type: str = "application/json"
+    ) -> bool: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> Iterator[str]: ...
@@ -127,8 +128,9 @@ class LocalStore:
         _check_key(key)
         return self.root / key
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None,
-            content_type: str = "application/json") -> bool:
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime | None = None, content_type: str = "application/json"
+    ) -> bool:
         try:
             return write_exclusive(self.path(key), data, mode=0o400)
         except OSError as e:
@@ -206,8 +208,16 @@ def _client_error_code(e: Exception) -> str:
 class S3Store:
     """``s3://bucket/prefix``. With `object_lock_mode`, every object carries its retention."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 object_lock_mode: str | None = None, kms_key_id: str | None = None, client: Any = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        object_lock_mode: str | None = None,
+        kms_key_id: str | None = None,
+        client: Any = None,
+    ) -> None:
         if object_lock_mode is not None and object_lock_mode not in LOCK_MODES:
             raise StoreError(f"object_lock_mode must be one of {', '.join(LOCK_MODES)}; got {object_lock_mode!r}")
         self.bucket = bucket
@@ -246,12 +256,16 @@ class S3Store:
             return StoreError(f"S3 {op} {where}: {code}: {msg}")
         return StoreError(f"S3 {op} {where} (endpoint {self.endpoint}): {e}")
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None,
-            content_type: str = "application/json") -> bool:
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime | None = None, content_type: str = "application/json"
+    ) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
         kwargs: dict[str, Any] = {
-            "Bucket": self.bucket, "Key": self._k(key), "Body": data, "ContentType": content_type,
+            "Bucket": self.bucket,
+            "Key": self._k(key),
+            "Body": data,
+            "ContentType": content_type,
             "IfNoneMatch": "*",
             "ChecksumAlgorithm": "SHA256",
             "ChecksumSHA256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
@@ -379,8 +393,9 @@ class S3Store:
             return current
         mode = (current.mode if current and current.mode else None) or self.object_lock_mode
         try:
-            self.client.put_object_retention(Bucket=self.bucket, Key=self._k(key),
-                                             Retention={"Mode": mode, "RetainUntilDate": until})
+            self.client.put_object_retention(
+                Bucket=self.bucket, Key=self._k(key), Retention={"Mode": mode, "RetainUntilDate": until}
+            )
         except (ClientError, BotoCoreError) as e:
             raise self._fail("PutObjectRetention", key, e) from None
         return Retention(mode, until)
@@ -407,11 +422,14 @@ class S3Store:
         except ClientError as e:
             code = _client_error_code(e)
             if code in ("404", "NoSuchBucket", "NotFound"):
-                raise StoreError(f"recording store {self.url}: bucket {self.bucket!r} does not exist "
-                                 f"(endpoint {self.endpoint})") from None
+                raise StoreError(
+                    f"recording store {self.url}: bucket {self.bucket!r} does not exist (endpoint {self.endpoint})"
+                ) from None
             if code in ("403", "AccessDenied", "Forbidden"):
-                raise StoreError(f"recording store {self.url}: access to bucket {self.bucket!r} denied "
-                                 f"(check the gateway's AWS credentials)") from None
+                raise StoreError(
+                    f"recording store {self.url}: access to bucket {self.bucket!r} denied "
+                    f"(check the gateway's AWS credentials)"
+                ) from None
             raise self._fail("HeadBucket", "", e) from None
         except BotoCoreError as e:
             raise StoreError(f"recording store {self.url}: cannot reach S3 at {self.endpoint}: {e}") from None
@@ -419,21 +437,34 @@ class S3Store:
             raise StoreError(
                 f"recording store {self.url}: bucket {self.bucket!r} does not have Object Lock enabled, but "
                 f"[recording] object_lock_mode = {self.object_lock_mode!r} requires it. Enable Object Lock on the "
-                "bucket (it needs versioning), or remove object_lock_mode from the policy.")
+                "bucket (it needs versioning), or remove object_lock_mode from the policy."
+            )
 
 
-def open_store(url: str | Path, *, endpoint_url: str | None = None, object_lock_mode: str | None = None,
-               kms_key_id: str | None = None, client: Any = None) -> LocalStore | S3Store:
+def open_store(
+    url: str | Path,
+    *,
+    endpoint_url: str | None = None,
+    object_lock_mode: str | None = None,
+    kms_key_id: str | None = None,
+    client: Any = None,
+) -> LocalStore | S3Store:
     """A store from ``s3://bucket/prefix``, ``file:///path`` or a plain path."""
     text = str(url)
     if text.startswith("s3://"):
         parts = urlsplit(text)
         if not parts.netloc:
             raise StoreError(f"store URL {text!r} has no bucket (expected s3://bucket/prefix)")
-        return S3Store(parts.netloc, parts.path, endpoint_url=endpoint_url, object_lock_mode=object_lock_mode,
-                       kms_key_id=kms_key_id, client=client)
+        return S3Store(
+            parts.netloc,
+            parts.path,
+            endpoint_url=endpoint_url,
+            object_lock_mode=object_lock_mode,
+            kms_key_id=kms_key_id,
+            client=client,
+        )
     if "://" in text and not text.startswith("file://"):
         raise StoreError(f"unsupported store URL {text!r}: use a directory or s3://bucket/prefix")
     if object_lock_mode or kms_key_id or endpoint_url:
         raise StoreError(f"{text}: object_lock_mode, kms_key_id and s3_endpoint_url apply to S3 stores only")
-    return LocalStore(text[len("file://"):] if text.startswith("file://") else text)
+    return LocalStore(text[len("file://") :] if text.startswith("file://") else text)

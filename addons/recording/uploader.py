@@ -35,10 +35,19 @@ BLOB_RETENTION_SLACK = timedelta(days=1)
 class Uploader:
     """Moves spooled objects to the store in a daemon thread, retrying with backoff."""
 
-    def __init__(self, spool: Spool, store: Store, *, retention_days: int | None, journal: Journal | None = None,
-                 checkpoint_interval: float = 60.0, clock: Callable[[], float] = time.time,
-                 initial_backoff: float = 0.5, max_backoff: float = 30.0,
-                 blob_retention_slack: timedelta = BLOB_RETENTION_SLACK) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        store: Store,
+        *,
+        retention_days: int | None,
+        journal: Journal | None = None,
+        checkpoint_interval: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        blob_retention_slack: timedelta = BLOB_RETENTION_SLACK,
+    ) -> None:
         self.spool = spool
         self.store = store
         self.retention_days = retention_days
@@ -132,8 +141,12 @@ class Uploader:
         self.failures += 1
         message = str(e) or type(e).__name__
         if message != self.last_error:
-            log.warning("recording: upload to %s failed, will retry (records stay in the spool %s): %s",
-                        self.store.url, self.spool.root, message)
+            log.warning(
+                "recording: upload to %s failed, will retry (records stay in the spool %s): %s",
+                self.store.url,
+                self.spool.root,
+                message,
+            )
         self.last_error = message
 
     # -- one pass ------------------------------------------------------------------------------
@@ -178,8 +191,12 @@ class Uploader:
             if existing != data:
                 # Never overwritten and never dropped: kept aside for an operator to look at.
                 target = self.spool.set_aside(key)
-                log.error("recording: %s already exists in %s with different content; kept the spooled copy at %s",
-                          key, self.store.url, target)
+                log.error(
+                    "recording: %s already exists in %s with different content; kept the spooled copy at %s",
+                    key,
+                    self.store.url,
+                    target,
+                )
                 return
         self.spool.remove(key)
         self.uploaded += 1
@@ -207,7 +224,8 @@ class Uploader:
         try:
             self.store.extend_retention(key, target)
         except NotFound:
-            log.error("recording: blob %s is in neither the spool nor the store %s; verify will report it",
-                      hx, self.store.url)
+            log.error(
+                "recording: blob %s is in neither the spool nor the store %s; verify will report it", hx, self.store.url
+            )
             return
         self._retained.put(key, target)

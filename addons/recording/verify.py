@@ -69,8 +69,13 @@ class VerifyResult:
         return not self.problems
 
     def summary(self) -> str:
-        parts = [f"{self.chains} chain(s)", f"{self.records} record(s)", f"{self.checkpoints} checkpoint(s)",
-                 f"{self.blobs} blob(s)", f"{self.keys} published key(s)"]
+        parts = [
+            f"{self.chains} chain(s)",
+            f"{self.records} record(s)",
+            f"{self.checkpoints} checkpoint(s)",
+            f"{self.blobs} blob(s)",
+            f"{self.keys} published key(s)",
+        ]
         if self.retention_checked:
             parts.append(f"Object Lock retention on {self.retention_checked} object(s)")
         return ", ".join(parts)
@@ -114,7 +119,7 @@ class _Chain:
         i = bisect_left(self.seqs, seq)
         if i == len(self.seqs) or self.seqs[i] != seq or not self.read[i]:
             return None
-        return "sha256:" + self.hashes[32 * i:32 * i + 32].hex()
+        return "sha256:" + self.hashes[32 * i : 32 * i + 32].hex()
 
 
 def _gaps(read_seqs: Iterable[int], base: int) -> Iterator[tuple[int, int]]:
@@ -129,8 +134,14 @@ def _gaps(read_seqs: Iterable[int], base: int) -> Iterator[tuple[int, int]]:
 
 
 class _Verifier:
-    def __init__(self, store: Any, trusted: Mapping[str, Ed25519PublicKey] | None, trust: str,
-                 check_retention: bool, now: datetime) -> None:
+    def __init__(
+        self,
+        store: Any,
+        trusted: Mapping[str, Ed25519PublicKey] | None,
+        trust: str,
+        check_retention: bool,
+        now: datetime,
+    ) -> None:
         self.store = store
         self.trusted = trusted
         self.check_retention = check_retention
@@ -142,8 +153,16 @@ class _Verifier:
         self.blob_index: dict[bytes, int] = {}
         self.referenced: set[bytes] = set()
 
-    def problem(self, key: str, check: str, message: str, *, chain: str | None = None, seq: int | None = None,
-                exchange_id: str | None = None) -> None:
+    def problem(
+        self,
+        key: str,
+        check: str,
+        message: str,
+        *,
+        chain: str | None = None,
+        seq: int | None = None,
+        exchange_id: str | None = None,
+    ) -> None:
         self.result.problems.append(Problem(key, check, message, chain, seq, exchange_id))
 
     def _get(self, key: str) -> bytes | None:
@@ -153,7 +172,9 @@ class _Verifier:
             self.problem(key, "missing", "listed by the store but cannot be read (deleted during verify?)")
             return None
 
-    def _parse(self, key: str, data: bytes, *, chain: str | None = None, seq: int | None = None) -> dict[str, Any] | None:
+    def _parse(
+        self, key: str, data: bytes, *, chain: str | None = None, seq: int | None = None
+    ) -> dict[str, Any] | None:
         try:
             doc = parse_json(data)
         except (ValueError, UnicodeDecodeError) as e:
@@ -163,8 +184,14 @@ class _Verifier:
             self.problem(key, "json", "not a JSON object", chain=chain, seq=seq)
             return None
         if canonical_json(doc) != data:
-            self.problem(key, "canonical", "not in canonical JSON form: the object was modified or rewritten",
-                         chain=chain, seq=seq, exchange_id=_str(doc.get("exchange_id")))
+            self.problem(
+                key,
+                "canonical",
+                "not in canonical JSON form: the object was modified or rewritten",
+                chain=chain,
+                seq=seq,
+                exchange_id=_str(doc.get("exchange_id")),
+            )
         return doc
 
     def run(self) -> VerifyResult:
@@ -246,8 +273,9 @@ class _Verifier:
             self.result.blobs += 1
             actual = hashlib.sha256(data).digest()
             if actual != digest:
-                self.problem(k, "blob", f"content hashes to sha256:{actual.hex()}, not to its name (the blob was "
-                             "modified)")
+                self.problem(
+                    k, "blob", f"content hashes to sha256:{actual.hex()}, not to its name (the blob was modified)"
+                )
                 continue
             good.add(digest)
         return good
@@ -268,9 +296,14 @@ class _Verifier:
             self.problem(k, "signature", err, chain=p.chain, seq=p.seq)
             return None
         if doc.get("chain") != p.chain or doc.get("seq") != p.seq or doc.get("kind") != kind:
-            self.problem(k, "sequence", f"is a {doc.get('kind')} checkpoint of seq {doc.get('seq')} of chain "
-                         f"{doc.get('chain')}, but is stored as a {kind} checkpoint of seq {p.seq} of chain {p.chain}",
-                         chain=p.chain, seq=p.seq)
+            self.problem(
+                k,
+                "sequence",
+                f"is a {doc.get('kind')} checkpoint of seq {doc.get('seq')} of chain "
+                f"{doc.get('chain')}, but is stored as a {kind} checkpoint of seq {p.seq} of chain {p.chain}",
+                chain=p.chain,
+                seq=p.seq,
+            )
             return None
         return doc
 
@@ -287,8 +320,9 @@ class _Verifier:
         return prunes
 
     # -- records -------------------------------------------------------------------------------
-    def _records(self, record_seqs: dict[str, array[int]], prunes: dict[str, tuple[int, str]],
-                 blob_hashes: set[bytes]) -> dict[str, _Chain]:
+    def _records(
+        self, record_seqs: dict[str, array[int]], prunes: dict[str, tuple[int, str]], blob_hashes: set[bytes]
+    ) -> dict[str, _Chain]:
         """Read every record once, in (chain, seq) order, checking it and its link as it goes;
         nothing of a record but its hash (and what later checks name) outlives its turn."""
         chains: dict[str, _Chain] = {}
@@ -307,7 +341,7 @@ class _Verifier:
                     continue
                 self.result.records += 1
                 digest = hashlib.sha256(data).digest()
-                c.hashes[32 * i:32 * i + 32] = digest
+                c.hashes[32 * i : 32 * i + 32] = digest
                 c.read[i] = 1
                 c.newest = seq
                 before_seq, before_hash = last_seq, last_hash
@@ -327,12 +361,23 @@ class _Verifier:
                     self.problem(k, "signature", err, **where)
                 chain = doc.get("chain") if isinstance(doc.get("chain"), dict) else {}
                 if chain.get("id") != chain_id or chain.get("seq") != seq:
-                    self.problem(k, "sequence", f"the record says it is seq {chain.get('seq')} of chain "
-                                 f"{chain.get('id')}, but it is stored as seq {seq} of chain {chain_id} (records were "
-                                 "moved, swapped or inserted)", **where)
+                    self.problem(
+                        k,
+                        "sequence",
+                        f"the record says it is seq {chain.get('seq')} of chain "
+                        f"{chain.get('id')}, but it is stored as seq {seq} of chain {chain_id} (records were "
+                        "moved, swapped or inserted)",
+                        **where,
+                    )
                 if (doc.get("kind") == "start") != (seq == 0):
-                    self.problem(k, "sequence", "a chain's seq 0, and only seq 0, is its start record"
-                                 if seq == 0 else f"a start record stored as seq {seq}", **where)
+                    self.problem(
+                        k,
+                        "sequence",
+                        "a chain's seq 0, and only seq 0, is its start record"
+                        if seq == 0
+                        else f"a start record stored as seq {seq}",
+                        **where,
+                    )
                 try:
                     refs = blob_refs(doc)
                     for ref in refs:
@@ -348,14 +393,27 @@ class _Verifier:
                         deferred.append(Problem(k, "link", f"seq 0 names a previous record ({prev})", **where))
                 elif before_seq == seq - 1:
                     if prev != before_hash:
-                        deferred.append(Problem(k, "link", f"names {prev} as the previous record, but record "
-                                                f"{seq - 1} hashes to {before_hash} (a record was changed, replaced "
-                                                "or reordered)", **where))
+                        deferred.append(
+                            Problem(
+                                k,
+                                "link",
+                                f"names {prev} as the previous record, but record "
+                                f"{seq - 1} hashes to {before_hash} (a record was changed, replaced "
+                                "or reordered)",
+                                **where,
+                            )
+                        )
                 elif seq - 1 == base:
                     if prev != base_hash:
-                        deferred.append(Problem(k, "link", f"names {prev} as the previous record, but the signed "
-                                                f"prune checkpoint says record {base} hashed to {base_hash}",
-                                                **where))
+                        deferred.append(
+                            Problem(
+                                k,
+                                "link",
+                                f"names {prev} as the previous record, but the signed "
+                                f"prune checkpoint says record {base} hashed to {base_hash}",
+                                **where,
+                            )
+                        )
                 if seq == 0 and not err and isinstance(doc.get("previous"), dict):
                     c.previous = doc["previous"]
                 if self.check_retention:
@@ -365,9 +423,15 @@ class _Verifier:
                 top = c.newest
                 for lo, hi in _gaps((s for s, r in zip(c.seqs, c.read, strict=True) if r), base):
                     what = f"record {lo} is missing" if lo == hi else f"records {lo}..{hi} are missing"
-                    deferred.append(Problem(record_key(chain_id, lo), "missing",
-                                            f"{what} from chain {chain_id} (deleted; the chain has records up to "
-                                            f"{top})", chain_id, lo))
+                    deferred.append(
+                        Problem(
+                            record_key(chain_id, lo),
+                            "missing",
+                            f"{what} from chain {chain_id} (deleted; the chain has records up to {top})",
+                            chain_id,
+                            lo,
+                        )
+                    )
         self.result.problems.extend(deferred)
         return chains
 
@@ -384,8 +448,9 @@ class _Verifier:
             c.refs[seq] = (c.id if cid == c.id else cid, seq if cseq == seq else cseq, listed)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _checkpoints(self, items: list[tuple[str, Any]], chains: dict[str, _Chain],
-                     prunes: dict[str, tuple[int, str]]) -> None:
+    def _checkpoints(
+        self, items: list[tuple[str, Any]], chains: dict[str, _Chain], prunes: dict[str, tuple[int, str]]
+    ) -> None:
         for k, p in items:
             doc = self._checkpoint_doc(k, p, "head")
             if doc is None:
@@ -399,14 +464,30 @@ class _Verifier:
             if rec_hash is None:
                 newest = c.newest if c is not None else None
                 if newest is None or newest < p.seq:
-                    have = f"the newest record present is seq {newest}" if newest is not None else "no record of it is present"
+                    have = (
+                        f"the newest record present is seq {newest}"
+                        if newest is not None
+                        else "no record of it is present"
+                    )
                     lo = (newest + 1) if newest is not None else base + 1
-                    self.problem(k, "checkpoint", f"chain {p.chain} was checkpointed at seq {p.seq}, but {have}: "
-                                 f"records {lo}..{p.seq} were deleted (truncated tail)", chain=p.chain, seq=p.seq)
+                    self.problem(
+                        k,
+                        "checkpoint",
+                        f"chain {p.chain} was checkpointed at seq {p.seq}, but {have}: "
+                        f"records {lo}..{p.seq} were deleted (truncated tail)",
+                        chain=p.chain,
+                        seq=p.seq,
+                    )
                 # else: the gap is already reported as missing records
             elif rec_hash != doc.get("head"):
-                self.problem(k, "checkpoint", f"record {p.seq} of chain {p.chain} hashes to {rec_hash}, but the signed "
-                             f"checkpoint says {doc.get('head')} (the record was replaced)", chain=p.chain, seq=p.seq)
+                self.problem(
+                    k,
+                    "checkpoint",
+                    f"record {p.seq} of chain {p.chain} hashes to {rec_hash}, but the signed "
+                    f"checkpoint says {doc.get('head')} (the record was replaced)",
+                    chain=p.chain,
+                    seq=p.seq,
+                )
 
     # -- links between runs --------------------------------------------------------------------
     def _previous_runs(self, chains: dict[str, _Chain], prunes: dict[str, tuple[int, str]]) -> None:
@@ -424,25 +505,49 @@ class _Verifier:
             base, base_hash = prunes.get(pc, (-1, ""))
             if other is not None and target_hash is not None:
                 if target_hash != ph:
-                    self.problem(start_key, "previous-run", f"names record {ps} of chain {pc} with hash {ph}, but that "
-                                 f"record hashes to {target_hash}", chain=chain_id, seq=0)
+                    self.problem(
+                        start_key,
+                        "previous-run",
+                        f"names record {ps} of chain {pc} with hash {ph}, but that record hashes to {target_hash}",
+                        chain=chain_id,
+                        seq=0,
+                    )
                 newest = other.newest
                 assert newest is not None
                 if newest > ps:
-                    self.problem(start_key, "previous-run", f"names record {ps} as the last of the previous run's "
-                                 f"chain {pc}, but that chain has records up to {newest}", chain=chain_id, seq=0)
+                    self.problem(
+                        start_key,
+                        "previous-run",
+                        f"names record {ps} as the last of the previous run's "
+                        f"chain {pc}, but that chain has records up to {newest}",
+                        chain=chain_id,
+                        seq=0,
+                    )
             elif ps == base:
                 if base_hash != ph:
-                    self.problem(start_key, "previous-run", f"names record {ps} of chain {pc} with hash {ph}, but the "
-                                 f"signed prune checkpoint says {base_hash}", chain=chain_id, seq=0)
+                    self.problem(
+                        start_key,
+                        "previous-run",
+                        f"names record {ps} of chain {pc} with hash {ph}, but the "
+                        f"signed prune checkpoint says {base_hash}",
+                        chain=chain_id,
+                        seq=0,
+                    )
             elif ps > base:
                 what = "the whole chain is missing" if other is None else f"its newest record is seq {other.newest}"
-                self.problem(start_key, "previous-run", f"names record {ps} of chain {pc} as the previous run's last "
-                             f"record, which is missing ({what}): records were deleted", chain=chain_id, seq=0)
+                self.problem(
+                    start_key,
+                    "previous-run",
+                    f"names record {ps} of chain {pc} as the previous run's last "
+                    f"record, which is missing ({what}): records were deleted",
+                    chain=chain_id,
+                    seq=0,
+                )
 
     # -- S3 ------------------------------------------------------------------------------------
-    def _layout_keys(self, groups: dict[str, list[tuple[str, Any]]],
-                     chains: dict[str, _Chain]) -> Iterator[tuple[str, _Chain | None, int]]:
+    def _layout_keys(
+        self, groups: dict[str, list[tuple[str, Any]]], chains: dict[str, _Chain]
+    ) -> Iterator[tuple[str, _Chain | None, int]]:
         """Every layout key the listing had, in the listing's (sorted) order, rebuilt from what
         verify kept: (key, its chain and index for a record, or None and the blob's index)."""
         for i in sorted(range(len(self.blobs)), key=self.blobs.__getitem__):
@@ -456,12 +561,20 @@ class _Verifier:
             for i, seq in enumerate(c.seqs):
                 yield record_key(chain_id, seq), c, i
 
-    def _retention(self, groups: dict[str, list[tuple[str, Any]]], all_chains: dict[str, _Chain],
-                   chains: dict[str, _Chain], prunes: dict[str, tuple[int, str]]) -> None:
+    def _retention(
+        self,
+        groups: dict[str, list[tuple[str, Any]]],
+        all_chains: dict[str, _Chain],
+        chains: dict[str, _Chain],
+        prunes: dict[str, tuple[int, str]],
+    ) -> None:
         store = self.store
         if hasattr(store, "object_lock_enabled") and not store.object_lock_enabled():
-            self.problem("", "retention", f"bucket of {store.url} does not have Object Lock enabled: objects can be "
-                         "overwritten or deleted")
+            self.problem(
+                "",
+                "retention",
+                f"bucket of {store.url} does not have Object Lock enabled: objects can be overwritten or deleted",
+            )
             return
         if hasattr(store, "versions"):
             referenced = self.referenced
@@ -470,18 +583,28 @@ class _Verifier:
                 if p is None:
                     continue
                 if info.versions > 1:
-                    self.problem(k, "versions", f"{info.versions} versions exist: the object was overwritten "
-                                 "(the current version is what verify checked)")
+                    self.problem(
+                        k,
+                        "versions",
+                        f"{info.versions} versions exist: the object was overwritten "
+                        "(the current version is what verify checked)",
+                    )
                 if not info.delete_markers:
                     continue
                 # `gatehouse prune` puts delete markers on what a signed prune checkpoint covers
                 # and on blobs no remaining record references; anywhere else one is an attack.
-                pruned = (p.kind in ("record", "checkpoint") and p.seq <= prunes.get(p.chain, (-1, ""))[0]) or \
-                         (p.kind == "blob" and bytes.fromhex(p.hex) not in referenced)
+                pruned = (p.kind in ("record", "checkpoint") and p.seq <= prunes.get(p.chain, (-1, ""))[0]) or (
+                    p.kind == "blob" and bytes.fromhex(p.hex) not in referenced
+                )
                 if not pruned:
                     state = "hides it (it reads as deleted)" if info.latest_is_delete_marker else "exists"
-                    self.problem(k, "versions", f"a delete marker {state}: someone tried to delete the object",
-                                 chain=p.chain or None, seq=p.seq if p.seq >= 0 else None)
+                    self.problem(
+                        k,
+                        "versions",
+                        f"a delete marker {state}: someone tried to delete the object",
+                        chain=p.chain or None,
+                        seq=p.seq if p.seq >= 0 else None,
+                    )
         blob_until: list[datetime | None] = [None] * len(self.blobs)
         expired = 0
         for k, c, i in self._layout_keys(groups, all_chains):
@@ -517,10 +640,15 @@ class _Verifier:
                 for b in listed:
                     bu = blob_until[b]
                     if bu is not None and bu < ru:
-                        self.problem(blob_key(self.blobs[b].hex()), "retention",
-                                     f"retained until {bu.isoformat()}, before record "
-                                     f"{record_key(chain_id, seq)} (retained until {ru.isoformat()}) which "
-                                     "references it", chain=cid, seq=cseq)
+                        self.problem(
+                            blob_key(self.blobs[b].hex()),
+                            "retention",
+                            f"retained until {bu.isoformat()}, before record "
+                            f"{record_key(chain_id, seq)} (retained until {ru.isoformat()}) which "
+                            "references it",
+                            chain=cid,
+                            seq=cseq,
+                        )
 
 
 def _refs(doc: dict[str, Any]) -> list[str]:
@@ -537,14 +665,25 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def verify_store(store: Any, *, trusted_keys: Mapping[str, Ed25519PublicKey] | None = None, trust: str | None = None,
-                 check_retention: bool | None = None, now: datetime | None = None) -> VerifyResult:
+def verify_store(
+    store: Any,
+    *,
+    trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    trust: str | None = None,
+    check_retention: bool | None = None,
+    now: datetime | None = None,
+) -> VerifyResult:
     """Verify everything in `store`. Without `trusted_keys`, the keys published in the store
     are used: that proves the store is consistent, not who wrote it (`trust` is "store").
     Retention is checked on stores whose objects carry it (S3) unless `check_retention` says."""
     if check_retention is None:
         check_retention = hasattr(store, "versions")
     trust = trust or ("store" if trusted_keys is None else "file")
-    v = _Verifier(store, dict(trusted_keys) if trusted_keys is not None else None, trust, check_retention,
-                  now or datetime.now(UTC))
+    v = _Verifier(
+        store,
+        dict(trusted_keys) if trusted_keys is not None else None,
+        trust,
+        check_retention,
+        now or datetime.now(UTC),
+    )
     return v.run()

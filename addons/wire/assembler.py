@@ -75,7 +75,7 @@ class MessageAssembler:
                 self._finish_json(idx)
         elif t == "message_delta":
             delta = data.get("delta")
-            for k, v in (delta.items() if isinstance(delta, dict) else ()):
+            for k, v in delta.items() if isinstance(delta, dict) else ():
                 msg[k] = v
             usage = data.get("usage")
             if isinstance(usage, dict):

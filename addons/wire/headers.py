@@ -28,23 +28,53 @@ if TYPE_CHECKING:  # the masker imports neither module; only its type is needed 
 # Request headers forwarded to the API (names in lower case).
 # Observed from Claude Code 2.1 and the Python SDK 2.15 (docs/security.md), plus the few the
 # SDKs set in other configurations (workspace, profile).
-REQUEST_HEADERS = frozenset({
-    "host", "content-type", "content-length", "transfer-encoding", "accept", "accept-encoding",
-    "accept-language", "cache-control", "pragma", "user-agent", "idempotency-key",
-    "x-app", "x-client-request-id", "x-service-name",
-    "anthropic-version", "anthropic-beta", "anthropic-dangerous-direct-browser-access",
-    "anthropic-workspace-id", "anthropic-user-profile-id", "anthropic-client-platform",
-})
+REQUEST_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "pragma",
+        "user-agent",
+        "idempotency-key",
+        "x-app",
+        "x-client-request-id",
+        "x-service-name",
+        "anthropic-version",
+        "anthropic-beta",
+        "anthropic-dangerous-direct-browser-access",
+        "anthropic-workspace-id",
+        "anthropic-user-profile-id",
+        "anthropic-client-platform",
+    }
+)
 # Families whose members change with client versions: SDK metadata and Claude Code's session,
 # agent and client headers. Values are scanned like any other.
 REQUEST_HEADER_PREFIXES = ("x-stainless-", "x-claude-code-")
 
 # Response headers passed to the client.
-RESPONSE_HEADERS = frozenset({
-    "content-type", "content-length", "transfer-encoding", "content-encoding", "date", "cache-control",
-    "request-id", "retry-after", "retry-after-ms", "x-should-retry", "anthropic-organization-id",
-    "anthropic-workspace-id", "x-organization-uuid", "x-gatehouse-exchange-id",
-})
+RESPONSE_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "content-encoding",
+        "date",
+        "cache-control",
+        "request-id",
+        "retry-after",
+        "retry-after-ms",
+        "x-should-retry",
+        "anthropic-organization-id",
+        "anthropic-workspace-id",
+        "x-organization-uuid",
+        "x-gatehouse-exchange-id",
+    }
+)
 RESPONSE_HEADER_PREFIXES = ("anthropic-ratelimit-",)
 
 # Framing values mitmproxy has parsed and will rewrite: not scanned (they are numbers or
@@ -87,8 +117,13 @@ def _shown(name: str, masker: Masker | None) -> str:
     return masker.mask_text(name)[0] if masker is not None else name
 
 
-def _filter(headers: Iterable[tuple[str, str]], names: frozenset[str], prefixes: tuple[str, ...],
-            masker: Masker | None, side: str) -> Filtered:
+def _filter(
+    headers: Iterable[tuple[str, str]],
+    names: frozenset[str],
+    prefixes: tuple[str, ...],
+    masker: Masker | None,
+    side: str,
+) -> Filtered:
     out = Filtered([])
 
     def drop(into: list[str], name: str) -> None:

@@ -43,8 +43,10 @@ DELTA_BLOCK_TYPES = {"thinking_delta": "thinking", "signature_delta": "thinking"
 
 JudgeToolUse = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
-MALFORMED_MESSAGE = ("The gateway ended a malformed stream (events out of order for the Messages API); "
-                     "the rest of the response was dropped.")
+MALFORMED_MESSAGE = (
+    "The gateway ended a malformed stream (events out of order for the Messages API); "
+    "the rest of the response was dropped."
+)
 
 
 class MalformedStream(Exception):
@@ -89,11 +91,16 @@ class SsePipeline:
     forward text it could not mask.
     """
 
-    def __init__(self, masker: Masker, *, hold_back_chars: int | None = None,
-                 judge_tool_use: JudgeToolUse | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 ping_interval: float = DEFAULT_PING_INTERVAL,
-                 max_hold_chars: int | None = None) -> None:
+    def __init__(
+        self,
+        masker: Masker,
+        *,
+        hold_back_chars: int | None = None,
+        judge_tool_use: JudgeToolUse | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        max_hold_chars: int | None = None,
+    ) -> None:
         self.masker = masker
         self.hold_back_chars = hold_back_chars or masker.policy.hold_back_chars
         self.max_hold_chars = max_hold_chars
@@ -186,8 +193,16 @@ class SsePipeline:
         self._failed = True
         self._texts.clear()
         self._tools.clear()
-        return self._emit("error", {"type": "error", "error": {
-            "type": "api_error", "message": "The gateway could not inspect this response; it was cut short."}})
+        return self._emit(
+            "error",
+            {
+                "type": "error",
+                "error": {
+                    "type": "api_error",
+                    "message": "The gateway could not inspect this response; it was cut short.",
+                },
+            },
+        )
 
     def _malformed(self, reason: str, out: bytearray) -> bytes:
         """End a malformed stream: what was sent so far in this call, what is held (masked),
@@ -231,8 +246,11 @@ class SsePipeline:
 
     def _release_text(self, idx: int, text: str, out: bytearray) -> None:
         if text:
-            self._emit("content_block_delta", {"type": "content_block_delta", "index": idx,
-                                               "delta": {"type": "text_delta", "text": text}}, out)
+            self._emit(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": text}},
+                out,
+            )
 
     def _flush_text(self, idx: int, out: bytearray) -> None:
         ts = self._texts.pop(idx, None)
@@ -423,8 +441,15 @@ class SsePipeline:
             self._walk(block, f"content[{idx}]", block=True)
             shell["content_block"] = block
             self._emit("content_block_start", shell, out)
-            self._emit("content_block_delta", {"type": "content_block_delta", "index": idx,
-                                               "delta": {"type": "input_json_delta", "partial_json": masked}}, out)
+            self._emit(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": idx,
+                    "delta": {"type": "input_json_delta", "partial_json": masked},
+                },
+                out,
+            )
         else:
             block = {**start_block, "input": parsed}
             if self.judge_tool_use is not None and stop is not None:
@@ -456,8 +481,15 @@ class SsePipeline:
             block["input"] = {}
             self._walk(block, f"content[{idx}]", block=True)
             self._emit("content_block_start", {**start, "content_block": block}, out)
-            self._emit("content_block_delta", {"type": "content_block_delta", "index": idx,
-                                               "delta": {"type": "input_json_delta", "partial_json": partial}}, out)
+            self._emit(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": idx,
+                    "delta": {"type": "input_json_delta", "partial_json": partial},
+                },
+                out,
+            )
         elif bt == "text":
             text, found = self.masker.mask_text(str(block.get("text", "")), f"content[{idx}].text")
             self.findings.extend(found)

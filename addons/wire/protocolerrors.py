@@ -18,17 +18,23 @@ BODY_FRAMING_MESSAGE = "HTTP/1 protocol error in the request body"
 
 # (substring of mitmproxy's message, lower-cased) -> what the client is told. First match wins.
 _CLIENT_MESSAGES: tuple[tuple[str, str], ...] = (
-    (TRAILERS_MESSAGE.lower(), "Gatehouse does not accept HTTP trailers (fields after a chunked body); "
-                               "send the request without them."),
+    (
+        TRAILERS_MESSAGE.lower(),
+        "Gatehouse does not accept HTTP trailers (fields after a chunked body); send the request without them.",
+    ),
     ("bad http request line", "Gatehouse could not parse the request line; the request was not forwarded."),
     ("content-length", "Gatehouse refused the request: its Content-Length is invalid or ambiguous."),
     ("transfer-encoding", "Gatehouse refused the request: its Transfer-Encoding is invalid or ambiguous."),
     ("no host header", "Gatehouse refused the request: it does not say which host it is for."),
     ("header", "Gatehouse refused the request: a header is malformed or not allowed."),
-    (BODY_FRAMING_MESSAGE.lower(), "Gatehouse could not parse the request body's framing (chunked encoding); "
-                                   "the request was not forwarded."),
-    ("http/1 protocol error", "Gatehouse could not parse the request (HTTP/1 protocol error); "
-                              "the request was not forwarded."),
+    (
+        BODY_FRAMING_MESSAGE.lower(),
+        "Gatehouse could not parse the request body's framing (chunked encoding); the request was not forwarded.",
+    ),
+    (
+        "http/1 protocol error",
+        "Gatehouse could not parse the request (HTTP/1 protocol error); the request was not forwarded.",
+    ),
     ("http/2", "Gatehouse could not parse the request (HTTP/2 protocol error); the request was not forwarded."),
     ("http/3", "Gatehouse could not parse the request (HTTP/3 protocol error); the request was not forwarded."),
     ("too large", "The request is larger than this gateway accepts."),
@@ -49,10 +55,14 @@ def safe_message(status: int, mitmproxy_message: str) -> str:
         return "The request is larger than this gateway accepts."
     if status == 502:
         if "tls" in text or "certificate" in text or "ssl" in text:
-            return ("Gatehouse could not reach the upstream API: the TLS connection to it failed. "
-                    "Ask your gateway operator to check the upstream.")
-        return ("Gatehouse could not reach the upstream API (the connection failed). "
-                "Retry later, or ask your gateway operator to check the upstream.")
+            return (
+                "Gatehouse could not reach the upstream API: the TLS connection to it failed. "
+                "Ask your gateway operator to check the upstream."
+            )
+        return (
+            "Gatehouse could not reach the upstream API (the connection failed). "
+            "Retry later, or ask your gateway operator to check the upstream."
+        )
     if status == 504:
         return "The upstream API did not answer in time."
     if status >= 500:
@@ -65,8 +75,9 @@ def safe_message(status: int, mitmproxy_message: str) -> str:
 
 def _error(status: int, mitmproxy_message: str) -> ApiError:
     # 5xx from the gateway's own connection failures may succeed on retry; a malformed request will not.
-    return ApiError(error_type(status), safe_message(status, mitmproxy_message), status=status,
-                    should_retry=status >= 500)
+    return ApiError(
+        error_type(status), safe_message(status, mitmproxy_message), status=status, should_retry=status >= 500
+    )
 
 
 def error_body(status: int, mitmproxy_message: str) -> bytes:

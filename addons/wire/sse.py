@@ -134,4 +134,3 @@ def parse_sse(data: bytes) -> list[tuple[str, dict[str, Any]]]:
             raise ValueError(f"event {i + 1} ({ev.name or 'unnamed'}): data is not a JSON object")
         out.append((ev.name or str(obj.get("type", "message")), obj))
     return out
-

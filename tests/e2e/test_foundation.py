@@ -72,8 +72,9 @@ def test_oversized_body_gets_413(gateway_factory, upstream):
     gw = gateway_factory("[gateway]\nmax_body_bytes = 2048\n")
     client = sdk_client(gw)
     with pytest.raises(anthropic.APIStatusError) as e:
-        client.messages.create(model="claude-sonnet-4-6", max_tokens=5,
-                               messages=[{"role": "user", "content": "x" * 5000}])
+        client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "x" * 5000}]
+        )
     assert e.value.status_code == 413
     assert e.value.response.json()["error"]["type"] == "request_too_large"
     assert not upstream.requests.messages()
@@ -124,10 +125,13 @@ def test_no_key_configured_is_a_clear_api_error(gateway_factory, upstream):
     assert gw.proc.poll() is None
 
 
-@pytest.mark.parametrize("policy, expected", [
-    ('[gateway]\nmax_body_bytes = "lots"\n', "gateway.max_body_bytes: expected an integer"),
-    ('[approvals]\napprovers = ["sre"]\n', "approvals: not supported by this version"),
-])
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ('[gateway]\nmax_body_bytes = "lots"\n', "gateway.max_body_bytes: expected an integer"),
+        ('[approvals]\napprovers = ["sre"]\n', "approvals: not supported by this version"),
+    ],
+)
 def test_bad_policy_fails_startup(gateway_factory, policy, expected):
     gw = gateway_factory(policy, start=False)
     code, output = gw.run_to_exit()
@@ -139,8 +143,17 @@ def test_bad_policy_fails_startup(gateway_factory, policy, expected):
 def test_missing_policy_option_fails_startup(tmp_path):
     from support.harness import free_port, mitmdump_bin
 
-    cmd = [mitmdump_bin(), "--listen-host", "127.0.0.1", "--listen-port", str(free_port()),
-           "--set", f"confdir={tmp_path}", "-s", str(REPO / "addons" / "gateway.py")]
+    cmd = [
+        mitmdump_bin(),
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(free_port()),
+        "--set",
+        f"confdir={tmp_path}",
+        "-s",
+        str(REPO / "addons" / "gateway.py"),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert p.returncode != 0
     assert "Gatehouse needs a policy" in p.stdout + p.stderr

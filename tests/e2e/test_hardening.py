@@ -12,7 +12,7 @@ from support.harness import GATEWAY_KEY, read_response
 pytestmark = pytest.mark.e2e
 
 GITHUB_PAT = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
-BODY = ('{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"' + GITHUB_PAT + '"}]}')
+BODY = '{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"' + GITHUB_PAT + '"}]}'
 
 
 def tls_request(gw, request: bytes, host: str = "api.anthropic.com", port: int = 443) -> bytes:
@@ -30,12 +30,23 @@ def tls_request(gw, request: bytes, host: str = "api.anthropic.com", port: int =
 
 
 def post(path: str, body: str = BODY, extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: api.anthropic.com\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n{extra}\r\n{body}").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: api.anthropic.com\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}\r\n{body}"
+    ).encode()
 
 
-@pytest.mark.parametrize("path", ["/v1/models/../messages", "/v1/models/..%2fmessages", "/v1/models/%2e%2e/messages",
-                                  "/api/claude_code/../../v1/messages", "//v1/messages", "/v1\\messages"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/../messages",
+        "/v1/models/..%2fmessages",
+        "/v1/models/%2e%2e/messages",
+        "/api/claude_code/../../v1/messages",
+        "//v1/messages",
+        "/v1\\messages",
+    ],
+)
 def test_ambiguous_paths_are_refused(gateway, upstream, path):
     reply = tls_request(gateway, post(path))
     assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
@@ -43,8 +54,11 @@ def test_ambiguous_paths_are_refused(gateway, upstream, path):
 
 
 def test_duplicate_json_keys_are_refused(gateway, upstream):
-    body = ('{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"' + GITHUB_PAT
-            + '"}],"messages":[{"role":"user","content":"hi"}]}')
+    body = (
+        '{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"'
+        + GITHUB_PAT
+        + '"}],"messages":[{"role":"user","content":"hi"}]}'
+    )
     reply = tls_request(gateway, post("/v1/messages", body))
     assert reply.startswith(b"HTTP/1.1 400") and b"twice" in reply
     assert not upstream.requests.messages()
@@ -77,9 +91,12 @@ def test_sni_cannot_open_a_passthrough_tunnel_to_the_api(gateway_factory, upstre
 
 def test_compressed_request_body_is_refused(gateway, upstream):
     import gzip
+
     body = gzip.compress(BODY.encode())
-    req = (b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\ncontent-type: application/json\r\n"
-           b"content-encoding: gzip\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    req = (
+        b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\ncontent-type: application/json\r\n"
+        b"content-encoding: gzip\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
     reply = tls_request(gateway, req)
     assert reply.startswith(b"HTTP/1.1 400") and b"compressed" in reply
     assert not upstream.requests.messages()
@@ -97,9 +114,11 @@ def test_failure_while_choosing_the_stream_path_never_leaks_the_body(gateway_fac
     from support.fake_upstream import Reply
 
     inject = tmp_path / "inject_failure.py"
-    inject.write_text("from gatehouse.wire import pipeline\n"
-                      "def broken(*args, **kwargs):\n    raise RuntimeError('injected failure')\n"
-                      "pipeline.SsePipeline.__init__ = broken\n")
+    inject.write_text(
+        "from gatehouse.wire import pipeline\n"
+        "def broken(*args, **kwargs):\n    raise RuntimeError('injected failure')\n"
+        "pipeline.SsePipeline.__init__ = broken\n"
+    )
     gw = gateway_factory("", extra_args=["-s", str(inject)])
     upstream.enqueue(Reply.text(f"leak {GITHUB_PAT} here", chunk_chars=8))
     stream_body = BODY.replace('"max_tokens":5,', '"max_tokens":5,"stream":true,')

@@ -40,8 +40,17 @@ def b64(data: bytes) -> str:
 
 def claims(**over) -> dict:
     now = int(time.time())
-    c = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "email": "alice@example.com",
-         "groups": ["developers"], "iat": now, "nbf": now, "exp": now + 600, "jti": f"j{now}"}
+    c = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "alice",
+        "email": "alice@example.com",
+        "groups": ["developers"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": f"j{now}",
+    }
     c.update(over)
     return {k: v for k, v in c.items() if v is not None}
 
@@ -95,7 +104,10 @@ def idgateway(gateway_factory):
 ATTACKS = {
     "alg_none": (forge({"alg": "none", "typ": "JWT"}, claims()), "alg: none"),
     "hs256_public_key": (hs256_with_public_key(), "HS256"),
-    "expired": (sign(claims(iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200, exp=int(time.time()) - 3600)), "expired at"),
+    "expired": (
+        sign(claims(iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200, exp=int(time.time()) - 3600)),
+        "expired at",
+    ),
     "nbf_future": (sign(claims(nbf=int(time.time()) + 3600)), "not valid before"),
     "wrong_iss": (sign(claims(iss="https://evil.example")), "does not trust"),
     "wrong_aud": (sign(claims(aud="someone-else")), "must be issued"),
@@ -142,14 +154,25 @@ def test_oversized_and_passwordless_proxy_credentials(idgateway, upstream):
     # credentials are refused on the first request in the tunnel, before any parsing.
     huge = base64.b64encode(b"gatehouse:" + b"a" * (1024 * 1024)).decode()
     proxy = httpx.Proxy(f"http://127.0.0.1:{idgateway.port}", headers={"Proxy-Authorization": f"Basic {huge}"})
-    client = anthropic.Anthropic(api_key="x", max_retries=0, http_client=anthropic.DefaultHttpxClient(
-        proxy=proxy, verify=ssl.create_default_context(cafile=idgateway.ca_path)))
+    client = anthropic.Anthropic(
+        api_key="x",
+        max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(
+            proxy=proxy, verify=ssl.create_default_context(cafile=idgateway.ca_path)
+        ),
+    )
     with pytest.raises(anthropic.AuthenticationError) as e:
         client.messages.create(model=MODEL_OK, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     assert "at most" in e.value.response.json()["error"]["message"]
     # Basic credentials with a user and no password.
-    client = anthropic.Anthropic(api_key="x", max_retries=0, http_client=anthropic.DefaultHttpxClient(
-        proxy=f"http://alice@127.0.0.1:{idgateway.port}", verify=ssl.create_default_context(cafile=idgateway.ca_path)))
+    client = anthropic.Anthropic(
+        api_key="x",
+        max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(
+            proxy=f"http://alice@127.0.0.1:{idgateway.port}",
+            verify=ssl.create_default_context(cafile=idgateway.ca_path),
+        ),
+    )
     with pytest.raises(anthropic.AuthenticationError) as e:
         client.messages.create(model=MODEL_OK, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     assert "no password" in e.value.response.json()["error"]["message"]
@@ -159,9 +182,11 @@ def test_oversized_and_passwordless_proxy_credentials(idgateway, upstream):
 
 def test_valid_token_on_connect_and_in_tunnel(idgateway, upstream):
     token = sign(claims())
-    for client in (sdk_client(idgateway, token=token),
-                   sdk_client(idgateway, api_key=None, auth_token=token),
-                   sdk_client(idgateway, api_key=None, default_headers={"x-api-key": token})):
+    for client in (
+        sdk_client(idgateway, token=token),
+        sdk_client(idgateway, api_key=None, auth_token=token),
+        sdk_client(idgateway, api_key=None, default_headers={"x-api-key": token}),
+    ):
         msg = client.messages.create(model=MODEL_OK, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
         assert msg.content[0].text
     for req in upstream.requests.messages():
@@ -178,7 +203,9 @@ def test_valid_token_on_connect_and_in_tunnel(idgateway, upstream):
 
 def test_missing_token_explains_what_to_do(idgateway, upstream):
     with pytest.raises(anthropic.AuthenticationError) as e:
-        sdk_client(idgateway).messages.create(model=MODEL_OK, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        sdk_client(idgateway).messages.create(
+            model=MODEL_OK, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
     msg = e.value.response.json()["error"]["message"]
     assert "No Gatehouse token was sent" in msg and "gatehouse token" in msg
     assert not upstream.requests.messages()
@@ -246,7 +273,9 @@ def test_claude_code_api_key_helper_survives_token_expiry(gateway_factory, upstr
     gw.start()
     gatehouse = Path(sys.executable).parent / "gatehouse"
     helper = tmp_path / "helper.sh"
-    helper.write_text(f"#!/bin/sh\nexec {gatehouse} token --policy {gw.policy_path} --sub alice --groups developers --ttl 4s --print\n")
+    helper.write_text(
+        f"#!/bin/sh\nexec {gatehouse} token --policy {gw.policy_path} --sub alice --groups developers --ttl 4s --print\n"
+    )
     helper.chmod(0o755)
     work = tmp_path / "w3"
     work.mkdir()
@@ -256,8 +285,15 @@ def test_claude_code_api_key_helper_survives_token_expiry(gateway_factory, upstr
 
     # Two tool turns separated by a command that outlives the first token.
     upstream.responder = claude_code_tool_responder("sleep 6 && echo helper-ok")
-    r = run_claude(gw, work, "run it", args=["--allowedTools", "Bash"], timeout=180,
-                   ANTHROPIC_API_KEY=None, CLAUDE_CODE_API_KEY_HELPER_TTL_MS="1000")
+    r = run_claude(
+        gw,
+        work,
+        "run it",
+        args=["--allowedTools", "Bash"],
+        timeout=180,
+        ANTHROPIC_API_KEY=None,
+        CLAUDE_CODE_API_KEY_HELPER_TTL_MS="1000",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "helper-ok" in json.loads(r.stdout)["result"]
     turns = upstream.requests.messages()

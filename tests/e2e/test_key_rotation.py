@@ -22,13 +22,18 @@ REFETCH_GAP = 31
 
 def token(idp: IdP, key, kid: str) -> str:
     now = int(time.time())
-    return jwt.encode({"iss": idp.issuer, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 600},
-                      key, algorithm="RS256", headers={"kid": kid})
+    return jwt.encode(
+        {"iss": idp.issuer, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 600},
+        key,
+        algorithm="RS256",
+        headers={"kid": kid},
+    )
 
 
 def call(gw, tok: str):
-    return sdk_client(gw, token=tok).messages.create(model="claude-sonnet-4-6", max_tokens=5,
-                                                      messages=[{"role": "user", "content": "hi"}])
+    return sdk_client(gw, token=tok).messages.create(
+        model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+    )
 
 
 def test_rotation_then_outage(gateway_factory, upstream):

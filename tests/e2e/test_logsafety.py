@@ -38,17 +38,22 @@ def test_log_never_shows_a_valid_token_or_a_refused_requests_secret(gateway_fact
         reply = read_response(s)
         s.close()
         assert reply.startswith(b"HTTP/1.1 400") and token.encode() not in reply
-    reply = raw_proxy(gw, f"GET http://{API}/?t={token} HTTP/1.1 junk\r\nProxy-Authorization: Basic {basic}\r\n\r\n"
-                      .encode())
+    reply = raw_proxy(
+        gw, f"GET http://{API}/?t={token} HTTP/1.1 junk\r\nProxy-Authorization: Basic {basic}\r\n\r\n".encode()
+    )
     assert reply.startswith(b"HTTP/1.1 400") and token.encode() not in reply
 
     # Refused requests whose target carries a GitHub PAT (logged before masking ever ran).
     with socket.create_connection(("127.0.0.1", gw.port), timeout=15) as s:
-        s.sendall(f"CONNECT {GITHUB_PAT}.example.com:443 HTTP/1.1\r\nHost: {GITHUB_PAT}.example.com:443\r\n\r\n"
-                  .encode())
+        s.sendall(
+            f"CONNECT {GITHUB_PAT}.example.com:443 HTTP/1.1\r\nHost: {GITHUB_PAT}.example.com:443\r\n\r\n".encode()
+        )
         assert s.recv(4096).startswith(b"HTTP/1.1 407")
-    reply = raw_proxy(gw, f"GET http://{GITHUB_PAT}.example.com/v1/{GITHUB_PAT} HTTP/1.1\r\n"
-                          f"Host: {GITHUB_PAT}.example.com\r\n\r\n".encode())
+    reply = raw_proxy(
+        gw,
+        f"GET http://{GITHUB_PAT}.example.com/v1/{GITHUB_PAT} HTTP/1.1\r\n"
+        f"Host: {GITHUB_PAT}.example.com\r\n\r\n".encode(),
+    )
     assert reply.startswith(b"HTTP/1.1 4")
     s = tls(gw, tunnel(gw))  # no credentials: identity refuses inside the tunnel
     s.sendall(f"GET /v1/{GITHUB_PAT}/models HTTP/1.1\r\nHost: {GITHUB_PAT}.example.com\r\n\r\n".encode())

@@ -25,8 +25,11 @@ def raw_client(gw) -> httpx.Client:
 
 def post(gw, body: bytes | str, content_type: str = "application/json") -> httpx.Response:
     with raw_client(gw) as c:
-        return c.post("https://api.anthropic.com/v1/messages", content=body,
-                      headers={"content-type": content_type, "anthropic-version": "2023-06-01", "x-api-key": "x"})
+        return c.post(
+            "https://api.anthropic.com/v1/messages",
+            content=body,
+            headers={"content-type": content_type, "anthropic-version": "2023-06-01", "x-api-key": "x"},
+        )
 
 
 def test_secret_in_tool_result_never_reaches_upstream(gateway, upstream, tmp_path):
@@ -51,8 +54,9 @@ def test_secret_split_across_streamed_deltas_never_reaches_client(gateway, upstr
     text = f"Your key is {AWS_KEY_ID} - rotate it."
     upstream.enqueue(Reply.text(text, chunk_chars=9))  # the key straddles several deltas
     chunks = []
-    with sdk_client(gateway).messages.stream(model=MODEL, max_tokens=50,
-                                              messages=[{"role": "user", "content": "hi"}]) as s:
+    with sdk_client(gateway).messages.stream(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as s:
         for t in s.text_stream:
             chunks.append(t)
         final = s.get_final_message()
@@ -65,8 +69,9 @@ def test_secret_split_across_streamed_deltas_never_reaches_client(gateway, upstr
 
 def test_secret_in_prompt_and_buffered_response(gateway, upstream):
     upstream.enqueue(Reply.text(f"Echo: {GITHUB_PAT}"))
-    msg = sdk_client(gateway).messages.create(model=MODEL, max_tokens=50, messages=[
-        {"role": "user", "content": f"my token is {GITHUB_PAT}, keep it safe"}])
+    msg = sdk_client(gateway).messages.create(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": f"my token is {GITHUB_PAT}, keep it safe"}]
+    )
     assert GITHUB_PAT not in msg.content[0].text and "[MASKED:github-pat:" in msg.content[0].text
     [req] = upstream.requests.messages()
     assert GITHUB_PAT.encode() not in req.body
@@ -78,20 +83,25 @@ def test_secret_in_prompt_and_buffered_response(gateway, upstream):
 def test_thinking_and_signatures_pass_byte_for_byte(gateway, upstream):
     thinking = f"The user pasted {GITHUB_PAT}; I must not repeat it."
     signature = "EqQBCkYIARgCIkD" + "x" * 80
-    blocks = [{"type": "thinking", "thinking": thinking, "signature": signature},
-              {"type": "text", "text": "Done."}]
+    blocks = [{"type": "thinking", "thinking": thinking, "signature": signature}, {"type": "text", "text": "Done."}]
     upstream.enqueue(Reply.message(blocks, chunk_chars=7))
-    with sdk_client(gateway).messages.stream(model=MODEL, max_tokens=50,
-                                              messages=[{"role": "user", "content": "hi"}]) as s:
+    with sdk_client(gateway).messages.stream(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as s:
         final = s.get_final_message()
     assert final.content[0].thinking == thinking
     assert final.content[0].signature == signature
     # The client sends thinking back unchanged in the next request: it is not rewritten there either.
     upstream.enqueue(Reply.text("ok"))
-    sdk_client(gateway).messages.create(model=MODEL, max_tokens=5, messages=[
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in final.content]},
-        {"role": "user", "content": "go on"}])
+    sdk_client(gateway).messages.create(
+        model=MODEL,
+        max_tokens=5,
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in final.content]},
+            {"role": "user", "content": "go on"},
+        ],
+    )
     sent = upstream.requests.messages()[-1].json()["messages"][1]["content"][0]
     assert sent["thinking"] == thinking and sent["signature"] == signature
 
@@ -102,8 +112,9 @@ def test_stream_is_not_buffered(gateway, upstream):
     before = "First part arrives now, before the pause. " * 15  # 630 characters, 16 deltas of 40
     reply = Reply.text(before + "Second part after the pause.", chunk_chars=40, pause_before_event=3 + 16)
     upstream.enqueue(reply)
-    with sdk_client(gateway).messages.stream(model=MODEL, max_tokens=50,
-                                              messages=[{"role": "user", "content": "hi"}]) as s:
+    with sdk_client(gateway).messages.stream(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as s:
         it = iter(s.text_stream)
         received = next(it)
         assert reply.gate.wait_reached(10)
@@ -118,13 +129,23 @@ def test_stream_is_not_buffered(gateway, upstream):
 def test_long_tool_use_gets_pings(gateway, upstream):
     """A tool_use is held until complete; pings keep the client's idle watchdog quiet meanwhile."""
     long_input = {"command": "echo " + "x" * 900}
-    upstream.enqueue(Reply.message([{"type": "tool_use", "id": "toolu_long", "name": "Bash", "input": long_input}],
-                                   stop_reason="tool_use", json_chunk_chars=12, delay_between_events=0.22,
-                                   pings=False))
+    upstream.enqueue(
+        Reply.message(
+            [{"type": "tool_use", "id": "toolu_long", "name": "Bash", "input": long_input}],
+            stop_reason="tool_use",
+            json_chunk_chars=12,
+            delay_between_events=0.22,
+            pings=False,
+        )
+    )
     body = {"model": MODEL, "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "go"}]}
     events = []
-    with raw_client(gateway) as c, c.stream("POST", "https://api.anthropic.com/v1/messages", json=body,
-                                            headers={"anthropic-version": "2023-06-01"}) as r:
+    with (
+        raw_client(gateway) as c,
+        c.stream(
+            "POST", "https://api.anthropic.com/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}
+        ) as r,
+    ):
         buf = b""
         for chunk in r.iter_bytes():
             buf += chunk
@@ -138,27 +159,39 @@ def test_long_tool_use_gets_pings(gateway, upstream):
     assert json.loads(joined) == long_input
 
 
-@pytest.mark.parametrize("body, content_type, status", [
-    (b"{not json", "application/json", 400),
-    (b'{"model": "m", "messages": "x"' + b"\xff\xfe", "application/json", 400),
-    (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
-    (json.dumps({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode(),
-     "text/plain", 400),
-])
+@pytest.mark.parametrize(
+    "body, content_type, status",
+    [
+        (b"{not json", "application/json", 400),
+        (b'{"model": "m", "messages": "x"' + b"\xff\xfe", "application/json", 400),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
+        (
+            json.dumps({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            "text/plain",
+            400,
+        ),
+    ],
+)
 def test_bad_request_bodies(gateway, upstream, body, content_type, status):
     r = post(gateway, body, content_type)
     assert r.status_code == status, r.text
     if status != 200:
         assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
     # The gateway keeps serving other flows.
-    assert sdk_client(gateway).messages.create(model=MODEL, max_tokens=5,
-                                               messages=[{"role": "user", "content": "still up"}]).content
+    assert (
+        sdk_client(gateway)
+        .messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "still up"}])
+        .content
+    )
 
 
 def test_twenty_megabyte_body_is_masked(gateway, upstream):
-    filler = ("log line without secrets 0123456789\n" * 560_000)[:20 * 1024 * 1024]
-    body = {"model": MODEL, "max_tokens": 5,
-            "messages": [{"role": "user", "content": filler + f"\nGITHUB_TOKEN={GITHUB_PAT}\n"}]}
+    filler = ("log line without secrets 0123456789\n" * 560_000)[: 20 * 1024 * 1024]
+    body = {
+        "model": MODEL,
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": filler + f"\nGITHUB_TOKEN={GITHUB_PAT}\n"}],
+    }
     r = post(gateway, json.dumps(body))
     assert r.status_code == 200, r.text[:500]
     [req] = upstream.requests.messages()

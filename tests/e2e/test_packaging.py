@@ -27,8 +27,12 @@ def packaged_name(path: Path) -> str:
 
 
 def build_wheel(out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO)],
-                   check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     [wheel] = out.glob("gatehouse-*.whl")
     return wheel
 
@@ -62,17 +66,31 @@ def test_gateway_script_runs_from_a_non_editable_install(wheel, tmp_path, gatewa
     """`mitmdump -s <site-packages>/gatehouse/gateway.py` (what `gatehouse run` does once installed
     from the wheel) serves, importing the installed copy and not the checkout."""
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), str(wheel)],
-                   check=True, timeout=300, capture_output=True)
-    where = subprocess.run([sys.executable, "-c", "import gatehouse, gatehouse.cli, gatehouse.policies as p; "
-                            "print(gatehouse.__file__); print(gatehouse.cli.__file__); print(p.__file__)"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    where = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import gatehouse, gatehouse.cli, gatehouse.policies as p; "
+            "print(gatehouse.__file__); print(gatehouse.cli.__file__); print(p.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,
+    )
     assert where.returncode == 0, where.stderr
     assert all(line.startswith(str(site)) for line in where.stdout.split()), where.stdout
     script = site / "gatehouse" / "gateway.py"
     gw = gateway_factory("", env={"PYTHONPATH": str(site)}, script=script)
-    msg = sdk_client(gw).messages.create(model="claude-sonnet-4-6", max_tokens=5,
-                                         messages=[{"role": "user", "content": "hi"}])
+    msg = sdk_client(gw).messages.create(
+        model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+    )
     assert msg.content[0].text
 
 
@@ -86,9 +104,24 @@ def test_gatehouse_run_starts_the_gateway(tmp_path, upstream):
     env.update(ANTHROPIC_API_KEY=GATEWAY_KEY, HOME=str(tmp_path))
     gatehouse = Path(sys.executable).parent / "gatehouse"
     proc = subprocess.Popen(
-        [str(gatehouse), "run", "--policy", str(policy), "--listen", f"127.0.0.1:{port}",
-         "--upstream", upstream.base_url, "--", "--set", f"ssl_verify_upstream_trusted_ca={upstream.ca_cert_path}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True,
+        [
+            str(gatehouse),
+            "run",
+            "--policy",
+            str(policy),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            upstream.base_url,
+            "--",
+            "--set",
+            f"ssl_verify_upstream_trusted_ca={upstream.ca_cert_path}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        text=True,
     )
     try:
         first = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
@@ -101,13 +134,19 @@ def test_gatehouse_run_starts_the_gateway(tmp_path, upstream):
             except OSError:
                 time.sleep(0.1)
         gw = Gateway(policy_path=policy, workdir=tmp_path / "state", port=port)
-        msg = sdk_client(gw).messages.create(model="claude-sonnet-4-6", max_tokens=5,
-                                             messages=[{"role": "user", "content": "hi"}])
+        msg = sdk_client(gw).messages.create(
+            model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
         assert msg.content[0].text
         assert upstream.requests.messages()[-1].headers["x-api-key"] == GATEWAY_KEY
         # `gatehouse env` finds the CA that `run` created and prints usable lines.
-        out = subprocess.run([str(gatehouse), "env", "--policy", str(policy), "--gateway", f"127.0.0.1:{port}"],
-                             capture_output=True, text=True, env=env, timeout=30)
+        out = subprocess.run(
+            [str(gatehouse), "env", "--policy", str(policy), "--gateway", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
         assert out.returncode == 0, out.stderr
         assert f"export HTTPS_PROXY=http://127.0.0.1:{port}" in out.stdout
         assert "NODE_EXTRA_CA_CERTS=" in out.stdout and "SSL_CERT_FILE=" in out.stdout

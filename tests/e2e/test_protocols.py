@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 
 # -- 1. only HTTP is carried ----------------------------------------------------------------------
 
+
 def test_client_hello_split_after_every_first_write_size(gateway, upstream, api_standin):
     """The first write inside the tunnel is 1..40 bytes of a real ClientHello, then the rest:
     mitmproxy must wait for enough bytes to see TLS, never fall back to a raw TCP relay."""
@@ -133,8 +134,10 @@ def test_non_http_layer_in_the_tunnel_is_closed(gateway, upstream, api_standin):
 def test_websocket_upgrade_is_refused_before_upstream(gateway_factory, upstream, api_standin):
     gw, token = dev_gateway(gateway_factory)
     s = tls(gw, tunnel(gw, token=token))
-    s.sendall(f"GET /v1/messages HTTP/1.1\r\nHost: {API}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    s.sendall(
+        f"GET /v1/messages HTTP/1.1\r\nHost: {API}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
     doc = assert_anthropic_error(read_response(s), 400, "invalid_request_error")
     s.close()
     assert "upgrade" in doc["error"]["message"].lower()
@@ -142,15 +145,18 @@ def test_websocket_upgrade_is_refused_before_upstream(gateway_factory, upstream,
     assert api_standin.received == b""
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--ignore-hosts", "example\\.com"], "ignore_hosts"),
-    (["--allow-hosts", "api\\.anthropic\\.com"], "allow_hosts"),
-    (["--tcp-hosts", ".*"], "tcp_hosts"),
-    (["--mode", "socks5"], "socks5"),
-    (["--mode", "reverse:tcp://127.0.0.1:9"], "reverse:tcp"),
-    (["--set", "hardump=-"], "hardump"),                       # flow dumps hold the injected key
-    (["--set", "save_stream_file=flows.mitm"], "save_stream_file"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--ignore-hosts", "example\\.com"], "ignore_hosts"),
+        (["--allow-hosts", "api\\.anthropic\\.com"], "allow_hosts"),
+        (["--tcp-hosts", ".*"], "tcp_hosts"),
+        (["--mode", "socks5"], "socks5"),
+        (["--mode", "reverse:tcp://127.0.0.1:9"], "reverse:tcp"),
+        (["--set", "hardump=-"], "hardump"),  # flow dumps hold the injected key
+        (["--set", "save_stream_file=flows.mitm"], "save_stream_file"),
+    ],
+)
 def test_options_that_relay_uninspected_stop_the_gateway(gateway_factory, args, words):
     code, out = gateway_factory("", start=False, extra_args=args).run_to_exit()
     assert code != 0 and words in out, out[-2000:]
@@ -158,10 +164,12 @@ def test_options_that_relay_uninspected_stop_the_gateway(gateway_factory, args, 
 
 # -- 2. never leave loopback ----------------------------------------------------------------------
 
+
 @pytest.mark.reaches_api_standin
 def test_api_host_resolves_to_the_standin_and_other_names_fail(gateway_factory, api_standin):
-    gw = gateway_factory('[gateway]\npassthrough_hosts = ["statsig.anthropic.com"]\n',
-                         upstream_url="https://api.anthropic.com")
+    gw = gateway_factory(
+        '[gateway]\npassthrough_hosts = ["statsig.anthropic.com"]\n', upstream_url="https://api.anthropic.com"
+    )
     # An upstream of api.anthropic.com:443 reaches the stand-in's port, not the real API.
     s = tls(gw, tunnel(gw))
     s.sendall(post())
@@ -210,11 +218,13 @@ def test_standin_sitecustomize_rules(api_standin):
 
 # -- 3. errors, not crashes -----------------------------------------------------------------------
 
+
 def test_chunked_request_with_trailers_is_refused_and_the_gateway_keeps_serving(gateway, upstream):
     body = BODY.encode()
-    request = (f"POST /v1/messages HTTP/1.1\r\nHost: {API}\r\ncontent-type: application/json\r\n"
-               "transfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n").encode() + \
-        b"%x\r\n%s\r\n0\r\nx-checksum: abc\r\n\r\n" % (len(body), body)
+    request = (
+        f"POST /v1/messages HTTP/1.1\r\nHost: {API}\r\ncontent-type: application/json\r\n"
+        "transfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n"
+    ).encode() + b"%x\r\n%s\r\n0\r\nx-checksum: abc\r\n\r\n" % (len(body), body)
     s = tls(gateway, tunnel(gateway))
     s.sendall(request)
     doc = assert_anthropic_error(read_response(s), 400, "invalid_request_error")
@@ -233,10 +243,13 @@ MALFORMED = {
     "request line": f"POST /v1/messages?t={FAKE_JWT} HTTP/1.1 trailing junk\r\nHost: {API}\r\n\r\n".encode(),
     "header name": f"POST /v1/messages HTTP/1.1\r\nHost: {API}\r\nBearer {FAKE_JWT}: x\r\n\r\n".encode(),
     "content-length": f"POST /v1/messages HTTP/1.1\r\nHost: {API}\r\ncontent-length: {FAKE_JWT}\r\n\r\n".encode(),
-    "both lengths": (f"POST /v1/messages HTTP/1.1\r\nHost: {API}\r\ncontent-length: 5\r\n"
-                     "transfer-encoding: chunked\r\n\r\n0\r\n\r\n").encode(),
-    "chunk header": (f"POST /v1/messages HTTP/1.1\r\nHost: {API}\r\ncontent-type: application/json\r\n"
-                     f"transfer-encoding: chunked\r\n\r\n{FAKE_JWT}\r\nhello\r\n0\r\n\r\n").encode(),
+    "both lengths": (
+        f"POST /v1/messages HTTP/1.1\r\nHost: {API}\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+    ).encode(),
+    "chunk header": (
+        f"POST /v1/messages HTTP/1.1\r\nHost: {API}\r\ncontent-type: application/json\r\n"
+        f"transfer-encoding: chunked\r\n\r\n{FAKE_JWT}\r\nhello\r\n0\r\n\r\n"
+    ).encode(),
 }
 
 
@@ -268,8 +281,9 @@ def test_unreachable_upstream_is_a_json_502(gateway_factory):
     assert "upstream" in doc["error"]["message"] and "127.0.0.1" not in doc["error"]["message"]
 
 
-def h2_exchange(gw, headers: list[tuple[str, str]], body: bytes = b"",
-                trailers: list[tuple[str, str]] | None = None) -> tuple[dict[str, str], bytes]:
+def h2_exchange(
+    gw, headers: list[tuple[str, str]], body: bytes = b"", trailers: list[tuple[str, str]] | None = None
+) -> tuple[dict[str, str], bytes]:
     import h2.config
     import h2.connection
     import h2.events
@@ -307,8 +321,14 @@ def h2_exchange(gw, headers: list[tuple[str, str]], body: bytes = b"",
 
 
 def h2_post(body: str = BODY) -> list[tuple[str, str]]:
-    return [(":method", "POST"), (":scheme", "https"), (":authority", API), (":path", "/v1/messages"),
-            ("content-type", "application/json"), ("content-length", str(len(body)))]
+    return [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", API),
+        (":path", "/v1/messages"),
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+    ]
 
 
 def test_http2_unreachable_upstream_is_a_json_502(gateway_factory):
@@ -332,6 +352,7 @@ def test_unloading_the_gateway_script_stops_the_gateway(gateway_factory, tmp_pat
     without identity, masking or these guards. The gateway stops instead."""
     script = tmp_path / "gateway_copy.py"
     from support.harness import GATEWAY_SCRIPT
+
     script.write_text(GATEWAY_SCRIPT.read_text())
     gw = gateway_factory("", start=False)
     gw.port = free_port()

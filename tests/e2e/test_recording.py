@@ -43,8 +43,9 @@ def wait_records(store_url: str, n: int, timeout: float = 30, **kw) -> list[dict
 
 
 def verify(store: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([GATEHOUSE, "verify", store, *args], capture_output=True, text=True, timeout=120,
-                          env=env or dict(os.environ))
+    return subprocess.run(
+        [GATEHOUSE, "verify", store, *args], capture_output=True, text=True, timeout=120, env=env or dict(os.environ)
+    )
 
 
 def local_policy(store: Path, extra: str = "") -> str:
@@ -56,11 +57,18 @@ def test_sdk_exchanges_are_recorded_and_verify(gateway_factory, upstream, tmp_pa
     gw = gateway_factory(local_policy(store))
     client = sdk_client(gw)
     upstream.enqueue(Reply.text("Buffered answer."))
-    msg = client.messages.create(model=MODEL, max_tokens=50, messages=[
-        {"role": "user", "content": f"first, with a secret {GITHUB_PAT}"}])
-    upstream.enqueue(Reply.message([{"type": "text", "text": "Let me look."},
-                                    {"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "ls -la"}}],
-                                   stop_reason="tool_use"))
+    msg = client.messages.create(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": f"first, with a secret {GITHUB_PAT}"}]
+    )
+    upstream.enqueue(
+        Reply.message(
+            [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": "toolu_01", "name": "Bash", "input": {"command": "ls -la"}},
+            ],
+            stop_reason="tool_use",
+        )
+    )
     with client.messages.stream(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "second"}]) as s:
         streamed = s.get_final_message()
         streamed_id = s.response.headers["x-gatehouse-exchange-id"]
@@ -120,8 +128,10 @@ def s3_env(s3: S3Server) -> dict[str, str]:
 
 
 def s3_policy(s3: S3Server, bucket: str, extra: str = "") -> str:
-    return (f'[recording]\nstore = "s3://{bucket}/gatehouse"\ns3_endpoint_url = "{s3.endpoint_url}"\n'
-            f'object_lock_mode = "COMPLIANCE"\nretention_days = 1\n{extra}')
+    return (
+        f'[recording]\nstore = "s3://{bucket}/gatehouse"\ns3_endpoint_url = "{s3.endpoint_url}"\n'
+        f'object_lock_mode = "COMPLIANCE"\nretention_days = 1\n{extra}'
+    )
 
 
 def test_s3_store_down_during_traffic_loses_nothing(gateway_factory, upstream, s3):
@@ -146,8 +156,13 @@ def test_s3_store_down_during_traffic_loses_nothing(gateway_factory, upstream, s
     assert r.returncode == 0, r.stdout + r.stderr
     # The report reads the S3 store the same way.
     out = gw.workdir / "report"
-    r = subprocess.run([GATEHOUSE, "report", url, "--out", str(out), "--quiet"], capture_output=True, text=True,
-                       timeout=120, env=dict(os.environ, **s3_env(s3)))
+    r = subprocess.run(
+        [GATEHOUSE, "report", url, "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, **s3_env(s3)),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     index = (out / "index.html").read_text()
     assert "verified" in index.lower()
@@ -174,14 +189,16 @@ def test_sigkill_mid_traffic_keeps_completed_exchanges(gateway_factory, upstream
     client = sdk_client(gw)
     done_ids = []
     for i in range(3):
-        raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=5,
-                                                       messages=[{"role": "user", "content": f"q{i}"}])
+        raw = client.messages.with_raw_response.create(
+            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": f"q{i}"}]
+        )
         done_ids.append(raw.headers["x-gatehouse-exchange-id"])
     # A streamed exchange cut by the kill: the upstream pauses mid-stream.
     reply = Reply.text("this answer will be cut off by the kill", chunk_chars=4, pause_before_event=4)
     upstream.enqueue(reply)
-    stream = client.messages.create(model=MODEL, max_tokens=50, stream=True,
-                                    messages=[{"role": "user", "content": "cut"}])
+    stream = client.messages.create(
+        model=MODEL, max_tokens=50, stream=True, messages=[{"role": "user", "content": "cut"}]
+    )
     cut_id = stream.response.headers["x-gatehouse-exchange-id"]
     next(iter(stream))
     assert reply.gate.wait_reached(10)
@@ -209,6 +226,7 @@ def test_unwritable_spool_refuses_requests(gateway_factory, upstream, tmp_path):
     client.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "ok"}])
     # Root ignores permissions, so make the spool unusable by replacing it with a file.
     import shutil
+
     shutil.rmtree(spool)
     spool.write_text("not a directory")
     time.sleep(1.2)  # the spool is probed at most once a second
@@ -230,9 +248,9 @@ def test_refused_connect_and_secrets_in_headers_are_recorded_safely(gateway_fact
         s.sendall(b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n")
         assert read_response(s).startswith(b"HTTP/1.1 403")
     # A secret pasted into the headers the recorder keeps as session and client.
-    sdk_client(gw, default_headers={"x-claude-code-session-id": GITHUB_PAT,
-                                    "user-agent": f"agent {GITHUB_PAT}"}).messages.create(
-        model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    sdk_client(
+        gw, default_headers={"x-claude-code-session-id": GITHUB_PAT, "user-agent": f"agent {GITHUB_PAT}"}
+    ).messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     gw.stop()
     recs = store_records(str(store))
     [connect] = [r for r in recs if r["kind"] == "refusal"]
@@ -245,8 +263,9 @@ def test_refused_connect_and_secrets_in_headers_are_recorded_safely(gateway_fact
         if path.is_file():
             assert GITHUB_PAT.encode() not in path.read_bytes(), path
     out = tmp_path / "report"
-    r = subprocess.run([GATEHOUSE, "report", str(store), "--out", str(out), "--quiet"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [GATEHOUSE, "report", str(store), "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     for path in out.rglob("*"):
         assert GITHUB_PAT not in path.name

@@ -26,11 +26,29 @@ CHROMIUM = os.environ.get("GATEHOUSE_CHROMIUM") or shutil.which("chromium") or "
 NODE_TOOLS = Path(os.environ.get("GATEHOUSE_NODE_TOOLS") or REPO / ".tools" / "node")
 PLAYWRIGHT = NODE_TOOLS / "node_modules" / "playwright-core"
 ARTIFACTS = REPO / "test-artifacts" / "report"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
-SHOTS = ("index", "index-filter-user", "index-filter-request-id", "session-at-request", "session",
-         "session-injection", "session-dark", "session-narrow", "index-narrow", "index-many-sessions")
+SHOTS = (
+    "index",
+    "index-filter-user",
+    "index-filter-request-id",
+    "session-at-request",
+    "session",
+    "session-injection",
+    "session-dark",
+    "session-narrow",
+    "index-narrow",
+    "index-many-sessions",
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +62,7 @@ def _demo_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
 
 # One script, one browser: each step records what it saw; the test asserts on the JSON it prints.
 SCRIPT = r"""
@@ -162,8 +181,10 @@ const out = { steps: {}, network: [], dialogs: [], errors: [], console: [] };
 def _browser_ready() -> None:
     need(Path(CHROMIUM).exists(), f"Chromium is not installed ({CHROMIUM}; Debian package `chromium`)")
     need(shutil.which("node") is not None, "Node.js is not installed")
-    need(PLAYWRIGHT.is_dir(), f"playwright-core is not installed in {NODE_TOOLS} "
-                              f"(cd {NODE_TOOLS} && npm install playwright-core)")
+    need(
+        PLAYWRIGHT.is_dir(),
+        f"playwright-core is not installed in {NODE_TOOLS} (cd {NODE_TOOLS} && npm install playwright-core)",
+    )
 
 
 def test_report_in_chromium(tmp_path: Path) -> None:
@@ -180,14 +201,24 @@ def test_report_in_chromium(tmp_path: Path) -> None:
 
     alice = out / "sessions" / f"{session_slug(sc.sessions['alice'])}.html"
     cfg = {
-        "chromium": CHROMIUM, "flags": FLAGS, "userDataDir": str(tmp_path / "chromium-profile"),
-        "artifacts": str(ARTIFACTS), "index": (out / "index.html").as_uri(), "session": alice.as_uri(),
+        "chromium": CHROMIUM,
+        "flags": FLAGS,
+        "userDataDir": str(tmp_path / "chromium-profile"),
+        "artifacts": str(ARTIFACTS),
+        "index": (out / "index.html").as_uri(),
+        "session": alice.as_uri(),
         "injection": (out / "sessions" / f"{session_slug(sc.sessions['injection'])}.html").as_uri(),
         "bigIndex": (big / "index.html").as_uri(),
-        "requestId": sc.request_ids["alice-4"], "exchangeId": sc.exchanges["bob-2"],
+        "requestId": sc.request_ids["alice-4"],
+        "exchangeId": sc.exchanges["bob-2"],
     }
-    proc = subprocess.run(["node", "-e", SCRIPT], capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "PLAYWRIGHT": str(PLAYWRIGHT), "CFG": json.dumps(cfg)})
+    proc = subprocess.run(
+        ["node", "-e", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PLAYWRIGHT": str(PLAYWRIGHT), "CFG": json.dumps(cfg)},
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert "failure" not in res, res.get("failure")

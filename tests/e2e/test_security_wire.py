@@ -43,8 +43,10 @@ def everything_at_rest(gw, store: Path) -> bytes:
 @pytest.fixture
 def recorded(gateway_factory, tmp_path):
     store = tmp_path / "store"
-    gw = gateway_factory(f'[gateway]\nallowed_endpoints = ["POST /v1/messages", "POST /v1/messages/count_tokens", '
-                         f'"GET /v1/models*", "POST /v1/files"]\n[recording]\nstore = "{store}"\n')
+    gw = gateway_factory(
+        f'[gateway]\nallowed_endpoints = ["POST /v1/messages", "POST /v1/messages/count_tokens", '
+        f'"GET /v1/models*", "POST /v1/files"]\n[recording]\nstore = "{store}"\n'
+    )
     return gw, store
 
 
@@ -79,8 +81,9 @@ def test_request_headers_pass_by_allowlist_with_values_masked(recorded, upstream
     assert got["anthropic-beta"].startswith("tools-2024-04-04,[MASKED:github-pat:")
     assert got["user-agent"].startswith("my-agent/1.0 [MASKED:aws-access-key-id:")
     # deterministic: the same session header groups the same session upstream
-    assert got["x-claude-code-session-id"] == {k.lower(): v for k, v in second.headers.items()}[
-        "x-claude-code-session-id"]
+    assert (
+        got["x-claude-code-session-id"] == {k.lower(): v for k, v in second.headers.items()}["x-claude-code-session-id"]
+    )
     gw.stop()
     at_rest = everything_at_rest(gw, store)
     for leaked in (GITHUB_PAT, AWS_KEY_ID, CALLER_KEY, FAKE_JWT):
@@ -90,9 +93,17 @@ def test_request_headers_pass_by_allowlist_with_values_masked(recorded, upstream
 
 def test_response_headers_pass_by_allowlist(recorded, upstream):
     gw, _ = recorded
-    upstream.enqueue(Reply.text("ok", extra_headers={"x-internal-trace": GITHUB_PAT, "set-cookie": "a=b",
-                                                    "request-id": f"req-{GITHUB_PAT}",
-                                                    "anthropic-ratelimit-requests-remaining": "41"}))
+    upstream.enqueue(
+        Reply.text(
+            "ok",
+            extra_headers={
+                "x-internal-trace": GITHUB_PAT,
+                "set-cookie": "a=b",
+                "request-id": f"req-{GITHUB_PAT}",
+                "anthropic-ratelimit-requests-remaining": "41",
+            },
+        )
+    )
     with client(gw) as c:
         r = c.post("https://api.anthropic.com/v1/messages", json=message_body(), headers={"x-api-key": "x"})
     assert r.status_code == 200
@@ -103,13 +114,16 @@ def test_response_headers_pass_by_allowlist(recorded, upstream):
     assert r.headers["x-gatehouse-exchange-id"].startswith("gx_")
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("GET", "/v1/messages", 403),          # messages is POST only
-    ("PUT", "/v1/messages", 403),
-    ("DELETE", "/v1/models/x", 403),
-    ("POST", "/v1/models", 403),           # models is GET only
-    ("POST", "/v1/messages/batches", 403),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/v1/messages", 403),  # messages is POST only
+        ("PUT", "/v1/messages", 403),
+        ("DELETE", "/v1/models/x", 403),
+        ("POST", "/v1/models", 403),  # models is GET only
+        ("POST", "/v1/messages/batches", 403),
+    ],
+)
 def test_methods_and_endpoints_by_allowlist(recorded, upstream, method, path, status):
     gw, _ = recorded
     with client(gw) as c:
@@ -122,8 +136,12 @@ def test_methods_and_endpoints_by_allowlist(recorded, upstream, method, path, st
 def test_a_get_with_a_body_is_refused(recorded, upstream):
     gw, _ = recorded
     with client(gw) as c:
-        r = c.request("GET", "https://api.anthropic.com/v1/models", content=json.dumps({"x": GITHUB_PAT}),
-                      headers={"content-type": "application/json"})
+        r = c.request(
+            "GET",
+            "https://api.anthropic.com/v1/models",
+            content=json.dumps({"x": GITHUB_PAT}),
+            headers={"content-type": "application/json"},
+        )
         ok = c.get("https://api.anthropic.com/v1/models")
     assert r.status_code == 400 and "with a body" in r.json()["error"]["message"]
     assert ok.status_code == 200
@@ -134,8 +152,11 @@ def test_bodies_on_other_allowed_endpoints_are_scanned(recorded, upstream):
     gw, store = recorded
     with client(gw) as c:
         r = c.post("https://api.anthropic.com/v1/files", json={"purpose": f"note {GITHUB_PAT}", GITHUB_PAT: 1})
-        bad = c.post("https://api.anthropic.com/v1/files", content=b"\x00binary " + GITHUB_PAT.encode(),
-                     headers={"content-type": "application/octet-stream"})
+        bad = c.post(
+            "https://api.anthropic.com/v1/files",
+            content=b"\x00binary " + GITHUB_PAT.encode(),
+            headers={"content-type": "application/octet-stream"},
+        )
     assert r.status_code == 404  # the fake's answer: the request went through, masked
     [files] = [q for q in upstream.requests if q.path == "/v1/files"]
     assert GITHUB_PAT.encode() not in files.body and b"[MASKED:github-pat:" in files.body
@@ -153,19 +174,37 @@ def test_every_field_of_a_messages_request_is_scanned(recorded, upstream):
     body = message_body(
         metadata={"user_id": f"u-{GITHUB_PAT}"},
         stop_sequences=[GITHUB_PAT],
-        tools=[{"name": "deploy", "description": f"uses {GITHUB_PAT}",
-                "input_schema": {"type": "object", "properties": {GITHUB_PAT: {"type": "string"}}}}],
-        mcp_servers=[{"type": "url", "url": "https://mcp.example.com/sse", "name": "x",
-                      "authorization_token": GITHUB_PAT}],
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": f"the token is {GITHUB_PAT[:half]}"},
-            {"type": "text", "text": f"{GITHUB_PAT[half:]} and more"},
-            {"type": "document", "source": {"type": "base64", "media_type": "text/plain",
-                                            "data": base64.b64encode(f"TOKEN={GITHUB_PAT}\n".encode()).decode()}},
-            {"type": "image", "source": {"type": "url", "url": f"https://example.com/{GITHUB_PAT}.png"}},
-            {"type": "future_block", "payload": {"nested": [GITHUB_PAT]}},
-            {"type": "text", "text": "x", "extra_field": GITHUB_PAT},
-        ]}])
+        tools=[
+            {
+                "name": "deploy",
+                "description": f"uses {GITHUB_PAT}",
+                "input_schema": {"type": "object", "properties": {GITHUB_PAT: {"type": "string"}}},
+            }
+        ],
+        mcp_servers=[
+            {"type": "url", "url": "https://mcp.example.com/sse", "name": "x", "authorization_token": GITHUB_PAT}
+        ],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": f"the token is {GITHUB_PAT[:half]}"},
+                    {"type": "text", "text": f"{GITHUB_PAT[half:]} and more"},
+                    {
+                        "type": "document",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "text/plain",
+                            "data": base64.b64encode(f"TOKEN={GITHUB_PAT}\n".encode()).decode(),
+                        },
+                    },
+                    {"type": "image", "source": {"type": "url", "url": f"https://example.com/{GITHUB_PAT}.png"}},
+                    {"type": "future_block", "payload": {"nested": [GITHUB_PAT]}},
+                    {"type": "text", "text": "x", "extra_field": GITHUB_PAT},
+                ],
+            }
+        ],
+    )
     with client(gw) as c:
         r = c.post("https://api.anthropic.com/v1/messages", json=body, headers={"x-api-key": "x"})
     assert r.status_code == 200, r.text
@@ -182,13 +221,18 @@ def test_every_field_of_a_messages_request_is_scanned(recorded, upstream):
 def test_error_bodies_and_sse_error_events_are_masked(recorded, upstream):
     gw, store = recorded
     upstream.enqueue(Reply.error(400, "invalid_request_error", f"bad token {GITHUB_PAT}"))
-    upstream.enqueue(Reply.text("partial answer", error_mid_stream=3,
-                                mid_stream_error={"type": "error", "error": {"type": "api_error",
-                                                                             "message": f"leak {GITHUB_PAT}"}}))
+    upstream.enqueue(
+        Reply.text(
+            "partial answer",
+            error_mid_stream=3,
+            mid_stream_error={"type": "error", "error": {"type": "api_error", "message": f"leak {GITHUB_PAT}"}},
+        )
+    )
     with client(gw) as c:
         err = c.post("https://api.anthropic.com/v1/messages", json=message_body(), headers={"x-api-key": "x"})
-        streamed = c.post("https://api.anthropic.com/v1/messages", json=message_body(stream=True),
-                          headers={"x-api-key": "x"})
+        streamed = c.post(
+            "https://api.anthropic.com/v1/messages", json=message_body(stream=True), headers={"x-api-key": "x"}
+        )
     assert err.status_code == 400 and GITHUB_PAT not in err.text and "[MASKED:github-pat:" in err.text
     assert GITHUB_PAT not in streamed.text and "event: error" in streamed.text
     gw.stop()
@@ -199,8 +243,11 @@ def test_refused_requests_leave_no_secret_at_rest(recorded, upstream):
     gw, store = recorded
     with client(gw) as c:
         r1 = c.post(f"https://api.anthropic.com/v1/nope/{GITHUB_PAT}", json=message_body())
-        r2 = c.post("https://api.anthropic.com/v1/messages", json=message_body(model=f"claude-{GITHUB_PAT}"),
-                    headers={"content-type": "text/plain"})
+        r2 = c.post(
+            "https://api.anthropic.com/v1/messages",
+            json=message_body(model=f"claude-{GITHUB_PAT}"),
+            headers={"content-type": "text/plain"},
+        )
         r3 = c.request(AWS_KEY_ID, "https://api.anthropic.com/v1/messages")
     assert r1.status_code == 403 and r2.status_code == 400 and r3.status_code in (400, 403)
     for r in (r1, r2, r3):
@@ -226,6 +273,7 @@ def test_claude_code_with_nonessential_traffic_keeps_working(gateway, upstream, 
     also posts event logging and reads feature flags on the API host. With the default policy
     they pass the gateway (the fake upstream answers them) with their bodies scanned."""
     from support.harness import run_claude
+
     work = tmp_path / "cc"
     work.mkdir()
     r = run_claude(gateway, work, f"remember {GITHUB_PAT} and say hi", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=None)

@@ -18,7 +18,9 @@ from gatehouse.mitm.flowutil import exchange_of
 from gatehouse.mitm.state import GatewayState
 from support.flows import API, ISSUER, api_flow, connect_flow, fire, gateway_state, identify, refusal
 
-GROUPS = ISSUER + """
+GROUPS = (
+    ISSUER
+    + """
 [groups.developers]
 models = ["claude-haiku-*"]
 
@@ -26,6 +28,7 @@ models = ["claude-haiku-*"]
 models = ["claude-*"]
 endpoints = ["POST /v1/messages"]
 """
+)
 # A Messages request for a model the developers group may use.
 HAIKU = {"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -76,8 +79,10 @@ def test_a_connect_to_another_host_is_refused_with_403(tmp_path, tctx):
     addon, f = access(tmp_path), connect_flow("evil.example")
     fire(tctx, addon, HttpConnectHook(f))
     message = refusal(f, 403, "permission_error")
-    assert message == ("Gatehouse only forwards Claude API traffic; evil.example is not an allowed host. Ask your "
-                       "gateway operator to add it to [gateway] passthrough_hosts, or exclude it with NO_PROXY.")
+    assert message == (
+        "Gatehouse only forwards Claude API traffic; evil.example is not an allowed host. Ask your "
+        "gateway operator to add it to [gateway] passthrough_hosts, or exclude it with NO_PROXY."
+    )
     assert access_decisions(f) == [("deny", "other_hosts")]
 
 
@@ -88,8 +93,9 @@ def test_a_request_to_another_host_is_refused_with_403(tmp_path, tctx):
     assert access_decisions(f) == [("deny", "other_hosts")]
 
 
-@pytest.mark.parametrize("policy", ['[gateway]\npassthrough_hosts = ["*.github.com"]\n',
-                                   '[gateway]\nother_hosts = "passthrough"\n'])
+@pytest.mark.parametrize(
+    "policy", ['[gateway]\npassthrough_hosts = ["*.github.com"]\n', '[gateway]\nother_hosts = "passthrough"\n']
+)
 def test_a_passthrough_host_is_relayed_uninspected(tmp_path, tctx, policy):
     addon = access(tmp_path, policy)
     connect = connect_flow("api.github.com")
@@ -140,8 +146,9 @@ def test_tls_to_the_api_is_intercepted_whatever_the_sni_says(tmp_path, tctx):
 def test_the_api_only_over_https_on_443(tmp_path, tctx, scheme, port):
     addon, f = access(tmp_path), api_flow(scheme=scheme, port=port)
     send(tctx, addon, f)
-    assert refusal(f, 403, "permission_error") == (f"Gatehouse only forwards https://api.anthropic.com (port 443); "
-                                                   f"this request was {scheme} on port {port}.")
+    assert refusal(f, 403, "permission_error") == (
+        f"Gatehouse only forwards https://api.anthropic.com (port 443); this request was {scheme} on port {port}."
+    )
     assert access_decisions(f) == [("deny", "https_only")]
 
 
@@ -152,8 +159,10 @@ def test_api_request_bodies_are_never_streamed_past_the_checks(tmp_path, tctx):
     assert f.request.stream is False
 
 
-@pytest.mark.parametrize("path", ["/v1/../v1/messages", "/v1/%2e%2e/messages", "/v1//messages",
-                                  "/v1/messages%2Fcount_tokens", "/v1\\messages"])
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/../v1/messages", "/v1/%2e%2e/messages", "/v1//messages", "/v1/messages%2Fcount_tokens", "/v1\\messages"],
+)
 def test_ambiguous_paths_are_refused(tmp_path, tctx, path):
     addon, f = access(tmp_path), api_flow(path=path)
     send(tctx, addon, f)
@@ -172,7 +181,9 @@ def test_an_oversized_body_is_refused_on_its_content_length_before_it_is_read(tm
     addon, f = access(tmp_path, "[gateway]\nmax_body_bytes = 2048\n"), api_flow()
     f.request.headers["content-length"] = "4096"
     fire(tctx, addon, HttpRequestHeadersHook(f))
-    assert refusal(f, 413, "request_too_large") == "Request body is 4096 bytes; this gateway accepts at most 2048 bytes."
+    assert (
+        refusal(f, 413, "request_too_large") == "Request body is 4096 bytes; this gateway accepts at most 2048 bytes."
+    )
     assert access_decisions(f) == [("deny", "max_body_bytes")]
 
 
@@ -189,8 +200,9 @@ def test_an_oversized_body_without_a_content_length_is_refused_once_read(tmp_pat
 ENDPOINTS = '[gateway]\nallowed_endpoints = ["POST /v1/messages", "GET /v1/models*"]\n'
 
 
-@pytest.mark.parametrize("method, path", [("POST", "/v1/messages"), ("GET", "/v1/models"),
-                                          ("GET", "/v1/models/claude-haiku-4-5?x=1")])
+@pytest.mark.parametrize(
+    "method, path", [("POST", "/v1/messages"), ("GET", "/v1/models"), ("GET", "/v1/models/claude-haiku-4-5?x=1")]
+)
 def test_an_endpoint_the_policy_opens_is_allowed(tmp_path, tctx, method, path):
     addon, f = access(tmp_path, ENDPOINTS), api_flow(method, path)
     send(tctx, addon, f)
@@ -208,7 +220,9 @@ def test_a_path_the_policy_does_not_open_is_refused(tmp_path, tctx):
     # count_tokens is open by default, not in this policy.
     addon, f = access(tmp_path, ENDPOINTS), api_flow("POST", "/v1/messages/count_tokens")
     send(tctx, addon, f)
-    assert refusal(f, 403, "permission_error") == "Gatehouse policy does not allow the endpoint /v1/messages/count_tokens."
+    assert (
+        refusal(f, 403, "permission_error") == "Gatehouse policy does not allow the endpoint /v1/messages/count_tokens."
+    )
 
 
 def test_an_unknown_method_is_not_echoed_back(tmp_path, tctx):
@@ -248,8 +262,9 @@ def test_a_model_outside_the_callers_groups_is_refused_naming_the_model(tmp_path
     addon, f = access(tmp_path, GROUPS), api_flow(body={**HAIKU, "model": "claude-opus-4-1"})
     identify(f, "developers")
     send(tctx, addon, f)
-    assert refusal(f, 403, "permission_error") == ("Gatehouse policy does not allow the model claude-opus-4-1 "
-                                                   "for your groups (developers).")
+    assert refusal(f, 403, "permission_error") == (
+        "Gatehouse policy does not allow the model claude-opus-4-1 for your groups (developers)."
+    )
     [deny] = [d for d in exchange_of(f).decisions if d.stage == "access"]
     assert deny.rule == "model" and deny.detail["model"] == "claude-opus-4-1"
 
@@ -269,9 +284,14 @@ def test_the_model_of_a_count_tokens_request_is_checked_too(tmp_path, tctx):
     assert "does not allow the model claude-opus-4-1" in refusal(f, 403, "permission_error")
 
 
-@pytest.mark.parametrize("body, why", [(b"not json", "Gatehouse cannot read the request body to check its model"),
-                                       (b"[1]", "the request body is not a JSON object"),
-                                       (b'{"model": 7}', "the request body has no string `model`")])
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (b"not json", "Gatehouse cannot read the request body to check its model"),
+        (b"[1]", "the request body is not a JSON object"),
+        (b'{"model": 7}', "the request body has no string `model`"),
+    ],
+)
 def test_a_body_whose_model_cannot_be_read_is_refused(tmp_path, tctx, body, why):
     addon, f = access(tmp_path, GROUPS), api_flow(body=body)
     identify(f, "developers")
@@ -283,8 +303,10 @@ def test_a_caller_in_no_group_is_refused(tmp_path, tctx):
     addon, f = access(tmp_path, GROUPS), api_flow(body=HAIKU)
     identify(f, "marketing")
     send(tctx, addon, f)
-    assert refusal(f, 403, "permission_error") == ("alice@example.com is in none of the groups this gateway allows "
-                                                   "(developers, sre); ask your gateway operator for access.")
+    assert refusal(f, 403, "permission_error") == (
+        "alice@example.com is in none of the groups this gateway allows "
+        "(developers, sre); ask your gateway operator for access."
+    )
     assert access_decisions(f) == [("deny", "endpoint")]
 
 

@@ -19,15 +19,23 @@ from support.flows import API, ISSUER, api_flow, fire, gateway_state, identify, 
 from support.harness import CALLER_KEY, GATEWAY_KEY
 
 SRE_KEY = "sk-ant-gateway-sre-key-abcdefghij"
-CALLER_HEADERS = [("x-api-key", CALLER_KEY), ("authorization", f"Bearer {CALLER_KEY}"),
-                  ("anthropic-version", "2023-06-01"), ("anthropic-beta", "tools-2024-05-16"),
-                  ("user-agent", "claude-cli/2.1"), ("x-custom-tracking", "abc")]
-GROUPS = ISSUER + """
+CALLER_HEADERS = [
+    ("x-api-key", CALLER_KEY),
+    ("authorization", f"Bearer {CALLER_KEY}"),
+    ("anthropic-version", "2023-06-01"),
+    ("anthropic-beta", "tools-2024-05-16"),
+    ("user-agent", "claude-cli/2.1"),
+    ("x-custom-tracking", "abc"),
+]
+GROUPS = (
+    ISSUER
+    + """
 [groups.developers]
 [groups.sre]
 [credentials.groups.sre]
 api_key_env = "GH_TEST_SRE_KEY"
 """
+)
 
 
 @pytest.fixture
@@ -204,15 +212,23 @@ def test_the_request_is_routed_to_the_api_explicitly(tmp_path, tctx):
     f = api_flow(path="/v1/messages?beta=true")
     f.request.scheme, f.request.port = "http", 80  # what the client said does not decide where the key goes
     sent(tctx, credentials(tmp_path), f)
-    assert (f.request.scheme, f.request.host, f.request.port, f.request.path) == \
-        ("https", API, 443, "/v1/messages?beta=true")
+    assert (f.request.scheme, f.request.host, f.request.port, f.request.path) == (
+        "https",
+        API,
+        443,
+        "/v1/messages?beta=true",
+    )
 
 
 def test_the_request_goes_to_the_policys_upstream(tmp_path, tctx):
     f = api_flow(path="/v1/messages?beta=true", headers=[("host", API)])
     sent(tctx, credentials(tmp_path, '[gateway]\nupstream = "http://127.0.0.1:8089/base/"\n'), f)
-    assert (f.request.scheme, f.request.host, f.request.port, f.request.path) == \
-        ("http", "127.0.0.1", 8089, "/base/v1/messages?beta=true")
+    assert (f.request.scheme, f.request.host, f.request.port, f.request.path) == (
+        "http",
+        "127.0.0.1",
+        8089,
+        "/base/v1/messages?beta=true",
+    )
     assert f.request.headers.get_all("host") == ["127.0.0.1:8089"]
     assert f.request.headers["x-api-key"] == GATEWAY_KEY
 
@@ -247,8 +263,9 @@ def test_a_refused_flow_gets_no_key(tmp_path, tctx):
 def test_no_policy_fails_closed(tctx):
     f = api_flow(headers=CALLER_HEADERS)
     sent(tctx, Credentials(GatewayState()), f)
-    assert refusal(f, 500, "api_error") == ("Gatehouse could not process this request (credentials failed) "
-                                            "and did not forward it.")
+    assert refusal(f, 500, "api_error") == (
+        "Gatehouse could not process this request (credentials failed) and did not forward it."
+    )
 
 
 # -- the log ---------------------------------------------------------------------------------------

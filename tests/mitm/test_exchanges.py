@@ -36,8 +36,9 @@ def tctx():
 
 
 def upstream_response(**headers: str) -> http.Response:
-    return tutils.tresp(status_code=200, headers=http.Headers(content_type="application/json", **headers),
-                        content=UPSTREAM_BODY)
+    return tutils.tresp(
+        status_code=200, headers=http.Headers(content_type="application/json", **headers), content=UPSTREAM_BODY
+    )
 
 
 def test_every_flow_gets_an_exchange_with_its_own_id(tctx):
@@ -94,6 +95,7 @@ def stack(tmp_path, monkeypatch):
 def cycle(tctx, f: http.HTTPFlow, upstream: http.Response | None = None) -> None:
     """A flow's events as mitmproxy raises them for every addon. A response set by a request
     hook still gets the (emulated) responseheaders event; otherwise the upstream answers."""
+
     def trigger(*events) -> None:
         for event in events:
             tctx.master.event_loop.run_until_complete(tctx.master.addons.trigger_event(event))

@@ -38,16 +38,23 @@ class Env:
         self.state = tmp / "state"
         self.jwks = tmp / "dev.jwks.json"
         devissuer.ensure_dev_issuer(self.state, self.jwks)
-        table = {"name": "dev", "issuer": devissuer.DEV_ISSUER, "audience": devissuer.DEV_AUDIENCE,
-                 "algorithms": ["EdDSA"], "jwks_file": str(self.jwks), **issuer}
+        table = {
+            "name": "dev",
+            "issuer": devissuer.DEV_ISSUER,
+            "audience": devissuer.DEV_AUDIENCE,
+            "algorithms": ["EdDSA"],
+            "jwks_file": str(self.jwks),
+            **issuer,
+        }
         self.clock = Clock()
         self.verifier = TokenVerifier(parse_issuers([Section(table, "p.toml", "issuers[0]")]), clock=self.clock)
         self.addon = IdentityAddon()
         self.addon.configure_verifier(self.verifier, api_hosts={API}, passthrough_hosts={PASSTHROUGH})
 
     def token(self, sub: str = "alice", groups: tuple[str, ...] = ("developers",), ttl: int = 3600, **kw: Any) -> str:
-        return devissuer.mint_token(self.state, subject=sub, groups=groups, ttl_seconds=ttl,
-                                    clock=lambda: self.clock.now, **kw)
+        return devissuer.mint_token(
+            self.state, subject=sub, groups=groups, ttl_seconds=ttl, clock=lambda: self.clock.now, **kw
+        )
 
 
 def basic(user: str, password: str) -> str:
@@ -55,17 +62,35 @@ def basic(user: str, password: str) -> str:
 
 
 def connect_flow(host: str = API, headers: dict[str, str] | None = None, client: Any = None) -> http.HTTPFlow:
-    req = tutils.treq(method=b"CONNECT", host=host, port=443, scheme=b"", authority=f"{host}:443".encode(),
-                      path=b"", headers=http.Headers(**(headers or {})), content=b"")
+    req = tutils.treq(
+        method=b"CONNECT",
+        host=host,
+        port=443,
+        scheme=b"",
+        authority=f"{host}:443".encode(),
+        path=b"",
+        headers=http.Headers(**(headers or {})),
+        content=b"",
+    )
     return tflow.tflow(client_conn=client, req=req)
 
 
-def request_flow(connect: http.HTTPFlow | None = None, headers: dict[str, str] | list[tuple[str, str]] | None = None,
-                 host: str = API) -> http.HTTPFlow:
-    h = http.Headers([(k.encode(), v.encode()) for k, v in (headers.items() if isinstance(headers, dict) else headers or [])])
+def request_flow(
+    connect: http.HTTPFlow | None = None, headers: dict[str, str] | list[tuple[str, str]] | None = None, host: str = API
+) -> http.HTTPFlow:
+    h = http.Headers(
+        [(k.encode(), v.encode()) for k, v in (headers.items() if isinstance(headers, dict) else headers or [])]
+    )
     h["content-type"] = "application/json"
-    req = tutils.treq(method=b"POST", host=host, port=443, scheme=b"https", path=b"/v1/messages?beta=true",
-                      headers=h, content=b'{"model":"claude"}')
+    req = tutils.treq(
+        method=b"POST",
+        host=host,
+        port=443,
+        scheme=b"https",
+        path=b"/v1/messages?beta=true",
+        headers=h,
+        content=b'{"model":"claude"}',
+    )
     return tflow.tflow(client_conn=connect.client_conn if connect else None, req=req)
 
 
@@ -74,8 +99,10 @@ def run(env: Env, scenario: Callable[[Callable[[Any], Awaitable[None]]], Awaitab
 
     async def main() -> None:
         with taddons.context(env.addon) as tctx:
+
             async def fire(hook: Any) -> None:
                 await tctx.master.addons.invoke_addon(env.addon, hook)
+
             await scenario(fire)
 
     asyncio.run(main())
@@ -252,11 +279,14 @@ def test_api_key_helper_token_overrides_the_tunnel(env: Env) -> None:
     assert_token_nowhere(f, fresh)
 
 
-@pytest.mark.parametrize("headers, source", [
-    (lambda t: {"x-gatehouse-token": t}, "x-gatehouse-token"),
-    (lambda t: {"authorization": f"Bearer {t}"}, "authorization"),
-    (lambda t: {"x-api-key": t}, "x-api-key"),
-])
+@pytest.mark.parametrize(
+    "headers, source",
+    [
+        (lambda t: {"x-gatehouse-token": t}, "x-gatehouse-token"),
+        (lambda t: {"authorization": f"Bearer {t}"}, "authorization"),
+        (lambda t: {"x-api-key": t}, "x-api-key"),
+    ],
+)
 def test_in_request_token_without_tunnel(env: Env, headers: Any, source: str) -> None:
     token = env.token(sub="carol")
     f = request_flow(None, headers(token))
@@ -351,8 +381,11 @@ def test_user_claim_on_proxy_credentials(tmp_path: Path) -> None:
 
 def test_huge_header_refused_cheaply(env: Env) -> None:
     huge = "eyJ" + "A" * (1024 * 1024)
-    flows = [request_flow(None, {"x-gatehouse-token": huge}), request_flow(None, {"x-api-key": huge}),
-             request_flow(None, {"authorization": "Bearer " + huge})]
+    flows = [
+        request_flow(None, {"x-gatehouse-token": huge}),
+        request_flow(None, {"x-api-key": huge}),
+        request_flow(None, {"authorization": "Bearer " + huge}),
+    ]
     conn = connect_flow(headers={"proxy-authorization": "Basic " + huge})
     inner = request_flow(conn)
 
@@ -433,8 +466,9 @@ def test_policy_reload_drops_tunnels_of_changed_issuers(env: Env, tmp_path: Path
     async def scenario(fire: Any) -> None:
         await fire(HttpConnectHook(conn))
         # Same issuers, new verifier: the tunnel stays.
-        env.addon.configure_verifier(TokenVerifier(env.verifier.issuers, clock=env.clock),
-                                     api_hosts={API}, passthrough_hosts=set())
+        env.addon.configure_verifier(
+            TokenVerifier(env.verifier.issuers, clock=env.clock), api_hosts={API}, passthrough_hosts=set()
+        )
         await fire(HttpRequestHeadersHook(same))
         other = Env(tmp_path / "other", static_groups=["x"])
         env.addon.configure_verifier(other.verifier, api_hosts={API}, passthrough_hosts=set())
@@ -449,8 +483,15 @@ def test_keys_fetched_off_the_event_loop(tmp_path: Path, caplog: pytest.LogCaptu
     """Discovery + JWKS over HTTP: the first verification runs in a worker thread."""
     idp = IdP(jwks_of((RSA_A, "a")))
     try:
-        cfg = parse_issuers([Section({"name": "corp", "issuer": idp.issuer, "audience": "https://gatehouse.example/api"},
-                                     "p.toml", "issuers[0]")])
+        cfg = parse_issuers(
+            [
+                Section(
+                    {"name": "corp", "issuer": idp.issuer, "audience": "https://gatehouse.example/api"},
+                    "p.toml",
+                    "issuers[0]",
+                )
+            ]
+        )
         env = Env(tmp_path)
         env.verifier = TokenVerifier(cfg)
         env.addon.configure_verifier(env.verifier, api_hosts={API}, passthrough_hosts=set())
@@ -461,6 +502,7 @@ def test_keys_fetched_off_the_event_loop(tmp_path: Path, caplog: pytest.LogCaptu
 
         def spy(*a: Any, **kw: Any) -> Any:
             import threading
+
             threads.append(threading.current_thread().name)
             return real_verify(*a, **kw)
 

@@ -13,6 +13,7 @@ from support.secrets import SAMPLE_JWT
 
 # -- every log record of the process -------------------------------------------------------------
 
+
 @pytest.fixture
 def factory():
     logsafety.install_record_factory()

@@ -55,20 +55,42 @@ def invoke(tctx, addon, hook) -> None:
 
 
 def body_with_secret(secret: str = SECRET, **extra: Any) -> dict[str, Any]:
-    return {"model": "claude-sonnet-4-5", "max_tokens": 100, **extra,
-            "system": f"deploy with {secret}",
-            "messages": [{"role": "user", "content": [
-                {"type": "text", "text": "what is wrong here?"},
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": f"AWS_ACCESS_KEY_ID={secret}\n"},
-            ]}]}
+    return {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        **extra,
+        "system": f"deploy with {secret}",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is wrong here?"},
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": f"AWS_ACCESS_KEY_ID={secret}\n"},
+                ],
+            }
+        ],
+    }
 
 
-def flow_for(body: bytes | dict | None, path: str = "/v1/messages?beta=true", ctype: str = "application/json",
-             method: str = "POST", resp: http.Response | None = None) -> http.HTTPFlow:
+def flow_for(
+    body: bytes | dict | None,
+    path: str = "/v1/messages?beta=true",
+    ctype: str = "application/json",
+    method: str = "POST",
+    resp: http.Response | None = None,
+) -> http.HTTPFlow:
     content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     headers = http.Headers(content_type=ctype) if ctype else http.Headers()
-    req = tutils.treq(host="api.anthropic.com", port=443, scheme=b"https", method=method.encode(),
-                      path=path.encode(), authority=b"api.anthropic.com", headers=headers, content=content)
+    req = tutils.treq(
+        host="api.anthropic.com",
+        port=443,
+        scheme=b"https",
+        method=method.encode(),
+        path=path.encode(),
+        authority=b"api.anthropic.com",
+        headers=headers,
+        content=content,
+    )
     f = tflow.tflow(req=req)
     if resp is not None:
         f.response = resp
@@ -97,8 +119,16 @@ def metadata_text(f) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages?beta=true", "/v1/messages/count_tokens",
-                                  "/v1/messages/count_tokens?beta=true", "/gateway-base/v1/messages"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/messages",
+        "/v1/messages?beta=true",
+        "/v1/messages/count_tokens",
+        "/v1/messages/count_tokens?beta=true",
+        "/gateway-base/v1/messages",
+    ],
+)
 def test_request_on_inspected_endpoints_is_masked(tctx, addon, path, caplog):
     caplog.set_level(logging.DEBUG)
     f = flow_for(body_with_secret(), path=path)
@@ -124,9 +154,16 @@ def test_clean_request_is_left_byte_for_byte(tctx, addon):
     assert f.request.content == raw and METADATA_KEY not in f.metadata or not exchange(f).request_findings
 
 
-@pytest.mark.parametrize("path, method", [("/v1/models", "GET"), ("/v1/messages/batches", "POST"),
-                                          ("/api/claude_code/settings", "POST"), ("/api/event_logging/v2/batch", "POST"),
-                                          ("/v1/messages", "PUT")])
+@pytest.mark.parametrize(
+    "path, method",
+    [
+        ("/v1/models", "GET"),
+        ("/v1/messages/batches", "POST"),
+        ("/api/claude_code/settings", "POST"),
+        ("/api/event_logging/v2/batch", "POST"),
+        ("/v1/messages", "PUT"),
+    ],
+)
 def test_bodies_on_every_endpoint_and_method_are_inspected(tctx, addon, path, method):
     """Deny by default: not a list of endpoints that are masked, but every body there is."""
     f = flow_for({"events": [{"note": f"key {SECRET}", SECRET: "as a key"}]}, path=path, method=method)
@@ -145,15 +182,19 @@ def test_a_bodiless_request_passes(tctx, addon):
     assert f.response is None
 
 
-@pytest.mark.parametrize("path, findings", [
-    (f"/v1/models/{SECRET}", 1),
-    ("/v1/models/" + "".join(f"%{b:02X}" for b in SECRET.encode()), 1),  # every byte percent-encoded
-    (f"/v1/messages?beta=true&note=key+{SECRET[:4]}%{ord(SECRET[4]):02x}{SECRET[5:]}", 1),  # one byte encoded
-    (f"/v1/messages?x={SECRET}&y=2", 1),
-    ("/v1/models/claude%20x?beta=true", 0),
-])
+@pytest.mark.parametrize(
+    "path, findings",
+    [
+        (f"/v1/models/{SECRET}", 1),
+        ("/v1/models/" + "".join(f"%{b:02X}" for b in SECRET.encode()), 1),  # every byte percent-encoded
+        (f"/v1/messages?beta=true&note=key+{SECRET[:4]}%{ord(SECRET[4]):02x}{SECRET[5:]}", 1),  # one byte encoded
+        (f"/v1/messages?x={SECRET}&y=2", 1),
+        ("/v1/models/claude%20x?beta=true", 0),
+    ],
+)
 def test_secrets_in_the_url_are_masked_even_percent_encoded(tctx, addon, path, findings):
     from urllib.parse import unquote
+
     f = flow_for(None, path=path, method="GET", ctype="")
     invoke(tctx, addon, HttpRequestHeadersHook(f))
     assert SECRET not in unquote(f.request.path)
@@ -163,14 +204,17 @@ def test_secrets_in_the_url_are_masked_even_percent_encoded(tctx, addon, path, f
         assert f.request.path == path  # an unchanged URL keeps its bytes
 
 
-@pytest.mark.parametrize("content, ctype, words", [
-    (b'{"model": "m", "messages": [', "application/json", "not valid JSON"),
-    (b'{"model": "m"}', "text/plain", "Content-Type 'text/plain'"),
-    (b'{"model": "m", "system": "\xff\xfe"}', "application/json", "not UTF-8"),
-    (b"[" * 200_000 + b"]" * 200_000, "application/json", "nested too deeply"),
-    (b'[{"role": "user"}]', "application/json", "not a JSON object"),
-    (b"", "application/json", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, ctype, words",
+    [
+        (b'{"model": "m", "messages": [', "application/json", "not valid JSON"),
+        (b'{"model": "m"}', "text/plain", "Content-Type 'text/plain'"),
+        (b'{"model": "m", "system": "\xff\xfe"}', "application/json", "not UTF-8"),
+        (b"[" * 200_000 + b"]" * 200_000, "application/json", "nested too deeply"),
+        (b'[{"role": "user"}]', "application/json", "not a JSON object"),
+        (b"", "application/json", "not valid JSON"),
+    ],
+)
 def test_unparseable_request_is_refused_with_400(tctx, addon, content, ctype, words):
     f = flow_for(content, ctype=ctype)
     invoke(tctx, addon, HttpRequestHook(f))
@@ -195,18 +239,32 @@ def test_unparseable_request_is_forwarded_when_the_policy_says_so(tctx):
 def test_deep_but_parseable_json_is_masked_or_refused_never_forwarded_unmasked(tctx, addon):
     for depth in (50, 400, 900, 990):
         inner = json.dumps({"type": "text", "text": SECRET})
-        content = '{"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","content":' + \
-                  "[" * depth + inner + "]" * depth + '}, {"type": "text", "text": "' + SECRET + '"}]}]}'
+        content = (
+            '{"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","content":'
+            + "[" * depth
+            + inner
+            + "]" * depth
+            + '}, {"type": "text", "text": "'
+            + SECRET
+            + '"}]}]}'
+        )
         f = flow_for(content.encode())
         invoke(tctx, addon, HttpRequestHook(f))
         assert f.response is not None or SECRET not in f.request.text, depth
 
 
 def test_twenty_megabyte_body(tctx, addon):
-    chunk = ("x = compute(value)  # ordinary code line\n" * 25_000)
-    body = {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": f"t{i}", "content": chunk} for i in range(20)
-    ] + [{"type": "text", "text": f"and finally {SECRET}"}]}]}
+    chunk = "x = compute(value)  # ordinary code line\n" * 25_000
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": f"t{i}", "content": chunk} for i in range(20)]
+                + [{"type": "text", "text": f"and finally {SECRET}"}],
+            }
+        ],
+    }
     raw = json.dumps(body).encode()
     assert len(raw) > 20_000_000
     f = flow_for(raw)
@@ -287,8 +345,14 @@ def test_masking_off_does_nothing(tctx):
 
 def sse_with_secret() -> bytes:
     rng = random.Random(1)
-    return encode([message_start(), *text_block(0, f"Your key is {SECRET}.", rng),
-                   *tool_block(1, "Bash", {"command": f"gh auth login --with-token {PAT}"}, rng), *ending("tool_use")])
+    return encode(
+        [
+            message_start(),
+            *text_block(0, f"Your key is {SECRET}.", rng),
+            *tool_block(1, "Bash", {"command": f"gh auth login --with-token {PAT}"}, rng),
+            *ending("tool_use"),
+        ]
+    )
 
 
 def test_event_stream_goes_through_the_pipeline(tctx, addon):
@@ -301,7 +365,7 @@ def test_event_stream_goes_through_the_pipeline(tctx, addon):
     data = sse_with_secret()
     out = b""
     for i in range(0, len(data), 33):
-        r = pipe(data[i:i + 33])
+        r = pipe(data[i : i + 33])
         assert r != b""
         out += r if isinstance(r, bytes) else b"".join(r)
     out += pipe(b"")
@@ -337,14 +401,16 @@ def test_stream_cut_by_an_error_still_reports_findings(tctx, addon):
     assert len(exchange(f).response_findings) == 2
 
 
-@pytest.mark.parametrize("status, ctype, path, encoding, streams", [
-    (200, "application/json", "/v1/messages", None, False),
-    (200, "text/event-stream", "/v1/messages", "gzip", False),  # buffered, masked whole
-    (529, "text/event-stream", "/v1/messages", None, True),      # any status
-    (200, "text/event-stream", "/v1/messages/count_tokens", None, True),  # any endpoint
-])
-def test_every_uncompressed_event_stream_goes_through_the_pipeline(tctx, addon, status, ctype, path, encoding,
-                                                                   streams):
+@pytest.mark.parametrize(
+    "status, ctype, path, encoding, streams",
+    [
+        (200, "application/json", "/v1/messages", None, False),
+        (200, "text/event-stream", "/v1/messages", "gzip", False),  # buffered, masked whole
+        (529, "text/event-stream", "/v1/messages", None, True),  # any status
+        (200, "text/event-stream", "/v1/messages/count_tokens", None, True),  # any endpoint
+    ],
+)
+def test_every_uncompressed_event_stream_goes_through_the_pipeline(tctx, addon, status, ctype, path, encoding, streams):
     f = flow_for(body_with_secret(), path=path)
     extra = {"content_encoding": encoding} if encoding else {}
     f.response = response(b"", ctype=ctype, status=status, **extra)
@@ -354,8 +420,16 @@ def test_every_uncompressed_event_stream_goes_through_the_pipeline(tctx, addon, 
 
 def test_response_headers_are_allowlisted_and_masked(tctx, addon):
     f = flow_for(body_with_secret())
-    f.response = response(b"{}", **{"request-id": f"req-{SECRET}", "x-debug-token": "abc", "set-cookie": "s=1",
-                                    "anthropic-ratelimit-requests-remaining": "9", "x-leak": SECRET})
+    f.response = response(
+        b"{}",
+        **{
+            "request-id": f"req-{SECRET}",
+            "x-debug-token": "abc",
+            "set-cookie": "s=1",
+            "anthropic-ratelimit-requests-remaining": "9",
+            "x-leak": SECRET,
+        },
+    )
     f.response.reason = f"OK {SECRET}"
     invoke(tctx, addon, HttpResponseHeadersHook(f))
     h = f.response.headers
@@ -374,10 +448,18 @@ def test_response_headers_are_allowlisted_and_masked(tctx, addon):
 
 
 def test_buffered_json_response_is_masked(tctx, addon):
-    msg = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
-           "content": [{"type": "thinking", "thinking": f"saw {SECRET}", "signature": "sig/" + SECRET},
-                       {"type": "text", "text": f"Rotate {SECRET} now."}],
-           "usage": {"input_tokens": 1, "output_tokens": 1}}
+    msg = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "stop_reason": "end_turn",
+        "content": [
+            {"type": "thinking", "thinking": f"saw {SECRET}", "signature": "sig/" + SECRET},
+            {"type": "text", "text": f"Rotate {SECRET} now."},
+        ],
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
     f = flow_for(body_with_secret(), resp=response(json.dumps(msg).encode()))
     invoke(tctx, addon, HttpResponseHook(f))
     got = json.loads(f.response.content)
@@ -388,8 +470,10 @@ def test_buffered_json_response_is_masked(tctx, addon):
 
 def test_buffered_event_stream_is_masked_even_if_compressed(tctx, addon):
     data = sse_with_secret()
-    f = flow_for(body_with_secret(stream=True),
-                 resp=response(gzip.compress(data), ctype="text/event-stream", content_encoding="gzip"))
+    f = flow_for(
+        body_with_secret(stream=True),
+        resp=response(gzip.compress(data), ctype="text/event-stream", content_encoding="gzip"),
+    )
     invoke(tctx, addon, HttpResponseHeadersHook(f))
     assert not f.response.stream  # compressed: buffered instead
     invoke(tctx, addon, HttpResponseHook(f))
@@ -403,8 +487,9 @@ def test_api_errors_are_masked_and_clean_responses_untouched(tctx, addon):
     f = flow_for(body_with_secret(), resp=response(err, status=529))
     invoke(tctx, addon, HttpResponseHook(f))
     assert f.response.content == err
-    leaky = json.dumps({"type": "error", "error": {"type": "invalid_request_error",
-                                                   "message": f"bad key {SECRET}"}}).encode()
+    leaky = json.dumps(
+        {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad key {SECRET}"}}
+    ).encode()
     e = flow_for(body_with_secret(), resp=response(leaky, status=400))
     invoke(tctx, addon, HttpResponseHook(e))
     assert SECRET.encode() not in e.response.content and b"[MASKED:aws-access-key-id:" in e.response.content
@@ -499,8 +584,12 @@ def test_json_escaped_secrets_in_text_responses_are_masked(tctx, addon, ctype):
     escaped = "\\u0067" + PAT[1:]  # what json.dumps could write for the first letter
     msg = b'{"type":"message","content":[{"type":"text","text":"' + escaped.encode() + b'"}]}'
     body = (b"\xef\xbb\xbf" + msg) if not ctype else msg
-    f = flow_for(body_with_secret(), resp=response(body, ctype=ctype) if ctype else
-                 tutils.tresp(status_code=200, headers=http.Headers(), content=body))
+    f = flow_for(
+        body_with_secret(),
+        resp=response(body, ctype=ctype)
+        if ctype
+        else tutils.tresp(status_code=200, headers=http.Headers(), content=body),
+    )
     invoke(tctx, addon, HttpResponseHook(f))
     out = f.response.content.decode("utf-8", "replace")
     assert PAT[1:] not in out and "[MASKED:github-pat:" in out

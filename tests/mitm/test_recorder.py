@@ -35,35 +35,64 @@ PROXY_TOKEN = "eyJhbGciOiJFUzI1NiJ9.proxy-token-payload.sig"
 
 
 def request_body(stream: bool = False, text: str = "hello") -> bytes:
-    return json.dumps({
-        "model": "claude-sonnet-4-5", "max_tokens": 100, "stream": stream, "system": "You are Claude Code.",
-        "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
-        "messages": [{"role": "user", "content": text}],
-    }).encode()
+    return json.dumps(
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 100,
+            "stream": stream,
+            "system": "You are Claude Code.",
+            "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": text}],
+        }
+    ).encode()
 
 
 def message(text: str = "hi there") -> dict[str, Any]:
-    return {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 12, "output_tokens": 3}}
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 3},
+    }
 
 
 def make_flow(*, stream: bool = False, text: str = "hello", response: bool = True) -> http.HTTPFlow:
     req = tutils.treq(
-        method=b"POST", scheme=b"https", host="api.anthropic.com", port=443, path=b"/v1/messages?beta=true",
-        headers=http.Headers([(b"content-type", b"application/json"), (b"x-api-key", API_KEY.encode()),
-                              (b"authorization", f"Bearer {PROXY_TOKEN}".encode()),
-                              (b"user-agent", b"claude-cli/2.1.0"), (b"x-claude-code-session-id", b"sess-42")]),
-        content=request_body(stream, text), timestamp_start=time.time(), timestamp_end=time.time())
+        method=b"POST",
+        scheme=b"https",
+        host="api.anthropic.com",
+        port=443,
+        path=b"/v1/messages?beta=true",
+        headers=http.Headers(
+            [
+                (b"content-type", b"application/json"),
+                (b"x-api-key", API_KEY.encode()),
+                (b"authorization", f"Bearer {PROXY_TOKEN}".encode()),
+                (b"user-agent", b"claude-cli/2.1.0"),
+                (b"x-claude-code-session-id", b"sess-42"),
+            ]
+        ),
+        content=request_body(stream, text),
+        timestamp_start=time.time(),
+        timestamp_end=time.time(),
+    )
     f = tflow.tflow(req=req)
     ex = exchange_of(f)
-    ex.identity = Identity(issuer="https://idp.example", subject="alice", email="alice@example.com", groups=("eng",),
-                           token_id="jti-1")
+    ex.identity = Identity(
+        issuer="https://idp.example", subject="alice", email="alice@example.com", groups=("eng",), token_id="jti-1"
+    )
     ex.decide("access", "allow", "group eng may use claude-sonnet-4-5")
     if response:
         f.response = tutils.tresp(
             headers=http.Headers([(b"content-type", b"application/json"), (b"request-id", b"req_abc")]),
-            content=json.dumps(message()).encode(), timestamp_start=time.time(), timestamp_end=time.time())
+            content=json.dumps(message()).encode(),
+            timestamp_start=time.time(),
+            timestamp_end=time.time(),
+        )
     return f
 
 
@@ -112,8 +141,9 @@ def policy_for(tmp_path: Path, **kw: Any) -> RecordingPolicy:
 
 def configured(tmp_path: Path, state: Path, masker: Any = None, **kw: Any) -> Recorder:
     rec = Recorder()
-    rec.configure_recording(policy_for(tmp_path, **kw), state_dir=state, masker=masker, policy_sha256="f" * 64,
-                            gateway_version="0.1.0")
+    rec.configure_recording(
+        policy_for(tmp_path, **kw), state_dir=state, masker=masker, policy_sha256="f" * 64, gateway_version="0.1.0"
+    )
     return rec
 
 
@@ -135,6 +165,7 @@ def stored(rec: Recorder, tmp_path: Path) -> LocalStore:
 
 # -- the normal path -------------------------------------------------------------------------------
 
+
 def test_buffered_exchange_is_spooled_before_the_hook_returns(tmp_path: Path, state: Path) -> None:
     rec = configured(tmp_path, state)
     rec.recording.uploader.stop()  # so the spool, not the store, must hold it
@@ -143,13 +174,18 @@ def test_buffered_exchange_is_spooled_before_the_hook_returns(tmp_path: Path, st
     async def go() -> None:
         await rec.request(f)
         await rec.response(f)
+
     run(go())
     kinds = [r["kind"] for r in spooled_records(state)]
     assert kinds == ["start", "exchange"]
     r = spooled_records(state)[-1]
     assert r["exchange_id"] == exchange_of(f).exchange_id
     assert r["identity"]["subject"] == "alice" and r["session"] == {
-        "id": "sess-42", "source": "header", "agent_id": None, "parent_agent_id": None}
+        "id": "sess-42",
+        "source": "header",
+        "agent_id": None,
+        "parent_agent_id": None,
+    }
     assert r["response"]["request_id"] == "req_abc" and r["response"]["message"]["usage"]["output_tokens"] == 3
     assert r["decisions"][0]["stage"] == "access" and r["gateway"] == {"version": "0.1.0", "policy_sha256": "f" * 64}
     assert r["timing"]["ttfb_ms"] is not None
@@ -171,16 +207,19 @@ def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, sta
     assert [r["kind"] for r in spooled_records(state)] == ["start", "request"]
     assert spooled_records(state)[-1]["request"]["stream"] is True
 
-    f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream"),
-                                                    (b"request-id", b"req_s")]), content=b"")
-    stream_through(f, FakePipeline(message("streamed answer"),
-                                   [Finding("aws-access-key-id", "content[0].text", "3f9a1c")]))
+    f.response = tutils.tresp(
+        headers=http.Headers([(b"content-type", b"text/event-stream"), (b"request-id", b"req_s")]), content=b""
+    )
+    stream_through(
+        f, FakePipeline(message("streamed answer"), [Finding("aws-access-key-id", "content[0].text", "3f9a1c")])
+    )
     run(rec.response(f))
     final = spooled_records(state)[-1]
     assert final["kind"] == "exchange" and final["response"]["streamed"] is True
     assert final["response"]["encoding"] == "sse" and final["response"]["request_id"] == "req_s"
-    assert final["findings"]["response"] == [{"rule": "aws-access-key-id", "where": "content[0].text",
-                                              "fingerprint": "3f9a1c"}]
+    assert final["findings"]["response"] == [
+        {"rule": "aws-access-key-id", "where": "content[0].text", "fingerprint": "3f9a1c"}
+    ]
     assert final["request"]["messages"] == spooled_records(state)[-2]["request"]["messages"]
 
     # Once the masking addon has moved the findings to the Exchange, they are not counted twice.
@@ -199,6 +238,7 @@ def test_refused_flow_is_recorded_as_an_audit_event(tmp_path: Path, state: Path)
     async def go() -> None:
         await rec.request(f)  # an earlier addon answered: nothing spooled here
         await rec.response(f)
+
     run(go())
     store = stored(rec, tmp_path)
     (r,) = list(iter_records(store, kinds=("refusal", "exchange", "request")))
@@ -217,6 +257,7 @@ def test_error_without_response_is_recorded(tmp_path: Path, state: Path) -> None
         await rec.request(f)
         await rec.error(f)
         await rec.error(f)  # once only
+
     run(go())
     store = stored(rec, tmp_path)
     (r,) = list(iter_records(store, kinds=("exchange",)))
@@ -224,6 +265,7 @@ def test_error_without_response_is_recorded(tmp_path: Path, state: Path) -> None
 
 
 # -- failures --------------------------------------------------------------------------------------
+
 
 def break_spool(state: Path) -> None:
     shutil.rmtree(state / "spool")
@@ -304,11 +346,13 @@ def test_hooks_do_not_block_the_event_loop(tmp_path: Path, state: Path) -> None:
         await asyncio.gather(*(rec.response(f) for f in flows))
         stop.set()
         await tick
+
     run(go())
     assert lags and max(lags) < 0.25  # blocking would show 0.3 s or more
 
 
 # -- secrets ---------------------------------------------------------------------------------------
+
 
 def all_bytes(*roots: Path) -> bytes:
     return b"".join(p.read_bytes() for root in roots if root.exists() for p in root.rglob("*") if p.is_file())
@@ -320,14 +364,17 @@ def test_no_secret_at_rest(tmp_path: Path, state: Path) -> None:
     flows[0].response.content = json.dumps(message(f"use {SECRET} carefully")).encode()
     flows[1].response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=b"")
     thinking = message()
-    thinking["content"] = [{"type": "thinking", "thinking": f"the key is {SECRET}", "signature": "sig=="},
-                           {"type": "text", "text": "ok"}]
+    thinking["content"] = [
+        {"type": "thinking", "thinking": f"the key is {SECRET}", "signature": "sig=="},
+        {"type": "text", "text": "ok"},
+    ]
     stream_through(flows[1], FakePipeline(thinking, []))
 
     async def go() -> None:
         for f in flows:
             await rec.request(f)
             await rec.response(f)
+
     run(go())
     stored(rec, tmp_path)
     rec.done()
@@ -369,25 +416,63 @@ def test_buffered_sse_is_reassembled_with_the_real_parser(tmp_path: Path, state:
 
     start = {k: v for k, v in message().items() if k != "content"}
     start.update(content=[], stop_reason=None)
-    body = b"".join([
-        ev("message_start", {"type": "message_start", "message": start}),
-        ev("content_block_start", {"type": "content_block_start", "index": 0,
-                                   "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
-        ev("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                   "delta": {"type": "thinking_delta", "thinking": f"key {thinking_secret}"}}),
-        ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ev("ping", {"type": "ping"}),
-        ev("content_block_start", {"type": "content_block_start", "index": 1,
-                                   "content_block": {"type": "tool_use", "id": "tu_1", "name": "Bash", "input": {}}}),
-        ev("content_block_delta", {"type": "content_block_delta", "index": 1,
-                                   "delta": {"type": "input_json_delta", "partial_json": '{"command": "l'}}),
-        ev("content_block_delta", {"type": "content_block_delta", "index": 1,
-                                   "delta": {"type": "input_json_delta", "partial_json": 's -la"}'}}),
-        ev("content_block_stop", {"type": "content_block_stop", "index": 1}),
-        ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                             "usage": {"output_tokens": 42}}),
-        ev("message_stop", {"type": "message_stop"}),
-    ])
+    body = b"".join(
+        [
+            ev("message_start", {"type": "message_start", "message": start}),
+            ev(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                },
+            ),
+            ev(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "thinking_delta", "thinking": f"key {thinking_secret}"},
+                },
+            ),
+            ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ev("ping", {"type": "ping"}),
+            ev(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 1,
+                    "content_block": {"type": "tool_use", "id": "tu_1", "name": "Bash", "input": {}},
+                },
+            ),
+            ev(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": '{"command": "l'},
+                },
+            ),
+            ev(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": 's -la"}'},
+                },
+            ),
+            ev("content_block_stop", {"type": "content_block_stop", "index": 1}),
+            ev(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                    "usage": {"output_tokens": 42},
+                },
+            ),
+            ev("message_stop", {"type": "message_stop"}),
+        ]
+    )
     f = make_flow(stream=True)
     f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=body)
     run(rec.request(f))
@@ -400,7 +485,6 @@ def test_buffered_sse_is_reassembled_with_the_real_parser(tmp_path: Path, state:
     assert msg["content"][1] == {"type": "tool_use", "id": "tu_1", "name": "Bash", "input": {"command": "ls -la"}}
     assert thinking_secret not in msg["content"][0]["thinking"]  # the record masks thinking too
     assert r["findings"]["record"] and thinking_secret.encode() not in all_bytes(tmp_path / "recordings")
-
 
 
 def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_path: Path, state: Path) -> None:
@@ -418,15 +502,27 @@ def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_p
     pipeline = f.response.stream
     assert exchange_of(f).sse_pipeline is pipeline
     start = {k: v for k, v in message().items() if k != "content"}
-    sent = pipeline(b"".join([
-        encode_event("message_start", {"type": "message_start", "message": {**start, "content": []}}),
-        encode_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                             "content_block": {"type": "text", "text": ""}}),
-        encode_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                             "delta": {"type": "text_delta", "text": f"use {secret} now"}}),
-        encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        encode_event("message_stop", {"type": "message_stop"}),
-    ]))
+    sent = pipeline(
+        b"".join(
+            [
+                encode_event("message_start", {"type": "message_start", "message": {**start, "content": []}}),
+                encode_event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                ),
+                encode_event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": f"use {secret} now"},
+                    },
+                ),
+                encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                encode_event("message_stop", {"type": "message_stop"}),
+            ]
+        )
+    )
     pipeline(b"")
     run(masking.response(f))  # moves the pipeline's findings to the Exchange
     run(rec.response(f))
@@ -441,6 +537,7 @@ def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_p
 
 # -- configuration and lifecycle ---------------------------------------------------------------------
 
+
 def test_reconfigure_and_reload_keep_one_uploader_and_one_chain(tmp_path: Path, state: Path) -> None:
     first = configured(tmp_path, state)
     run(first.response(make_flow()))
@@ -454,8 +551,14 @@ def test_reconfigure_and_reload_keep_one_uploader_and_one_chain(tmp_path: Path, 
     assert len([t for t in uploaders if t is second.recording.uploader._thread]) == 1
     assert thread is None or not thread.is_alive() or thread is second.recording.uploader._thread
     configured(tmp_path, state)  # a policy reload while running
-    assert [t for t in threading.enumerate() if t.name == "gatehouse-uploader"
-            and t is not second.recording.uploader._thread and t.is_alive() and t is thread] == []
+    assert [
+        t
+        for t in threading.enumerate()
+        if t.name == "gatehouse-uploader"
+        and t is not second.recording.uploader._thread
+        and t.is_alive()
+        and t is thread
+    ] == []
     store = stored(second, tmp_path)
     second.done()
     result = verify_store(store)
@@ -466,8 +569,12 @@ def test_policy_moving_the_spool_retires_the_old_one(tmp_path: Path, state: Path
     rec = configured(tmp_path, state)
     run(rec.response(make_flow()))
     old = rec.recording
-    rec.configure_recording(policy_for(tmp_path, spool_dir=tmp_path / "spool2"), state_dir=state,
-                            policy_sha256="e" * 64, gateway_version="0.1.0")
+    rec.configure_recording(
+        policy_for(tmp_path, spool_dir=tmp_path / "spool2"),
+        state_dir=state,
+        policy_sha256="e" * 64,
+        gateway_version="0.1.0",
+    )
     try:
         assert rec.recording is not old and not old.uploader.running
         assert old.spool.pending() == []  # the old spool was flushed, its chain checkpointed
@@ -499,14 +606,18 @@ def test_configured_signing_key_and_bad_key(tmp_path: Path, state: Path, monkeyp
         configured(tmp_path, state, signing_key_env="GATEHOUSE_RECORDING_KEY")
 
 
-
-
 def test_bucket_without_object_lock_stops_start_up(s3: S3Server, tmp_path: Path, state: Path) -> None:
     bucket = f"plain-{secrets.token_hex(4)}"
     s3.create_bucket(bucket, object_lock=False)
     with pytest.raises(exceptions.OptionsError, match="does not have Object Lock enabled"):
-        configured(tmp_path, state, store=f"s3://{bucket}/gh", s3_endpoint_url=s3.endpoint_url,
-                   object_lock_mode="COMPLIANCE", retention_days=1)
+        configured(
+            tmp_path,
+            state,
+            store=f"s3://{bucket}/gh",
+            s3_endpoint_url=s3.endpoint_url,
+            object_lock_mode="COMPLIANCE",
+            retention_days=1,
+        )
     with pytest.raises(exceptions.OptionsError, match="does not exist"):
         configured(tmp_path, state, store="s3://missing-bucket/gh", s3_endpoint_url=s3.endpoint_url)
 
@@ -514,14 +625,21 @@ def test_bucket_without_object_lock_stops_start_up(s3: S3Server, tmp_path: Path,
 def test_s3_recording_end_to_end_in_process(s3: S3Server, tmp_path: Path, state: Path) -> None:
     bucket = f"rec-{secrets.token_hex(4)}"
     s3.create_bucket(bucket, object_lock=True)
-    rec = configured(tmp_path, state, store=f"s3://{bucket}/gh", s3_endpoint_url=s3.endpoint_url,
-                     object_lock_mode="GOVERNANCE", retention_days=2)
+    rec = configured(
+        tmp_path,
+        state,
+        store=f"s3://{bucket}/gh",
+        s3_endpoint_url=s3.endpoint_url,
+        object_lock_mode="GOVERNANCE",
+        retention_days=2,
+    )
     for i in range(3):
         f = make_flow(text=f"turn {i}")
         run(rec.request(f))
         run(rec.response(f))
     rec.done()
     from gatehouse.recording.stores import open_store
+
     store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="GOVERNANCE")
     result = verify_store(store)
     assert result.ok, [str(p) for p in result.problems]

@@ -128,8 +128,9 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def error_body(status: int, type: str | None = None, message: str | None = None,
-               request_id: str | None = None) -> dict[str, Any]:
+def error_body(
+    status: int, type: str | None = None, message: str | None = None, request_id: str | None = None
+) -> dict[str, Any]:
     """The Anthropic error shape: `{"type":"error","error":{type,message},"request_id":...}`."""
     etype = type or ERROR_TYPES.get(status, "api_error")
     return {
@@ -385,8 +386,7 @@ def sse_events(
             "message_start",
             {
                 "type": "message_start",
-                "message": dict(msg, content=[], stop_reason=None, stop_sequence=None,
-                                usage=start_usage),
+                "message": dict(msg, content=[], stop_reason=None, stop_sequence=None, usage=start_usage),
             },
         )
     ]
@@ -400,25 +400,27 @@ def sse_events(
         kind = block.get("type")
         if kind == "text":
             start: dict[str, Any] = {"type": "text", "text": ""}
-            deltas = [delta(index, {"type": "citations_delta", "citation": c})
-                      for c in block.get("citations") or []]
-            deltas += [delta(index, {"type": "text_delta", "text": p})
-                       for p in _pieces(block.get("text", ""), chunk_chars)]
+            deltas = [delta(index, {"type": "citations_delta", "citation": c}) for c in block.get("citations") or []]
+            deltas += [
+                delta(index, {"type": "text_delta", "text": p}) for p in _pieces(block.get("text", ""), chunk_chars)
+            ]
         elif kind in ("tool_use", "server_tool_use"):
             start = {k: v for k, v in block.items() if k != "input"} | {"input": {}}
             raw = json.dumps(block.get("input", {}), ensure_ascii=False)
-            deltas = [delta(index, {"type": "input_json_delta", "partial_json": p})
-                      for p in ["", *_pieces(raw, json_chunk_chars)]]
+            deltas = [
+                delta(index, {"type": "input_json_delta", "partial_json": p})
+                for p in ["", *_pieces(raw, json_chunk_chars)]
+            ]
         elif kind == "thinking":
             start = {"type": "thinking", "thinking": "", "signature": ""}
-            deltas = [delta(index, {"type": "thinking_delta", "thinking": p})
-                      for p in _pieces(block.get("thinking", ""), chunk_chars)]
-            deltas.append(delta(index, {"type": "signature_delta",
-                                        "signature": block.get("signature", "")}))
+            deltas = [
+                delta(index, {"type": "thinking_delta", "thinking": p})
+                for p in _pieces(block.get("thinking", ""), chunk_chars)
+            ]
+            deltas.append(delta(index, {"type": "signature_delta", "signature": block.get("signature", "")}))
         else:
             start, deltas = dict(block), []
-        events.append(("content_block_start",
-                       {"type": "content_block_start", "index": index, "content_block": start}))
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
         events.extend(deltas)
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
 
@@ -629,8 +631,7 @@ class Reply:
     ) -> Reply:
         """A message with these content blocks; stop_reason defaults to `tool_use` when a
         tool_use block is present, else `end_turn`; usage entries override the estimates."""
-        msg: dict[str, Any] = {"content": [dict(b) for b in content_blocks], "model": model,
-                               "stop_reason": stop_reason}
+        msg: dict[str, Any] = {"content": [dict(b) for b in content_blocks], "model": model, "stop_reason": stop_reason}
         if usage:
             msg["usage"] = dict(usage)
         return cls(msg=msg, **options)
@@ -645,8 +646,9 @@ class Reply:
         usage: Mapping[str, int] | None = None,
         **options: Any,
     ) -> Reply:
-        return cls.message([{"type": "text", "text": text}], model=model,
-                           stop_reason=stop_reason, usage=usage, **options)
+        return cls.message(
+            [{"type": "text", "text": text}], model=model, stop_reason=stop_reason, usage=usage, **options
+        )
 
     @classmethod
     def tool_use(
@@ -660,20 +662,17 @@ class Reply:
     ) -> Reply:
         """A tool call (optionally preceded by a text block), stop_reason `tool_use`."""
         blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        blocks.append({"type": "tool_use", "id": id or f"toolu_fake_{_hex()}", "name": name,
-                       "input": dict(input)})
+        blocks.append({"type": "tool_use", "id": id or f"toolu_fake_{_hex()}", "name": name, "input": dict(input)})
         return cls.message(blocks, **options)
 
     @classmethod
-    def error(cls, status: int, type: str | None = None, message: str | None = None,
-              **options: Any) -> Reply:
+    def error(cls, status: int, type: str | None = None, message: str | None = None, **options: Any) -> Reply:
         """An API error (always JSON, even for a streaming request, as the real API does before
         a stream starts). `type` defaults to the status's usual error type."""
         return cls(status=status, body=error_body(status, type, message), **options)
 
     @classmethod
-    def raw(cls, body: Any, status: int = 200, content_type: str = "application/json",
-            **options: Any) -> Reply:
+    def raw(cls, body: Any, status: int = 200, content_type: str = "application/json", **options: Any) -> Reply:
         """Any body: bytes are sent as is, anything else as JSON."""
         return cls(status=status, body=body, content_type=content_type, **options)
 
@@ -746,8 +745,7 @@ def _tool_result_text(block: Mapping[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(b.get("text", "") for b in content
-                         if isinstance(b, dict) and b.get("type") == "text")
+        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
     return ""
 
 
@@ -945,24 +943,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _start(self, status: int, reply: Reply, request_id: str, headers: dict[str, str]) -> None:
         self.send_response(status)
-        headers = {"request-id": request_id, "anthropic-organization-id": "fake-org",
-                   **headers, **reply.extra_headers}
+        headers = {"request-id": request_id, "anthropic-organization-id": "fake-org", **headers, **reply.extra_headers}
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()  # one write: status line and headers
 
     def _use_gzip(self, reply: Reply, request: ReceivedRequest | None) -> bool:
-        return bool(reply.gzip and request
-                    and _accepts_gzip(request.headers.get("accept-encoding", "")))
+        return bool(reply.gzip and request and _accepts_gzip(request.headers.get("accept-encoding", "")))
 
-    def _send_json(self, status: int, body: Any, reply: Reply,
-                   request: ReceivedRequest | None, request_id: str | None = None) -> None:
+    def _send_json(
+        self, status: int, body: Any, reply: Reply, request: ReceivedRequest | None, request_id: str | None = None
+    ) -> None:
         request_id = request_id or f"req_fake_{_hex()}"
         if isinstance(body, bytes):
             data = body
         else:
-            if (isinstance(body, dict) and body.get("type") == "error"
-                    and body.get("request_id") is None):
+            if isinstance(body, dict) and body.get("type") == "error" and body.get("request_id") is None:
                 body = dict(body, request_id=request_id)
             data = _dumps(body)
         headers = {"content-type": reply.content_type}
@@ -985,19 +981,19 @@ class _Handler(BaseHTTPRequestHandler):
             chunks = list(raw) if isinstance(raw, list) else _split_sse(raw)
             return self._send_sse(reply, request, request_id, chunks)
         if reply.msg is None:
-            return self._send_json(reply.status, reply.body if reply.body is not None else {},
-                                   reply, request, request_id)
-        message = complete_message(reply.msg, model=request.model,
-                                   input_tokens=_estimate_tokens(len(request.body)))
+            return self._send_json(
+                reply.status, reply.body if reply.body is not None else {}, reply, request, request_id
+            )
+        message = complete_message(reply.msg, model=request.model, input_tokens=_estimate_tokens(len(request.body)))
         stream = reply.stream if reply.stream is not None else request.wants_stream
         if not stream:
             return self._send_json(reply.status, message, reply, request, request_id)
-        events = sse_events(message, chunk_chars=reply.chunk_chars,
-                            json_chunk_chars=reply.json_chunk_chars, pings=reply.pings)
+        events = sse_events(
+            message, chunk_chars=reply.chunk_chars, json_chunk_chars=reply.json_chunk_chars, pings=reply.pings
+        )
         self._send_sse(reply, request, request_id, [encode_sse_event(*e) for e in events])
 
-    def _send_sse(self, reply: Reply, request: ReceivedRequest, request_id: str,
-                  chunks: list[bytes]) -> None:
+    def _send_sse(self, reply: Reply, request: ReceivedRequest, request_id: str, chunks: list[bytes]) -> None:
         stopping = self.server.upstream._stopping
         compressor = zlib.compressobj(wbits=31) if self._use_gzip(reply, request) else None
         headers = {
@@ -1012,8 +1008,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         def write(data: bytes, final: bool = False) -> None:
             if compressor:
-                data = compressor.compress(data) + compressor.flush(
-                    zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+                data = compressor.compress(data) + compressor.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
             if data:  # an empty chunk would be read as the end of the body
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
@@ -1046,8 +1041,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], upstream: FakeUpstream,
-                 ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, address: tuple[str, int], upstream: FakeUpstream, ssl_context: ssl.SSLContext | None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.upstream = upstream
@@ -1150,8 +1144,11 @@ class FakeUpstream:
         self._stopping.clear()
         self._server = _Server((self.host, self._requested_port), self, context)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"fake-upstream-{self.port}", daemon=True)
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-upstream-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -1232,8 +1229,7 @@ class FakeUpstream:
         if self.api_key is None:
             return True
         bearer = request.headers.get("authorization", "")
-        return (request.header_values("x-api-key") == [self.api_key]
-                or bearer == f"Bearer {self.api_key}")
+        return request.header_values("x-api-key") == [self.api_key] or bearer == f"Bearer {self.api_key}"
 
     def _choose_reply(self, request: ReceivedRequest) -> Reply:
         if not self._authorised(request):
@@ -1245,8 +1241,9 @@ class FakeUpstream:
             except Exception as e:  # a test bug: make it visible, to the client and the test
                 self.errors.append(e)
                 traceback.print_exc()
-                return Reply.error(500, "api_error", f"fake upstream responder raised {e!r}",
-                                   extra_headers={"x-should-retry": "false"})
+                return Reply.error(
+                    500, "api_error", f"fake upstream responder raised {e!r}", extra_headers={"x-should-retry": "false"}
+                )
             if reply is not None:
                 return reply
         return self._default_reply(request)
@@ -1261,8 +1258,9 @@ class FakeUpstream:
         if method == "POST" and route == "/v1/messages/count_tokens":
             return Reply.raw({"input_tokens": _estimate_tokens(len(request.body))})
         if method == "GET" and route == "/v1/models":
-            return Reply.raw({"data": MODELS, "has_more": False,
-                              "first_id": MODELS[0]["id"], "last_id": MODELS[-1]["id"]})
+            return Reply.raw(
+                {"data": MODELS, "has_more": False, "first_id": MODELS[0]["id"], "last_id": MODELS[-1]["id"]}
+            )
         if method == "GET" and route.startswith("/v1/models/"):
             model_id = route.removeprefix("/v1/models/")
             for model in MODELS:
@@ -1285,15 +1283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 (default) picks a free port")
     parser.add_argument("--tls", action="store_true", help="serve HTTPS with a CA of its own")
     parser.add_argument("--cert-dir", help="write (and keep) the TLS files here")
-    parser.add_argument("--tool-command",
-                        help="drive Claude Code: answer agent turns with a Bash tool_use running "
-                             "this command, then quote its output")
+    parser.add_argument(
+        "--tool-command",
+        help="drive Claude Code: answer agent turns with a Bash tool_use running this command, then quote its output",
+    )
     parser.add_argument("--api-key", help="reject requests that do not carry this key (401)")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
 
-    up = FakeUpstream(tls=args.tls, host=args.host, port=args.port, cert_dir=args.cert_dir,
-                      api_key=args.api_key, verbose=args.verbose)
+    up = FakeUpstream(
+        tls=args.tls, host=args.host, port=args.port, cert_dir=args.cert_dir, api_key=args.api_key, verbose=args.verbose
+    )
     if args.tool_command:
         up.responder = claude_code_tool_responder(args.tool_command)
     done = threading.Event()

@@ -45,9 +45,16 @@ def gateway_state(directory: Path, policy: str = "") -> GatewayState:
     return state
 
 
-def api_flow(method: str = "POST", path: str = "/v1/messages?beta=true", body: bytes | dict | None = None, *,
-             host: str = API, scheme: str = "https", port: int = 443,
-             headers: list[tuple[str, str]] | None = None) -> http.HTTPFlow:
+def api_flow(
+    method: str = "POST",
+    path: str = "/v1/messages?beta=true",
+    body: bytes | dict | None = None,
+    *,
+    host: str = API,
+    scheme: str = "https",
+    port: int = 443,
+    headers: list[tuple[str, str]] | None = None,
+) -> http.HTTPFlow:
     """A request as a Claude client sends it through the proxy (POSTs carry a Messages body)."""
     if body is None:
         body = MESSAGES_BODY if method == "POST" else b""
@@ -56,21 +63,43 @@ def api_flow(method: str = "POST", path: str = "/v1/messages?beta=true", body: b
     if content:
         h.setdefault("content-type", "application/json")
         h["content-length"] = str(len(content))
-    req = tutils.treq(method=method.encode(), host=host, port=port, scheme=scheme.encode(),
-                      authority=f"{host}:{port}".encode(), path=path.encode(), headers=h, content=content)
+    req = tutils.treq(
+        method=method.encode(),
+        host=host,
+        port=port,
+        scheme=scheme.encode(),
+        authority=f"{host}:{port}".encode(),
+        path=path.encode(),
+        headers=h,
+        content=content,
+    )
     return tflow.tflow(req=req)
 
 
 def connect_flow(host: str = API, port: int = 443) -> http.HTTPFlow:
-    req = tutils.treq(method=b"CONNECT", host=host, port=port, scheme=b"", authority=f"{host}:{port}".encode(),
-                      path=b"", headers=http.Headers(), content=b"")
+    req = tutils.treq(
+        method=b"CONNECT",
+        host=host,
+        port=port,
+        scheme=b"",
+        authority=f"{host}:{port}".encode(),
+        path=b"",
+        headers=http.Headers(),
+        content=b"",
+    )
     return tflow.tflow(req=req)
 
 
 def identify(flow: http.HTTPFlow, *groups: str, email: str | None = "alice@example.com") -> Identity:
     """What the Identity addon (which runs first) puts on a verified caller's flow."""
-    identity = Identity(issuer="https://login.example.com", subject="alice", issuer_name="corp", email=email,
-                        groups=tuple(groups), token_id="jti-1")
+    identity = Identity(
+        issuer="https://login.example.com",
+        subject="alice",
+        issuer_name="corp",
+        email=email,
+        groups=tuple(groups),
+        token_id="jti-1",
+    )
     exchange_of(flow).identity = identity
     return identity
 

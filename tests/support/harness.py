@@ -95,10 +95,16 @@ class Gateway:
     def command(self) -> list[str]:
         cmd = [
             mitmdump_bin(),
-            "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
-            "--set", f"confdir={self.confdir}",
-            "-s", str(self.script),
-            "--set", f"gateway_policy={self.policy_path}",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(self.port),
+            "--set",
+            f"confdir={self.confdir}",
+            "-s",
+            str(self.script),
+            "--set",
+            f"gateway_policy={self.policy_path}",
         ]
         if self.upstream:
             cmd += ["--set", f"gateway_upstream={self.upstream}"]
@@ -121,7 +127,11 @@ class Gateway:
         self.confdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.process_env(), cwd=self.workdir,
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.process_env(),
+            cwd=self.workdir,
             start_new_session=True,
         )
         log.close()
@@ -144,8 +154,9 @@ class Gateway:
         """Start mitmdump expecting it to refuse to start; returns (exit code, output)."""
         self.port = self.port or free_port()
         self.confdir.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run(self.command(), capture_output=True, text=True, env=self.process_env(),
-                           cwd=self.workdir, timeout=timeout)
+        p = subprocess.run(
+            self.command(), capture_output=True, text=True, env=self.process_env(), cwd=self.workdir, timeout=timeout
+        )
         return p.returncode, p.stdout + p.stderr
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -284,15 +295,30 @@ def claude_env(gateway: Gateway, home: Path, token: str | None = None, **extra: 
     return env
 
 
-def run_claude(gateway: Gateway, workdir: Path, prompt: str, *, token: str | None = None,
-               args: list[str] | None = None, timeout: float = 120, **extra_env: str | None) -> subprocess.CompletedProcess:
+def run_claude(
+    gateway: Gateway,
+    workdir: Path,
+    prompt: str,
+    *,
+    token: str | None = None,
+    args: list[str] | None = None,
+    timeout: float = 120,
+    **extra_env: str | None,
+) -> subprocess.CompletedProcess:
     binary = claude_bin()
     need(binary is not None, "the Claude Code CLI is not installed (run `make claude-cli`)")
     home = workdir / "home"
     home.mkdir(exist_ok=True)
     cmd = [binary, "-p", prompt, "--output-format", "json"] + (args or [])
-    return subprocess.run(cmd, cwd=workdir, env=claude_env(gateway, home, token, **extra_env),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cmd,
+        cwd=workdir,
+        env=claude_env(gateway, home, token, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def have_node() -> bool:
@@ -308,8 +334,9 @@ def read_response(sock: socket.socket) -> bytes:
             return data
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     while len(body) < length:
         chunk = sock.recv(65536)
         if not chunk:

@@ -27,7 +27,6 @@ def jwks_of(*pairs: tuple[Any, str]) -> dict[str, Any]:
     return {"keys": [jwk_of(k, kid) for k, kid in pairs]}
 
 
-
 class IdP:
     """An OpenID Provider's key endpoints: /.well-known/openid-configuration and /jwks."""
 

@@ -83,8 +83,10 @@ def missing_reason() -> str | None:
     if shutil.which("node") is None:
         return "node is not installed"
     if not (PACKAGE_DIR / "package.json").is_file():
-        return (f"the npm package oidc-provider is not installed in {NODE_MODULES} "
-                "(cd .tools/node && npm install oidc-provider@^9)")
+        return (
+            f"the npm package oidc-provider is not installed in {NODE_MODULES} "
+            "(cd .tools/node && npm install oidc-provider@^9)"
+        )
     return None
 
 
@@ -121,12 +123,25 @@ class OidcProvider:
         jwk.update(kid=self.kid, alg="RS256", use="sig")
         (d / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
         (d / "server.mjs").write_text(SERVER_JS)
-        env = {**os.environ, "OIDC_PROVIDER_DIR": str(PACKAGE_DIR), "OP_JWKS": str(d / "jwks.json"),
-               "OP_RESOURCE": self.resource, "OP_CLIENT_ID": self.client_id,
-               "OP_CLIENT_SECRET": self.client_secret, "OP_GROUPS": json.dumps(self.groups),
-               "NODE_ENV": "test"}
-        self._proc = subprocess.Popen(["node", str(d / "server.mjs")], cwd=d, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = {
+            **os.environ,
+            "OIDC_PROVIDER_DIR": str(PACKAGE_DIR),
+            "OP_JWKS": str(d / "jwks.json"),
+            "OP_RESOURCE": self.resource,
+            "OP_CLIENT_ID": self.client_id,
+            "OP_CLIENT_SECRET": self.client_secret,
+            "OP_GROUPS": json.dumps(self.groups),
+            "NODE_ENV": "test",
+        }
+        self._proc = subprocess.Popen(
+            ["node", str(d / "server.mjs")],
+            cwd=d,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         errs: list[str] = []
         threading.Thread(target=lambda: errs.extend(self._proc.stderr), daemon=True).start()  # type: ignore[union-attr]
         line: list[str] = []
@@ -162,11 +177,16 @@ class OidcProvider:
 
     def client_credentials_token(self, resource: str | None = None) -> str:
         """An access token (JWT) for `resource` (default: the configured audience)."""
-        body = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "gatehouse",
-                                       "resource": resource or self.resource}).encode()
+        body = urllib.parse.urlencode(
+            {"grant_type": "client_credentials", "scope": "gatehouse", "resource": resource or self.resource}
+        ).encode()
         basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
-        req = urllib.request.Request(self.discovery()["token_endpoint"], data=body, method="POST", headers={
-            "authorization": f"Basic {basic}", "content-type": "application/x-www-form-urlencoded"})
+        req = urllib.request.Request(
+            self.discovery()["token_endpoint"],
+            data=body,
+            method="POST",
+            headers={"authorization": f"Basic {basic}", "content-type": "application/x-www-form-urlencoded"},
+        )
         deadline = time.monotonic() + 10
         while True:
             try:

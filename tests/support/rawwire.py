@@ -17,14 +17,18 @@ from pathlib import Path
 API = "api.anthropic.com"
 BODY = '{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'
 # Looks like a token; a reply must never quote it back.
-FAKE_JWT = ("eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImlzcyI6ImdhdGVob3VzZS1kZXYifQ."
-            "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtMDEyMzQ1Njc4OQ")
+FAKE_JWT = (
+    "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImlzcyI6ImdhdGVob3VzZS1kZXYifQ."
+    "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtMDEyMzQ1Njc4OQ"
+)
 PAUSE = 0.1  # between the first write and the rest: mitmproxy sees the first write alone
 
 
 def post(path: str = "/v1/messages", body: str = BODY, extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: {API}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n{extra}\r\n{body}").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {API}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}\r\n{body}"
+    ).encode()
 
 
 def tunnel(gw, host: str = API, port: int = 443, token: str | None = None) -> socket.socket:
@@ -154,8 +158,13 @@ models = ["claude-*"]
 def gatehouse_token(policy: Path, *args: str) -> str:
     """A token from the local dev issuer (`gatehouse token ... --print`), e.g. "--sub", "alice"."""
     gatehouse = Path(sys.executable).parent / "gatehouse"
-    r = subprocess.run([str(gatehouse), "token", "--policy", str(policy), *args, "--print"],
-                       capture_output=True, text=True, timeout=30, check=True)
+    r = subprocess.run(
+        [str(gatehouse), "token", "--policy", str(policy), *args, "--print"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return r.stdout.strip()
 
 

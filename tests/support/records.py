@@ -43,26 +43,42 @@ class FakeMasker:
         return masked, [dict(f, where=where) for f in findings]
 
 
-def messages_request(messages: list[dict[str, Any]], *, stream: bool = False, system: str = "You are Claude Code." * 50,
-                     extra_headers: list[tuple[str, str]] | None = None, session_header: bool = True) -> RequestInput:
+def messages_request(
+    messages: list[dict[str, Any]],
+    *,
+    stream: bool = False,
+    system: str = "You are Claude Code." * 50,
+    extra_headers: list[tuple[str, str]] | None = None,
+    session_header: bool = True,
+) -> RequestInput:
     """A Messages API request as Claude Code sends it, credentials included (never to be recorded)."""
     body = {
-        "model": "claude-sonnet-4-5", "max_tokens": 1024, "stream": stream, "system": system,
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "stream": stream,
+        "system": system,
         "tools": [{"name": "Bash", "description": "run a command", "input_schema": {"type": "object"}}],
         "messages": messages,
         "metadata": {"user_id": json.dumps({"device_id": "dev1", "account_uuid": "acc1", "session_id": "meta-sess"})},
     }
-    headers = [("content-type", "application/json"), ("user-agent", "claude-cli/2.1.0 (external, cli)"),
-               ("x-app", "cli"), ("anthropic-version", "2023-06-01"),
-               ("anthropic-beta", "claude-code-20250219, interleaved-thinking-2025-05-14"),
-               ("x-api-key", "sk-ant-api03-SHOULD-NEVER-BE-RECORDED"),
-               ("authorization", "Bearer eyJ.should.never"), ("proxy-authorization", "Basic dXNlcjpwYXNz"),
-               ("cookie", "session=secret"), ("x-stainless-lang", "js")]
+    headers = [
+        ("content-type", "application/json"),
+        ("user-agent", "claude-cli/2.1.0 (external, cli)"),
+        ("x-app", "cli"),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "claude-code-20250219, interleaved-thinking-2025-05-14"),
+        ("x-api-key", "sk-ant-api03-SHOULD-NEVER-BE-RECORDED"),
+        ("authorization", "Bearer eyJ.should.never"),
+        ("proxy-authorization", "Basic dXNlcjpwYXNz"),
+        ("cookie", "session=secret"),
+        ("x-stainless-lang", "js"),
+    ]
     if session_header:
         headers.append(("x-claude-code-session-id", "hdr-sess"))
     headers += extra_headers or []
-    return RequestInput("POST", "https", "api.anthropic.com", 443, "/v1/messages?beta=true", headers,
-                        json.dumps(body).encode())
+    return RequestInput(
+        "POST", "https", "api.anthropic.com", 443, "/v1/messages?beta=true", headers, json.dumps(body).encode()
+    )
 
 
 def numbered_record(i: int) -> BuiltRecord:
@@ -73,17 +89,29 @@ def numbered_record(i: int) -> BuiltRecord:
         data = canonical_json(value)
         blobs[sha256_ref(data)[7:]] = data
         refs.append(sha256_ref(data))
-    body = {"kind": "exchange", "exchange_id": f"gx_{i:04d}", "request": {"system": refs[0], "messages": refs[1:]},
-            "response": None}
+    body = {
+        "kind": "exchange",
+        "exchange_id": f"gx_{i:04d}",
+        "request": {"system": refs[0], "messages": refs[1:]},
+        "response": None,
+    }
     return BuiltRecord(body, blobs)
 
 
-def write_run(root: Path, spool_dir: Path, key: SigningKey, ids: range, clock: list[float],
-              retention_days: int | None = None) -> str:
+def write_run(
+    root: Path, spool_dir: Path, key: SigningKey, ids: range, clock: list[float], retention_days: int | None = None
+) -> str:
     """One gateway run's chain (`numbered_record` for each of `ids`) into a local store; its id."""
     store = LocalStore(root)
-    rec = Recording.open(spool_dir, store=store, key=key, retention_days=retention_days, gateway_version="t",
-                         policy_sha256="p", clock=lambda: clock[0])
+    rec = Recording.open(
+        spool_dir,
+        store=store,
+        key=key,
+        retention_days=retention_days,
+        gateway_version="t",
+        policy_sha256="p",
+        clock=lambda: clock[0],
+    )
     rec.start()
     for i in ids:
         rec.append(numbered_record(i))

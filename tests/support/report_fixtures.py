@@ -67,24 +67,53 @@ INJECTION = '<script>window.__pwned = 1; alert("xss")</script><img src=x onerror
 
 SYSTEM_PROMPT = [
     {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
-    {"type": "text", "text": "You are an interactive CLI tool that helps users with software engineering tasks. "
-                             "Use the tools available to you to assist the user." * 8,
-     "cache_control": {"type": "ephemeral"}},
+    {
+        "type": "text",
+        "text": "You are an interactive CLI tool that helps users with software engineering tasks. "
+        "Use the tools available to you to assist the user." * 8,
+        "cache_control": {"type": "ephemeral"},
+    },
 ]
 TOOLS = [
-    {"name": "Bash", "description": "Executes a given bash command in a persistent shell session.",
-     "input_schema": {"type": "object", "properties": {"command": {"type": "string"},
-                                                       "description": {"type": "string"}},
-                      "required": ["command"]}},
-    {"name": "Read", "description": "Reads a file from the local filesystem.",
-     "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]}},
-    {"name": "Edit", "description": "Performs exact string replacements in files.",
-     "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}, "old_string": {"type": "string"},
-                                                       "new_string": {"type": "string"}}}},
-    {"name": "Write", "description": "Writes a file to the local filesystem.",
-     "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}, "content": {"type": "string"}}}},
-    {"name": "WebFetch", "description": "Fetches content from a URL.",
-     "input_schema": {"type": "object", "properties": {"url": {"type": "string"}, "prompt": {"type": "string"}}}},
+    {
+        "name": "Bash",
+        "description": "Executes a given bash command in a persistent shell session.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}, "description": {"type": "string"}},
+            "required": ["command"],
+        },
+    },
+    {
+        "name": "Read",
+        "description": "Reads a file from the local filesystem.",
+        "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}, "required": ["file_path"]},
+    },
+    {
+        "name": "Edit",
+        "description": "Performs exact string replacements in files.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "file_path": {"type": "string"},
+                "old_string": {"type": "string"},
+                "new_string": {"type": "string"},
+            },
+        },
+    },
+    {
+        "name": "Write",
+        "description": "Writes a file to the local filesystem.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"file_path": {"type": "string"}, "content": {"type": "string"}},
+        },
+    },
+    {
+        "name": "WebFetch",
+        "description": "Fetches content from a URL.",
+        "input_schema": {"type": "object", "properties": {"url": {"type": "string"}, "prompt": {"type": "string"}}},
+    },
 ]
 
 
@@ -93,9 +122,10 @@ def test_masker() -> Masker:
     return Masker(masking_from_rules(load_pack("secrets")), b"report-fixtures-fingerprint-key!")
 
 
-def identity(subject: str, email: str | None, name: str | None = None, groups: Sequence[str] = ("developers",)) -> dict[str, Any]:
-    return Identity(ISSUER, subject, "Example IdP", email, name, tuple(groups), f"jti-{subject}",
-                    T0 + 86400).to_dict()
+def identity(
+    subject: str, email: str | None, name: str | None = None, groups: Sequence[str] = ("developers",)
+) -> dict[str, Any]:
+    return Identity(ISSUER, subject, "Example IdP", email, name, tuple(groups), f"jti-{subject}", T0 + 86400).to_dict()
 
 
 ALICE = identity("u-alice", "alice@example.com", "Alice Liddell")
@@ -105,6 +135,7 @@ CI_BOT = identity("svc-ci-deploy", None, "CI deploy bot", ("ci",))
 
 
 # -- writing ------------------------------------------------------------------------------------------
+
 
 class _DirectSpool:
     """The `spool.Spool` methods the Journal uses, writing into a store folder directly (no fsync).
@@ -158,8 +189,15 @@ class Clock:
 class Writer:
     """Builds records from exchange inputs and appends them through the recorder's Journal."""
 
-    def __init__(self, store_dir: Path, *, key: SigningKey | None = None, direct: bool = False,
-                 spool_dir: Path | None = None, masker: Masker | None = None) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        key: SigningKey | None = None,
+        direct: bool = False,
+        spool_dir: Path | None = None,
+        masker: Masker | None = None,
+    ) -> None:
         self.store_dir = Path(store_dir)
         self.store = LocalStore(self.store_dir)
         self.key = key or SigningKey.generate()
@@ -169,21 +207,34 @@ class Writer:
         self.direct = direct
         self.recording: Recording | None = None
         if direct:
-            self.journal = Journal(_DirectSpool(self.store_dir), self.key,  # type: ignore[arg-type]
-                                         gateway_version=GATEWAY_VERSION, policy_sha256=POLICY_SHA,
-                                         retention_days=None, node="fixture-node", clock=self.clock)
+            self.journal = Journal(
+                _DirectSpool(self.store_dir),
+                self.key,  # type: ignore[arg-type]
+                gateway_version=GATEWAY_VERSION,
+                policy_sha256=POLICY_SHA,
+                retention_days=None,
+                node="fixture-node",
+                clock=self.clock,
+            )
         else:
             self.spool_dir = spool_dir or self.store_dir.parent / f".spool-{self.store_dir.name}"
-            self.recording = Recording.open(self.spool_dir, store=self.store, key=self.key, retention_days=None,
-                                                  gateway_version=GATEWAY_VERSION, policy_sha256=POLICY_SHA,
-                                                  clock=self.clock)
+            self.recording = Recording.open(
+                self.spool_dir,
+                store=self.store,
+                key=self.key,
+                retention_days=None,
+                gateway_version=GATEWAY_VERSION,
+                policy_sha256=POLICY_SHA,
+                clock=self.clock,
+            )
             self.recording.spool.open()
             self.journal = self.recording.journal
         self.appended: list[Appended] = []
 
     def append(self, inp: ExchangeInput) -> Appended:
-        built: BuiltRecord = build_record(inp, masker=self.masker, gateway_version=GATEWAY_VERSION,
-                                          policy_sha256=POLICY_SHA, tracker=self.tracker)
+        built: BuiltRecord = build_record(
+            inp, masker=self.masker, gateway_version=GATEWAY_VERSION, policy_sha256=POLICY_SHA, tracker=self.tracker
+        )
         self.clock.now = inp.end_at or inp.request_at
         appended = self.journal.append(built)
         self.appended.append(appended)
@@ -202,34 +253,64 @@ class Writer:
 
 # -- building exchanges ---------------------------------------------------------------------------------
 
+
 def claude_code_headers(session_id: str, agent_id: str | None = None) -> list[tuple[str, str]]:
-    h = [("content-type", "application/json"), ("user-agent", CLAUDE_CODE_UA), ("x-app", "cli"),
-         ("anthropic-version", "2023-06-01"), ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14"),
-         ("x-claude-code-session-id", session_id), ("authorization", "Bearer must-never-be-recorded")]
+    h = [
+        ("content-type", "application/json"),
+        ("user-agent", CLAUDE_CODE_UA),
+        ("x-app", "cli"),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14"),
+        ("x-claude-code-session-id", session_id),
+        ("authorization", "Bearer must-never-be-recorded"),
+    ]
     if agent_id:
         h.append(("x-claude-code-agent-id", agent_id))
     return h
 
 
 def sdk_headers() -> list[tuple[str, str]]:
-    return [("content-type", "application/json"), ("user-agent", PY_SDK_UA), ("anthropic-version", "2023-06-01"),
-            ("x-stainless-lang", "python"), ("x-stainless-package-version", "0.69.0"),
-            ("x-api-key", "sk-ant-must-never-be-recorded")]
+    return [
+        ("content-type", "application/json"),
+        ("user-agent", PY_SDK_UA),
+        ("anthropic-version", "2023-06-01"),
+        ("x-stainless-lang", "python"),
+        ("x-stainless-package-version", "0.69.0"),
+        ("x-api-key", "sk-ant-must-never-be-recorded"),
+    ]
 
 
-def message(content: list[dict[str, Any]], *, model: str = "claude-sonnet-4-5", stop_reason: str | None = None,
-            usage: dict[str, int] | None = None, msg_id: str | None = None) -> dict[str, Any]:
+def message(
+    content: list[dict[str, Any]],
+    *,
+    model: str = "claude-sonnet-4-5",
+    stop_reason: str | None = None,
+    usage: dict[str, int] | None = None,
+    msg_id: str | None = None,
+) -> dict[str, Any]:
     if stop_reason is None:
         stop_reason = "tool_use" if any(b.get("type") == "tool_use" for b in content) else "end_turn"
-    return {"id": msg_id or f"msg_{hashlib.sha256(json.dumps(content).encode()).hexdigest()[:20]}",
-            "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": stop_reason, "stop_sequence": None,
-            "usage": usage or {"input_tokens": 1200, "output_tokens": 80, "cache_read_input_tokens": 900,
-                               "cache_creation_input_tokens": 0}}
+    return {
+        "id": msg_id or f"msg_{hashlib.sha256(json.dumps(content).encode()).hexdigest()[:20]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage
+        or {
+            "input_tokens": 1200,
+            "output_tokens": 80,
+            "cache_read_input_tokens": 900,
+            "cache_creation_input_tokens": 0,
+        },
+    }
 
 
-def decision(stage: str, action: str, reason: str = "", rule: str | None = None, at: float | None = None,
-             **detail: Any) -> dict[str, Any]:
+def decision(
+    stage: str, action: str, reason: str = "", rule: str | None = None, at: float | None = None, **detail: Any
+) -> dict[str, Any]:
     d = Decision(stage, action, reason, rule, detail).to_dict()
     if at is not None:
         d["at"] = at
@@ -276,14 +357,27 @@ class Conversation:
         if self.stream:
             body["stream"] = True
         if self.session_id and self.ident:
-            body["metadata"] = {"user_id": json.dumps({"device_id": "dev-1", "account_uuid": "",
-                                                       "session_id": self.session_id})}
+            body["metadata"] = {
+                "user_id": json.dumps({"device_id": "dev-1", "account_uuid": "", "session_id": self.session_id})
+            }
         return body
 
-    def turn(self, new: list[dict[str, Any]], reply: dict[str, Any] | None, *, decisions: Sequence[dict[str, Any]] = (),
-             status: int = 200, error: dict[str, Any] | None = None, kind: str = "exchange", gap: float = 20.0,
-             duration: float = 4.0, request_id: str | None = None, stream: bool | None = None,
-             split_streamed: bool = False, record_reply: dict[str, Any] | None = None) -> str:
+    def turn(
+        self,
+        new: list[dict[str, Any]],
+        reply: dict[str, Any] | None,
+        *,
+        decisions: Sequence[dict[str, Any]] = (),
+        status: int = 200,
+        error: dict[str, Any] | None = None,
+        kind: str = "exchange",
+        gap: float = 20.0,
+        duration: float = 4.0,
+        request_id: str | None = None,
+        stream: bool | None = None,
+        split_streamed: bool = False,
+        record_reply: dict[str, Any] | None = None,
+    ) -> str:
         """Send the history plus `new`; `reply` joins the history (as the client keeps it).
 
         `record_reply` is what the client received when it differs from `reply` (a tool call
@@ -304,21 +398,40 @@ class Conversation:
         if kind != "request":
             headers = [("request-id", rid), ("x-gatehouse-exchange-id", xid)]
             if error is not None:
-                resp = ResponseInput(status, headers + [("content-type", "application/json")], json.dumps(error).encode())
+                resp = ResponseInput(
+                    status, headers + [("content-type", "application/json")], json.dumps(error).encode()
+                )
             elif received is not None and streamed:
-                resp = ResponseInput(status, headers + [("content-type", "text/event-stream")], None, streamed=True,
-                                     assembled=received)
+                resp = ResponseInput(
+                    status, headers + [("content-type", "text/event-stream")], None, streamed=True, assembled=received
+                )
             elif received is not None:
-                resp = ResponseInput(status, headers + [("content-type", "application/json")], json.dumps(received).encode())
+                resp = ResponseInput(
+                    status, headers + [("content-type", "application/json")], json.dumps(received).encode()
+                )
         # Callers stamp decisions with the clock before this turn's gap: move them with it.
         moved = [dict(d, at=d["at"] + gap) if isinstance(d.get("at"), (int, float)) else d for d in decisions]
         all_decisions = gateway_decisions(self.ident, self.t) + moved
         if split_streamed:
             # A streamed exchange: its request is recorded before forwarding, the whole at the end.
-            self.writer.append(ExchangeInput("request", xid, req, None, self.ident, gateway_decisions(self.ident, self.t),
-                                             request_at=self.t))
-        self.writer.append(ExchangeInput(kind, xid, req, resp, self.ident, all_decisions,
-                                         request_at=self.t, first_byte_at=self.t + 0.8, end_at=self.t + duration))
+            self.writer.append(
+                ExchangeInput(
+                    "request", xid, req, None, self.ident, gateway_decisions(self.ident, self.t), request_at=self.t
+                )
+            )
+        self.writer.append(
+            ExchangeInput(
+                kind,
+                xid,
+                req,
+                resp,
+                self.ident,
+                all_decisions,
+                request_at=self.t,
+                first_byte_at=self.t + 0.8,
+                end_at=self.t + duration,
+            )
+        )
         if received is not None and error is None:
             self.messages = self.messages + [{"role": "assistant", "content": received["content"]}]
         self.t += duration
@@ -330,8 +443,10 @@ def user_text(text: str) -> dict[str, Any]:
 
 
 def tool_result(tool_use_id: str, output: str, is_error: bool = False) -> dict[str, Any]:
-    return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use_id, "content": output,
-                                         "is_error": is_error}]}
+    return {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": tool_use_id, "content": output, "is_error": is_error}],
+    }
 
 
 def tool_use(tid: str, name: str, inp: dict[str, Any]) -> dict[str, Any]:
@@ -339,6 +454,7 @@ def tool_use(tid: str, name: str, inp: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the scenario store ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Scenario:
@@ -366,74 +482,177 @@ def scenario_store(tmp: Path, *, name: str = "store", direct: bool = False) -> S
     rids["alice-1"] = "req_011CAliceFirstTurn0001"
     xids["alice-1"] = c.turn(
         [user_text(f"Deploy the service. My AWS key is {AWS_KEY}; the tests are in tests/.")],
-        message([{"type": "thinking", "thinking": "The user wants a deploy; run the tests first.", "signature": "sig=="},
-                 {"type": "text", "text": "I'll run the tests first."},
-                 tool_use("toolu_01tests", "Bash", {"command": "pytest -q tests/", "description": "Run the tests"})]),
+        message(
+            [
+                {"type": "thinking", "thinking": "The user wants a deploy; run the tests first.", "signature": "sig=="},
+                {"type": "text", "text": "I'll run the tests first."},
+                tool_use("toolu_01tests", "Bash", {"command": "pytest -q tests/", "description": "Run the tests"}),
+            ]
+        ),
         decisions=[decision("commands", "allow", "no rule matched", at=c.t, tool_use_id="toolu_01tests", tool="Bash")],
-        request_id=rids["alice-1"])
-    blocked_text = ("Gatehouse blocked this tool call (rule commands.no-rm-rf): "
-                    "removing files outside the workspace is not allowed.")
+        request_id=rids["alice-1"],
+    )
+    blocked_text = (
+        "Gatehouse blocked this tool call (rule commands.no-rm-rf): "
+        "removing files outside the workspace is not allowed."
+    )
     xids["alice-2"] = c.turn(
         [tool_result("toolu_01tests", "42 passed in 3.1s")],
         message([{"type": "text", "text": blocked_text}], stop_reason="end_turn"),
-        decisions=[decision("commands", "block", "removing files outside the workspace is not allowed",
-                            "commands.no-rm-rf", at=c.t, tool_use_id="toolu_02rm", tool="Bash",
-                            input={"command": "rm -rf /var/lib/app/cache", "description": "Clear the cache"})],
-        stream=True, split_streamed=True)
+        decisions=[
+            decision(
+                "commands",
+                "block",
+                "removing files outside the workspace is not allowed",
+                "commands.no-rm-rf",
+                at=c.t,
+                tool_use_id="toolu_02rm",
+                tool="Bash",
+                input={"command": "rm -rf /var/lib/app/cache", "description": "Clear the cache"},
+            )
+        ],
+        stream=True,
+        split_streamed=True,
+    )
     xids["alice-3"] = c.turn(
         [user_text("OK, skip that. Apply the terraform plan.")],
-        message([{"type": "text", "text": "Applying the plan."},
-                 tool_use("toolu_03tf", "Bash", {"command": "terraform apply -auto-approve plan.out"})]),
+        message(
+            [
+                {"type": "text", "text": "Applying the plan."},
+                tool_use("toolu_03tf", "Bash", {"command": "terraform apply -auto-approve plan.out"}),
+            ]
+        ),
         decisions=[
-            decision("commands", "approve", "terraform apply needs an approver from sre", "commands.terraform-apply",
-                     at=c.t, tool_use_id="toolu_03tf", tool="Bash", approver_groups=["sre"]),
-            decision("approvals", "hold", "waiting for an approver", "commands.terraform-apply", at=c.t + 1,
-                     tool_use_id="toolu_03tf", approval_id="apr_7f3a"),
-            decision("approvals", "approved", "change ticket CHG-1234", "commands.terraform-apply", at=c.t + 30,
-                     tool_use_id="toolu_03tf", approval_id="apr_7f3a",
-                     approver={"subject": "u-bob", "email": "bob@example.com"}),
-        ], duration=35.0)
+            decision(
+                "commands",
+                "approve",
+                "terraform apply needs an approver from sre",
+                "commands.terraform-apply",
+                at=c.t,
+                tool_use_id="toolu_03tf",
+                tool="Bash",
+                approver_groups=["sre"],
+            ),
+            decision(
+                "approvals",
+                "hold",
+                "waiting for an approver",
+                "commands.terraform-apply",
+                at=c.t + 1,
+                tool_use_id="toolu_03tf",
+                approval_id="apr_7f3a",
+            ),
+            decision(
+                "approvals",
+                "approved",
+                "change ticket CHG-1234",
+                "commands.terraform-apply",
+                at=c.t + 30,
+                tool_use_id="toolu_03tf",
+                approval_id="apr_7f3a",
+                approver={"subject": "u-bob", "email": "bob@example.com"},
+            ),
+        ],
+        duration=35.0,
+    )
     rids["alice-4"] = "req_011CAliceFourthTurn04"
     denied_text = "Gatehouse: the call to Bash was denied by carol@example.com (not during the freeze)."
     xids["alice-4"] = c.turn(
         [tool_result("toolu_03tf", "Apply complete! Resources: 3 added, 0 changed, 0 destroyed.")],
         message([{"type": "text", "text": denied_text}]),
         decisions=[
-            decision("commands", "approve", "kubectl against prod needs an approver", "commands.kubectl-prod", at=c.t,
-                     tool_use_id="toolu_04kube", tool="Bash",
-                     input={"command": "kubectl --context=prod rollout restart deploy/api"}),
-            decision("approvals", "hold", "waiting for an approver", "commands.kubectl-prod", at=c.t + 1,
-                     tool_use_id="toolu_04kube", approval_id="apr_9b1c"),
-            decision("approvals", "denied", "not during the freeze", "commands.kubectl-prod", at=c.t + 12,
-                     tool_use_id="toolu_04kube", approval_id="apr_9b1c",
-                     approver={"subject": "u-carol", "email": "carol@example.com"}),
-        ], request_id=rids["alice-4"])
+            decision(
+                "commands",
+                "approve",
+                "kubectl against prod needs an approver",
+                "commands.kubectl-prod",
+                at=c.t,
+                tool_use_id="toolu_04kube",
+                tool="Bash",
+                input={"command": "kubectl --context=prod rollout restart deploy/api"},
+            ),
+            decision(
+                "approvals",
+                "hold",
+                "waiting for an approver",
+                "commands.kubectl-prod",
+                at=c.t + 1,
+                tool_use_id="toolu_04kube",
+                approval_id="apr_9b1c",
+            ),
+            decision(
+                "approvals",
+                "denied",
+                "not during the freeze",
+                "commands.kubectl-prod",
+                at=c.t + 12,
+                tool_use_id="toolu_04kube",
+                approval_id="apr_9b1c",
+                approver={"subject": "u-carol", "email": "carol@example.com"},
+            ),
+        ],
+        request_id=rids["alice-4"],
+    )
     # A denied model, inside the session (Claude Code sent its session id).
-    c2 = Conversation(w, sid, ALICE, lambda: claude_code_headers(sid), model="claude-opus-4-1",
-                      messages=list(c.messages), t=c.t)
-    deny_body = {"type": "error", "error": {"type": "permission_error",
-                                            "message": "Gatehouse: model claude-opus-4-1 is not allowed for your groups"}}
-    xids["alice-refused"] = c2.turn([user_text("Use opus for this one.")], None, kind="refusal", status=403,
-                                    error=deny_body,
-                                    decisions=[decision("access", "deny", "model claude-opus-4-1 is not allowed for "
-                                                        "your groups", "model", at=c2.t, model="claude-opus-4-1")])
+    c2 = Conversation(
+        w, sid, ALICE, lambda: claude_code_headers(sid), model="claude-opus-4-1", messages=list(c.messages), t=c.t
+    )
+    deny_body = {
+        "type": "error",
+        "error": {
+            "type": "permission_error",
+            "message": "Gatehouse: model claude-opus-4-1 is not allowed for your groups",
+        },
+    }
+    xids["alice-refused"] = c2.turn(
+        [user_text("Use opus for this one.")],
+        None,
+        kind="refusal",
+        status=403,
+        error=deny_body,
+        decisions=[
+            decision(
+                "access",
+                "deny",
+                "model claude-opus-4-1 is not allowed for your groups",
+                "model",
+                at=c2.t,
+                model="claude-opus-4-1",
+            )
+        ],
+    )
     c.t = c2.t
     # A subagent of the same session, with its own conversation.
-    sub = Conversation(w, sid, ALICE, lambda: claude_code_headers(sid, "agent-explore-1"), system=SYSTEM_PROMPT[:1],
-                       tools=TOOLS[1:2], t=c.t)
-    xids["alice-sub"] = sub.turn([user_text("Find where the deploy script reads its config.")],
-                                 message([{"type": "text", "text": "It reads deploy/config.yaml."}]))
+    sub = Conversation(
+        w,
+        sid,
+        ALICE,
+        lambda: claude_code_headers(sid, "agent-explore-1"),
+        system=SYSTEM_PROMPT[:1],
+        tools=TOOLS[1:2],
+        t=c.t,
+    )
+    xids["alice-sub"] = sub.turn(
+        [user_text("Find where the deploy script reads its config.")],
+        message([{"type": "text", "text": "It reads deploy/config.yaml."}]),
+    )
     c.t = sub.t
-    xids["alice-5"] = c.turn([user_text("Thanks, that's all.")],
-                             message([{"type": "text", "text": "Done: tests pass, the plan is applied."}]))
+    xids["alice-5"] = c.turn(
+        [user_text("Thanks, that's all.")],
+        message([{"type": "text", "text": "Done: tests pass, the plan is applied."}]),
+    )
 
     # 2. Bob through the Python SDK: no session id, so the gateway's idle-gap session.
-    b = Conversation(w, None, BOB, sdk_headers, system="You are a helpful assistant.", tools=None,
-                     path="/v1/messages", t=T0 + 3600)
-    xids["bob-1"] = b.turn([user_text("Summarise RFC 9110 in one line.")],
-                           message([{"type": "text", "text": "HTTP semantics, in one document."}]))
-    xids["bob-2"] = b.turn([user_text("And RFC 9112?")],
-                           message([{"type": "text", "text": "HTTP/1.1 message syntax."}]))
+    b = Conversation(
+        w, None, BOB, sdk_headers, system="You are a helpful assistant.", tools=None, path="/v1/messages", t=T0 + 3600
+    )
+    xids["bob-1"] = b.turn(
+        [user_text("Summarise RFC 9110 in one line.")],
+        message([{"type": "text", "text": "HTTP semantics, in one document."}]),
+    )
+    xids["bob-2"] = b.turn(
+        [user_text("And RFC 9112?")], message([{"type": "text", "text": "HTTP/1.1 message syntax."}])
+    )
 
     # 3. Injection: recorded content with HTML and JavaScript.
     sid3 = 'inj-</script><script>window.__pwned=4</script>-"><b>bold</b>'
@@ -441,20 +660,45 @@ def scenario_store(tmp: Path, *, name: str = "store", direct: bool = False) -> S
     inj = Conversation(w, sid3, CAROL, lambda: claude_code_headers(sid3), t=T0 + 7200)
     xids["injection-1"] = inj.turn(
         [user_text(f"Please render {INJECTION} and </script><script>window.__pwned=3</script>")],
-        message([{"type": "text", "text": f"Here it is: {INJECTION}"},
-                 tool_use("toolu_inj", "Bash", {"command": f"echo '{INJECTION}'"})]),
-        decisions=[decision("commands", "allow", "no rule matched", at=inj.t, tool_use_id="toolu_inj", tool="Bash")])
-    xids["injection-2"] = inj.turn([tool_result("toolu_inj", INJECTION)],
-                                   message([{"type": "text", "text": "Printed."}]))
+        message(
+            [
+                {"type": "text", "text": f"Here it is: {INJECTION}"},
+                tool_use("toolu_inj", "Bash", {"command": f"echo '{INJECTION}'"}),
+            ]
+        ),
+        decisions=[decision("commands", "allow", "no rule matched", at=inj.t, tool_use_id="toolu_inj", tool="Bash")],
+    )
+    xids["injection-2"] = inj.turn(
+        [tool_result("toolu_inj", INJECTION)], message([{"type": "text", "text": "Printed."}])
+    )
 
     # 4. A refused token: no identity, no session id: an audit event of its own.
     anon = Conversation(w, None, None, sdk_headers, tools=None, system=None, path="/v1/messages", t=T0 + 9000)
-    refusal = {"type": "error", "error": {"type": "authentication_error",
-                                          "message": "Gatehouse refused the token (expired): the token expired"}}
+    refusal = {
+        "type": "error",
+        "error": {
+            "type": "authentication_error",
+            "message": "Gatehouse refused the token (expired): the token expired",
+        },
+    }
     xids["token-refused"] = anon.turn(
-        [user_text("hello")], None, kind="refusal", status=401, error=refusal,
-        decisions=[decision("identity", "deny", "Gatehouse refused the token (expired): the token expired",
-                            "identity.expired", at=anon.t, status=401, error_type="authentication_error")])
+        [user_text("hello")],
+        None,
+        kind="refusal",
+        status=401,
+        error=refusal,
+        decisions=[
+            decision(
+                "identity",
+                "deny",
+                "Gatehouse refused the token (expired): the token expired",
+                "identity.expired",
+                at=anon.t,
+                status=401,
+                error_type="authentication_error",
+            )
+        ],
+    )
 
     w.close()
     sessions["bob"] = _session_of_exchange(store_dir, xids["bob-1"])
@@ -473,6 +717,7 @@ def _session_of_exchange(store_dir: Path, xid: str) -> str:
 
 
 # -- reading a rendered report (the report's tests) --------------------------------------------------------
+
 
 def index_data(out: Path) -> list[dict]:
     """The sessions' rows embedded in index.html."""
@@ -514,8 +759,10 @@ def rewrite_record(path: Path, change: Callable[[Any], None]) -> None:
 
 # -- generated stores (benchmark) ---------------------------------------------------------------------
 
-WORDS = ("build test deploy cache config service handler request response error retry timeout parse "
-         "render index session token model stream buffer record verify signature chain blob").split()
+WORDS = (
+    "build test deploy cache config service handler request response error retry timeout parse "
+    "render index session token model stream buffer record verify signature chain blob"
+).split()
 
 
 def _sentence(rng: random.Random, n: int) -> str:
@@ -529,9 +776,17 @@ def generated_session(w: Writer, index: int, exchanges: int, t0: float, rng: ran
     c = Conversation(w, sid, user, lambda: claude_code_headers(sid), t=t0)
     pending: str | None = None
     for i in range(exchanges):
-        new = [user_text(_sentence(rng, 30))] if pending is None else \
-            [tool_result(pending, "\n".join(_sentence(rng, 12) for _ in range(8)) +
-                         (f"\nexport AWS_ACCESS_KEY_ID={AWS_KEY}" if i % 7 == 3 else ""))]
+        new = (
+            [user_text(_sentence(rng, 30))]
+            if pending is None
+            else [
+                tool_result(
+                    pending,
+                    "\n".join(_sentence(rng, 12) for _ in range(8))
+                    + (f"\nexport AWS_ACCESS_KEY_ID={AWS_KEY}" if i % 7 == 3 else ""),
+                )
+            ]
+        )
         last = i == exchanges - 1
         if last:
             reply = message([{"type": "text", "text": _sentence(rng, 40)}])
@@ -542,14 +797,30 @@ def generated_session(w: Writer, index: int, exchanges: int, t0: float, rng: ran
             cmd = f"grep -rn {rng.choice(WORDS)} src/ | head -{rng.randint(5, 50)}"
             reply = message([{"type": "text", "text": _sentence(rng, 15)}, tool_use(tid, "Bash", {"command": cmd})])
             action = "block" if i % 9 == 5 else "allow"
-            decisions = [decision("commands", action, "no rule matched" if action == "allow" else "blocked by rule",
-                                  None if action == "allow" else "commands.example", at=c.t, tool_use_id=tid, tool="Bash")]
+            decisions = [
+                decision(
+                    "commands",
+                    action,
+                    "no rule matched" if action == "allow" else "blocked by rule",
+                    None if action == "allow" else "commands.example",
+                    at=c.t,
+                    tool_use_id=tid,
+                    tool="Bash",
+                )
+            ]
             pending = tid if action == "allow" else None
         c.turn(new, reply, decisions=decisions, gap=rng.uniform(2, 30), duration=rng.uniform(1, 8))
 
 
-def bulk_store(store_dir: Path, *, sessions: int, exchanges: int = 20, seed: int = 1, workers: int = 1,
-               key_pem: bytes | None = None) -> Path:
+def bulk_store(
+    store_dir: Path,
+    *,
+    sessions: int,
+    exchanges: int = 20,
+    seed: int = 1,
+    workers: int = 1,
+    key_pem: bytes | None = None,
+) -> Path:
     """`sessions` generated sessions of `exchanges` exchanges, in `workers` chains (processes)."""
     store_dir = Path(store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)

@@ -16,16 +16,37 @@ URLSAFE = ALNUM + "_-"
 HEX = "0123456789abcdef"
 
 FORMAT_KINDS = [
-    "aws-access-key-id", "github-pat", "github-oauth-token", "github-app-token", "github-fine-grained-pat",
-    "gitlab-token", "slack-bot-token", "slack-user-token", "anthropic-api-key", "anthropic-admin-key",
-    "openai-api-key", "stripe-secret-key", "google-api-key", "npm-token", "pypi-token", "sendgrid-api-key",
-    "twilio-api-key", "vault-token", "huggingface-token", "databricks-token", "dockerhub-pat", "shopify-token", "jwt",
+    "aws-access-key-id",
+    "github-pat",
+    "github-oauth-token",
+    "github-app-token",
+    "github-fine-grained-pat",
+    "gitlab-token",
+    "slack-bot-token",
+    "slack-user-token",
+    "anthropic-api-key",
+    "anthropic-admin-key",
+    "openai-api-key",
+    "stripe-secret-key",
+    "google-api-key",
+    "npm-token",
+    "pypi-token",
+    "sendgrid-api-key",
+    "twilio-api-key",
+    "vault-token",
+    "huggingface-token",
+    "databricks-token",
+    "dockerhub-pat",
+    "shopify-token",
+    "jwt",
 ]
 
 # A fixed JWT-shaped token (EdDSA header, claims, a fake signature) for the log-redaction and
 # error-page tests.
-SAMPLE_JWT = ("eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImlzcyI6ImdhdGVob3VzZS1kZXYifQ."
-              "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtMDEyMzQ1Njc4OQ")
+SAMPLE_JWT = (
+    "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSIsImlzcyI6ImdhdGVob3VzZS1kZXYifQ."
+    "c2lnbmF0dXJlLWJ5dGVzLWhlcmUtMDEyMzQ1Njc4OQ"
+)
 
 
 def random_chars(rng: random.Random, chars: str, n: int) -> str:
@@ -71,11 +92,20 @@ def fake_pem(rng: random.Random, kind: str = "RSA ", lines: int = 6, sep: str = 
 
 def secret_in_context(rng: random.Random) -> tuple[str, str, str]:
     """(text, secret, rule id): a random format in a random realistic context."""
-    kind = rng.choice(FORMAT_KINDS + ["password-assignment", "database-url-password", "aws-secret-access-key",
-                                      "azure-storage-key", "slack-webhook-url", "private-key"])
+    kind = rng.choice(
+        FORMAT_KINDS
+        + [
+            "password-assignment",
+            "database-url-password",
+            "aws-secret-access-key",
+            "azure-storage-key",
+            "slack-webhook-url",
+            "private-key",
+        ]
+    )
     if kind == "password-assignment":
         secret = random_chars(rng, ALNUM, 10) + rng.choice("!%*") + random_chars(rng, ALNUM, 5)
-        return rng.choice([f'DB_PASSWORD={secret}', f'password = "{secret}"', f"  password: '{secret}'"]), secret, kind
+        return rng.choice([f"DB_PASSWORD={secret}", f'password = "{secret}"', f"  password: '{secret}'"]), secret, kind
     if kind == "database-url-password":
         secret = random_chars(rng, ALNUM, 18)
         return f"DATABASE_URL=postgres://app:{secret}@db.internal:5432/orders", secret, kind
@@ -84,16 +114,35 @@ def secret_in_context(rng: random.Random) -> tuple[str, str, str]:
         return f"aws_secret_access_key = {secret}", secret, kind
     if kind == "azure-storage-key":
         secret = random_chars(rng, B64, 86) + "=="
-        return f"DefaultEndpointsProtocol=https;AccountName=x;AccountKey={secret};EndpointSuffix=core.windows.net", secret, kind
+        return (
+            f"DefaultEndpointsProtocol=https;AccountName=x;AccountKey={secret};EndpointSuffix=core.windows.net",
+            secret,
+            kind,
+        )
     if kind == "slack-webhook-url":
-        secret = "T" + random_chars(rng, string.ascii_uppercase, 9) + "/B" + random_chars(rng, string.ascii_uppercase, 10) + "/" + random_chars(rng, ALNUM, 24)
+        secret = (
+            "T"
+            + random_chars(rng, string.ascii_uppercase, 9)
+            + "/B"
+            + random_chars(rng, string.ascii_uppercase, 10)
+            + "/"
+            + random_chars(rng, ALNUM, 24)
+        )
         return f"https://hooks.slack.com/services/{secret}", secret, kind
     if kind == "private-key":
         pem = fake_pem(rng, rng.choice(["RSA ", "EC ", "OPENSSH ", ""]))
         return f"key:\n{pem}\n", pem, kind
     secret = fake_secret(kind, rng)
-    ctx = rng.choice(["export TOKEN={}", 'client = Client(token="{}")', "{}", "using credential {} for upstream",
-                      '{{"key": "{}"}}', "curl -H 'Authorization: Bearer {}' https://api.example.com"])
+    ctx = rng.choice(
+        [
+            "export TOKEN={}",
+            'client = Client(token="{}")',
+            "{}",
+            "using credential {} for upstream",
+            '{{"key": "{}"}}',
+            "curl -H 'Authorization: Bearer {}' https://api.example.com",
+        ]
+    )
     return ctx.format(secret), secret, kind
 
 
@@ -101,7 +150,7 @@ def survives(secret: str, out: str) -> bool:
     """The corpus rule: a secret is masked when no 12-character window of it survives."""
     if len(secret) <= 12:
         return secret in out
-    return any(secret[i:i + 12] in out for i in range(len(secret) - 11))
+    return any(secret[i : i + 12] in out for i in range(len(secret) - 11))
 
 
 def masking_section(text: str, tmp_path: Path | None = None):

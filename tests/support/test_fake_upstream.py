@@ -66,21 +66,19 @@ def sdk(up: FakeUpstream, **kwargs: object) -> anthropic.Anthropic:
     if up.ca_cert_path:
         # httpx2 deprecates verify=<path>; an SSL context trusting only the fake's CA is the
         # supported form.
-        kwargs["http_client"] = anthropic.DefaultHttpxClient(
-            verify=client_ssl_context(up.ca_cert_path))
-    return anthropic.Anthropic(base_url=up.base_url, api_key="sk-ant-test", max_retries=0,
-                               timeout=TIMEOUT, **kwargs)  # type: ignore[arg-type]
+        kwargs["http_client"] = anthropic.DefaultHttpxClient(verify=client_ssl_context(up.ca_cert_path))
+    return anthropic.Anthropic(base_url=up.base_url, api_key="sk-ant-test", max_retries=0, timeout=TIMEOUT, **kwargs)  # type: ignore[arg-type]
 
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "hello"}]
 
 
-def raw_request(port: int, method: str, path: str, body: bytes = b"",
-                headers: dict[str, str] | None = None) -> tuple[str, dict[str, str], bytes]:
+def raw_request(
+    port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[str, dict[str, str], bytes]:
     """Send one request on a fresh socket with `Connection: close`; return the status line, the
     lower-cased headers and the raw body bytes (still chunk-encoded)."""
-    head = {"host": f"127.0.0.1:{port}", "connection": "close",
-            "content-length": str(len(body)), **(headers or {})}
+    head = {"host": f"127.0.0.1:{port}", "connection": "close", "content-length": str(len(body)), **(headers or {})}
     data = f"{method} {path} HTTP/1.1\r\n".encode()
     data += b"".join(f"{k}: {v}\r\n".encode() for k, v in head.items()) + b"\r\n" + body
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
@@ -130,8 +128,7 @@ def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
 
 
 def test_buffered_default_answer_echoes_model_and_records_request(up: FakeUpstream) -> None:
-    raw = sdk(up).messages.with_raw_response.create(
-        model="claude-test-model", max_tokens=50, messages=HELLO)
+    raw = sdk(up).messages.with_raw_response.create(model="claude-test-model", max_tokens=50, messages=HELLO)
     message = raw.parse()
     assert message.model == "claude-test-model"
     assert [b.type for b in message.content] == ["text"]
@@ -168,8 +165,8 @@ def test_streaming_text_over_tls(tls_up: FakeUpstream) -> None:
 def test_beta_path_is_served(up: FakeUpstream) -> None:
     # Claude Code (the TypeScript SDK) adds ?beta=true; the Python SDK does not, so ask for it.
     message = sdk(up).beta.messages.create(
-        model="m", max_tokens=5, messages=[{"role": "user", "content": "hello"}],
-        extra_query={"beta": "true"})
+        model="m", max_tokens=5, messages=[{"role": "user", "content": "hello"}], extra_query={"beta": "true"}
+    )
     assert message.content[0].text == DEFAULT_TEXT  # type: ignore[union-attr]
     assert up.requests[0].path == "/v1/messages?beta=true"
     assert up.requests[0].route == "/v1/messages"
@@ -179,8 +176,7 @@ def test_beta_path_is_served(up: FakeUpstream) -> None:
 def test_sse_wire_format_one_event_per_chunk(up: FakeUpstream) -> None:
     up.enqueue(Reply.text("abcdefghij", chunk_chars=4))
     body = json.dumps({"model": "m", "max_tokens": 5, "stream": True, "messages": HELLO}).encode()
-    status, headers, raw = raw_request(up.port, "POST", "/v1/messages", body,
-                                       {"content-type": "application/json"})
+    status, headers, raw = raw_request(up.port, "POST", "/v1/messages", body, {"content-type": "application/json"})
     assert status == "HTTP/1.1 200 OK"
     assert headers["content-type"] == "text/event-stream; charset=utf-8"
     assert headers["transfer-encoding"] == "chunked"
@@ -194,23 +190,32 @@ def test_sse_wire_format_one_event_per_chunk(up: FakeUpstream) -> None:
         name, data = match.group(1).decode(), json.loads(match.group(2))
         assert data["type"] == name
         names.append(name)
-    assert names == ["message_start", "ping", "content_block_start", "content_block_delta",
-                     "content_block_delta", "content_block_delta", "content_block_stop",
-                     "message_delta", "message_stop"]
+    assert names == [
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     events = parse_sse(b"".join(chunks))
     assert events[0][1]["message"]["content"] == []
     assert events[0][1]["message"]["stop_reason"] is None
-    assert [e[1]["delta"]["text"] for e in events if e[0] == "content_block_delta"] == [
-        "abcd", "efgh", "ij"]
+    assert [e[1]["delta"]["text"] for e in events if e[0] == "content_block_delta"] == ["abcd", "efgh", "ij"]
     assert events[-2][1]["delta"]["stop_reason"] == "end_turn"
     assert events[-2][1]["usage"]["output_tokens"] >= 1
 
 
 def test_tool_use_streamed_as_input_json_delta(up: FakeUpstream) -> None:
-    tool_input = {"command": "ls -la /tmp && echo 'naïve \"quoted\"'", "timeout": 5000,
-                  "nested": {"list": [1, 2, {"k": None}]}}
-    up.enqueue(Reply.tool_use("Bash", tool_input, id="toolu_fixed", text="Let me look.",
-                              json_chunk_chars=3))
+    tool_input = {
+        "command": "ls -la /tmp && echo 'naïve \"quoted\"'",
+        "timeout": 5000,
+        "nested": {"list": [1, 2, {"k": None}]},
+    }
+    up.enqueue(Reply.tool_use("Bash", tool_input, id="toolu_fixed", text="Let me look.", json_chunk_chars=3))
     partials: list[str] = []
     with sdk(up).messages.stream(model="m", max_tokens=50, messages=HELLO) as stream:
         for event in stream:
@@ -228,8 +233,11 @@ def test_tool_use_streamed_as_input_json_delta(up: FakeUpstream) -> None:
 
 def test_thinking_and_signature_preserved_buffered_and_streamed(up: FakeUpstream) -> None:
     blocks = [
-        {"type": "thinking", "thinking": "The user greets me; I should greet back politely.",
-         "signature": "EqQBCkYIBxgCKkB+sig/with+base64=="},
+        {
+            "type": "thinking",
+            "thinking": "The user greets me; I should greet back politely.",
+            "signature": "EqQBCkYIBxgCKkB+sig/with+base64==",
+        },
         {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"},
         {"type": "text", "text": "Hello!"},
     ]
@@ -320,22 +328,19 @@ def test_stop_unblocks_a_paused_stream(up: FakeUpstream) -> None:
 def test_gzip_json_and_sse(up: FakeUpstream) -> None:
     body = json.dumps({"model": "m", "max_tokens": 5, "messages": HELLO}).encode()
     up.enqueue(Reply.text("zipped", gzip=True), Reply.text("plain", gzip=True))
-    _, headers, raw = raw_request(up.port, "POST", "/v1/messages", body,
-                                  {"accept-encoding": "gzip, br, zstd"})
+    _, headers, raw = raw_request(up.port, "POST", "/v1/messages", body, {"accept-encoding": "gzip, br, zstd"})
     assert headers["content-encoding"] == "gzip"
     assert int(headers["content-length"]) == len(raw)
     assert json.loads(gzip.decompress(raw))["content"][0]["text"] == "zipped"
     # Not accepted by the client: sent uncompressed.
-    _, headers, raw = raw_request(up.port, "POST", "/v1/messages", body,
-                                  {"accept-encoding": "identity, gzip;q=0"})
+    _, headers, raw = raw_request(up.port, "POST", "/v1/messages", body, {"accept-encoding": "identity, gzip;q=0"})
     assert "content-encoding" not in headers
     assert json.loads(raw)["content"][0]["text"] == "plain"
 
     # Through the SDK (httpx decodes), buffered and streamed (a gzip member flushed per event).
     up.enqueue(Reply.text("sdk zipped", gzip=True), Reply.text("sdk streamed", gzip=True))
     client = sdk(up)
-    raw_response = client.messages.with_raw_response.create(model="m", max_tokens=5,
-                                                            messages=HELLO)
+    raw_response = client.messages.with_raw_response.create(model="m", max_tokens=5, messages=HELLO)
     assert raw_response.headers["content-encoding"] == "gzip"
     assert raw_response.parse().content[0].text == "sdk zipped"  # type: ignore[union-attr]
     with client.messages.stream(model="m", max_tokens=5, messages=HELLO) as stream:
@@ -356,8 +361,9 @@ def test_request_bodies_content_length_and_chunked(up: FakeUpstream) -> None:
         assert conn.getresponse().read()
         # Same keep-alive connection, chunked body in three pieces.
         pieces = [payload[:10], payload[10:30], payload[30:]]
-        conn.request("POST", "/v1/messages", body=iter(pieces), encode_chunked=True,
-                     headers={"Content-Type": "application/json"})
+        conn.request(
+            "POST", "/v1/messages", body=iter(pieces), encode_chunked=True, headers={"Content-Type": "application/json"}
+        )
         response = conn.getresponse()
         assert response.status == 200 and json.loads(response.read())["type"] == "message"
     finally:
@@ -391,13 +397,17 @@ def test_side_routes(up: FakeUpstream) -> None:
     assert error["type"] == "error" and error["error"]["type"] == "not_found_error"
     assert error["request_id"] == headers["request-id"]
     assert [r.route for r in up.requests][-3:] == [
-        "/api/claude_code/policy_limits", "/api/claude_code/settings", "/v1/nothing-here"]
+        "/api/claude_code/policy_limits",
+        "/api/claude_code/settings",
+        "/v1/nothing-here",
+    ]
 
 
 def test_queue_order_errors_and_default(up: FakeUpstream) -> None:
-    up.enqueue(Reply.error(529, "overloaded_error", "Overloaded",
-                           extra_headers={"x-should-retry": "false"}),
-               Reply.text("second"))
+    up.enqueue(
+        Reply.error(529, "overloaded_error", "Overloaded", extra_headers={"x-should-retry": "false"}),
+        Reply.text("second"),
+    )
     client = sdk(up)
     with pytest.raises(anthropic.OverloadedError) as info:
         client.messages.create(model="m", max_tokens=5, messages=HELLO, stream=True)
@@ -415,6 +425,7 @@ def test_queue_order_errors_and_default(up: FakeUpstream) -> None:
 
 def test_responder_first_then_queue_and_errors_surface() -> None:
     with FakeUpstream() as up:
+
         def responder(request: ReceivedRequest) -> Reply | None:
             content = request.json()["messages"][-1]["content"]
             if content == "boom":
@@ -426,8 +437,7 @@ def test_responder_first_then_queue_and_errors_surface() -> None:
         client = sdk(up)
 
         def ask(text: str) -> str:
-            message = client.messages.create(model="m", max_tokens=5,
-                                             messages=[{"role": "user", "content": text}])
+            message = client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": text}])
             return message.content[0].text  # type: ignore[union-attr]
 
         assert ask("script me") == "scripted"
@@ -488,12 +498,10 @@ def test_api_key_enforced_when_configured() -> None:
     with FakeUpstream(api_key="sk-gateway") as up:
         with pytest.raises(anthropic.AuthenticationError):
             sdk(up).messages.create(model="m", max_tokens=5, messages=HELLO)
-        client = anthropic.Anthropic(base_url=up.base_url, api_key="sk-gateway", max_retries=0,
-                                     timeout=TIMEOUT)
+        client = anthropic.Anthropic(base_url=up.base_url, api_key="sk-gateway", max_retries=0, timeout=TIMEOUT)
         assert client.messages.create(model="m", max_tokens=5, messages=HELLO).content
         body = json.dumps({"model": "m", "max_tokens": 5, "messages": HELLO}).encode()
-        status, _, _ = raw_request(up.port, "POST", "/v1/messages", body,
-                                   {"x-api-key": "sk-gateway"})
+        status, _, _ = raw_request(up.port, "POST", "/v1/messages", body, {"x-api-key": "sk-gateway"})
         assert status == "HTTP/1.1 200 OK"
 
 
@@ -504,17 +512,23 @@ def test_api_key_enforced_when_configured() -> None:
 
 @pytest.mark.parametrize("chunk_chars,json_chunk_chars", [(1, 1), (3, 5), (1000, 1000)])
 def test_sse_helpers_round_trip(chunk_chars: int, json_chunk_chars: int) -> None:
-    message = complete_message({
-        "model": "claude-x",
-        "content": [
-            {"type": "thinking", "thinking": "hmm… ✓", "signature": "c2ln"},
-            {"type": "text", "text": "Here: ünïcode 🎉 text"},
-            {"type": "tool_use", "id": "toolu_1", "name": "Edit",
-             "input": {"file_path": "/a b", "old_string": "x\n", "new_string": "\"y\""}},
-            {"type": "tool_use", "id": "toolu_2", "name": "Noop", "input": {}},
-        ],
-        "usage": {"input_tokens": 12, "output_tokens": 34},
-    })
+    message = complete_message(
+        {
+            "model": "claude-x",
+            "content": [
+                {"type": "thinking", "thinking": "hmm… ✓", "signature": "c2ln"},
+                {"type": "text", "text": "Here: ünïcode 🎉 text"},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "Edit",
+                    "input": {"file_path": "/a b", "old_string": "x\n", "new_string": '"y"'},
+                },
+                {"type": "tool_use", "id": "toolu_2", "name": "Noop", "input": {}},
+            ],
+            "usage": {"input_tokens": 12, "output_tokens": 34},
+        }
+    )
     events = sse_events(message, chunk_chars=chunk_chars, json_chunk_chars=json_chunk_chars)
     assert [n for n, _ in events[:2]] == ["message_start", "ping"]
     assert [n for n, _ in events[-2:]] == ["message_delta", "message_stop"]
@@ -522,8 +536,9 @@ def test_sse_helpers_round_trip(chunk_chars: int, json_chunk_chars: int) -> None
     assert assemble_message(events) == message
     assert message["stop_reason"] == "tool_use"
     signature_events = [d for _, d in events if d.get("delta", {}).get("type") == "signature_delta"]
-    assert signature_events == [{"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "signature_delta", "signature": "c2ln"}}]
+    assert signature_events == [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2ln"}}
+    ]
     with pytest.raises(ValueError):
         assemble_message([*events[:3], ("error", {"type": "error"})])
 
@@ -571,24 +586,41 @@ def test_claude_code_tool_responder_decisions() -> None:
     first = respond(_request({"model": "m", "tools": tools, "messages": [user]}))
     assert first is not None and first.msg is not None
     [tool] = first.msg["content"]
-    assert tool["name"] == "Bash" and tool["input"] == {"command": "echo hi",
-                                                        "description": "Say hi"}
+    assert tool["name"] == "Bash" and tool["input"] == {"command": "echo hi", "description": "Say hi"}
     assert first.msg["stop_reason"] is None  # filled as tool_use by complete_message
     assert complete_message(first.msg)["stop_reason"] == "tool_use"
 
     for content in ("hi\n", [{"type": "text", "text": "hi\n"}]):
-        result = {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": tool["id"], "content": content}]}
-        second = respond(_request({"model": "m", "tools": tools, "messages": [
-            user, {"role": "assistant", "content": [tool]}, result]}))
+        result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool["id"], "content": content}]}
+        second = respond(
+            _request(
+                {"model": "m", "tools": tools, "messages": [user, {"role": "assistant", "content": [tool]}, result]}
+            )
+        )
         assert second is not None and second.msg is not None
         assert second.msg["content"] == [{"type": "text", "text": "The command printed: hi"}]
 
     # Side requests carry no tools: title generation asks for JSON matching a schema.
-    title = respond(_request({"model": "m", "tools": [], "messages": [user], "output_config": {
-        "format": {"type": "json_schema", "schema": {
-            "type": "object", "properties": {"title": {"type": "string"}},
-            "required": ["title"], "additionalProperties": False}}}}))
+    title = respond(
+        _request(
+            {
+                "model": "m",
+                "tools": [],
+                "messages": [user],
+                "output_config": {
+                    "format": {
+                        "type": "json_schema",
+                        "schema": {
+                            "type": "object",
+                            "properties": {"title": {"type": "string"}},
+                            "required": ["title"],
+                            "additionalProperties": False,
+                        },
+                    }
+                },
+            }
+        )
+    )
     assert title is not None and title.msg is not None
     assert json.loads(title.msg["content"][0]["text"]).keys() == {"title"}
     quota = respond(_request({"model": "m", "max_tokens": 1, "messages": [user]}))
@@ -598,11 +630,9 @@ def test_claude_code_tool_responder_decisions() -> None:
 
 
 def claude_bin() -> str:
-    path = os.environ.get("GATEHOUSE_CLAUDE_BIN") or str(
-        REPO / ".tools" / "node" / "node_modules" / ".bin" / "claude")
+    path = os.environ.get("GATEHOUSE_CLAUDE_BIN") or str(REPO / ".tools" / "node" / "node_modules" / ".bin" / "claude")
     if not os.path.exists(path):
-        reason = (f"Claude Code CLI not found at {path} "
-                  "(run `make claude-cli` or set GATEHOUSE_CLAUDE_BIN)")
+        reason = f"Claude Code CLI not found at {path} (run `make claude-cli` or set GATEHOUSE_CLAUDE_BIN)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
@@ -627,13 +657,16 @@ def test_claude_code_cli_runs_a_bash_turn_against_the_fake(tmp_path: Path) -> No
         }
         try:
             proc = subprocess.run(
-                [claude, "-p", "run the check", "--allowedTools", "Bash",
-                 "--output-format", "json"],
-                env=env, cwd=work, capture_output=True, text=True, timeout=180,
-                stdin=subprocess.DEVNULL)
+                [claude, "-p", "run the check", "--allowedTools", "Bash", "--output-format", "json"],
+                env=env,
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as e:
-            pytest.fail(f"claude timed out; the fake received {up.requests!r}; "
-                        f"stderr: {e.stderr!r}")
+            pytest.fail(f"claude timed out; the fake received {up.requests!r}; stderr: {e.stderr!r}")
         requests = up.requests.snapshot()
         assert not up.errors
     log = "\n".join(f"{r.method} {r.path} {len(r.body)} bytes" for r in requests)
@@ -664,19 +697,27 @@ def test_standalone_command_line(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "support.fake_upstream", "--tls", "--cert-dir", str(tmp_path)],
         cwd=TESTS_DIR,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines: list[str] = []
-        thread, _ = run_in_thread(lambda: lines.extend(
-            [proc.stdout.readline().strip(), proc.stdout.readline().strip()]))  # type: ignore[union-attr]
+        thread, _ = run_in_thread(
+            lambda: lines.extend([proc.stdout.readline().strip(), proc.stdout.readline().strip()])
+        )  # type: ignore[union-attr]
         thread.join(TIMEOUT)
         assert len(lines) == 2, f"no banner; stderr: {proc.stderr}"
         base_url, ca_path = lines
         assert re.fullmatch(r"https://127\.0\.0\.1:\d+", base_url)
         assert ca_path == str(tmp_path / "ca.pem")
         client = anthropic.Anthropic(
-            base_url=base_url, api_key="k", max_retries=0, timeout=TIMEOUT,
-            http_client=anthropic.DefaultHttpxClient(verify=client_ssl_context(ca_path)))
+            base_url=base_url,
+            api_key="k",
+            max_retries=0,
+            timeout=TIMEOUT,
+            http_client=anthropic.DefaultHttpxClient(verify=client_ssl_context(ca_path)),
+        )
         message = client.messages.create(model="standalone", max_tokens=5, messages=HELLO)
         assert message.model == "standalone"
     finally:

@@ -30,14 +30,26 @@ ED_A = ed25519.Ed25519PrivateKey.generate()
 
 def claims_for(iss: str, now: float | None = None, **over: Any) -> dict[str, Any]:
     now = time.time() if now is None else now
-    c = {"iss": iss, "aud": AUD, "sub": "alice", "iat": int(now), "exp": int(now) + 600,
-         "email": "alice@example.com", "groups": ["developers"]}
+    c = {
+        "iss": iss,
+        "aud": AUD,
+        "sub": "alice",
+        "iat": int(now),
+        "exp": int(now) + 600,
+        "email": "alice@example.com",
+        "groups": ["developers"],
+    }
     c.update(over)
     return {k: v for k, v in c.items() if v is not None}
 
 
-def sign(claims: dict[str, Any], key: Any = RSA_A, kid: str | None = "a", alg: str = "RS256",
-         headers: dict[str, Any] | None = None) -> str:
+def sign(
+    claims: dict[str, Any],
+    key: Any = RSA_A,
+    kid: str | None = "a",
+    alg: str = "RS256",
+    headers: dict[str, Any] | None = None,
+) -> str:
     h = dict(headers or {})
     if kid is not None:
         h["kid"] = kid

@@ -75,5 +75,7 @@ def test_every_package_folder_is_shipped():
         for init in (REPO / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(REPO / folder)
             found.add(".".join([name, *rel.parts]))
-    assert found == set(config["packages"]), (sorted(found - set(config["packages"])),
-                                              sorted(set(config["packages"]) - found))
+    assert found == set(config["packages"]), (
+        sorted(found - set(config["packages"])),
+        sorted(set(config["packages"]) - found),
+    )

@@ -56,8 +56,10 @@ def is_loopback(host: object) -> bool:
 
 
 def _refuse_name(host: object) -> socket.gaierror:
-    return socket.gaierror(socket.EAI_NONAME, f"test stand-in: {_name(host)!r} does not resolve in the "
-                                              "gateway's test environment (loopback only)")
+    return socket.gaierror(
+        socket.EAI_NONAME,
+        f"test stand-in: {_name(host)!r} does not resolve in the gateway's test environment (loopback only)",
+    )
 
 
 def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
@@ -84,8 +86,7 @@ def gethostbyname_ex(host):
 
 def _check_address(address) -> None:
     if isinstance(address, tuple) and address and not is_loopback(address[0]):
-        raise OSError(errno.ENETUNREACH, f"test stand-in: connecting to {address[0]!r} is not allowed "
-                                         "(loopback only)")
+        raise OSError(errno.ENETUNREACH, f"test stand-in: connecting to {address[0]!r} is not allowed (loopback only)")
 
 
 def connect(self, address):

@@ -20,14 +20,17 @@ def test_the_api_host_is_intercepted(host):
     assert route_host(policy(other_hosts="passthrough", passthrough_hosts=["*"]), host) is HostRoute.API
 
 
-@pytest.mark.parametrize("host, route", [
-    ("statsig.anthropic.com", HostRoute.PASSTHROUGH),
-    ("STATSIG.anthropic.com.", HostRoute.PASSTHROUGH),
-    ("o1.ingest.sentry.io", HostRoute.PASSTHROUGH),
-    ("sentry.io", HostRoute.DENY),
-    ("anthropic.com", HostRoute.DENY),
-    ("example.org", HostRoute.DENY),
-])
+@pytest.mark.parametrize(
+    "host, route",
+    [
+        ("statsig.anthropic.com", HostRoute.PASSTHROUGH),
+        ("STATSIG.anthropic.com.", HostRoute.PASSTHROUGH),
+        ("o1.ingest.sentry.io", HostRoute.PASSTHROUGH),
+        ("sentry.io", HostRoute.DENY),
+        ("anthropic.com", HostRoute.DENY),
+        ("example.org", HostRoute.DENY),
+    ],
+)
 def test_passthrough_hosts_are_globs(host, route):
     p = policy(passthrough_hosts=["statsig.anthropic.com", "*.sentry.io"])
     assert route_host(p, host) is route

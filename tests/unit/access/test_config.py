@@ -16,8 +16,9 @@ def root(text: str) -> Section:
 
 
 def test_groups_in_policy_order_with_defaults():
-    groups = parse_groups(root('[groups.sre]\nmodels = ["claude-opus-*"]\nendpoints = ["GET /v1/models*"]\n'
-                               '[groups.developers]\n'))
+    groups = parse_groups(
+        root('[groups.sre]\nmodels = ["claude-opus-*"]\nendpoints = ["GET /v1/models*"]\n[groups.developers]\n')
+    )
     assert list(groups) == ["sre", "developers"]
     assert groups["developers"] == GroupPolicy(name="developers", models=("*",), endpoints=None)
     assert groups["sre"].models == ("claude-opus-*",)
@@ -35,14 +36,20 @@ def test_allows_model_by_glob():
     assert GroupPolicy(name="all").allows_model("anything")
 
 
-@pytest.mark.parametrize("text, key, message", [
-    ('[groups.dev]\nendpoints = ["POST v1/x"]\n', "groups.dev.endpoints[0]", "must start with '/'"),
-    ('[groups.dev]\nendpoints = ["/v1/messages", "FETCH /v1/x"]\n', "groups.dev.endpoints[1]",
-     "unknown HTTP method FETCH"),
-    ('[groups.dev]\nmodels = "claude-*"\n', "groups.dev.models", "expected an array of strings"),
-    ('[groups.dev]\nmodel = ["claude-*"]\n', "groups.dev.model", "unknown key"),
-    ('[groups]\ndev = 1\n', "groups.dev", "expected a table"),
-])
+@pytest.mark.parametrize(
+    "text, key, message",
+    [
+        ('[groups.dev]\nendpoints = ["POST v1/x"]\n', "groups.dev.endpoints[0]", "must start with '/'"),
+        (
+            '[groups.dev]\nendpoints = ["/v1/messages", "FETCH /v1/x"]\n',
+            "groups.dev.endpoints[1]",
+            "unknown HTTP method FETCH",
+        ),
+        ('[groups.dev]\nmodels = "claude-*"\n', "groups.dev.models", "expected an array of strings"),
+        ('[groups.dev]\nmodel = ["claude-*"]\n', "groups.dev.model", "unknown key"),
+        ("[groups]\ndev = 1\n", "groups.dev", "expected a table"),
+    ],
+)
 def test_refusals_name_file_and_key(text, key, message):
     with pytest.raises(PolicyError) as e:
         parse_groups(root(text))

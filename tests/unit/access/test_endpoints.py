@@ -28,13 +28,16 @@ def test_endpoints_are_allowed_per_method():
     assert not allowed("DELETE", "/v1/models/x", pats)
 
 
-@pytest.mark.parametrize("entry, methods, pattern", [
-    ("POST /v1/files", {"POST"}, "/v1/files"),
-    ("get,post /v1/files*", {"GET", "POST"}, "/v1/files*"),
-    ("/v1/messages", {"POST"}, "/v1/messages"),        # a known endpoint takes the API's method
-    ("/v1/models*", {"GET"}, "/v1/models*"),
-    ("/v1/organizations/*", {"GET"}, "/v1/organizations/*"),  # an unknown one: GET only
-])
+@pytest.mark.parametrize(
+    "entry, methods, pattern",
+    [
+        ("POST /v1/files", {"POST"}, "/v1/files"),
+        ("get,post /v1/files*", {"GET", "POST"}, "/v1/files*"),
+        ("/v1/messages", {"POST"}, "/v1/messages"),  # a known endpoint takes the API's method
+        ("/v1/models*", {"GET"}, "/v1/models*"),
+        ("/v1/organizations/*", {"GET"}, "/v1/organizations/*"),  # an unknown one: GET only
+    ],
+)
 def test_endpoint_entries(entry, methods, pattern):
     e = Endpoint.parse(entry)
     assert e.methods == methods and e.pattern == pattern

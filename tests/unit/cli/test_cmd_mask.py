@@ -12,8 +12,13 @@ GITHUB_PAT = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
 
 
 def mask(stdin: str, *args: str, home: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([GATEHOUSE, "mask", "--state-dir", str(home / "state"), *args], input=stdin.encode(),
-                          capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(home)})
+    return subprocess.run(
+        [GATEHOUSE, "mask", "--state-dir", str(home / "state"), *args],
+        input=stdin.encode(),
+        capture_output=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
+    )
 
 
 def test_plain_text_is_masked_and_exit_is_zero(tmp_path):
@@ -59,8 +64,10 @@ def test_malformed_jsonl_exits_2_with_the_line_number(tmp_path):
 
 def test_policy_rules_apply(tmp_path):
     policy = tmp_path / "policy.toml"
-    policy.write_text('[masking]\ndisable = ["github-pat"]\n\n[[masking.rules]]\nid = "acme-token"\n'
-                      'description = "ACME tokens"\npattern = \'\'\'\\b(acme_[0-9a-f]{16})\\b\'\'\'\n')
+    policy.write_text(
+        '[masking]\ndisable = ["github-pat"]\n\n[[masking.rules]]\nid = "acme-token"\n'
+        "description = \"ACME tokens\"\npattern = '''\\b(acme_[0-9a-f]{16})\\b'''\n"
+    )
     r = mask(f"{GITHUB_PAT} acme_0123456789abcdef\n", "--policy", str(policy), home=tmp_path)
     assert r.returncode == 0, r.stderr
     out = r.stdout.decode()

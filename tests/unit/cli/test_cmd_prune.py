@@ -52,8 +52,9 @@ def problems(result: VerifyResult) -> list[tuple[str, str]]:
 
 
 def prune_args(store: Path, days: float, **kw: Any) -> argparse.Namespace:
-    ns = argparse.Namespace(store=str(store), older_than=days, policy=None, signing_key=None, state_dir=None,
-                            public_key=[], dry_run=False)
+    ns = argparse.Namespace(
+        store=str(store), older_than=days, policy=None, signing_key=None, state_dir=None, public_key=[], dry_run=False
+    )
     for k, v in kw.items():
         setattr(ns, k, v)
     return ns
@@ -119,8 +120,9 @@ def test_policy_retention_floor(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "retention_days from the policy" in capsys.readouterr().err
 
 
-def test_s3_prune_deletes_only_past_retention_and_verify_passes(s3: S3Server, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_s3_prune_deletes_only_past_retention_and_verify_passes(
+    s3: S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bucket = f"rec-{secrets.token_hex(4)}"
     s3.create_bucket(bucket, object_lock=True)
     key = SigningKey.generate()
@@ -128,13 +130,22 @@ def test_s3_prune_deletes_only_past_retention_and_verify_passes(s3: S3Server, tm
     keyfile.write_bytes(key.private_pem())
     os.chmod(keyfile, 0o600)
     policy = tmp_path / "policy.toml"
-    policy.write_text(f'[recording]\nstore = "s3://{bucket}/gh"\ns3_endpoint_url = "{s3.endpoint_url}"\n'
-                      f'object_lock_mode = "COMPLIANCE"\nretention_days = 1\nsigning_key_file = "key.pem"\n')
+    policy.write_text(
+        f'[recording]\nstore = "s3://{bucket}/gh"\ns3_endpoint_url = "{s3.endpoint_url}"\n'
+        f'object_lock_mode = "COMPLIANCE"\nretention_days = 1\nsigning_key_file = "key.pem"\n'
+    )
     store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
 
     def one_run(ids: range, clock: list[float]) -> str:
-        rec = Recording.open(tmp_path / "spool", store=store, key=key, retention_days=1, gateway_version="t",
-                             policy_sha256="p", clock=lambda: clock[0])
+        rec = Recording.open(
+            tmp_path / "spool",
+            store=store,
+            key=key,
+            retention_days=1,
+            gateway_version="t",
+            policy_sha256="p",
+            clock=lambda: clock[0],
+        )
         rec.start()
         for i in ids:
             rec.append(numbered_record(i))

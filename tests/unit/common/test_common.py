@@ -42,26 +42,43 @@ def test_lru_stays_bounded_under_threads():
     assert len(lru) == 50
 
 
-@pytest.mark.parametrize("host,expected", [("localhost", True), ("LOCALHOST", True), ("127.0.0.1", True),
-                                           ("127.9.9.9", True), ("::1", True), ("10.0.0.1", False),
-                                           ("example.com", False), (None, False), ("", False)])
+@pytest.mark.parametrize(
+    "host,expected",
+    [
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("example.com", False),
+        (None, False),
+        ("", False),
+    ],
+)
 def test_is_loopback(host, expected):
     assert is_loopback(host) is expected
 
 
-@pytest.mark.parametrize("value,kwargs,problem", [
-    ("https://api.example.com", {}, None),
-    ("http://10.0.0.1:9000", {}, None),
-    ("ftp://example.com", {}, "must be an http:// or https:// URL; got 'ftp://example.com'"),
-    ("https://", {"what": "base URL"}, "must be an http:// or https:// base URL; got 'https://'"),
-    ("https://x.example/p?q=1", {"bare": True}, "must not have a query or fragment"),
-    ("https://x.example/p#f", {"bare": True}, "must not have a query or fragment"),
-    ("https://x.example/p?q=1", {}, None),
-    ("https://idp.example/jwks", {"https_unless_loopback": True}, None),
-    ("http://127.0.0.1:8000/jwks", {"https_unless_loopback": True}, None),
-    ("http://idp.example/jwks", {"https_unless_loopback": True},
-     "must be an https:// URL (http:// is allowed only for localhost)"),
-    ("http://[::1", {}, "is not a URL"),
-])
+@pytest.mark.parametrize(
+    "value,kwargs,problem",
+    [
+        ("https://api.example.com", {}, None),
+        ("http://10.0.0.1:9000", {}, None),
+        ("ftp://example.com", {}, "must be an http:// or https:// URL; got 'ftp://example.com'"),
+        ("https://", {"what": "base URL"}, "must be an http:// or https:// base URL; got 'https://'"),
+        ("https://x.example/p?q=1", {"bare": True}, "must not have a query or fragment"),
+        ("https://x.example/p#f", {"bare": True}, "must not have a query or fragment"),
+        ("https://x.example/p?q=1", {}, None),
+        ("https://idp.example/jwks", {"https_unless_loopback": True}, None),
+        ("http://127.0.0.1:8000/jwks", {"https_unless_loopback": True}, None),
+        (
+            "http://idp.example/jwks",
+            {"https_unless_loopback": True},
+            "must be an https:// URL (http:// is allowed only for localhost)",
+        ),
+        ("http://[::1", {}, "is not a URL"),
+    ],
+)
 def test_http_url_problem(value, kwargs, problem):
     assert http_url_problem(value, **kwargs) == problem

@@ -12,8 +12,15 @@ from gatehouse.credentials.keys import MissingKey, key_source_for, read_key
 from gatehouse.exchange import Identity
 from gatehouse.policy.loader import parse_policy
 
-POLICY = parse_policy({"credentials": {"api_key_env": "DEFAULT_KEY", "groups": {
-    "sre": {"api_key_env": "SRE_KEY"}, "ci": {"api_key_env": "CI_KEY"}}}}, Path("p.toml"))
+POLICY = parse_policy(
+    {
+        "credentials": {
+            "api_key_env": "DEFAULT_KEY",
+            "groups": {"sre": {"api_key_env": "SRE_KEY"}, "ci": {"api_key_env": "CI_KEY"}},
+        }
+    },
+    Path("p.toml"),
+)
 
 
 def caller(*groups: str) -> Identity:

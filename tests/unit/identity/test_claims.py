@@ -16,26 +16,50 @@ def test_claim_at_paths() -> None:
 
 
 def test_claims_mapping(idp: IdP) -> None:
-    claims = claims_for(idp.issuer, sub=None, groups=None, email=None, uid="u-42", mail="bob@example.com",
-                        display="Bob", **{"https://example.com/groups": ["sre", "dev"],
-                                          "https://example.com/claims": {"teams": ["payments"]},
-                                          "realm_access": {"roles": ["admin"]}})
+    claims = claims_for(
+        idp.issuer,
+        sub=None,
+        groups=None,
+        email=None,
+        uid="u-42",
+        mail="bob@example.com",
+        display="Bob",
+        **{
+            "https://example.com/groups": ["sre", "dev"],
+            "https://example.com/claims": {"teams": ["payments"]},
+            "realm_access": {"roles": ["admin"]},
+        },
+    )
     token = sign(claims)
-    for groups_claim, expected in [("https://example.com/groups", ("sre", "dev", "ci")),
-                                   ("https://example.com/claims.teams", ("payments", "ci")),
-                                   ("realm_access.roles", ("admin", "ci")),
-                                   (["realm_access", "roles"], ("admin", "ci")),
-                                   ("missing.path", ("ci",))]:
-        v = verifier_for(idp, subject_claim="uid", email_claim="mail", name_claim="display",
-                         groups_claim=groups_claim, static_groups=["ci"])
+    for groups_claim, expected in [
+        ("https://example.com/groups", ("sre", "dev", "ci")),
+        ("https://example.com/claims.teams", ("payments", "ci")),
+        ("realm_access.roles", ("admin", "ci")),
+        (["realm_access", "roles"], ("admin", "ci")),
+        ("missing.path", ("ci",)),
+    ]:
+        v = verifier_for(
+            idp,
+            subject_claim="uid",
+            email_claim="mail",
+            name_claim="display",
+            groups_claim=groups_claim,
+            static_groups=["ci"],
+        )
         ident = v.verify(token)
         assert (ident.subject, ident.email, ident.name) == ("u-42", "bob@example.com", "Bob")
         assert ident.groups == expected, groups_claim
 
 
 def test_required_claims(idp: IdP) -> None:
-    v = verifier_for(idp, required_claims={"repository_owner": "acme", "ref": ["refs/heads/main", "refs/tags/v1"],
-                                           "runner_environment": "github-hosted"})
+    v = verifier_for(
+        idp,
+        required_claims={
+            "repository_owner": "acme",
+            "ref": ["refs/heads/main", "refs/tags/v1"],
+            "runner_environment": "github-hosted",
+        },
+    )
     ok = claims_for(idp.issuer, repository_owner="acme", ref="refs/tags/v1", runner_environment="github-hosted")
     assert v.verify(sign(ok)).subject == "alice"
     err = refused(v, sign({**ok, "repository_owner": "evil"}))

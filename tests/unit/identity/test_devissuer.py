@@ -20,8 +20,21 @@ from gatehouse.policy.reader import Section
 
 
 def dev_verifier(jwks: Path, clock=time.time) -> TokenVerifier:
-    cfg = parse_issuers([Section({"name": "dev", "issuer": devissuer.DEV_ISSUER, "audience": devissuer.DEV_AUDIENCE,
-                                  "algorithms": ["EdDSA"], "jwks_file": str(jwks)}, "p.toml", "issuers[0]")])
+    cfg = parse_issuers(
+        [
+            Section(
+                {
+                    "name": "dev",
+                    "issuer": devissuer.DEV_ISSUER,
+                    "audience": devissuer.DEV_AUDIENCE,
+                    "algorithms": ["EdDSA"],
+                    "jwks_file": str(jwks),
+                },
+                "p.toml",
+                "issuers[0]",
+            )
+        ]
+    )
     return TokenVerifier(cfg, clock=clock)
 
 
@@ -56,11 +69,21 @@ def test_refuses_a_readable_private_key(tmp_path: Path) -> None:
 def test_minted_token_verifies(tmp_path: Path) -> None:
     jwks = tmp_path / "j.json"
     devissuer.ensure_dev_issuer(tmp_path, jwks)
-    token = devissuer.mint_token(tmp_path, subject="alice", groups=["developers", "sre", "developers", " "],
-                                 ttl_seconds=3600, email="alice@example.com", name="Alice")
+    token = devissuer.mint_token(
+        tmp_path,
+        subject="alice",
+        groups=["developers", "sre", "developers", " "],
+        ttl_seconds=3600,
+        email="alice@example.com",
+        name="Alice",
+    )
     ident = dev_verifier(jwks).verify(token)
-    assert (ident.subject, ident.groups, ident.email, ident.name) == ("alice", ("developers", "sre"),
-                                                                        "alice@example.com", "Alice")
+    assert (ident.subject, ident.groups, ident.email, ident.name) == (
+        "alice",
+        ("developers", "sre"),
+        "alice@example.com",
+        "Alice",
+    )
     c = claims_of(token)
     assert c["exp"] - c["iat"] == 3600 and c["iss"] == devissuer.DEV_ISSUER and len(c["jti"]) == 24
     assert ident.token_id == c["jti"]
@@ -101,8 +124,9 @@ def test_mint_validation(tmp_path: Path) -> None:
         devissuer.mint_token(tmp_path, subject="a", ttl_seconds=devissuer.MAX_TTL_SECONDS + 1)
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800),
-                                           (" 8H ", 28800)])
+@pytest.mark.parametrize(
+    "text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("1h", 3600), ("2d", 172800), (" 8H ", 28800)]
+)
 def test_parse_duration(text: str, seconds: int) -> None:
     assert devissuer.parse_duration(text) == seconds
 

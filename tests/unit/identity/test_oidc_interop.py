@@ -24,7 +24,6 @@ from support.oidc_provider import OidcProvider, missing_reason
 RESOURCE = "https://gatehouse.test/api"
 
 
-
 @pytest.fixture(scope="module")
 def op() -> Iterator[OidcProvider]:
     reason = missing_reason()
@@ -70,8 +69,9 @@ def test_token_it_did_not_sign_fails(op: OidcProvider) -> None:
     genuine = op.client_credentials_token()
     v.verify(genuine)
     impostor_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    forged = jwt.encode(claims(genuine) | {"sub": "admin"}, impostor_key, algorithm="RS256",
-                        headers={"kid": op.kid, "typ": "at+jwt"})
+    forged = jwt.encode(
+        claims(genuine) | {"sub": "admin"}, impostor_key, algorithm="RS256", headers={"kid": op.kid, "typ": "at+jwt"}
+    )
     with pytest.raises(TokenError) as info:
         v.verify(forged)
     assert info.value.check == "signature"
@@ -92,24 +92,30 @@ def test_required_claims_against_provider_claims(op: OidcProvider) -> None:
 
 # -- through a real mitmdump ---------------------------------------------------------------------
 
+
 @pytest.mark.e2e
 def test_provider_tokens_pass_the_gateway_and_forgeries_do_not(op: OidcProvider, gateway_factory, upstream) -> None:
     import anthropic
 
     from support.harness import sdk_client
 
-    gw = gateway_factory(f'[[issuers]]\nname = "op"\nissuer = "{op.issuer}"\naudience = "{RESOURCE}"\n'
-                         f'static_groups = ["ci"]\n\n[groups.ci]\nmodels = ["claude-*"]\n')
+    gw = gateway_factory(
+        f'[[issuers]]\nname = "op"\nissuer = "{op.issuer}"\naudience = "{RESOURCE}"\n'
+        f'static_groups = ["ci"]\n\n[groups.ci]\nmodels = ["claude-*"]\n'
+    )
     genuine = op.client_credentials_token()
     msg = sdk_client(gw, token=genuine).messages.create(
-        model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+    )
     assert msg.content
     impostor_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    forged = jwt.encode(claims(genuine) | {"sub": "admin"}, impostor_key, algorithm="RS256",
-                        headers={"kid": op.kid, "typ": "at+jwt"})
+    forged = jwt.encode(
+        claims(genuine) | {"sub": "admin"}, impostor_key, algorithm="RS256", headers={"kid": op.kid, "typ": "at+jwt"}
+    )
     with pytest.raises(anthropic.AuthenticationError) as e:
         sdk_client(gw, token=forged).messages.create(
-            model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+            model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
     assert "signature" in e.value.response.json()["error"]["message"]
     assert len(upstream.requests.messages()) == 1
     gw.stop()

@@ -90,12 +90,32 @@ def test_user_claim(idp: IdP) -> None:
 
 
 def test_several_entries_for_one_issuer(idp: IdP) -> None:
-    cfgs = parse_issuers([
-        Section({"name": "gha-infra", "issuer": idp.issuer, "audience": AUD,
-                 "required_claims": {"repository": "acme/infra"}, "static_groups": ["ci-infra"]}, "p", "issuers[0]"),
-        Section({"name": "gha-web", "issuer": idp.issuer, "audience": AUD,
-                 "required_claims": {"repository": "acme/web"}, "static_groups": ["ci-web"]}, "p", "issuers[1]"),
-    ])
+    cfgs = parse_issuers(
+        [
+            Section(
+                {
+                    "name": "gha-infra",
+                    "issuer": idp.issuer,
+                    "audience": AUD,
+                    "required_claims": {"repository": "acme/infra"},
+                    "static_groups": ["ci-infra"],
+                },
+                "p",
+                "issuers[0]",
+            ),
+            Section(
+                {
+                    "name": "gha-web",
+                    "issuer": idp.issuer,
+                    "audience": AUD,
+                    "required_claims": {"repository": "acme/web"},
+                    "static_groups": ["ci-web"],
+                },
+                "p",
+                "issuers[1]",
+            ),
+        ]
+    )
     v = TokenVerifier(cfgs)
     assert v.verify(sign(claims_for(idp.issuer, repository="acme/web"))).groups == ("developers", "ci-web")
     assert v.verify(sign(claims_for(idp.issuer, repository="acme/infra"))).issuer_name == "gha-infra"
@@ -212,17 +232,27 @@ def test_attack_untrusted_key_reusing_trusted_kid(idp: IdP) -> None:
     assert idp.jwks_fetches == 1  # a known kid never triggers a refetch
 
 
-@pytest.mark.parametrize("garbage", [
-    "garbage", "a.b", "a.b.c", "a.b.c.d", "....", "é.é.é", "eyJ.eyJ.sig", "Bearer x.y.z",
-    forge({"alg": "RS256"}, {"iss": "x"}) + "=",  # padding is not base64url
-    b64(b"[1,2]") + "." + b64(b"{}") + ".sig",  # header not an object
-    b64(b'{"alg":"RS256"}') + "." + b64(b"not json") + ".c2ln",
-    b64(b'{"alg":"RS256"}') + "." + b64(b"[" * 5000 + b"]" * 5000) + ".c2ln",  # deep nesting
-    b64(b'{"typ":"JWT"}') + "." + b64(b"{}") + ".c2ln",  # no alg
-    b64(b'{"alg":"RS256","crit":["exp"]}') + "." + b64(b"{}") + ".c2ln",
-    b64(b'{"alg":"RS256","b64":false}') + "." + b64(b"{}") + ".c2ln",
-    "a.b.c.d.e",  # a JWE
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "garbage",
+        "a.b",
+        "a.b.c",
+        "a.b.c.d",
+        "....",
+        "é.é.é",
+        "eyJ.eyJ.sig",
+        "Bearer x.y.z",
+        forge({"alg": "RS256"}, {"iss": "x"}) + "=",  # padding is not base64url
+        b64(b"[1,2]") + "." + b64(b"{}") + ".sig",  # header not an object
+        b64(b'{"alg":"RS256"}') + "." + b64(b"not json") + ".c2ln",
+        b64(b'{"alg":"RS256"}') + "." + b64(b"[" * 5000 + b"]" * 5000) + ".c2ln",  # deep nesting
+        b64(b'{"typ":"JWT"}') + "." + b64(b"{}") + ".c2ln",  # no alg
+        b64(b'{"alg":"RS256","crit":["exp"]}') + "." + b64(b"{}") + ".c2ln",
+        b64(b'{"alg":"RS256","b64":false}') + "." + b64(b"{}") + ".c2ln",
+        "a.b.c.d.e",  # a JWE
+    ],
+)
 def test_attack_garbage(idp: IdP, garbage: str) -> None:
     err = refused(verifier_for(idp), garbage)
     assert err.check == "malformed"
@@ -243,10 +273,14 @@ def test_attack_one_megabyte_token(idp: IdP) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=300), st.from_regex(r"[A-Za-z0-9_\-]{0,40}\.[A-Za-z0-9_\-]{0,40}\.[A-Za-z0-9_\-]{0,40}")))
+@given(
+    st.one_of(st.text(max_size=300), st.from_regex(r"[A-Za-z0-9_\-]{0,40}\.[A-Za-z0-9_\-]{0,40}\.[A-Za-z0-9_\-]{0,40}"))
+)
 def test_fuzz_only_token_errors(value: str) -> None:
-    v = TokenVerifier([issuer_cfg("https://idp.example.com", jwks_uri="https://idp.example.com/jwks")],
-                      fetch=lambda url: b'{"keys": []}')
+    v = TokenVerifier(
+        [issuer_cfg("https://idp.example.com", jwks_uri="https://idp.example.com/jwks")],
+        fetch=lambda url: b'{"keys": []}',
+    )
     with pytest.raises(TokenError):
         v.verify(value)
 
@@ -303,8 +337,10 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
 
 
 def fake_idp(issuer: str, key: Any = RSA_A, kid: str = "gh") -> Any:
-    docs = {issuer + "/.well-known/openid-configuration": {"issuer": issuer, "jwks_uri": issuer + "/jwks"},
-            issuer + "/jwks": jwks_of((key, kid))}
+    docs = {
+        issuer + "/.well-known/openid-configuration": {"issuer": issuer, "jwks_uri": issuer + "/jwks"},
+        issuer + "/jwks": jwks_of((key, kid)),
+    }
     return lambda url: json.dumps(docs[url]).encode()
 
 
@@ -314,9 +350,17 @@ def test_github_actions_example() -> None:
     policy = load_policy(EXAMPLES / "github-actions.toml")
     gh = "https://token.actions.githubusercontent.com"
     v = TokenVerifier(policy.issuers, fetch=fake_idp(gh))
-    base = {"iss": gh, "aud": "https://gatehouse.acme.example", "iat": int(time.time()), "exp": int(time.time()) + 300,
-            "repository_owner": "acme", "repository_owner_id": "1234567", "runner_environment": "github-hosted",
-            "workflow_ref": "acme/infra/.github/workflows/review.yml@refs/heads/main", "jti": "x"}
+    base = {
+        "iss": gh,
+        "aud": "https://gatehouse.acme.example",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 300,
+        "repository_owner": "acme",
+        "repository_owner_id": "1234567",
+        "runner_environment": "github-hosted",
+        "workflow_ref": "acme/infra/.github/workflows/review.yml@refs/heads/main",
+        "jti": "x",
+    }
     main = base | {"sub": "repo:acme/infra:ref:refs/heads/main", "repository": "acme/infra", "ref": "refs/heads/main"}
     ident = v.verify(sign(main, kid="gh"))
     assert (ident.issuer_name, ident.groups) == ("github-acme-infra-main", ("ci-release",))
@@ -335,12 +379,26 @@ def test_gitlab_ci_example() -> None:
     policy = load_policy(EXAMPLES / "gitlab-ci.toml")
     gl = "https://gitlab.com"
     v = TokenVerifier(policy.issuers, fetch=fake_idp(gl, kid="gl"))
-    claims = {"iss": gl, "aud": "https://gatehouse.acme.example", "iat": int(time.time()),
-              "exp": int(time.time()) + 3600, "sub": "project_path:acme/platform/infra:ref_type:branch:ref:main",
-              "namespace_path": "acme/platform", "project_id": "23456789", "project_path": "acme/platform/infra",
-              "ref": "main", "ref_type": "branch", "ref_protected": "true", "user_email": "dev@acme.example"}
+    claims = {
+        "iss": gl,
+        "aud": "https://gatehouse.acme.example",
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 3600,
+        "sub": "project_path:acme/platform/infra:ref_type:branch:ref:main",
+        "namespace_path": "acme/platform",
+        "project_id": "23456789",
+        "project_path": "acme/platform/infra",
+        "ref": "main",
+        "ref_type": "branch",
+        "ref_protected": "true",
+        "user_email": "dev@acme.example",
+    }
     ident = v.verify(sign(claims, kid="gl"))
-    assert (ident.issuer_name, ident.groups, ident.email) == ("gitlab-infra-protected", ("ci-deploy",), "dev@acme.example")
+    assert (ident.issuer_name, ident.groups, ident.email) == (
+        "gitlab-infra-protected",
+        ("ci-deploy",),
+        "dev@acme.example",
+    )
     assert v.verify(sign(claims | {"ref_protected": "false"}, kid="gl")).groups == ("ci",)
     err = refused(v, sign(claims | {"ref_protected": "false", "namespace_path": "evil"}, kid="gl"))
     assert err.check == "claims"

@@ -30,8 +30,14 @@ def test_absent_section_means_builtin_pack_on(builtin):
     assert builtin.hold_back_chars == DEFAULT_HOLD_BACK_CHARS
     assert builtin.on_unparseable == "refuse"
     assert builtin.fingerprint_secret_env is None
-    expected = set(FORMAT_KINDS) | {"private-key", "aws-secret-access-key", "azure-storage-key", "slack-webhook-url",
-                                    "database-url-password", "password-assignment"}
+    expected = set(FORMAT_KINDS) | {
+        "private-key",
+        "aws-secret-access-key",
+        "azure-storage-key",
+        "slack-webhook-url",
+        "database-url-password",
+        "password-assignment",
+    }
     assert expected <= set(builtin.rule_ids)
 
 
@@ -53,7 +59,8 @@ def test_builtin_pack_found_through_importlib_resources():
 
 
 def test_section_keys(tmp_path):
-    pol = masking_section("""
+    pol = masking_section(
+        """
 [masking]
 packs = ["secrets"]
 disable = ["jwt", "generic-secret"]
@@ -67,7 +74,9 @@ id = "acme-key"
 description = "ACME internal API key: acme_ + 32 hex"
 pattern = '''\\b(acme_[0-9a-f]{32})\\b'''
 keywords = ["acme_"]
-""", tmp_path)
+""",
+        tmp_path,
+    )
     assert "jwt" not in pol.rule_ids and "generic-secret" not in pol.rule_ids
     assert pol.rule_ids[-1] == "acme-key"
     assert pol.hold_back_chars == 512
@@ -84,25 +93,50 @@ def test_no_rules_means_masking_off():
     assert pol.scanner.scan("AKIA" + "A" * 16) == []
 
 
-@pytest.mark.parametrize("body, key, words", [
-    ('[[masking.rules]]\nid = "bad"\npattern = "(unclosed"\n', "masking.rules[0].pattern", ["'bad'", "invalid RE2"]),
-    ('[[masking.rules]]\nid = "look"\npattern = "(?<=x)y"\n', "masking.rules[0].pattern", ["'look'"]),
-    ('[[masking.rules]]\nid = "empty"\npattern = "a*"\n', "masking.rules[0].pattern", ["empty string"]),
-    ('[[masking.rules]]\nid = "Bad Id"\npattern = "x"\n', "masking.rules[0].id", ["lower-case"]),
-    ('[[masking.rules]]\nid = "g"\npattern = "(x)"\nsecret_group = 2\n', "masking.rules[0].secret_group", ["1 capture"]),
-    ('[[masking.rules]]\nid = "k"\npattern = "x"\nkeywrods = ["x"]\n', "masking.rules[0].keywrods", ["unknown key"]),
-    ('[[masking.rules]]\nid = "a"\npattern = "x"\nallowlist.patterns = ["("]\n',
-     "masking.rules[0].allowlist.patterns[0]", ["invalid RE2"]),
-    ('[[masking.rules]]\nid = "d"\npattern = "x"\n[[masking.rules]]\nid = "d"\npattern = "y"\n',
-     "masking.rules[1].id", ["duplicate"]),
-    ('[masking]\ndisable = ["no-such-rule"]\n', "masking.disable[0]", ["no rule 'no-such-rule'"]),
-    ('[masking]\non_unparseable = "drop"\n', "masking.on_unparseable", ["refuse", "forward"]),
-    ('[masking]\nhold_back_chars = 3\n', "masking.hold_back_chars", ["at least"]),
-    ('[masking]\npacks = ["../../etc/passwd"]\n', "", ["cannot read rule pack"]),
-    ('[masking]\npacks = ["No Such"]\n', "masking.packs[0]", ["built-in name"]),
-    ('[masking]\nfingerprint_secret_env = "not a name"\n', "masking.fingerprint_secret_env", ["environment variable"]),
-    ('[masking]\nenabled = true\n', "masking.enabled", ["unknown key"]),
-])
+@pytest.mark.parametrize(
+    "body, key, words",
+    [
+        (
+            '[[masking.rules]]\nid = "bad"\npattern = "(unclosed"\n',
+            "masking.rules[0].pattern",
+            ["'bad'", "invalid RE2"],
+        ),
+        ('[[masking.rules]]\nid = "look"\npattern = "(?<=x)y"\n', "masking.rules[0].pattern", ["'look'"]),
+        ('[[masking.rules]]\nid = "empty"\npattern = "a*"\n', "masking.rules[0].pattern", ["empty string"]),
+        ('[[masking.rules]]\nid = "Bad Id"\npattern = "x"\n', "masking.rules[0].id", ["lower-case"]),
+        (
+            '[[masking.rules]]\nid = "g"\npattern = "(x)"\nsecret_group = 2\n',
+            "masking.rules[0].secret_group",
+            ["1 capture"],
+        ),
+        (
+            '[[masking.rules]]\nid = "k"\npattern = "x"\nkeywrods = ["x"]\n',
+            "masking.rules[0].keywrods",
+            ["unknown key"],
+        ),
+        (
+            '[[masking.rules]]\nid = "a"\npattern = "x"\nallowlist.patterns = ["("]\n',
+            "masking.rules[0].allowlist.patterns[0]",
+            ["invalid RE2"],
+        ),
+        (
+            '[[masking.rules]]\nid = "d"\npattern = "x"\n[[masking.rules]]\nid = "d"\npattern = "y"\n',
+            "masking.rules[1].id",
+            ["duplicate"],
+        ),
+        ('[masking]\ndisable = ["no-such-rule"]\n', "masking.disable[0]", ["no rule 'no-such-rule'"]),
+        ('[masking]\non_unparseable = "drop"\n', "masking.on_unparseable", ["refuse", "forward"]),
+        ("[masking]\nhold_back_chars = 3\n", "masking.hold_back_chars", ["at least"]),
+        ('[masking]\npacks = ["../../etc/passwd"]\n', "", ["cannot read rule pack"]),
+        ('[masking]\npacks = ["No Such"]\n', "masking.packs[0]", ["built-in name"]),
+        (
+            '[masking]\nfingerprint_secret_env = "not a name"\n',
+            "masking.fingerprint_secret_env",
+            ["environment variable"],
+        ),
+        ("[masking]\nenabled = true\n", "masking.enabled", ["unknown key"]),
+    ],
+)
 def test_invalid_sections_are_refused_with_file_and_key(tmp_path, body, key, words):
     text = body if body.startswith("[masking]") else "[masking]\n" + body
     with pytest.raises(PolicyError) as e:
@@ -115,12 +149,14 @@ def test_invalid_sections_are_refused_with_file_and_key(tmp_path, body, key, wor
 
 
 def test_policy_rule_replaces_builtin_rule_of_same_id(builtin):
-    pol = masking_section("""
+    pol = masking_section(
+        """
 [[masking.rules]]
 id = "aws-access-key-id"
 description = "only the long-term kind"
 pattern = '''\\b(AKIA[A-Z0-9]{16})\\b'''
-""".replace("[[masking.rules]]", "[masking]\n[[masking.rules]]", 1))
+""".replace("[[masking.rules]]", "[masking]\n[[masking.rules]]", 1)
+    )
     assert pol.rule_ids.count("aws-access-key-id") == 1
     assert pol.scanner.scan("ASIA" + "B" * 16) == []
     assert ids(pol.scanner.scan("AKIA" + "B" * 16)) == ["aws-access-key-id"]
@@ -154,6 +190,6 @@ def test_policy_loader_uses_parse_masking(tmp_path):
     p.write_text('[masking]\ndisable = ["jwt"]\nhold_back_chars = 300\n')
     policy = load_policy(p)
     assert policy.masking.hold_back_chars == 300 and "jwt" not in policy.masking.rule_ids
-    p.write_text('[masking]\nhold_back = 300\n')
+    p.write_text("[masking]\nhold_back = 300\n")
     with pytest.raises(PolicyError, match=r"p.toml: masking.hold_back: unknown key"):
         load_policy(p)

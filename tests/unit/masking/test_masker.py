@@ -67,7 +67,7 @@ def test_mask_spans_gives_input_offsets(masker):
     secret = aws()
     text = f"é {secret} x"
     out, spans = masker.mask_spans(text)
-    assert [(s.rule, text[s.start:s.end]) for s in spans] == [("aws-access-key-id", secret)]
+    assert [(s.rule, text[s.start : s.end]) for s in spans] == [("aws-access-key-id", secret)]
 
 
 def test_format_where():
@@ -91,28 +91,60 @@ def request_body(s: str) -> dict:
         "tools": [{"name": "Bash", "description": "run", "input_schema": {"type": "object"}}],
         "messages": [
             {"role": "user", "content": f"my key is {s}"},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": f"the user pasted {s}", "signature": "c2ln/" + s},
-                {"type": "redacted_thinking", "data": "ZGF0/" + s},
-                {"type": "text", "text": f"I will use {s}"},
-                {"type": "tool_use", "id": "toolu_1", "name": "Bash",
-                 "input": {"command": f"export KEY={s}", "env": [{"v": s}], "n": 3}},
-            ]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": f"echo {s}"},
-                {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": False, "content": [
-                    {"type": "text", "text": f"out: {s}"},
-                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO/" + s}},
-                ]},
-                {"type": "document", "title": f"notes {s}", "context": f"ctx {s}",
-                 "source": {"type": "text", "media_type": "text/plain", "data": f"doc {s}"}},
-                {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": f"c {s}"}]}},
-                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE/" + s}},
-                {"type": "search_result", "source": "https://x", "title": "t",
-                 "content": [{"type": "text", "text": f"r {s}"}]},
-                {"type": "text", "text": f"thanks {s}"},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": s}},
-            ]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": f"the user pasted {s}", "signature": "c2ln/" + s},
+                    {"type": "redacted_thinking", "data": "ZGF0/" + s},
+                    {"type": "text", "text": f"I will use {s}"},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": "Bash",
+                        "input": {"command": f"export KEY={s}", "env": [{"v": s}], "n": 3},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": f"echo {s}"},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_2",
+                        "is_error": False,
+                        "content": [
+                            {"type": "text", "text": f"out: {s}"},
+                            {
+                                "type": "image",
+                                "source": {"type": "base64", "media_type": "image/png", "data": "iVBO/" + s},
+                            },
+                        ],
+                    },
+                    {
+                        "type": "document",
+                        "title": f"notes {s}",
+                        "context": f"ctx {s}",
+                        "source": {"type": "text", "media_type": "text/plain", "data": f"doc {s}"},
+                    },
+                    {
+                        "type": "document",
+                        "source": {"type": "content", "content": [{"type": "text", "text": f"c {s}"}]},
+                    },
+                    {
+                        "type": "document",
+                        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE/" + s},
+                    },
+                    {
+                        "type": "search_result",
+                        "source": "https://x",
+                        "title": "t",
+                        "content": [{"type": "text", "text": f"r {s}"}],
+                    },
+                    {"type": "text", "text": f"thanks {s}"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": s}},
+                ],
+            },
         ],
     }
 
@@ -123,21 +155,23 @@ def test_request_masks_every_text_field_and_nothing_signed(masker):
     original = copy.deepcopy(body)
     found = masker.mask_request(body)
     wheres = sorted(f.where for f in found)
-    assert wheres == sorted([
-        "system[0].text",
-        "messages[0].content",
-        "messages[1].content[2].text",
-        "messages[1].content[3].input.command",
-        "messages[1].content[3].input.env[0].v",
-        "messages[2].content[0].content",
-        "messages[2].content[1].content[0].text",
-        "messages[2].content[2].title",
-        "messages[2].content[2].context",
-        "messages[2].content[2].source.data",
-        "messages[2].content[3].source.content[0].text",
-        "messages[2].content[5].content[0].text",
-        "messages[2].content[6].text",
-    ])
+    assert wheres == sorted(
+        [
+            "system[0].text",
+            "messages[0].content",
+            "messages[1].content[2].text",
+            "messages[1].content[3].input.command",
+            "messages[1].content[3].input.env[0].v",
+            "messages[2].content[0].content",
+            "messages[2].content[1].content[0].text",
+            "messages[2].content[2].title",
+            "messages[2].content[2].context",
+            "messages[2].content[2].source.data",
+            "messages[2].content[3].source.content[0].text",
+            "messages[2].content[5].content[0].text",
+            "messages[2].content[6].text",
+        ]
+    )
     # Signed and binary content is byte-for-byte unchanged (each holds the secret, maskable
     # if it were text: mask_for_record does mask it).
     assert masker.mask_for_record(original["messages"][1]["content"][0])[1]
@@ -164,8 +198,13 @@ def test_request_with_system_string_and_count_tokens_shape(masker):
 
 
 def test_request_tolerates_odd_shapes(masker):
-    for body in [{}, {"messages": None}, {"messages": ["x", 1, None, {"content": 5}]}, {"system": 3},
-                 {"messages": [{"role": "user", "content": [None, 1, "x", {"type": "text"}, {"type": "tool_use"}]}]}]:
+    for body in [
+        {},
+        {"messages": None},
+        {"messages": ["x", 1, None, {"content": 5}]},
+        {"system": 3},
+        {"messages": [{"role": "user", "content": [None, 1, "x", {"type": "text"}, {"type": "tool_use"}]}]},
+    ]:
         assert masker.mask_request(body) == []
 
 
@@ -174,7 +213,9 @@ def test_deeply_nested_tool_input_is_walked_without_recursion(masker):
     inner: dict = {"v": s}
     for _ in range(5000):
         inner = {"a": [inner]}
-    body = {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "X", "input": inner}]}]}
+    body = {
+        "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "X", "input": inner}]}]
+    }
     found = masker.mask_request(body)
     assert len(found) == 1 and found[0].where.endswith(".v")
 
@@ -194,13 +235,17 @@ def test_disabled_policy_changes_nothing():
 
 def response_message(s: str) -> dict:
     return {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
         "content": [
             {"type": "thinking", "thinking": f"found {s}", "signature": "sig/" + s},
             {"type": "text", "text": f"Your key {s} is exposed", "citations": None},
             {"type": "tool_use", "id": "toolu_9", "name": "Write", "input": {"file_path": "/x", "content": f"K={s}\n"}},
         ],
-        "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 2},
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 1, "output_tokens": 2},
     }
 
 
@@ -243,34 +288,71 @@ def b64(text: str) -> str:
 def leaky_request(s: str) -> dict:
     """The fields an attacker test got through the old (allow-list) walker, each with `s`."""
     return {
-        "model": "claude-sonnet-4-5", "max_tokens": 10,
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
         "metadata": {"user_id": json.dumps({"device_id": s, "session_id": "x"})},
         "stop_sequences": ["END", f"stop {s}"],
-        "tools": [{"name": "Deploy", "description": f"uses {s}",
-                   "input_schema": {"type": "object", "properties": {"t": {"type": "string", "default": s}}}},
-                  {"type": "web_search_20250305", "name": "web_search", "allowed_domains": [f"{s}.example"]}],
-        "mcp_servers": [{"type": "url", "url": f"https://mcp.example/sse?key={s}", "name": "m",
-                         "authorization_token": s}],
+        "tools": [
+            {
+                "name": "Deploy",
+                "description": f"uses {s}",
+                "input_schema": {"type": "object", "properties": {"t": {"type": "string", "default": s}}},
+            },
+            {"type": "web_search_20250305", "name": "web_search", "allowed_domains": [f"{s}.example"]},
+        ],
+        "mcp_servers": [
+            {"type": "url", "url": f"https://mcp.example/sse?key={s}", "name": "m", "authorization_token": s}
+        ],
         "future_top_level_field": {"nested": [f"x {s}"]},
         "messages": [
-            {"role": "user", "content": [
-                {"type": "document", "source": {"type": "url", "url": f"https://files.example/{s}.pdf"}},
-                {"type": "image", "source": {"type": "url", "url": f"https://img.example/?sig={s}"}},
-                {"type": "future_block", "payload": {"deep": [{"deeper": s}]}, "note": s},
-                {"type": "text", "text": "see", "extra_field": s,
-                 "citations": [{"type": "char_location", "cited_text": f"cite {s}", "document_title": s}]},
-            ]},
-            {"role": "assistant", "content": [
-                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": s}},
-                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
-                    {"type": "web_search_result", "url": f"https://r.example/{s}", "title": f"t {s}",
-                     "encrypted_content": "RU5D/" + s, "page_age": None}]},
-                {"type": "mcp_tool_use", "id": "mcptoolu_1", "name": "q", "server_name": "m", "input": {"q": s}},
-                {"type": "mcp_tool_result", "tool_use_id": "mcptoolu_1", "content": [{"type": "text", "text": s}]},
-                {"type": "text", "text": "ok", "citations": [
-                    {"type": "web_search_result_location", "url": "https://r.example", "title": s,
-                     "cited_text": f"c {s}", "encrypted_index": "RW5j/" + s}]},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "document", "source": {"type": "url", "url": f"https://files.example/{s}.pdf"}},
+                    {"type": "image", "source": {"type": "url", "url": f"https://img.example/?sig={s}"}},
+                    {"type": "future_block", "payload": {"deep": [{"deeper": s}]}, "note": s},
+                    {
+                        "type": "text",
+                        "text": "see",
+                        "extra_field": s,
+                        "citations": [{"type": "char_location", "cited_text": f"cite {s}", "document_title": s}],
+                    },
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": s}},
+                    {
+                        "type": "web_search_tool_result",
+                        "tool_use_id": "srvtoolu_1",
+                        "content": [
+                            {
+                                "type": "web_search_result",
+                                "url": f"https://r.example/{s}",
+                                "title": f"t {s}",
+                                "encrypted_content": "RU5D/" + s,
+                                "page_age": None,
+                            }
+                        ],
+                    },
+                    {"type": "mcp_tool_use", "id": "mcptoolu_1", "name": "q", "server_name": "m", "input": {"q": s}},
+                    {"type": "mcp_tool_result", "tool_use_id": "mcptoolu_1", "content": [{"type": "text", "text": s}]},
+                    {
+                        "type": "text",
+                        "text": "ok",
+                        "citations": [
+                            {
+                                "type": "web_search_result_location",
+                                "url": "https://r.example",
+                                "title": s,
+                                "cited_text": f"c {s}",
+                                "encrypted_index": "RW5j/" + s,
+                            }
+                        ],
+                    },
+                ],
+            },
         ],
         s: "a secret as a key",
     }
@@ -308,15 +390,28 @@ def test_request_generic_walk_masks_every_field(masker):
     assert result["encrypted_content"] == "RU5D/" + s
     assert body["messages"][1]["content"][4]["citations"][0]["encrypted_index"] == "RW5j/" + s
     wheres = {f.where for f in found}
-    for w in ["metadata.user_id", "stop_sequences[1]", "tools[0].description",
-              "tools[0].input_schema.properties.t.default", "tools[1].allowed_domains[0]",
-              "mcp_servers[0].url", "mcp_servers[0].authorization_token", "future_top_level_field.nested[0]",
-              "messages[0].content[0].source.url", "messages[0].content[1].source.url",
-              "messages[0].content[2].payload.deep[0].deeper", "messages[0].content[2].note",
-              "messages[0].content[3].extra_field", "messages[0].content[3].citations[0].cited_text",
-              "messages[1].content[0].input.query", "messages[1].content[1].content[0].url",
-              "messages[1].content[1].content[0].title", "messages[1].content[2].input.q",
-              "messages[1].content[3].content[0].text", "messages[1].content[4].citations[0].title"]:
+    for w in [
+        "metadata.user_id",
+        "stop_sequences[1]",
+        "tools[0].description",
+        "tools[0].input_schema.properties.t.default",
+        "tools[1].allowed_domains[0]",
+        "mcp_servers[0].url",
+        "mcp_servers[0].authorization_token",
+        "future_top_level_field.nested[0]",
+        "messages[0].content[0].source.url",
+        "messages[0].content[1].source.url",
+        "messages[0].content[2].payload.deep[0].deeper",
+        "messages[0].content[2].note",
+        "messages[0].content[3].extra_field",
+        "messages[0].content[3].citations[0].cited_text",
+        "messages[1].content[0].input.query",
+        "messages[1].content[1].content[0].url",
+        "messages[1].content[1].content[0].title",
+        "messages[1].content[2].input.q",
+        "messages[1].content[3].content[0].text",
+        "messages[1].content[4].citations[0].title",
+    ]:
         assert w in wheres, w
     # structure unchanged: same keys (but the secret one), same non-string values
     assert body["max_tokens"] == 10 and body["tools"][0]["input_schema"]["type"] == "object"
@@ -331,8 +426,13 @@ def test_request_exempt_fields_stay_byte_identical(masker):
         {"type": "compaction", "content": None, "encrypted_content": "Q09N/" + s, "signature": "c2ln/" + s},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo/" + s}},
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x/" + s}},
-        {"type": "encrypted_code_execution_result", "encrypted_stdout": "ZW5j/" + s, "stderr": "", "return_code": 0,
-         "content": []},
+        {
+            "type": "encrypted_code_execution_result",
+            "encrypted_stdout": "ZW5j/" + s,
+            "stderr": "",
+            "return_code": 0,
+            "content": [],
+        },
     ]
     body = {"messages": [{"role": "assistant", "content": copy.deepcopy(blocks)}]}
     assert masker.mask_request(body) == []
@@ -347,10 +447,20 @@ def test_request_exempt_fields_stay_byte_identical(masker):
 
 def test_exemptions_do_not_apply_inside_tool_inputs(masker):
     s = ghp(3)
-    inp = {"type": "thinking", "thinking": s, "signature": s,
-           "source": {"type": "base64", "media_type": "image/png", "data": s}}
-    body = {"messages": [{"role": "assistant", "content": [
-        {"type": "tool_use", "id": "t", "name": "X", "input": copy.deepcopy(inp)}]}]}
+    inp = {
+        "type": "thinking",
+        "thinking": s,
+        "signature": s,
+        "source": {"type": "base64", "media_type": "image/png", "data": s},
+    }
+    body = {
+        "messages": [
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t", "name": "X", "input": copy.deepcopy(inp)}],
+            }
+        ]
+    }
     found = masker.mask_request(body)
     assert s not in json.dumps(body) and len(found) == 3
     value, found = masker.mask_value(copy.deepcopy(inp), "input")
@@ -361,8 +471,20 @@ def test_text_base64_document_is_decoded_scanned_and_reencoded(masker):
     s = ghp(4)
     text = f"config:\nGITHUB_TOKEN={s}\nend é\n"
     doc = {"type": "document", "source": {"type": "base64", "media_type": "text/plain", "data": b64(text)}}
-    body = {"messages": [{"role": "user", "content": [doc, {"type": "document", "source": {
-        "type": "base64", "media_type": "text/csv", "data": b64("a,b\n1," + s)}}]}]}
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    doc,
+                    {
+                        "type": "document",
+                        "source": {"type": "base64", "media_type": "text/csv", "data": b64("a,b\n1," + s)},
+                    },
+                ],
+            }
+        ]
+    }
     found = masker.mask_request(body)
     assert [f.where for f in found] == ["messages[0].content[0].source.data", "messages[0].content[1].source.data"]
     decoded = base64.b64decode(body["messages"][0]["content"][0]["source"]["data"]).decode()
@@ -371,8 +493,11 @@ def test_text_base64_document_is_decoded_scanned_and_reencoded(masker):
     # without a secret: byte-identical (not re-encoded); invalid base64 is scanned as text
     clean = {"type": "base64", "media_type": "text/plain", "data": b64("nothing here")}
     odd = {"type": "base64", "media_type": "text/plain", "data": f"not base64 {s}"}
-    body = {"messages": [{"role": "user", "content": [{"type": "document", "source": clean},
-                                                      {"type": "document", "source": odd}]}]}
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"type": "document", "source": clean}, {"type": "document", "source": odd}]}
+        ]
+    }
     masker.mask_request(body)
     assert clean["data"] == b64("nothing here") and s not in odd["data"]
     # a secret that is valid base64 itself (found by the property test) is masked as it stands
@@ -436,8 +561,12 @@ def test_deep_bodies_are_walked_without_recursion(masker):
 def test_mask_json_text_catches_escaped_secrets(masker):
     s = ghp(8)
     escaped = "\\u0067" + s[1:]  # "g" as \u0067
-    for raw in [f'{{"command": "echo {escaped} > f", "descr', f'{{"u": "https:\\/\\/x\\/{s}', f'{{"k": "{s[:3]}\\u005f{s[4:]}"}}',
-                f'{{"a": "\\"{s}\\"", "b": tru']:
+    for raw in [
+        f'{{"command": "echo {escaped} > f", "descr',
+        f'{{"u": "https:\\/\\/x\\/{s}',
+        f'{{"k": "{s[:3]}\\u005f{s[4:]}"}}',
+        f'{{"a": "\\"{s}\\"", "b": tru',
+    ]:
         out, found = masker.mask_json_text(raw, "w")
         assert found and s not in out and s[4:] not in out, raw
     assert masker.mask_json_text('{"plain": "text \\u00e9', "w") == ('{"plain": "text \\u00e9', [])
@@ -450,18 +579,71 @@ def test_mask_json_text_catches_escaped_secrets(masker):
 
 def split_cases(s: str):
     h = len(s) // 2
-    yield "text+text", {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": f"my token is {s[:h]}"}, {"type": "text", "text": f"{s[h:]} thanks"}]}]}
-    yield "text+tool_result", {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": f"token {s[:h]}"},
-        {"type": "tool_result", "tool_use_id": "t", "content": f"{s[h:]}\nexit 0"}]}]}
-    yield "tool_result blocks", {"messages": [{"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "t", "content": [
-            {"type": "text", "text": s[:h]}, {"type": "image", "source": {"type": "url", "url": "https://i"}},
-            {"type": "text", "text": s[h:]}]}]}]}
+    yield (
+        "text+text",
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": f"my token is {s[:h]}"},
+                        {"type": "text", "text": f"{s[h:]} thanks"},
+                    ],
+                }
+            ]
+        },
+    )
+    yield (
+        "text+tool_result",
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": f"token {s[:h]}"},
+                        {"type": "tool_result", "tool_use_id": "t", "content": f"{s[h:]}\nexit 0"},
+                    ],
+                }
+            ]
+        },
+    )
+    yield (
+        "tool_result blocks",
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t",
+                            "content": [
+                                {"type": "text", "text": s[:h]},
+                                {"type": "image", "source": {"type": "url", "url": "https://i"}},
+                                {"type": "text", "text": s[h:]},
+                            ],
+                        }
+                    ],
+                }
+            ]
+        },
+    )
     yield "system", {"system": [{"type": "text", "text": f"key={s[:5]}"}, {"type": "text", "text": s[5:]}]}
-    yield "three pieces", {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": s[:3]}, {"type": "text", "text": s[3:9]}, {"type": "text", "text": s[9:] + "."}]}]}
+    yield (
+        "three pieces",
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": s[:3]},
+                        {"type": "text", "text": s[3:9]},
+                        {"type": "text", "text": s[9:] + "."},
+                    ],
+                }
+            ]
+        },
+    )
 
 
 @pytest.mark.parametrize("kind", ["github-pat", "aws-access-key-id", "anthropic-api-key", "slack-bot-token"])
@@ -483,8 +665,14 @@ def test_secret_split_across_adjacent_texts_is_masked(masker, kind):
 
 def test_split_secret_token_goes_to_the_first_text(masker):
     s = ghp(10)
-    body = {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "a " + s[:20]}, {"type": "text", "text": s[20:] + " b"}]}]}
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a " + s[:20]}, {"type": "text", "text": s[20:] + " b"}],
+            }
+        ]
+    }
     found = masker.mask_request(body)
     texts = [b["text"] for b in body["messages"][0]["content"]]
     assert texts == ["a " + masker.replacement("github-pat", s), " b"]
@@ -493,8 +681,14 @@ def test_split_secret_token_goes_to_the_first_text(masker):
 
 def test_split_context_and_value_are_joined(masker):
     pw = "Zq8vLk2mWx9"
-    body = {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "DB_PASSWORD="}, {"type": "text", "text": pw + "\nnext"}]}]}
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "DB_PASSWORD="}, {"type": "text", "text": pw + "\nnext"}],
+            }
+        ]
+    }
     masker.mask_request(body)
     assert pw not in json.dumps(body)
     assert body["messages"][0]["content"][0]["text"] == "DB_PASSWORD="
@@ -503,8 +697,17 @@ def test_split_context_and_value_are_joined(masker):
 def test_long_private_key_split_across_blocks(masker):
     pem = fake_pem(random.Random(11), "RSA ", lines=60)
     cut = len(pem) - 300
-    body = {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "key:\n" + pem[:cut]}, {"type": "text", "text": pem[cut:] + "\nthanks"}]}]}
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "key:\n" + pem[:cut]},
+                    {"type": "text", "text": pem[cut:] + "\nthanks"},
+                ],
+            }
+        ]
+    }
     masker.mask_request(body)
     texts = [b["text"] for b in body["messages"][0]["content"]]
     assert texts[1] == "\nthanks" and texts[0].startswith("key:\n[MASKED:private-key:")
@@ -514,23 +717,35 @@ def test_long_private_key_split_across_blocks(masker):
 
 def test_joining_stays_within_one_message_and_leaves_clean_texts_alone(masker):
     s = ghp(12)
-    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": s[:20]}]},
-                         {"role": "user", "content": [{"type": "text", "text": s[20:]}]}]}
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": s[:20]}]},
+            {"role": "user", "content": [{"type": "text", "text": s[20:]}]},
+        ]
+    }
     before = copy.deepcopy(body)
     assert masker.mask_request(body) == [] and body == before
-    clean = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 1000},
-                                                        {"type": "text", "text": "ghp_ alone"}]}]}
+    clean = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "x" * 1000}, {"type": "text", "text": "ghp_ alone"}]}
+        ]
+    }
     before = copy.deepcopy(clean)
     assert masker.mask_request(clean) == [] and clean == before
 
 
 def test_response_content_is_joined_too(masker):
     s = ghp(13)
-    msg = {"type": "message", "content": [{"type": "text", "text": "here: " + s[:15]},
-                                          {"type": "text", "text": s[15:]}]}
+    msg = {
+        "type": "message",
+        "content": [{"type": "text", "text": "here: " + s[:15]}, {"type": "text", "text": s[15:]}],
+    }
     found = masker.mask_response_message(msg)
     assert found and s[15:] not in json.dumps(msg)
-    msg2 = {"type": "message", "content": [{"type": "text", "text": "here: " + s[:15]}, {"type": "text", "text": s[15:]}]}
+    msg2 = {
+        "type": "message",
+        "content": [{"type": "text", "text": "here: " + s[:15]}, {"type": "text", "text": s[15:]}],
+    }
     assert masker.mask_response_message(msg2, join_adjacent=False) == []
 
 
@@ -542,11 +757,14 @@ def test_response_content_is_joined_too(masker):
 # -- exemptions apply only where the API puts such objects (review findings) ------------------
 
 
-@pytest.mark.parametrize("encode", [
-    lambda b: base64.encodebytes(b).decode(),                       # wrapped at 76 characters
-    lambda b: base64.b64encode(b).decode().rstrip("="),             # unpadded
-    lambda b: " ".join(base64.b64encode(b).decode()[i:i + 8] for i in range(0, len(base64.b64encode(b)), 8)),
-])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda b: base64.encodebytes(b).decode(),  # wrapped at 76 characters
+        lambda b: base64.b64encode(b).decode().rstrip("="),  # unpadded
+        lambda b: " ".join(base64.b64encode(b).decode()[i : i + 8] for i in range(0, len(base64.b64encode(b)), 8)),
+    ],
+)
 def test_text_documents_in_lenient_base64_are_decoded(masker, encode):
     pat = fake_secret("github-pat", random.Random(79))
     raw = (f"header line that is long enough to wrap the base64 output {pat}\n" * 3).encode()

@@ -85,10 +85,16 @@ def test_corpus_every_kind_is_covered(rows, masker):
 
 def test_corpus_inside_a_request(rows, masker, capsys):
     def via_request(text: str) -> str:
-        body = {"model": "m", "messages": [
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": text}]},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "t2", "name": "Bash", "input": {"command": text}}]},
-        ]}
+        body = {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": text}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t2", "name": "Bash", "input": {"command": text}}],
+                },
+            ],
+        }
         masker.mask_request(body)
         a = body["messages"][0]["content"][0]["content"]
         b = body["messages"][1]["content"][0]["input"]["command"]
@@ -121,7 +127,7 @@ def test_corpus_streamed_in_small_deltas(rows, masker, capsys):
         i = 0
         while i < len(text):
             n = rng.randint(1, 6)
-            out.append(ts.push(text[i:i + n]))
+            out.append(ts.push(text[i : i + n]))
             i += n
         out.append(ts.flush())
         got = "".join(out)

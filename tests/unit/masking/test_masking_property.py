@@ -26,34 +26,87 @@ from gatehouse.wire.sse import encode_event, parse_sse
 KEY = b"test-fingerprint-key-0123456789ab"
 MASKER = Masker(parse_masking(None), KEY)
 EXEMPT = {(t, f) for t, f, _ in BYTE_IDENTICAL_FIELDS}
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 # Field names and type values of the API (so that exempt shapes and tool inputs come up), and
 # random ones. Random text uses letters that cannot spell a rule's keyword or a secret.
-API_FIELDS = ["type", "text", "content", "input", "thinking", "signature", "data", "source", "media_type",
-              "encrypted_content", "encrypted_index", "name", "id", "title", "url", "citations", "metadata",
-              "tools", "system", "messages", "cited_text", "message", "error", "delta", "usage", "tool_use_id"]
-TYPES = ["text", "thinking", "redacted_thinking", "tool_use", "server_tool_use", "mcp_tool_use", "tool_result",
-         "mcp_tool_result", "base64", "image", "document", "web_search_result", "web_search_result_location",
-         "compaction", "signature_delta", "thinking_delta", "future_block", "url"]
+API_FIELDS = [
+    "type",
+    "text",
+    "content",
+    "input",
+    "thinking",
+    "signature",
+    "data",
+    "source",
+    "media_type",
+    "encrypted_content",
+    "encrypted_index",
+    "name",
+    "id",
+    "title",
+    "url",
+    "citations",
+    "metadata",
+    "tools",
+    "system",
+    "messages",
+    "cited_text",
+    "message",
+    "error",
+    "delta",
+    "usage",
+    "tool_use_id",
+]
+TYPES = [
+    "text",
+    "thinking",
+    "redacted_thinking",
+    "tool_use",
+    "server_tool_use",
+    "mcp_tool_use",
+    "tool_result",
+    "mcp_tool_result",
+    "base64",
+    "image",
+    "document",
+    "web_search_result",
+    "web_search_result_location",
+    "compaction",
+    "signature_delta",
+    "thinking_delta",
+    "future_block",
+    "url",
+]
 SAFE = "abcxyz ABCXYZ019-./:é"
 
 field_names = st.one_of(st.sampled_from(API_FIELDS), st.text(alphabet=SAFE, min_size=1, max_size=10))
-leaves = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.text(alphabet=SAFE, max_size=24),
-                   st.sampled_from(TYPES), st.sampled_from(["image/png", "text/plain", "application/pdf"]))
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.text(alphabet=SAFE, max_size=24),
+    st.sampled_from(TYPES),
+    st.sampled_from(["image/png", "text/plain", "application/pdf"]),
+)
 
 
 json_values = st.recursive(
-    leaves, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(field_names, c, max_size=5)), max_leaves=25)
-typed_objects = st.builds(lambda t, d: {"type": t, **d}, st.sampled_from(TYPES),
-                          st.dictionaries(field_names, json_values, max_size=4))
+    leaves, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(field_names, c, max_size=5)), max_leaves=25
+)
+typed_objects = st.builds(
+    lambda t, d: {"type": t, **d}, st.sampled_from(TYPES), st.dictionaries(field_names, json_values, max_size=4)
+)
 
 
 def secrets_of(rng: random.Random) -> list[str]:
     alnum = string.ascii_letters + string.digits
-    return ["ghp_" + "".join(rng.choice(alnum) for _ in range(36)),
-            "AKIA" + "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(16))]
+    return [
+        "ghp_" + "".join(rng.choice(alnum) for _ in range(36)),
+        "AKIA" + "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(16)),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,8 +144,11 @@ def child_slot(parent_type: str | None, key: str, is_list: bool, parent_slot: bo
     """Where the API puts blocks with byte-identical fields (docs/security.md): a message's or
     response's content list, a streamed event's block or delta, a server tool's results, a
     block's citations, an image's or document's source. Nowhere else."""
-    server = parent_type is not None and parent_type.endswith("_tool_result") \
+    server = (
+        parent_type is not None
+        and parent_type.endswith("_tool_result")
         and parent_type not in ("tool_result", "mcp_tool_result")
+    )
     if is_list:
         if key == "content":
             return parent_type in (None, "message") or server
@@ -179,16 +235,30 @@ def exempt_values(value: Any, block: bool = False) -> list[tuple[Any, ...]]:
 
 blocks = st.one_of(
     st.builds(lambda t: {"type": "text", "text": t}, st.text(alphabet=SAFE, max_size=40)),
-    st.builds(lambda i, v: {"type": "tool_use", "id": f"toolu_{i}", "name": "Bash", "input": {"command": v}},
-              st.integers(0, 99), json_values),
-    st.builds(lambda c: {"type": "tool_result", "tool_use_id": "toolu_1", "content": c},
-              st.one_of(st.text(alphabet=SAFE, max_size=30), st.lists(typed_objects, max_size=3))),
-    st.builds(lambda t, sig: {"type": "thinking", "thinking": t, "signature": sig},
-              st.text(alphabet=SAFE, max_size=30), st.text(alphabet=string.ascii_letters, max_size=20)),
-    st.builds(lambda: {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}),
-    st.builds(lambda t: {"type": "document", "source": {"type": "base64", "media_type": "text/plain",
-                                                        "data": base64.b64encode(t.encode()).decode()}},
-              st.text(alphabet=SAFE, max_size=30)),
+    st.builds(
+        lambda i, v: {"type": "tool_use", "id": f"toolu_{i}", "name": "Bash", "input": {"command": v}},
+        st.integers(0, 99),
+        json_values,
+    ),
+    st.builds(
+        lambda c: {"type": "tool_result", "tool_use_id": "toolu_1", "content": c},
+        st.one_of(st.text(alphabet=SAFE, max_size=30), st.lists(typed_objects, max_size=3)),
+    ),
+    st.builds(
+        lambda t, sig: {"type": "thinking", "thinking": t, "signature": sig},
+        st.text(alphabet=SAFE, max_size=30),
+        st.text(alphabet=string.ascii_letters, max_size=20),
+    ),
+    st.builds(
+        lambda: {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    ),
+    st.builds(
+        lambda t: {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "text/plain", "data": base64.b64encode(t.encode()).decode()},
+        },
+        st.text(alphabet=SAFE, max_size=30),
+    ),
     typed_objects,
 )
 
@@ -196,11 +266,16 @@ blocks = st.one_of(
 @st.composite
 def request_bodies(draw):
     body: dict[str, Any] = {
-        "model": "claude-sonnet-4-5", "max_tokens": 100,
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
         "system": draw(st.one_of(st.text(alphabet=SAFE, max_size=30), st.lists(blocks, max_size=3))),
-        "messages": [{"role": draw(st.sampled_from(["user", "assistant"])),
-                      "content": draw(st.one_of(st.text(alphabet=SAFE, max_size=30), st.lists(blocks, max_size=5)))}
-                     for _ in range(draw(st.integers(1, 3)))],
+        "messages": [
+            {
+                "role": draw(st.sampled_from(["user", "assistant"])),
+                "content": draw(st.one_of(st.text(alphabet=SAFE, max_size=30), st.lists(blocks, max_size=5))),
+            }
+            for _ in range(draw(st.integers(1, 3)))
+        ],
     }
     for k, v in draw(st.dictionaries(field_names, json_values, max_size=3)).items():
         body.setdefault(k, v)
@@ -209,9 +284,15 @@ def request_bodies(draw):
 
 @st.composite
 def response_bodies(draw):
-    body: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-                            "content": draw(st.lists(blocks, max_size=5)),
-                            "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 2}}
+    body: dict[str, Any] = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": draw(st.lists(blocks, max_size=5)),
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 2},
+    }
     for k, v in draw(st.dictionaries(field_names, json_values, max_size=3)).items():
         body.setdefault(k, v)
     return body
@@ -233,27 +314,38 @@ def planted(draw, bodies):
     if where == "anywhere" or not isinstance(content, list):
         plant(body, secret, draw)
     elif where == "document":
-        content.append({"type": "document", "source": {"type": "base64", "media_type": "text/plain",
-                                                       "data": base64.b64encode(f"cfg {secret}\n".encode()).decode()}})
+        content.append(
+            {
+                "type": "document",
+                "source": {
+                    "type": "base64",
+                    "media_type": "text/plain",
+                    "data": base64.b64encode(f"cfg {secret}\n".encode()).decode(),
+                },
+            }
+        )
     else:  # split over two adjacent text blocks: neither half is a secret alone
         h = draw(st.integers(1, len(secret) - 1))
         at = draw(st.integers(0, len(content)))
-        content[at:at] = [{"type": "text", "text": "see " + secret[:h], "split": "a"},
-                          {"type": "text", "text": secret[h:] + " ok", "split": "b"}]
+        content[at:at] = [
+            {"type": "text", "text": "see " + secret[:h], "split": "a"},
+            {"type": "text", "text": secret[h:] + " ok", "split": "b"},
+        ]
     return body, secret
 
 
 def split_text(value: Any) -> str:
     """The two halves of a split secret, joined again (after masking: what the model reads)."""
-    parts = {d["split"]: d.get("text", "") for d in containers(value)
-             if isinstance(d, dict) and d.get("split") in ("a", "b")}
+    parts = {
+        d["split"]: d.get("text", "") for d in containers(value) if isinstance(d, dict) and d.get("split") in ("a", "b")
+    }
     return parts.get("a", "") + parts.get("b", "")
 
 
 def check_masked(original: Any, masked: Any, secret: str, mask) -> None:
     assert not leaks(masked, secret), leaks(masked, secret)
     joined = split_text(masked)
-    assert not any(secret[i:i + 12] in joined for i in range(len(secret) - 11)), joined
+    assert not any(secret[i : i + 12] in joined for i in range(len(secret) - 11)), joined
     assert exempt_values(masked) == exempt_values(original)  # byte-identical, all of them
     again = copy.deepcopy(original)
     mask(again)
@@ -281,7 +373,9 @@ def test_a_secret_anywhere_in_a_response_never_gets_through(case):
 
 
 @SETTINGS
-@given(planted(st.one_of(json_values.filter(lambda v: isinstance(v, (dict, list))), st.lists(typed_objects, min_size=1))))
+@given(
+    planted(st.one_of(json_values.filter(lambda v: isinstance(v, (dict, list))), st.lists(typed_objects, min_size=1)))
+)
 def test_a_secret_anywhere_in_any_json_never_gets_through(case):
     body, secret = case
     original = copy.deepcopy(body)
@@ -304,20 +398,44 @@ def ev(name: str, **data: Any) -> tuple[str, dict[str, Any]]:
 def planted_streams(draw):
     rng = random.Random(draw(st.integers(0, 2**32)))
     secret = rng.choice(secrets_of(rng))
-    spot = draw(st.sampled_from(["text", "tool", "tool_start", "tool_cut", "tool_escaped", "message_start",
-                                 "message_delta", "error", "server_block", "citation", "unknown_event", "key"]))
+    spot = draw(
+        st.sampled_from(
+            [
+                "text",
+                "tool",
+                "tool_start",
+                "tool_cut",
+                "tool_escaped",
+                "message_start",
+                "message_delta",
+                "error",
+                "server_block",
+                "citation",
+                "unknown_event",
+                "key",
+            ]
+        )
+    )
     extra = draw(st.dictionaries(field_names, json_values, max_size=2))
 
     def pieces(s: str, n: int) -> list[str]:
         out, i = [], 0
         while i < len(s):
             k = rng.randint(1, n)
-            out.append(s[i:i + k])
+            out.append(s[i : i + k])
             i += k
         return out
 
-    msg = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [],
-           "stop_reason": None, "usage": {"input_tokens": 1, "output_tokens": 1}, **extra}
+    msg = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+        **extra,
+    }
     if spot == "message_start":
         msg[draw(field_names)] = f"x {secret}"
     if spot == "key":
@@ -326,21 +444,33 @@ def planted_streams(draw):
     idx = 0
     # a thinking block first, with the secret in it: byte-identical, allowed
     if draw(st.booleans()):
-        events += [ev("content_block_start", index=idx, content_block={"type": "thinking", "thinking": "", "signature": ""}),
-                   ev("content_block_delta", index=idx, delta={"type": "thinking_delta", "thinking": f"saw {secret}"}),
-                   ev("content_block_delta", index=idx, delta={"type": "signature_delta", "signature": "c2ln" + secret}),
-                   ev("content_block_stop", index=idx)]
+        events += [
+            ev("content_block_start", index=idx, content_block={"type": "thinking", "thinking": "", "signature": ""}),
+            ev("content_block_delta", index=idx, delta={"type": "thinking_delta", "thinking": f"saw {secret}"}),
+            ev("content_block_delta", index=idx, delta={"type": "signature_delta", "signature": "c2ln" + secret}),
+            ev("content_block_stop", index=idx),
+        ]
         idx += 1
     text = draw(st.text(alphabet=SAFE, max_size=200))
     if spot == "text":
         at = draw(st.integers(0, len(text)))
         text = text[:at] + " " + secret + " " + text[at:]
     events.append(ev("content_block_start", index=idx, content_block={"type": "text", "text": ""}))
-    events += [ev("content_block_delta", index=idx, delta={"type": "text_delta", "text": p})
-               for p in pieces(text, rng.choice([1, 3, 12, 40]))]
+    events += [
+        ev("content_block_delta", index=idx, delta={"type": "text_delta", "text": p})
+        for p in pieces(text, rng.choice([1, 3, 12, 40]))
+    ]
     if spot == "citation":
-        events.append(ev("content_block_delta", index=idx, delta={"type": "citations_delta", "citation": {
-            "type": "char_location", "cited_text": f"c {secret}", "document_index": 0}}))
+        events.append(
+            ev(
+                "content_block_delta",
+                index=idx,
+                delta={
+                    "type": "citations_delta",
+                    "citation": {"type": "char_location", "cited_text": f"c {secret}", "document_index": 0},
+                },
+            )
+        )
     events.append(ev("content_block_stop", index=idx))
     idx += 1
     cut_here = False
@@ -348,8 +478,13 @@ def planted_streams(draw):
         inp = draw(st.dictionaries(field_names, json_values, max_size=3))
         inp[draw(field_names)] = f"echo {secret}"
         start_input: Any = inp if spot == "tool_start" else {}
-        events.append(ev("content_block_start", index=idx, content_block={
-            "type": "tool_use", "id": "toolu_1", "name": "Bash", "input": start_input}))
+        events.append(
+            ev(
+                "content_block_start",
+                index=idx,
+                content_block={"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": start_input},
+            )
+        )
         if spot != "tool_start":
             js = json.dumps(inp, ensure_ascii=rng.random() < 0.5)
             shown = secret
@@ -357,18 +492,28 @@ def planted_streams(draw):
                 shown = f"\\u{ord(secret[0]):04x}" + secret[1:].replace("_", "\\u005f")
                 js = js.replace("echo " + secret, "echo\\/" + shown)
             if spot in ("tool_cut", "tool_escaped"):  # cut short (max_tokens): not valid JSON
-                js = js[:js.index(shown) + len(shown) + draw(st.integers(0, 1))]
+                js = js[: js.index(shown) + len(shown) + draw(st.integers(0, 1))]
                 cut_here = draw(st.booleans())
-            events += [ev("content_block_delta", index=idx, delta={"type": "input_json_delta", "partial_json": p})
-                       for p in pieces(js, 15)]
+            events += [
+                ev("content_block_delta", index=idx, delta={"type": "input_json_delta", "partial_json": p})
+                for p in pieces(js, 15)
+            ]
         if not cut_here:
             events.append(ev("content_block_stop", index=idx))
         idx += 1
     if spot == "server_block" and not cut_here:
-        events += [ev("content_block_start", index=idx, content_block={
-            "type": draw(st.sampled_from(["web_search_tool_result", "mcp_tool_result", "future_result"])),
-            "tool_use_id": "x", "content": [{"type": "text", "text": secret, **extra}]}),
-            ev("content_block_stop", index=idx)]
+        events += [
+            ev(
+                "content_block_start",
+                index=idx,
+                content_block={
+                    "type": draw(st.sampled_from(["web_search_tool_result", "mcp_tool_result", "future_result"])),
+                    "tool_use_id": "x",
+                    "content": [{"type": "text", "text": secret, **extra}],
+                },
+            ),
+            ev("content_block_stop", index=idx),
+        ]
     if spot == "unknown_event" and not cut_here:
         events.append(ev("future_event", payload=[{"x": secret}]))
     if spot == "error":

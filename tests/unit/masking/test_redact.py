@@ -12,30 +12,36 @@ PAT = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
 KEY = "sk-ant-gateway-held-key-0123456789"
 
 
-@pytest.mark.parametrize("line", [
-    f"Bad HTTP request line: b'POST /v1/messages?t={SAMPLE_JWT} HTTP/1.1 x'",
-    f"token {SAMPLE_JWT}",
-    f"(b'authorization', b'Bearer {SAMPLE_JWT}')",
-    f"Authorization: Bearer {SAMPLE_JWT}",
-    f"Proxy-Authorization: Basic dXNlcjp{SAMPLE_JWT[:20]}",
-    f"bytearray(b'{SAMPLE_JWT}\\r\\n')",
-    f"unsigned {SAMPLE_JWT.rsplit('.', 1)[0]}.",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"Bad HTTP request line: b'POST /v1/messages?t={SAMPLE_JWT} HTTP/1.1 x'",
+        f"token {SAMPLE_JWT}",
+        f"(b'authorization', b'Bearer {SAMPLE_JWT}')",
+        f"Authorization: Bearer {SAMPLE_JWT}",
+        f"Proxy-Authorization: Basic dXNlcjp{SAMPLE_JWT[:20]}",
+        f"bytearray(b'{SAMPLE_JWT}\\r\\n')",
+        f"unsigned {SAMPLE_JWT.rsplit('.', 1)[0]}.",
+    ],
+)
 def test_jwts_and_credentials_are_redacted(line):
     out = Redactor().redact(line)
     assert SAMPLE_JWT not in out and SAMPLE_JWT[:30] not in out, out
     assert "[REDACTED" in out
 
 
-@pytest.mark.parametrize("line, secret", [
-    ("Proxy-Authorization: Basic Z2F0ZWhvdXNlOnNlY3JldC1wYXNzd29yZA==", "Z2F0ZWhvdXNlOnNlY3JldC1wYXNzd29yZA=="),
-    ("x-api-key: my-own-api-key-value", "my-own-api-key-value"),
-    ("(b'x-gatehouse-token', b'opaque-token-1234')", "opaque-token-1234"),
-    ("HTTPS_PROXY=http://gatehouse:hunter2hunter2@127.0.0.1:8080", "hunter2hunter2"),
-    (f"x-api-key={KEY}", KEY),
-    (f"sending {KEY[:-3]}xyz", KEY[:-3]),
-    ("cookie: session=abcdef123456", "abcdef123456"),
-])
+@pytest.mark.parametrize(
+    "line, secret",
+    [
+        ("Proxy-Authorization: Basic Z2F0ZWhvdXNlOnNlY3JldC1wYXNzd29yZA==", "Z2F0ZWhvdXNlOnNlY3JldC1wYXNzd29yZA=="),
+        ("x-api-key: my-own-api-key-value", "my-own-api-key-value"),
+        ("(b'x-gatehouse-token', b'opaque-token-1234')", "opaque-token-1234"),
+        ("HTTPS_PROXY=http://gatehouse:hunter2hunter2@127.0.0.1:8080", "hunter2hunter2"),
+        (f"x-api-key={KEY}", KEY),
+        (f"sending {KEY[:-3]}xyz", KEY[:-3]),
+        ("cookie: session=abcdef123456", "abcdef123456"),
+    ],
+)
 def test_credential_shapes_are_redacted(line, secret):
     assert secret not in Redactor().redact(line)
 
@@ -54,14 +60,17 @@ def test_masker_runs_last_and_refresh_first():
     assert calls == [1]
 
 
-@pytest.mark.parametrize("line", [
-    "gatehouse: policy /tmp/p.toml loaded (sha256 87dfa38c7a57), upstream https://127.0.0.1:39841",
-    "identity: CONNECT api.anthropic.com by alice (corp)",
-    "127.0.0.1:5555: POST https://api.anthropic.com/v1/messages?beta=true",
-    "<< 200 OK 1.2k",
-    "mitmproxy.proxy.server: client disconnect",
-    "the Authorization header (ANTHROPIC_AUTH_TOKEN)",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "gatehouse: policy /tmp/p.toml loaded (sha256 87dfa38c7a57), upstream https://127.0.0.1:39841",
+        "identity: CONNECT api.anthropic.com by alice (corp)",
+        "127.0.0.1:5555: POST https://api.anthropic.com/v1/messages?beta=true",
+        "<< 200 OK 1.2k",
+        "mitmproxy.proxy.server: client disconnect",
+        "the Authorization header (ANTHROPIC_AUTH_TOKEN)",
+    ],
+)
 def test_ordinary_lines_are_unchanged(line):
     assert Redactor().redact(line) == line
 
@@ -69,6 +78,7 @@ def test_ordinary_lines_are_unchanged(line):
 def test_a_failing_redaction_withholds_the_line():
     def broken(text):
         raise RuntimeError(text)
+
     out = Redactor(mask=broken).redact(f"secret {PAT}")
     assert PAT not in out and "withheld" in out
 
@@ -93,6 +103,7 @@ def test_documentation_placeholders_in_urls_stay_readable():
 
 def test_redaction_is_linear_on_hostile_lines():
     import time
+
     r = Redactor(mask=lambda t: t)
     for line in ("a." * 40_000, "x://" + "a:" * 40_000, "%" * 50_000, "a" * 60_000 + "%41"):
         t0 = time.process_time()
@@ -117,7 +128,9 @@ def test_credential_headers_in_byte_reprs_and_coloured_lines():
 
 def test_a_secret_after_an_escape_in_a_bytes_repr_is_masked():
     pat = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
-    r = Redactor(mask=lambda t: __import__("re").sub(r"(?:^|[^A-Za-z0-9])ghp_[A-Za-z0-9]{36}", " [MASKED:github-pat:x]", t))
+    r = Redactor(
+        mask=lambda t: __import__("re").sub(r"(?:^|[^A-Za-z0-9])ghp_[A-Za-z0-9]{36}", " [MASKED:github-pat:x]", t)
+    )
     line = "HTTP/2 protocol error: Illegal character '\\x00' in header value: b'a\\x00" + pat + "'"
     assert pat not in r.redact(line)
     plain = "nothing to see in b'a\\x00b'"

@@ -51,34 +51,40 @@ def test_context_kinds_are_found(builtin):
     for _ in range(300):
         text, secret, kind = secret_in_context(rng)
         hits = builtin.scanner.scan(text)
-        assert any(h.rule.id == kind and secret in text[h.start:h.end] for h in hits), (kind, text)
+        assert any(h.rule.id == kind and secret in text[h.start : h.end] for h in hits), (kind, text)
 
 
-@pytest.mark.parametrize("text", [
-    "password = os.environ['DB_PASSWORD']",
-    "password = self.password",
-    "const password = process.env.DB_PASSWORD;",
-    "password: ${{ secrets.DB_PASSWORD }}",
-    "api_key = get_secret('payments/stripe')  # fetched at runtime",
-    "token: ${{ secrets.NPM_TOKEN }}",
-    'request_id = "f217a317-5013-482e-2f25-05e1afd21b14"',
-    "https://user:${DB_PASSWORD}@db.example.com/x",
-    "postgres://app:<password>@localhost/db",
-    "AKIAIOSFODNN7EXAMPLE",
-    "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in your environment before running.",
-    "A key file starts with -----BEGIN RSA PRIVATE KEY----- and ends with -----END RSA PRIVATE KEY-----.",
-    "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",
-    "sha256:b7ae17c6bab4e222dd6a9ff5b9c5959442a218ebb214eb95c6977fd42cec23b1  dist/app.tar.gz",
-    "pwd = '/home/dev/project'",
-    "password = '********'",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password = os.environ['DB_PASSWORD']",
+        "password = self.password",
+        "const password = process.env.DB_PASSWORD;",
+        "password: ${{ secrets.DB_PASSWORD }}",
+        "api_key = get_secret('payments/stripe')  # fetched at runtime",
+        "token: ${{ secrets.NPM_TOKEN }}",
+        'request_id = "f217a317-5013-482e-2f25-05e1afd21b14"',
+        "https://user:${DB_PASSWORD}@db.example.com/x",
+        "postgres://app:<password>@localhost/db",
+        "AKIAIOSFODNN7EXAMPLE",
+        "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in your environment before running.",
+        "A key file starts with -----BEGIN RSA PRIVATE KEY----- and ends with -----END RSA PRIVATE KEY-----.",
+        "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",
+        "sha256:b7ae17c6bab4e222dd6a9ff5b9c5959442a218ebb214eb95c6977fd42cec23b1  dist/app.tar.gz",
+        "pwd = '/home/dev/project'",
+        "password = '********'",
+    ],
+)
 def test_near_misses_are_not_secrets(builtin, text):
     assert builtin.scanner.scan(text) == [], text
 
 
 def test_masked_text_is_never_a_secret_again(builtin):
-    for text in ['password = "[MASKED:password-assignment:0a1b2c]"', "token: [MASKED:github-pat:0a1b2c]",
-                 "DB_PASSWORD=[MASKED:password-assignment:0a1b2c]"]:
+    for text in [
+        'password = "[MASKED:password-assignment:0a1b2c]"',
+        "token: [MASKED:github-pat:0a1b2c]",
+        "DB_PASSWORD=[MASKED:password-assignment:0a1b2c]",
+    ]:
         assert builtin.scanner.scan(text) == []
 
 
@@ -149,8 +155,12 @@ allowlist = { patterns = ['^T-0000'], stopwords = ["dead"] }
     assert s.scan("key=T-deadbeef") == []  # rule stopword
     assert s.scan("key=T-test1234") == []  # global allowlist (array form)
     # target = "match": the pattern sees the context too
-    pol2 = custom(rules.replace("allowlist = { patterns = ['^T-0000'], stopwords = [\"dead\"] }",
-                                "allowlist = { patterns = ['^\\s*id='], target = \"match\" }"))
+    pol2 = custom(
+        rules.replace(
+            "allowlist = { patterns = ['^T-0000'], stopwords = [\"dead\"] }",
+            "allowlist = { patterns = ['^\\s*id='], target = \"match\" }",
+        )
+    )
     assert pol2.scanner.scan(" id=T-abcd1234") == []
     assert ids(pol2.scanner.scan(" key=T-abcd1234")) == ["tok"]
 
@@ -167,14 +177,28 @@ def test_allowlist_flags_stay_inside_each_pattern():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["aws-access-key-id", "github-pat", "github-oauth-token", "github-app-token",
-                                  "npm-token", "databricks-token", "shopify-token",
-                                  "anthropic-api-key", "stripe-secret-key", "huggingface-token", "jwt"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "aws-access-key-id",
+        "github-pat",
+        "github-oauth-token",
+        "github-app-token",
+        "npm-token",
+        "databricks-token",
+        "shopify-token",
+        "anthropic-api-key",
+        "stripe-secret-key",
+        "huggingface-token",
+        "jwt",
+    ],
+)
 def test_a_secret_glued_to_an_underscore_is_still_found(kind):
     """`TOKEN_ghp_..._old`: an underscore is a word character, so a \\b boundary missed a secret
     pasted into an identifier or a bytes repr (b'a\\x00ghp_...'); the boundary is now 'not a
     letter or digit'. A letter or digit glued on still makes it another string."""
     from gatehouse.masking.masker import Masker
+
     masker = Masker(parse_masking(None), b"k" * 32)
     secret = fake_secret(kind, random.Random(5))
     for text in (f"TOKEN_{secret}_old", f"_{secret}", f"v={secret}_"):
@@ -187,6 +211,7 @@ def test_the_gateways_own_hints_are_not_masked():
     instructions must stay readable: `HTTPS_PROXY=http://gatehouse:TOKEN@HOST:PORT`."""
     from gatehouse.identity.errors import HINT_NEW_TOKEN
     from gatehouse.masking.masker import Masker
+
     masker = Masker(parse_masking(None), b"k" * 32)
     assert masker.mask_text(HINT_NEW_TOKEN) == (HINT_NEW_TOKEN, [])
 
@@ -194,6 +219,7 @@ def test_the_gateways_own_hints_are_not_masked():
 def test_any_sk_ant_shaped_value_is_masked_and_real_keys_keep_their_rule():
     """Found by the red-team pass: a caller's key of no known format went upstream in a body."""
     from gatehouse.masking.masker import Masker
+
     masker = Masker(parse_masking(None), b"k" * 32)
     _, found = masker.mask_text("key=sk-ant-caller-key-should-never-leave")
     assert [f.rule for f in found] == ["anthropic-key-like"]

@@ -44,11 +44,11 @@ def test_offsets_are_characters_with_non_ascii_and_surrogates(builtin):
     secret = "AKIA" + "Q" * 16
     text = "Ünïcödé 🔑 " + secret + " 日本"
     [h] = builtin.scanner.scan(text)
-    assert text[h.start:h.end] == secret
+    assert text[h.start : h.end] == secret
     # JSON lets a string carry a lone surrogate; scanning must not fail on it
     text2 = "\ud800 x " + secret
     [h2] = builtin.scanner.scan(text2)
-    assert text2[h2.start:h2.end] == secret
+    assert text2[h2.start : h2.end] == secret
 
 
 def test_scan_from_pos_sees_context_and_min_end(builtin):
@@ -83,8 +83,26 @@ def naive_scan(scanner: Scanner, text: str):
     return scanner.resolve(hits)
 
 
-FRAGMENTS = ["password = ", "token: ", "AKIA", "sk-ant-", "-----BEGIN RSA PRIVATE KEY-----\n", "\n", " ", '"',
-             "https://u:", "@db", "eyJ", ".", "xoxb-", "é", "日本", "=", "key=", "aws_secret_access_key = "]
+FRAGMENTS = [
+    "password = ",
+    "token: ",
+    "AKIA",
+    "sk-ant-",
+    "-----BEGIN RSA PRIVATE KEY-----\n",
+    "\n",
+    " ",
+    '"',
+    "https://u:",
+    "@db",
+    "eyJ",
+    ".",
+    "xoxb-",
+    "é",
+    "日本",
+    "=",
+    "key=",
+    "aws_secret_access_key = ",
+]
 
 
 @st.composite
@@ -113,15 +131,18 @@ def test_set_prefilter_finds_what_every_rule_alone_finds(text):
     assert got == want
 
 
-@pytest.mark.parametrize("name, text", [
-    ("repeated prefixes", "AKIA" * 250_000),
-    ("key block without END", "-----BEGIN RSA PRIVATE KEY-----\n" + ("QUJD" * 16 + "\n") * 15_000),
-    ("BEGIN markers only", "-----BEGIN RSA PRIVATE KEY-----\nMIIE" * 28_000),
-    ("assignments without values", "password=" * 110_000),
-    ("JWT-like fragments", "eyJhbGciOiJIUzI1NiJ9.eyJ" * 40_000),
-    ("URL userinfo", ("postgres://u:" + "p" * 50 + "@") * 15_000),
-    ("base64", "".join(random.Random(1).choices(B64, k=1_000_000))),
-])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("repeated prefixes", "AKIA" * 250_000),
+        ("key block without END", "-----BEGIN RSA PRIVATE KEY-----\n" + ("QUJD" * 16 + "\n") * 15_000),
+        ("BEGIN markers only", "-----BEGIN RSA PRIVATE KEY-----\nMIIE" * 28_000),
+        ("assignments without values", "password=" * 110_000),
+        ("JWT-like fragments", "eyJhbGciOiJIUzI1NiJ9.eyJ" * 40_000),
+        ("URL userinfo", ("postgres://u:" + "p" * 50 + "@") * 15_000),
+        ("base64", "".join(random.Random(1).choices(B64, k=1_000_000))),
+    ],
+)
 def test_hostile_megabyte_scans_in_linear_time(builtin, name, text):
     t = time.perf_counter()
     builtin.scanner.scan(text)

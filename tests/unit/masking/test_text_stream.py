@@ -40,7 +40,7 @@ def stream_pieces(masker: Masker, pieces: list[str], hold_back: int = 256) -> tu
 def test_stream_catches_a_secret_split_across_deltas(masker):
     s = fake_secret("anthropic-api-key", random.Random(5))
     text = f"Set ANTHROPIC_API_KEY to {s} then run it."
-    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
+    pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
     out, released = stream_pieces(masker, pieces)
     assert out == masker.mask_text(text)[0]
     assert not survives(s, "".join(released))
@@ -50,7 +50,7 @@ def test_stream_releases_text_once_it_is_safe(masker):
     ts = masker.text_stream("w", 64)
     assert ts.push("a" * 40) == ""  # within the window: held
     out = ts.push("b" * 100)
-    assert out and out == ("a" * 40 + "b" * 100)[:len(out)]
+    assert out and out == ("a" * 40 + "b" * 100)[: len(out)]
     assert ts.pending <= 64 + 32
     assert out + ts.flush() == "a" * 40 + "b" * 100
 
@@ -62,7 +62,7 @@ def test_stream_holds_private_key_until_end_marker(masker):
     ts = masker.text_stream("w", 64)
     out = []
     for i in range(0, len(text), 7):
-        out.append(ts.push(text[i:i + 7]))
+        out.append(ts.push(text[i : i + 7]))
         joined = "".join(out)
         assert "-----BEGIN" not in joined  # nothing of the block leaves before it is complete
     out.append(ts.flush())
@@ -111,7 +111,8 @@ def test_streamed_text_equals_whole_text_masking(case, hold_back):
         assert out == want
     # Whatever the window, no secret that the whole-text masking catches survives whole.
     for h in masker.scanner.scan(text):
-        assert text[h.start:h.end] not in out or h.end - h.start <= 12
+        assert text[h.start : h.end] not in out or h.end - h.start <= 12
+
 
 # --------------------------------------------------------------------------------------------
 # The hold limit: masked, then swallowed
@@ -130,7 +131,7 @@ def test_hold_limit_masks_a_long_token_and_swallows_its_tail(masker):
     ts = masker.text_stream("w", 128, max_hold_chars=500)
     out = []
     for i in range(0, len(text), 7):
-        out.append(ts.push(text[i:i + 7]))
+        out.append(ts.push(text[i : i + 7]))
         assert ts.pending <= 500 + 7 and len(ts._buf) <= 1200
     out.append(ts.flush())
     got = "".join(out)
@@ -144,7 +145,7 @@ def test_hold_limit_masks_an_open_private_key_and_swallows_to_its_end(masker):
     pem = fake_pem(rng, "OPENSSH ", lines=200)
     text = "key:\n" + pem + "\nafter"
     ts = masker.text_stream("w", 64, max_hold_chars=1000)
-    out = [ts.push(text[i:i + 13]) for i in range(0, len(text), 13)]
+    out = [ts.push(text[i : i + 13]) for i in range(0, len(text), 13)]
     out.append(ts.flush())
     got = "".join(out)
     assert TOKEN.sub("T", got) == "key:\nT\nafter"

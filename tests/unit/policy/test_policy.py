@@ -41,16 +41,22 @@ def test_relative_paths_resolve_against_policy_folder(tmp_path):
     assert policy.credentials.default.file == tmp_path / "sub" / "keys" / "claude.key"
 
 
-@pytest.mark.parametrize("text, key, message", [
-    ('[[commands.rules]]\nid = "x"\n', "commands", "not supported by this version"),
-    ('[approvals]\napprovers = ["sre"]\n', "approvals", "not supported by this version"),
-    ('[wat]\n', "wat", "unknown key"),
-    ('[gateway\n', "", "not valid TOML"),
-    ('[groups.dev]\nmodels = ["claude-*"]\n', "groups", "at least one [[issuers]] entry"),
-    ('[[issuers]]\nname = "corp"\nissuer = "https://login.example.com"\naudience = "gatehouse"\n'
-     '[groups.dev]\n[credentials.groups.ops]\napi_key_env = "OPS_KEY"\n',
-     "credentials.groups.ops", "group 'ops' is not defined in [groups]"),
-])
+@pytest.mark.parametrize(
+    "text, key, message",
+    [
+        ('[[commands.rules]]\nid = "x"\n', "commands", "not supported by this version"),
+        ('[approvals]\napprovers = ["sre"]\n', "approvals", "not supported by this version"),
+        ("[wat]\n", "wat", "unknown key"),
+        ("[gateway\n", "", "not valid TOML"),
+        ('[groups.dev]\nmodels = ["claude-*"]\n', "groups", "at least one [[issuers]] entry"),
+        (
+            '[[issuers]]\nname = "corp"\nissuer = "https://login.example.com"\naudience = "gatehouse"\n'
+            '[groups.dev]\n[credentials.groups.ops]\napi_key_env = "OPS_KEY"\n',
+            "credentials.groups.ops",
+            "group 'ops' is not defined in [groups]",
+        ),
+    ],
+)
 def test_refusals_name_file_and_key(tmp_path, text, key, message):
     path = write(tmp_path, text)
     with pytest.raises(PolicyError) as e:
@@ -71,10 +77,14 @@ def test_shipped_policies_are_valid():
 
 def test_policy_check_cli(tmp_path):
     good = write(tmp_path, "")
-    r = subprocess.run([sys.executable, "-m", "gatehouse.cli.main", "policy", "check", str(good)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "gatehouse.cli.main", "policy", "check", str(good)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     bad = tmp_path / "bad.toml"
-    bad.write_text('[gateway]\nmax_body_bytes = -5\n')
-    r = subprocess.run([sys.executable, "-m", "gatehouse.cli.main", "policy", "check", str(bad)], capture_output=True, text=True)
+    bad.write_text("[gateway]\nmax_body_bytes = -5\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "gatehouse.cli.main", "policy", "check", str(bad)], capture_output=True, text=True
+    )
     assert r.returncode == 1
     assert f"{bad}: gateway.max_body_bytes: must be at least 1024" in r.stderr

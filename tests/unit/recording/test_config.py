@@ -25,32 +25,49 @@ def test_recording_policy_defaults_and_paths(tmp_path: Path) -> None:
     assert default.spool_path(tmp_path / "state") == tmp_path / "state" / "spool"
     assert parse_recording(None).store.endswith("/recordings")
 
-    p = parse('[recording]\nstore = "rec"\nspool_dir = "sp"\nsigning_key_file = "k.pem"\npublic_keys = ["a.pub"]\n'
-              'on_record_failure = "continue"\ncheckpoint_interval_seconds = 5\nretention_days = 30\n', tmp_path)
+    p = parse(
+        '[recording]\nstore = "rec"\nspool_dir = "sp"\nsigning_key_file = "k.pem"\npublic_keys = ["a.pub"]\n'
+        'on_record_failure = "continue"\ncheckpoint_interval_seconds = 5\nretention_days = 30\n',
+        tmp_path,
+    )
     assert p.store == str(tmp_path / "rec") and p.spool_dir == tmp_path / "sp"
     assert p.signing_key_file == tmp_path / "k.pem" and p.public_keys == (tmp_path / "a.pub",)
     assert (p.on_record_failure, p.checkpoint_interval_seconds, p.retention_days) == ("continue", 5, 30)
 
-    s3 = parse('[recording]\nstore = "s3://bucket/pre/fix/"\nobject_lock_mode = "GOVERNANCE"\nretention_days = 7\n'
-               's3_endpoint_url = "http://127.0.0.1:9000"\nkms_key_id = "alias/x"\nsigning_key_env = "K"\n', tmp_path)
+    s3 = parse(
+        '[recording]\nstore = "s3://bucket/pre/fix/"\nobject_lock_mode = "GOVERNANCE"\nretention_days = 7\n'
+        's3_endpoint_url = "http://127.0.0.1:9000"\nkms_key_id = "alias/x"\nsigning_key_env = "K"\n',
+        tmp_path,
+    )
     assert s3.store == "s3://bucket/pre/fix" and s3.is_s3 and s3.object_lock_mode == "GOVERNANCE"
 
 
-@pytest.mark.parametrize(("toml", "message"), [
-    ('store = "s3://"', "recording.store: an S3 store is s3://bucket"),
-    ('store = "gs://bucket"', "recording.store: must be a directory or s3://bucket/prefix"),
-    ('object_lock_mode = "COMPLIANCE"\nretention_days = 3', "recording.object_lock_mode: applies to an S3 store only"),
-    ('store = "s3://b"\nobject_lock_mode = "COMPLIANCE"', "recording.object_lock_mode: needs retention_days"),
-    ('store = "s3://b"\nobject_lock_mode = "STRICT"\nretention_days = 3', "must be one of 'COMPLIANCE', 'GOVERNANCE'"),
-    ('kms_key_id = "k"', "recording.kms_key_id: applies to an S3 store only"),
-    ('store = "s3://b"\ns3_endpoint_url = "localhost:9000"',
-     "recording.s3_endpoint_url: must be an http:// or https:// URL; got 'localhost:9000'"),
-    ('signing_key_file = "a"\nsigning_key_env = "B"', "set either signing_key_file or signing_key_env"),
-    ('on_record_failure = "ignore"', "recording.on_record_failure: must be one of 'refuse', 'continue'"),
-    ('retention_days = 0', "recording.retention_days: must be at least 1"),
-    ('checkpoint_interval_seconds = 0', "must be at least 1"),
-    ('stroe = "x"', "recording.stroe: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('store = "s3://"', "recording.store: an S3 store is s3://bucket"),
+        ('store = "gs://bucket"', "recording.store: must be a directory or s3://bucket/prefix"),
+        (
+            'object_lock_mode = "COMPLIANCE"\nretention_days = 3',
+            "recording.object_lock_mode: applies to an S3 store only",
+        ),
+        ('store = "s3://b"\nobject_lock_mode = "COMPLIANCE"', "recording.object_lock_mode: needs retention_days"),
+        (
+            'store = "s3://b"\nobject_lock_mode = "STRICT"\nretention_days = 3',
+            "must be one of 'COMPLIANCE', 'GOVERNANCE'",
+        ),
+        ('kms_key_id = "k"', "recording.kms_key_id: applies to an S3 store only"),
+        (
+            'store = "s3://b"\ns3_endpoint_url = "localhost:9000"',
+            "recording.s3_endpoint_url: must be an http:// or https:// URL; got 'localhost:9000'",
+        ),
+        ('signing_key_file = "a"\nsigning_key_env = "B"', "set either signing_key_file or signing_key_env"),
+        ('on_record_failure = "ignore"', "recording.on_record_failure: must be one of 'refuse', 'continue'"),
+        ("retention_days = 0", "recording.retention_days: must be at least 1"),
+        ("checkpoint_interval_seconds = 0", "must be at least 1"),
+        ('stroe = "x"', "recording.stroe: unknown key"),
+    ],
+)
 def test_recording_policy_errors_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(PolicyError) as e:
         parse("[recording]\n" + toml + "\n", tmp_path)

@@ -13,8 +13,9 @@ from gatehouse.recording.verify import verify_store
 from support.records import numbered_record, open_recording
 
 
-def test_restart_resumes_the_spool_and_links_the_new_chain_to_the_old(tmp_path: Path, key: SigningKey,
-                                                                      recordings: list[Path]) -> None:
+def test_restart_resumes_the_spool_and_links_the_new_chain_to_the_old(
+    tmp_path: Path, key: SigningKey, recordings: list[Path]
+) -> None:
     store = LocalStore(tmp_path / "store")
     rec = open_recording(tmp_path / "spool", store, key, recordings)
     rec.spool.open()

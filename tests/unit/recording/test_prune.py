@@ -43,14 +43,16 @@ def test_prune_removes_a_prefix_of_each_old_chain_and_the_store_still_verifies(t
     with pytest.raises(UnderRetention) as refused:
         retention_floor(store, older_than_days=3, policy_retention=None)
     assert (refused.value.days, refused.value.source) == (5, f"chain {chain_c}")
-    assert str(refused.value) == ("records younger than 5 days are under retention "
-                                  f"(retention_days from chain {chain_c})")
+    assert str(refused.value) == (
+        f"records younger than 5 days are under retention (retention_days from chain {chain_c})"
+    )
     assert retention_floor(store, older_than_days=6, policy_retention=None) == 5
     check_prunable(store, key, {key.key_id: key.public_key})
 
     said: list[tuple[str, int, int]] = []
-    dry = prune_store(store, key, older_than_days=6, now=now, lock_days=5, dry_run=True,
-                      on_chain=lambda *chain: said.append(chain))
+    dry = prune_store(
+        store, key, older_than_days=6, now=now, lock_days=5, dry_run=True, on_chain=lambda *chain: said.append(chain)
+    )
     assert (dry.records, dry.blobs, dry.kept_locked) == (8, 6, 0)
     assert said == sorted([(chain_a, 0, 3), (chain_b, 0, 3)])  # in chain order
     assert len(list(store.list("records/"))) == 4 + 4 + 4  # a dry run removes nothing
@@ -68,15 +70,19 @@ def test_prune_removes_a_prefix_of_each_old_chain_and_the_store_still_verifies(t
     assert prune_store(store, key, older_than_days=6, now=now, lock_days=5).records == 0  # nothing more is old
 
 
-def test_prune_refuses_a_store_that_does_not_verify_or_a_key_verify_would_not_trust(tmp_path: Path,
-                                                                                    key: SigningKey) -> None:
+def test_prune_refuses_a_store_that_does_not_verify_or_a_key_verify_would_not_trust(
+    tmp_path: Path, key: SigningKey
+) -> None:
     clock = [time.time()]
     chain = write_run(tmp_path / "store", tmp_path / "spool", key, range(0, 4), clock)
     store = LocalStore(tmp_path / "store")
     other = SigningKey.generate()
 
-    with pytest.raises(PruneRefused, match=f"^the signing key {other.key_id} is not among the trusted keys; "
-                                           "verify would reject its prune checkpoints$"):
+    with pytest.raises(
+        PruneRefused,
+        match=f"^the signing key {other.key_id} is not among the trusted keys; "
+        "verify would reject its prune checkpoints$",
+    ):
         check_prunable(store, other, {key.key_id: key.public_key})
     with pytest.raises(PruneRefused, match=f"^the signing key {other.key_id} is not a key of this store$"):
         check_prunable(store, other, None)
@@ -98,8 +104,9 @@ def test_the_policy_retention_is_a_floor(tmp_path: Path, key: SigningKey) -> Non
     assert retention_floor(LocalStore(tmp_path / "empty"), older_than_days=1, policy_retention=None) is None
 
 
-def test_s3_prune_removes_only_what_object_lock_no_longer_retains(s3: S3Server, tmp_path: Path,
-                                                                  key: SigningKey) -> None:
+def test_s3_prune_removes_only_what_object_lock_no_longer_retains(
+    s3: S3Server, tmp_path: Path, key: SigningKey
+) -> None:
     bucket = f"rec-{secrets.token_hex(4)}"
     s3.create_bucket(bucket, object_lock=True)
     store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
@@ -108,8 +115,15 @@ def test_s3_prune_removes_only_what_object_lock_no_longer_retains(s3: S3Server, 
         retention_floor(store, older_than_days=5, policy_retention=None)
 
     def one_run(ids: range, at: float) -> str:
-        rec = Recording.open(tmp_path / "spool", store=store, key=key, retention_days=1, gateway_version="t",
-                             policy_sha256="p", clock=lambda: at)
+        rec = Recording.open(
+            tmp_path / "spool",
+            store=store,
+            key=key,
+            retention_days=1,
+            gateway_version="t",
+            policy_sha256="p",
+            clock=lambda: at,
+        )
         rec.start()
         for i in ids:
             rec.append(numbered_record(i))

@@ -26,22 +26,44 @@ SCHEMA_PATH = Path(__file__).resolve().parents[3] / "addons" / "schemas" / "reco
 
 
 def assistant(text: str, **extra: Any) -> dict[str, Any]:
-    msg = {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
-           "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-           "usage": {"input_tokens": 100, "output_tokens": 20}}
+    msg = {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 100, "output_tokens": 20},
+    }
     msg.update(extra)
     return msg
 
 
 def json_response(doc: dict[str, Any], status: int = 200) -> ResponseInput:
-    return ResponseInput(status, [("content-type", "application/json"), ("request-id", "req_011"),
-                                  ("anthropic-ratelimit-requests-remaining", "99"), ("set-cookie", "x=y")],
-                         json.dumps(doc).encode())
+    return ResponseInput(
+        status,
+        [
+            ("content-type", "application/json"),
+            ("request-id", "req_011"),
+            ("anthropic-ratelimit-requests-remaining", "99"),
+            ("set-cookie", "x=y"),
+        ],
+        json.dumps(doc).encode(),
+    )
 
 
 def exchange(req: RequestInput, resp: ResponseInput | None, kind: str = "exchange", **kw: Any) -> ExchangeInput:
-    return ExchangeInput(kind=kind, exchange_id="gx_0001", request=req, response=resp, request_at=1000.0,
-                         first_byte_at=1000.5, end_at=1002.0, **kw)
+    return ExchangeInput(
+        kind=kind,
+        exchange_id="gx_0001",
+        request=req,
+        response=resp,
+        request_at=1000.0,
+        first_byte_at=1000.5,
+        end_at=1002.0,
+        **kw,
+    )
 
 
 def build(inp: ExchangeInput, **kw: Any) -> BuiltRecord:
@@ -50,14 +72,23 @@ def build(inp: ExchangeInput, **kw: Any) -> BuiltRecord:
 
 
 def seal(body: dict[str, Any], seq: int = 1) -> dict[str, Any]:
-    data, _ = seal_record(body, chain_id="20250101T000000Z-0badcafe", seq=seq, prev="sha256:" + "0" * 64,
-                          at=1003.0, key=SigningKey.generate())
+    data, _ = seal_record(
+        body,
+        chain_id="20250101T000000Z-0badcafe",
+        seq=seq,
+        prev="sha256:" + "0" * 64,
+        at=1003.0,
+        key=SigningKey.generate(),
+    )
     return json.loads(data)
 
 
 def test_system_tools_and_each_message_become_blobs_in_order() -> None:
-    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "yo"}]},
-            {"role": "user", "content": "again"}]
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "text", "text": "yo"}]},
+        {"role": "user", "content": "again"},
+    ]
     built = build(exchange(messages_request(msgs), json_response(assistant("answer"))))
     req = built.body["request"]
     assert req["model"] == "claude-sonnet-4-5" and req["stream"] is False
@@ -75,8 +106,11 @@ def test_assistant_content_is_the_same_blob_as_next_turns_message() -> None:
     assert resp["message"]["stop_reason"] == "end_turn" and "content" not in resp["message"]
     assert resp["message"]["usage"] == {"input_tokens": 100, "output_tokens": 20}
     assert resp["request_id"] == "req_011"
-    next_turn = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "ans"}]},
-                 {"role": "user", "content": "more"}]
+    next_turn = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "text", "text": "ans"}]},
+        {"role": "user", "content": "more"},
+    ]
     second = build(exchange(messages_request(next_turn), json_response(assistant("ans2"))))
     assert second.body["request"]["messages"][1] == resp["content"]
     # Same system prompt and tools: same blobs.
@@ -98,21 +132,39 @@ def test_auth_headers_are_never_recorded() -> None:
 def test_client_fields() -> None:
     built = build(exchange(messages_request([{"role": "user", "content": "x"}]), None, kind="request"))
     assert built.body["client"] == {
-        "user_agent": "claude-cli/2.1.0 (external, cli)", "app": "cli", "anthropic_version": "2023-06-01",
-        "anthropic_beta": ["claude-code-20250219", "interleaved-thinking-2025-05-14"]}
+        "user_agent": "claude-cli/2.1.0 (external, cli)",
+        "app": "cli",
+        "anthropic_version": "2023-06-01",
+        "anthropic_beta": ["claude-code-20250219", "interleaved-thinking-2025-05-14"],
+    }
     assert built.body["response"] is None and built.body["timing"]["end"] is None
 
 
 def test_masker_masks_everything_including_thinking_and_decisions() -> None:
-    msgs = [{"role": "user", "content": f"my key is {SECRET}"},
-            {"role": "assistant", "content": [{"type": "thinking", "thinking": f"the user key {SECRET}", "signature": "sig"},
-                                              {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": f"echo {SECRET}"}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": SECRET}]}]
-    resp = assistant("ok", content=[{"type": "thinking", "thinking": f"again {SECRET}", "signature": "s2"},
-                                    {"type": "text", "text": "done"}])
-    inp = exchange(messages_request(msgs), json_response(resp),
-                   decisions=[{"stage": "commands", "action": "block", "reason": f"saw {SECRET}", "at": 1001.0}],
-                   errors=[f"upstream said {SECRET}"])
+    msgs = [
+        {"role": "user", "content": f"my key is {SECRET}"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": f"the user key {SECRET}", "signature": "sig"},
+                {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": f"echo {SECRET}"}},
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": SECRET}]},
+    ]
+    resp = assistant(
+        "ok",
+        content=[
+            {"type": "thinking", "thinking": f"again {SECRET}", "signature": "s2"},
+            {"type": "text", "text": "done"},
+        ],
+    )
+    inp = exchange(
+        messages_request(msgs),
+        json_response(resp),
+        decisions=[{"stage": "commands", "action": "block", "reason": f"saw {SECRET}", "at": 1001.0}],
+        errors=[f"upstream said {SECRET}"],
+    )
     built = build(inp, masker=FakeMasker())
     everything = canonical_json(built.body) + b"".join(built.blobs.values())
     assert SECRET.encode() not in everything
@@ -125,8 +177,14 @@ def test_masker_masks_everything_including_thinking_and_decisions() -> None:
 def test_sse_response_uses_the_pipeline_message_or_assembles_the_buffered_body() -> None:
     req = messages_request([{"role": "user", "content": "hi"}], stream=True)
     sse_headers = [("content-type", "text/event-stream"), ("request-id", "req_sse")]
-    streamed = ResponseInput(200, sse_headers, None, streamed=True, assembled=assistant("streamed"),
-                             findings=[{"rule": "r", "where": "content[0].text", "fingerprint": "f"}])
+    streamed = ResponseInput(
+        200,
+        sse_headers,
+        None,
+        streamed=True,
+        assembled=assistant("streamed"),
+        findings=[{"rule": "r", "where": "content[0].text", "fingerprint": "f"}],
+    )
     built = build(exchange(req, streamed))
     resp = built.body["response"]
     assert resp["encoding"] == "sse" and resp["streamed"] is True and resp["size"] is None
@@ -135,15 +193,21 @@ def test_sse_response_uses_the_pipeline_message_or_assembles_the_buffered_body()
 
     # Buffered (no streaming pipeline): the body as sent is assembled into the message.
     start = {k: v for k, v in assistant("buffered").items() if k != "content"}
-    body = b"".join([
-        encode_event("message_start", {"type": "message_start", "message": {**start, "content": []}}),
-        encode_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                             "content_block": {"type": "text", "text": ""}}),
-        encode_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                             "delta": {"type": "text_delta", "text": "buffered"}}),
-        encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        encode_event("message_stop", {"type": "message_stop"}),
-    ])
+    body = b"".join(
+        [
+            encode_event("message_start", {"type": "message_start", "message": {**start, "content": []}}),
+            encode_event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+            encode_event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "buffered"}},
+            ),
+            encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            encode_event("message_stop", {"type": "message_stop"}),
+        ]
+    )
     buffered = build(exchange(req, ResponseInput(200, sse_headers, body)))
     assert buffered.body["response"]["encoding"] == "sse" and buffered.body["response"]["message"] == start
     content = parse_json(buffered.blobs[ref_hex(buffered.body["response"]["content"])])
@@ -155,15 +219,30 @@ def test_sse_response_uses_the_pipeline_message_or_assembles_the_buffered_body()
 
 
 def test_error_refusal_and_other_bodies() -> None:
-    err = {"type": "error", "error": {"type": "permission_error", "message": "model not allowed"}, "request_id": "req_e"}
-    inp = exchange(messages_request([{"role": "user", "content": "x"}]), json_response(err, 403), kind="refusal",
-                   decisions=[{"stage": "access", "action": "deny", "reason": "model", "rule": None, "detail": {}, "at": 1.5}])
+    err = {
+        "type": "error",
+        "error": {"type": "permission_error", "message": "model not allowed"},
+        "request_id": "req_e",
+    }
+    inp = exchange(
+        messages_request([{"role": "user", "content": "x"}]),
+        json_response(err, 403),
+        kind="refusal",
+        decisions=[{"stage": "access", "action": "deny", "reason": "model", "rule": None, "detail": {}, "at": 1.5}],
+    )
     built = build(inp)
     assert built.body["kind"] == "refusal" and built.body["response"]["body"] == err
     assert built.body["response"]["status"] == 403
 
-    big = RequestInput("POST", "https", "api.anthropic.com", 443, "/v1/files", [("content-type", "text/plain")],
-                       b"y" * (INLINE_BODY_LIMIT + 10))
+    big = RequestInput(
+        "POST",
+        "https",
+        "api.anthropic.com",
+        443,
+        "/v1/files",
+        [("content-type", "text/plain")],
+        b"y" * (INLINE_BODY_LIMIT + 10),
+    )
     built = build(exchange(big, ResponseInput(200, [], b"\xff\xfe binary")))
     assert built.body["request"]["encoding"] == "text" and "body_blob" in built.body["request"]
     assert built.body["response"]["encoding"] == "binary" and built.body["response"]["body"] is None
@@ -176,8 +255,16 @@ def test_record_validates_against_the_json_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    ident = {"issuer": "https://idp", "subject": "alice", "issuer_name": "corp", "email": "a@x", "name": None,
-             "groups": ["eng"], "token_id": "jti1", "expires_at": None}
+    ident = {
+        "issuer": "https://idp",
+        "subject": "alice",
+        "issuer_name": "corp",
+        "email": "a@x",
+        "name": None,
+        "groups": ["eng"],
+        "token_id": "jti1",
+        "expires_at": None,
+    }
     cases = [
         exchange(messages_request([{"role": "user", "content": "x"}]), json_response(assistant("a")), identity=ident),
         exchange(messages_request([{"role": "user", "content": "x"}], stream=True), None, kind="request"),
@@ -185,11 +272,16 @@ def test_record_validates_against_the_json_schema() -> None:
     ]
     for inp in cases:
         validator.validate(seal(build(inp, masker=FakeMasker()).body))
-    start = start_record_body(previous={"chain": "20250101T000000Z-0badcafe", "seq": 3,
-                                                "hash": "sha256:" + "1" * 64},
-                                      gateway_version="0.1.0", policy_sha256=None, node="n", key_id="0" * 16,
-                                      retention_days=30)
+    start = start_record_body(
+        previous={"chain": "20250101T000000Z-0badcafe", "seq": 3, "hash": "sha256:" + "1" * 64},
+        gateway_version="0.1.0",
+        policy_sha256=None,
+        node="n",
+        key_id="0" * 16,
+        retention_days=30,
+    )
     validator.validate(seal(start, seq=0))
-    cp = make_checkpoint(chain_id="20250101T000000Z-0badcafe", seq=3, head="sha256:" + "2" * 64,
-                                 key=SigningKey.generate(), at=5.0)
+    cp = make_checkpoint(
+        chain_id="20250101T000000Z-0badcafe", seq=3, head="sha256:" + "2" * 64, key=SigningKey.generate(), at=5.0
+    )
     validator.validate(json.loads(cp))

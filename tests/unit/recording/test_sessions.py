@@ -15,8 +15,10 @@ def recorded_session(req: RequestInput) -> dict[str, Any]:
 
 
 def test_session_from_header_then_metadata_then_idle_gap() -> None:
-    req = messages_request([{"role": "user", "content": "x"}], extra_headers=[
-        ("x-claude-code-agent-id", "agent-2"), ("x-claude-code-parent-agent-id", "agent-1")])
+    req = messages_request(
+        [{"role": "user", "content": "x"}],
+        extra_headers=[("x-claude-code-agent-id", "agent-2"), ("x-claude-code-parent-agent-id", "agent-1")],
+    )
     s = recorded_session(req)
     assert s == {"id": "hdr-sess", "source": "header", "agent_id": "agent-2", "parent_agent_id": "agent-1"}
     req = messages_request([{"role": "user", "content": "x"}], session_header=False)

@@ -51,8 +51,9 @@ def test_signing_key_sources(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="readable by group or others"):
         load_signing_key(key_file=pem)
 
-    seed = generated._private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                            serialization.NoEncryption())
+    seed = generated._private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
     env = {"REC_KEY": base64.b64encode(seed).decode()}
     assert load_signing_key(key_env="REC_KEY", environ=env).key_id == generated.key_id
     with pytest.raises(RecordError, match="REC_KEY .* is not set"):

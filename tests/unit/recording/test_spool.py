@@ -17,14 +17,17 @@ from gatehouse.recording.verify import verify_store
 from support.records import numbered_record, open_recording
 
 
-def test_append_is_durable_before_upload_and_upload_empties_the_spool(tmp_path: Path, key: SigningKey,
-                                                                      recordings: list[Path]) -> None:
+def test_append_is_durable_before_upload_and_upload_empties_the_spool(
+    tmp_path: Path, key: SigningKey, recordings: list[Path]
+) -> None:
     store = LocalStore(tmp_path / "store")
     rec = open_recording(tmp_path / "spool", store, key, recordings)
     rec.spool.open()  # no uploader started: everything stays spooled
     a = rec.append(numbered_record(1))
     assert (a.seq, a.chain) == (1, rec.journal.chain_id)
-    outbox = sorted(p.relative_to(tmp_path / "spool/outbox").as_posix() for p in (tmp_path / "spool/outbox").rglob("*.json"))
+    outbox = sorted(
+        p.relative_to(tmp_path / "spool/outbox").as_posix() for p in (tmp_path / "spool/outbox").rglob("*.json")
+    )
     assert outbox == [record_key(a.chain, 0), record_key(a.chain, 1)]
     assert len(list((tmp_path / "spool/blobs").rglob("*.json"))) == 2
     head = json.loads((tmp_path / "spool/head.json").read_text())
@@ -41,7 +44,6 @@ def test_append_is_durable_before_upload_and_upload_empties_the_spool(tmp_path: 
     assert (result.records, result.blobs, result.checkpoints) == (3, 3, 1)
 
 
-
 def test_one_gateway_process_per_spool(tmp_path: Path) -> None:
     a = Spool(tmp_path / "spool")
     a.open()
@@ -49,7 +51,6 @@ def test_one_gateway_process_per_spool(tmp_path: Path) -> None:
         Spool(tmp_path / "spool").open()
     a.close()
     Spool(tmp_path / "spool").open()
-
 
 
 def test_unusable_spool_raises_spool_error_and_recovers(tmp_path: Path, key: SigningKey) -> None:

@@ -31,6 +31,7 @@ def until(days: float = 1) -> datetime:
 
 # -- local ----------------------------------------------------------------------------------------
 
+
 def test_local_put_is_exclusive_durable_and_read_only(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "rec")
     store.check()
@@ -63,9 +64,23 @@ def test_local_list_is_sorted_and_prefix_filtered_like_a_full_sort(tmp_path: Pat
     # Names where directory order and key order differ: "a" (a directory) sorts after "a-b"
     # and "a.json" as a key ("a/..."), "/" being after "-" and ".".
     store = LocalStore(tmp_path)
-    for key in ("a/x.json", "a-b/y.json", "a.json", "a/b/c.json", "a/b.json", "ab", "records/c-1/000000000001.json",
-                "records/c/000000000000.json", "records/c/000000000001.json", "records/c.json", "records/cc/z.json",
-                "blobs/sha256/ab/ab.json", "Z", "é/1", "e/1"):
+    for key in (
+        "a/x.json",
+        "a-b/y.json",
+        "a.json",
+        "a/b/c.json",
+        "a/b.json",
+        "ab",
+        "records/c-1/000000000001.json",
+        "records/c/000000000000.json",
+        "records/c/000000000001.json",
+        "records/c.json",
+        "records/cc/z.json",
+        "blobs/sha256/ab/ab.json",
+        "Z",
+        "é/1",
+        "e/1",
+    ):
         store.put(key, b"x")
     (tmp_path / "a" / ".tmp-123").write_bytes(b"partial")
     (tmp_path / "empty" / "dir").mkdir(parents=True)
@@ -73,8 +88,22 @@ def test_local_list_is_sorted_and_prefix_filtered_like_a_full_sort(tmp_path: Pat
     expected = _all_keys_sorted(tmp_path)
     assert list(store.list()) == expected and expected == sorted(expected)
     assert not any(".tmp-" in k or k.startswith("link-to-dir") for k in expected)
-    for prefix in ("", "a", "a/", "a/b", "a-", "records/", "records/c", "records/c/", "records/c/0000000000001",
-                   "records/c-", "nothing/", "nothing", "blobs/sha256/", "é"):
+    for prefix in (
+        "",
+        "a",
+        "a/",
+        "a/b",
+        "a-",
+        "records/",
+        "records/c",
+        "records/c/",
+        "records/c/0000000000001",
+        "records/c-",
+        "nothing/",
+        "nothing",
+        "blobs/sha256/",
+        "é",
+    ):
         assert list(store.list(prefix)) == _all_keys_sorted(tmp_path, prefix), prefix
     assert list(LocalStore(tmp_path / "absent").list()) == []
 
@@ -130,6 +159,7 @@ def test_open_store_urls(tmp_path: Path) -> None:
 
 
 # -- S3 -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["COMPLIANCE", "GOVERNANCE"])
 def test_s3_objects_carry_object_lock_retention_and_checksum(s3: S3Server, bucket: str, mode: str) -> None:
@@ -201,8 +231,9 @@ def test_s3_endpoint_from_the_standard_variable(s3: S3Server, bucket: str, monke
 
 
 def test_s3_sse_kms(s3: S3Server, bucket: str) -> None:
-    store = open_store(f"s3://{bucket}", endpoint_url=s3.endpoint_url, object_lock_mode="GOVERNANCE",
-                       kms_key_id="alias/gatehouse")
+    store = open_store(
+        f"s3://{bucket}", endpoint_url=s3.endpoint_url, object_lock_mode="GOVERNANCE", kms_key_id="alias/gatehouse"
+    )
     store.put("enc.json", b"{}", retain_until=until())
     head = s3.client().head_object(Bucket=bucket, Key="enc.json")
     assert head["ServerSideEncryption"] == "aws:kms"

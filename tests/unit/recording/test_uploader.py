@@ -22,8 +22,9 @@ from support.records import numbered_record, open_recording
 from support.s3_server import S3Server
 
 
-def test_a_blob_reused_by_later_records_is_spooled_and_stored_once(tmp_path: Path, key: SigningKey,
-                                                                   recordings: list[Path]) -> None:
+def test_a_blob_reused_by_later_records_is_spooled_and_stored_once(
+    tmp_path: Path, key: SigningKey, recordings: list[Path]
+) -> None:
     store = LocalStore(tmp_path / "store")
     rec = open_recording(tmp_path / "spool", store, key, recordings)
     rec.start()
@@ -43,7 +44,6 @@ def test_a_blob_reused_by_later_records_is_spooled_and_stored_once(tmp_path: Pat
     assert len([k for k in store.list("blobs/")]) == 6
 
 
-
 class FlakyStore(LocalStore):
     def __init__(self, root: Path, failures: int) -> None:
         super().__init__(root)
@@ -56,7 +56,6 @@ class FlakyStore(LocalStore):
             self.failures -= 1
             raise StoreError("simulated outage")
         return super().put(key, data, **kw)
-
 
 
 def test_uploader_retries_with_backoff(tmp_path: Path, key: SigningKey) -> None:
@@ -74,7 +73,6 @@ def test_uploader_retries_with_backoff(tmp_path: Path, key: SigningKey) -> None:
     assert verify_store(store, trusted_keys={key.key_id: key.public_key}).ok
 
 
-
 def test_conflicting_object_is_kept_aside_not_overwritten(tmp_path: Path, key: SigningKey) -> None:
     store = LocalStore(tmp_path / "store")
     sp = Spool(tmp_path / "spool")
@@ -84,7 +82,6 @@ def test_conflicting_object_is_kept_aside_not_overwritten(tmp_path: Path, key: S
     Uploader(sp, store, retention_days=None).upload_pending()
     assert store.get(a.key) == b"somebody else's bytes"
     assert (tmp_path / "spool/failed" / a.key).exists() and sp.pending() == []
-
 
 
 def test_checkpoints_are_written_periodically(tmp_path: Path, key: SigningKey, recordings: list[Path]) -> None:
@@ -100,8 +97,8 @@ def test_checkpoints_are_written_periodically(tmp_path: Path, key: SigningKey, r
     assert len(list(store.list("checkpoints/"))) == 1
 
 
-
 # -- faults and retention against a real S3 endpoint ------------------------------------------
+
 
 def test_reused_blob_retention_is_extended_by_the_uploader(s3: S3Server, tmp_path: Path) -> None:
     bucket = f"rec-{secrets.token_hex(4)}"
@@ -132,8 +129,9 @@ def test_reused_blob_retention_is_extended_by_the_uploader(s3: S3Server, tmp_pat
     assert store.versions("")[f"{blob_key(hx)}"].versions == 1  # extended, not rewritten
 
 
-def test_s3_outage_during_traffic_loses_nothing(s3: S3Server, tmp_path: Path, key: SigningKey,
-                                                recordings: list[Path]) -> None:
+def test_s3_outage_during_traffic_loses_nothing(
+    s3: S3Server, tmp_path: Path, key: SigningKey, recordings: list[Path]
+) -> None:
     bucket = f"rec-{secrets.token_hex(4)}"
     s3.create_bucket(bucket, object_lock=True)
     store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")

@@ -82,6 +82,7 @@ def only(result: VerifyResult, check: str) -> list[Problem]:
 
 # -- baseline ---------------------------------------------------------------------------------------
 
+
 def test_untouched_store_verifies(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
     result = verify(store, key)
     assert result.ok, [str(p) for p in result.problems]
@@ -95,6 +96,7 @@ def test_verify_keeps_no_record_documents(store: Path, key: SigningKey, monkeypa
     """Verify holds what its checks need of each record (hash, link, ...), never the parsed
     documents: at any read from the store, at most the document in hand is alive. (Keeping
     them made a 200,000-record store take 4 GB.)"""
+
     class Doc(dict):  # type: ignore[type-arg]  # a dict that a weak reference can follow
         pass
 
@@ -124,11 +126,12 @@ def test_verify_keeps_no_record_documents(store: Path, key: SigningKey, monkeypa
 
 # -- the tampering cases ---------------------------------------------------------------------------
 
+
 def test_one_byte_changed_in_a_record(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
     path = rpath(store, chains[1], 4)
     data = path.read_bytes()
     i = data.index(b'"gx_')
-    path.write_bytes(data[:i + 4] + b"9" + data[i + 5:])  # one digit of the exchange id
+    path.write_bytes(data[: i + 4] + b"9" + data[i + 5 :])  # one digit of the exchange id
     result = verify(store, key)
     assert problems(result) == [
         (record_key(chains[1], 4), "signature"),
@@ -164,8 +167,9 @@ def test_record_deleted(store: Path, key: SigningKey, chains: tuple[str, str]) -
     rpath(store, chains[1], 3).unlink()
     result = verify(store, key)
     assert problems(result) == [(record_key(chains[1], 3), "missing")]
-    assert result.problems[0].message == (f"record 3 is missing from chain {chains[1]} "
-                                          "(deleted; the chain has records up to 8)")
+    assert result.problems[0].message == (
+        f"record 3 is missing from chain {chains[1]} (deleted; the chain has records up to 8)"
+    )
 
 
 def test_newest_records_deleted(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
@@ -173,8 +177,10 @@ def test_newest_records_deleted(store: Path, key: SigningKey, chains: tuple[str,
         rpath(store, chains[1], seq).unlink()
     result = verify(store, key)
     assert problems(result) == [(checkpoint_key(chains[1], 8), "checkpoint")]
-    assert result.problems[0].message == (f"chain {chains[1]} was checkpointed at seq 8, but the newest record "
-                                          "present is seq 6: records 7..8 were deleted (truncated tail)")
+    assert result.problems[0].message == (
+        f"chain {chains[1]} was checkpointed at seq 8, but the newest record "
+        "present is seq 6: records 7..8 were deleted (truncated tail)"
+    )
 
 
 def test_previous_runs_tail_deleted_with_its_checkpoint(store: Path, key: SigningKey, chains: tuple[str, str]) -> None:
@@ -212,16 +218,16 @@ def test_record_inserted(store: Path, key: SigningKey, chains: tuple[str, str]) 
     assert (checkpoint_key(chains[1], 8), "checkpoint") in found
 
 
-def test_record_appended_by_an_attacker_with_a_published_key(store: Path, key: SigningKey,
-                                                             chains: tuple[str, str]) -> None:
+def test_record_appended_by_an_attacker_with_a_published_key(
+    store: Path, key: SigningKey, chains: tuple[str, str]
+) -> None:
     """Without trusted keys, verify trusts the store's keys: a forged record signed by a key the
     attacker published verifies, so only the chain tells. With the real key it is caught."""
     attacker = SigningKey.generate()
     (store / public_key_key(attacker.key_id)).write_bytes(attacker.public_pem())
     last = rpath(store, chains[1], 8).read_bytes()
     forged = {"kind": "exchange", "exchange_id": "gx_evil", "request": None, "response": None}
-    data, _ = seal_record(forged, chain_id=chains[1], seq=9, prev=sha256_ref(last),
-                                  at=time.time(), key=attacker)
+    data, _ = seal_record(forged, chain_id=chains[1], seq=9, prev=sha256_ref(last), at=time.time(), key=attacker)
     rpath(store, chains[1], 9).write_bytes(data)
     consistency = verify_store(LocalStore(store))
     assert consistency.trust == "store" and consistency.ok  # consistent, but proves nothing about who wrote it
@@ -270,8 +276,10 @@ def test_published_key_file_swapped(store: Path, key: SigningKey) -> None:
 
 # -- the command line --------------------------------------------------------------------------------
 
-def test_cli_verify_exit_codes_and_account(store: Path, key: SigningKey, chains: tuple[str, str], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_cli_verify_exit_codes_and_account(
+    store: Path, key: SigningKey, chains: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["verify", str(store)]) == 0
     out = capsys.readouterr().out
     assert "proves the store is consistent, not that the gateway wrote it" in out and "OK: every check passed" in out
@@ -298,14 +306,16 @@ def test_cli_verify_exit_codes_and_account(store: Path, key: SigningKey, chains:
 # -- S3 --------------------------------------------------------------------------------------------
 
 
-def test_s3_store_verifies_with_retention_and_catches_overwrites(s3: S3Server, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_s3_store_verifies_with_retention_and_catches_overwrites(
+    s3: S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bucket = f"rec-{secrets.token_hex(4)}"
     s3.create_bucket(bucket, object_lock=True)
     key = SigningKey.generate()
     store = open_store(f"s3://{bucket}/gh", endpoint_url=s3.endpoint_url, object_lock_mode="COMPLIANCE")
-    rec = Recording.open(tmp_path / "spool", store=store, key=key, retention_days=1, gateway_version="t",
-                         policy_sha256="p")
+    rec = Recording.open(
+        tmp_path / "spool", store=store, key=key, retention_days=1, gateway_version="t", policy_sha256="p"
+    )
     rec.start()
     for i in range(4):
         rec.append(numbered_record(i))

@@ -31,25 +31,36 @@ def masker() -> Masker:
 
 
 def test_request_allowlist_keeps_what_clients_send(masker):
-    sent = [("Host", "api.anthropic.com"), ("anthropic-version", "2023-06-01"),
-            ("anthropic-beta", "claude-code-20250219,context-1m-2025-08-07"), ("x-stainless-lang", "js"),
-            ("x-stainless-retry-count", "0"), ("x-claude-code-session-id", "0b6c7c1e-1111-4222-8333-944445555666"),
-            ("user-agent", "claude-cli/2.1.197 (external, sdk-cli)"), ("x-app", "cli"),
-            ("content-type", "application/json"), ("content-length", "12"), ("accept-encoding", "gzip, br")]
+    sent = [
+        ("Host", "api.anthropic.com"),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "claude-code-20250219,context-1m-2025-08-07"),
+        ("x-stainless-lang", "js"),
+        ("x-stainless-retry-count", "0"),
+        ("x-claude-code-session-id", "0b6c7c1e-1111-4222-8333-944445555666"),
+        ("user-agent", "claude-cli/2.1.197 (external, sdk-cli)"),
+        ("x-app", "cli"),
+        ("content-type", "application/json"),
+        ("content-length", "12"),
+        ("accept-encoding", "gzip, br"),
+    ]
     out = headers.filter_request(sent, masker)
     assert out.headers == sent and not out.changed
 
 
-@pytest.mark.parametrize("name, value, why", [
-    ("cookie", "session=abc", "dropped"),
-    ("x-custom", "anything", "dropped"),
-    ("anthropic-api-key", "sk-ant-api03-abcdefghijklmnop", "dropped"),   # not an allowlisted name
-    ("x-api-key", "sk-ant-api03-abcdefghijklmnop", "dropped"),
-    ("authorization", "Bearer abc.def.ghi", "dropped"),
-    ("user-agent", f"my-agent {JWT}", "credentials"),           # a token copied into an allowed header
-    ("x-stainless-os", "Bearer 0123456789abcdef", "credentials"),
-    ("anthropic-beta", "sk-ant-oat01-abcdefghijklmnop", "credentials"),
-])
+@pytest.mark.parametrize(
+    "name, value, why",
+    [
+        ("cookie", "session=abc", "dropped"),
+        ("x-custom", "anything", "dropped"),
+        ("anthropic-api-key", "sk-ant-api03-abcdefghijklmnop", "dropped"),  # not an allowlisted name
+        ("x-api-key", "sk-ant-api03-abcdefghijklmnop", "dropped"),
+        ("authorization", "Bearer abc.def.ghi", "dropped"),
+        ("user-agent", f"my-agent {JWT}", "credentials"),  # a token copied into an allowed header
+        ("x-stainless-os", "Bearer 0123456789abcdef", "credentials"),
+        ("anthropic-beta", "sk-ant-oat01-abcdefghijklmnop", "credentials"),
+    ],
+)
 def test_credentials_never_leave_whatever_the_header(masker, name, value, why):
     out = headers.filter_request([(name, value), ("anthropic-version", "2023-06-01")], masker)
     assert out.headers == [("anthropic-version", "2023-06-01")]
@@ -59,20 +70,31 @@ def test_credentials_never_leave_whatever_the_header(masker, name, value, why):
 def test_forwarded_values_are_masked(masker):
     out = headers.filter_request([("anthropic-beta", f"x,{PAT}"), ("x-claude-code-session-id", PAT)], masker)
     assert PAT not in str(out.headers)
-    assert {f.where for f in out.findings} == {"request.headers.anthropic-beta",
-                                              "request.headers.x-claude-code-session-id"}
+    assert {f.where for f in out.findings} == {
+        "request.headers.anthropic-beta",
+        "request.headers.x-claude-code-session-id",
+    }
     assert out.headers[0][1].startswith("x,[MASKED:github-pat:")
 
 
 def test_response_allowlist(masker):
-    out = headers.filter_response([("request-id", "req_1"), ("anthropic-ratelimit-unified-status", "allowed"),
-                                   ("retry-after-ms", "10"), ("server", "envoy"), ("set-cookie", "a=b"),
-                                   ("via", "1.1 lb")], masker)
+    out = headers.filter_response(
+        [
+            ("request-id", "req_1"),
+            ("anthropic-ratelimit-unified-status", "allowed"),
+            ("retry-after-ms", "10"),
+            ("server", "envoy"),
+            ("set-cookie", "a=b"),
+            ("via", "1.1 lb"),
+        ],
+        masker,
+    )
     assert [n for n, _ in out.headers] == ["request-id", "anthropic-ratelimit-unified-status", "retry-after-ms"]
     assert out.dropped == ["server", "set-cookie", "via"]
 
 
 # -- the Credentials addon -------------------------------------------------------------------
+
 
 def _state(tmp_path: Path, masker: Masker) -> GatewayState:
     p = tmp_path / "policy.toml"
@@ -82,16 +104,29 @@ def _state(tmp_path: Path, masker: Masker) -> GatewayState:
 
 def _flow(**hdrs: str) -> http.HTTPFlow:
     h = http.Headers(content_type="application/json", **hdrs)
-    req = tutils.treq(host="api.anthropic.com", port=443, scheme=b"https", method=b"POST", path=b"/v1/messages",
-                      authority=b"api.anthropic.com", headers=h, content=b"{}")
+    req = tutils.treq(
+        host="api.anthropic.com",
+        port=443,
+        scheme=b"https",
+        method=b"POST",
+        path=b"/v1/messages",
+        authority=b"api.anthropic.com",
+        headers=h,
+        content=b"{}",
+    )
     return tflow.tflow(req=req)
 
 
 def test_credentials_addon_forwards_only_allowlisted_headers_and_its_own_key(tmp_path, masker, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", GATEWAY_KEY)
     addon = Credentials(_state(tmp_path, masker))
-    f = _flow(x_api_key="sk-ant-caller-key-should-never-leave", cookie="c=1", x_forwarded_token=JWT,
-              user_agent=f"ua {PAT}", anthropic_version="2023-06-01")
+    f = _flow(
+        x_api_key="sk-ant-caller-key-should-never-leave",
+        cookie="c=1",
+        x_forwarded_token=JWT,
+        user_agent=f"ua {PAT}",
+        anthropic_version="2023-06-01",
+    )
     with taddons.context(addon) as tctx:
         tctx.master.event_loop.run_until_complete(tctx.master.addons.invoke_addon(addon, HttpRequestHook(f)))
     assert f.response is None

@@ -52,18 +52,24 @@ def run(pipe: SsePipeline, data: bytes, cuts: list[int]) -> tuple[bytes, list[An
 def sdk_message(data: bytes) -> Any:
     """The anthropic SDK's own parse of an SSE body: its Stream decoder and accumulator."""
     transport = httpx2.MockTransport(
-        lambda request: httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=data))
-    client = anthropic.Anthropic(api_key="sk-test", max_retries=0,
-                                 http_client=anthropic.DefaultHttpxClient(transport=transport))
-    with client.messages.stream(model="gatehouse-test-model", max_tokens=10,
-                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        lambda request: httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=data)
+    )
+    client = anthropic.Anthropic(
+        api_key="sk-test", max_retries=0, http_client=anthropic.DefaultHttpxClient(transport=transport)
+    )
+    with client.messages.stream(
+        model="gatehouse-test-model", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
         return stream.get_final_message()
 
 
 def comparable(msg: dict[str, Any]) -> dict[str, Any]:
     keep = ("type", "text", "thinking", "signature", "id", "name", "input", "data")
-    return {"content": [{k: b[k] for k in keep if k in b} for b in msg["content"]],
-            "stop_reason": msg.get("stop_reason"), "output_tokens": msg.get("usage", {}).get("output_tokens")}
+    return {
+        "content": [{k: b[k] for k in keep if k in b} for b in msg["content"]],
+        "stop_reason": msg.get("stop_reason"),
+        "output_tokens": msg.get("usage", {}).get("output_tokens"),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,10 +89,10 @@ def test_holding_returns_empty_list_never_empty_bytes(masker):
     pipe = SsePipeline(masker)
     rng = random.Random(2)
     data = encode([message_start(), *text_block(0, "short text that stays in the window", rng)])
-    head = data[:data.index(b"event: content_block_delta")]
+    head = data[: data.index(b"event: content_block_delta")]
     assert isinstance(pipe(head), bytes)  # message_start and block start go out at once
     stop = data.index(b"event: content_block_stop")
-    returned = [pipe(data[i:min(i + 5, stop)]) for i in range(len(head), stop, 5)]
+    returned = [pipe(data[i : min(i + 5, stop)]) for i in range(len(head), stop, 5)]
     assert returned and all(r == [] for r in returned)  # all held: the text is within the window
     released = pipe(data[stop:])
     assert b"short text that stays in the window" in released  # released at the block's stop
@@ -96,8 +102,11 @@ def test_holding_returns_empty_list_never_empty_bytes(masker):
 def test_tool_use_is_held_until_stop_then_masked_and_sent_whole(masker):
     s = aws()
     rng = random.Random(3)
-    events = [message_start(), *tool_block(0, "Bash", {"command": f"export AWS_ACCESS_KEY_ID={s}", "timeout": 5}, rng),
-              *ending("tool_use")]
+    events = [
+        message_start(),
+        *tool_block(0, "Bash", {"command": f"export AWS_ACCESS_KEY_ID={s}", "timeout": 5}, rng),
+        *ending("tool_use"),
+    ]
     data = encode(events)
     pipe = SsePipeline(masker)
     stop_at = data.index(b"event: content_block_stop")
@@ -125,8 +134,14 @@ def test_judge_sees_the_complete_block_and_may_replace_it(masker):
         return None
 
     rng = random.Random(4)
-    data = encode([message_start(), *tool_block(0, "Bash", {"command": "rm -rf /"}, rng),
-                   *tool_block(1, "Bash", {"command": "ls"}, rng), *ending("tool_use")])
+    data = encode(
+        [
+            message_start(),
+            *tool_block(0, "Bash", {"command": "rm -rf /"}, rng),
+            *tool_block(1, "Bash", {"command": "ls"}, rng),
+            *ending("tool_use"),
+        ]
+    )
     pipe = SsePipeline(masker, judge_tool_use=judge)
     out, _ = run(pipe, data, list(range(0, len(data), 17)))
     assert [b["input"]["command"] for b in seen] == ["rm -rf /", "ls"]
@@ -148,7 +163,7 @@ def test_pings_while_holding_and_only_then(masker):
     pings = 0
     for i in range(start, len(data), 200):
         clock.t += 4  # the model writes a long tool input slowly
-        r = pipe(data[i:i + 200])
+        r = pipe(data[i : i + 200])
         if r:
             assert parse_sse(r) == [("ping", {"type": "ping"})]
             pings += 1
@@ -177,8 +192,11 @@ def test_thinking_signature_ping_pass_unchanged(masker):
 def test_error_event_flushes_held_text_masked_then_passes(masker):
     s = aws()
     rng = random.Random(7)
-    events = [message_start(), *text_block(0, f"key {s} and", rng)[:-1],
-              ev("error", error={"type": "overloaded_error", "message": "Overloaded"})]
+    events = [
+        message_start(),
+        *text_block(0, f"key {s} and", rng)[:-1],
+        ev("error", error={"type": "overloaded_error", "message": "Overloaded"}),
+    ]
     pipe = SsePipeline(masker)
     out, _ = run(pipe, encode(events), [50, 200])
     names = [n for n, _ in parse_sse(out)]
@@ -252,15 +270,37 @@ def test_findings_are_marked_reported_once(masker):
 # The property: any chunking, same result as buffered, valid for the SDK
 # --------------------------------------------------------------------------------------------
 
-TEXT_BITS = ["Sure, here it is: ", "\n", " ", "é日🔑 ", "password = ", "token: ", "-----BEGIN", "AKIA", "```\n",
-             "The config file says ", ". Done.", "`", '"']
+TEXT_BITS = [
+    "Sure, here it is: ",
+    "\n",
+    " ",
+    "é日🔑 ",
+    "password = ",
+    "token: ",
+    "-----BEGIN",
+    "AKIA",
+    "```\n",
+    "The config file says ",
+    ". Done.",
+    "`",
+    '"',
+]
 
 
 @st.composite
 def streams(draw):
     rng = random.Random(draw(st.integers(0, 2**32)))
-    kinds = ["aws-access-key-id", "github-pat", "anthropic-api-key", "slack-bot-token", "stripe-secret-key",
-             "openai-api-key", "npm-token", "sendgrid-api-key", "google-api-key"]
+    kinds = [
+        "aws-access-key-id",
+        "github-pat",
+        "anthropic-api-key",
+        "slack-bot-token",
+        "stripe-secret-key",
+        "openai-api-key",
+        "npm-token",
+        "sendgrid-api-key",
+        "google-api-key",
+    ]
 
     def text() -> str:
         parts = []
@@ -285,8 +325,12 @@ def streams(draw):
         if kind == "text":
             events += text_block(idx, text(), rng, max_piece=rng.choice([2, 5, 12]))
         elif kind == "tool":
-            events += tool_block(idx, rng.choice(["Bash", "Write"]),
-                                 {"command": text(), "env": {"K": fake_secret("aws-access-key-id", rng)}, "n": 1}, rng)
+            events += tool_block(
+                idx,
+                rng.choice(["Bash", "Write"]),
+                {"command": text(), "env": {"K": fake_secret("aws-access-key-id", rng)}, "n": 1},
+                rng,
+            )
         else:
             events += thinking_block(idx, text(), "c2ln/" + fake_secret("github-pat", rng), rng)
         idx += 1
@@ -323,8 +367,9 @@ def test_any_chunking_gives_the_buffered_result_and_a_valid_stream(case):
     got = assemble_message(parse_sse(out))
     assert comparable(got) == comparable(expected)
     assert comparable(pipe.assembled) == comparable(expected)
-    assert sorted((f.rule, f.where, f.fingerprint) for f in pipe.findings) == \
-        sorted((f.rule, f.where, f.fingerprint) for f in buffered_findings)
+    assert sorted((f.rule, f.where, f.fingerprint) for f in pipe.findings) == sorted(
+        (f.rule, f.where, f.fingerprint) for f in buffered_findings
+    )
 
     # the anthropic SDK parses it to the same message
     sdk = sdk_message(out).model_dump()
@@ -338,9 +383,10 @@ def test_any_chunking_gives_the_buffered_result_and_a_valid_stream(case):
             secrets |= {h.secret for h in masker.scanner.scan(block["text"])}
         elif block["type"] == "tool_use":
             secrets |= {h.secret for v in _strings(block["input"]) for h in masker.scanner.scan(v)}
-    visible = json.dumps([d for _, d in parse_sse(out)
-                          if d.get("delta", {}).get("type") not in ("thinking_delta", "signature_delta")],
-                         ensure_ascii=False)
+    visible = json.dumps(
+        [d for _, d in parse_sse(out) if d.get("delta", {}).get("type") not in ("thinking_delta", "signature_delta")],
+        ensure_ascii=False,
+    )
     for secret in secrets:
         # Each run of secret material (a PEM block is several lines) must be gone; a 12-character
         # window test would flag context names that some rules include, e.g. "DB_PASSWORD=".
@@ -387,17 +433,24 @@ def visible_strings(events: list[tuple[str, dict[str, Any]]]) -> str:
 
 def test_message_start_delta_and_error_fields_are_masked(masker):
     s = ghp()
-    events = [message_start(model=f"m-{s}", container={"id": s}),
-              *text_block(0, "hello", random.Random(1)),
-              ev("message_delta", delta={"stop_reason": "stop_sequence", "stop_sequence": s},
-                 usage={"output_tokens": 3, "note": s}),
-              ev("message_stop")]
+    events = [
+        message_start(model=f"m-{s}", container={"id": s}),
+        *text_block(0, "hello", random.Random(1)),
+        ev(
+            "message_delta",
+            delta={"stop_reason": "stop_sequence", "stop_sequence": s},
+            usage={"output_tokens": 3, "note": s},
+        ),
+        ev("message_stop"),
+    ]
     out, pipe = mask_sse_body(masker, encode(events))
     assert s not in out.decode() and not pipe.errors
     wheres = sorted(f.where for f in pipe.findings)
     assert wheres == ["container.id", "delta.stop_sequence", "model", "usage.note"]
-    err = [message_start(), ev("error", error={"type": "invalid_request_error", "message": f"bad {s}"},
-                               request_id="req_1")]
+    err = [
+        message_start(),
+        ev("error", error={"type": "invalid_request_error", "message": f"bad {s}"}, request_id="req_1"),
+    ]
     out, pipe = mask_sse_body(masker, encode(err))
     assert s not in out.decode() and parse_sse(out)[-1][1]["error"]["message"].startswith("bad [MASKED:")
 
@@ -407,22 +460,52 @@ def test_citations_server_tool_and_mcp_results_are_masked(masker):
     rng = random.Random(3)
     events = [
         message_start(),
-        ev("content_block_start", index=0, content_block={"type": "server_tool_use", "id": "srvtoolu_1",
-                                                          "name": "web_search", "input": {}}),
-        ev("content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": json.dumps({"query": s})}),
+        ev(
+            "content_block_start",
+            index=0,
+            content_block={"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
+        ),
+        ev(
+            "content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": json.dumps({"query": s})}
+        ),
         ev("content_block_stop", index=0),
-        ev("content_block_start", index=1, content_block={"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1",
-                                                          "content": [{"type": "web_search_result", "title": s,
-                                                                       "url": f"https://x/{s}",
-                                                                       "encrypted_content": "RU5D/" + s}]}),
+        ev(
+            "content_block_start",
+            index=1,
+            content_block={
+                "type": "web_search_tool_result",
+                "tool_use_id": "srvtoolu_1",
+                "content": [
+                    {"type": "web_search_result", "title": s, "url": f"https://x/{s}", "encrypted_content": "RU5D/" + s}
+                ],
+            },
+        ),
         ev("content_block_stop", index=1),
-        ev("content_block_start", index=2, content_block={"type": "mcp_tool_result", "tool_use_id": "m",
-                                                          "content": [{"type": "text", "text": f"out {s}"}]}),
+        ev(
+            "content_block_start",
+            index=2,
+            content_block={
+                "type": "mcp_tool_result",
+                "tool_use_id": "m",
+                "content": [{"type": "text", "text": f"out {s}"}],
+            },
+        ),
         ev("content_block_stop", index=2),
         *text_block(3, "As found", rng)[:-1],
-        ev("content_block_delta", index=3, delta={"type": "citations_delta", "citation": {
-            "type": "web_search_result_location", "cited_text": f"c {s}", "url": "https://x", "title": s,
-            "encrypted_index": "RWk/" + s}}),
+        ev(
+            "content_block_delta",
+            index=3,
+            delta={
+                "type": "citations_delta",
+                "citation": {
+                    "type": "web_search_result_location",
+                    "cited_text": f"c {s}",
+                    "url": "https://x",
+                    "title": s,
+                    "encrypted_index": "RWk/" + s,
+                },
+            },
+        ),
         ev("content_block_stop", index=3),
         ev("future_event", payload={"x": [s]}),
         *ending(),
@@ -446,8 +529,13 @@ def test_tool_input_in_content_block_start_is_masked(masker, where):
     block = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": inp, "note": s}
     events = [message_start(), ev("content_block_start", index=0, content_block=block)]
     if where == "both":  # deltas win, as in the SDK
-        events.append(ev("content_block_delta", index=0,
-                         delta={"type": "input_json_delta", "partial_json": json.dumps({"command": f"echo {s}"})}))
+        events.append(
+            ev(
+                "content_block_delta",
+                index=0,
+                delta={"type": "input_json_delta", "partial_json": json.dumps({"command": f"echo {s}"})},
+            )
+        )
     events += [ev("content_block_stop", index=0), *ending("tool_use")]
     out, pipe = mask_sse_body(masker, encode(events))
     assert s not in out.decode()
@@ -463,31 +551,51 @@ def test_cut_short_tool_input_never_leaks_an_escaped_secret(masker, escaped):
     shown = "".join(f"\\u{ord(c):04x}" for c in s[:escaped]) + s[escaped:]  # "g" as \u0067...
     partial = '{"file_path": "\\/tmp\\/x", "content": "TOKEN=' + shown
     rng = random.Random(6)
-    events = [message_start(), ev("content_block_start", index=0, content_block={
-        "type": "tool_use", "id": "toolu_1", "name": "Write", "input": {}})]
+    events = [
+        message_start(),
+        ev(
+            "content_block_start",
+            index=0,
+            content_block={"type": "tool_use", "id": "toolu_1", "name": "Write", "input": {}},
+        ),
+    ]
     for i in range(0, len(partial), 5):
-        events.append(ev("content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": partial[i:i + 5]}))
+        events.append(
+            ev("content_block_delta", index=0, delta={"type": "input_json_delta", "partial_json": partial[i : i + 5]})
+        )
     for tail in ([ev("content_block_stop", index=0), *ending("max_tokens")], []):  # stopped, or cut off
         pipe = SsePipeline(masker)
         out, _ = run(pipe, encode(events + tail), [rng.randint(1, 400) for _ in range(10)])
         text = out.decode()
         assert s[2:] not in text and s[2:] not in json.loads(json.dumps(text))
-        sent = "".join(d["delta"]["partial_json"] for _, d in parse_sse(out)
-                       if (d.get("delta") or {}).get("type") == "input_json_delta")
+        sent = "".join(
+            d["delta"]["partial_json"]
+            for _, d in parse_sse(out)
+            if (d.get("delta") or {}).get("type") == "input_json_delta"
+        )
         assert "[MASKED:github-pat:" in sent and s[4:] not in sent
         assert [f.rule for f in pipe.findings] == ["github-pat"]
 
 
 MALFORMED = {
-    "delta for an index that never started": [ev("content_block_delta", index=7, delta={"type": "text_delta", "text": "x"})],
+    "delta for an index that never started": [
+        ev("content_block_delta", index=7, delta={"type": "text_delta", "text": "x"})
+    ],
     "stop for an index that never started": [ev("content_block_stop", index=3)],
-    "delta after its stop": [ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
-                             ev("content_block_stop", index=0),
-                             ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "late"})],
-    "second start for a live index": [ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
-                                      ev("content_block_start", index=0, content_block={"type": "text", "text": ""})],
+    "delta after its stop": [
+        ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+        ev("content_block_stop", index=0),
+        ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "late"}),
+    ],
+    "second start for a live index": [
+        ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+        ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+    ],
     "start without an index": [ev("content_block_start", content_block={"type": "text", "text": ""})],
-    "event after message_stop": [*ending(), ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "x"})],
+    "event after message_stop": [
+        *ending(),
+        ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "x"}),
+    ],
     "second message_start": [message_start()],
 }
 
@@ -510,13 +618,15 @@ def test_malformed_sequences_end_the_stream_with_an_error(masker, case):
 
 
 def test_content_before_message_start_is_malformed(masker):
-    out, pipe = mask_sse_body(masker, encode([ev("content_block_start", index=0, content_block={"type": "text", "text": ""})]))
+    out, pipe = mask_sse_body(
+        masker, encode([ev("content_block_start", index=0, content_block={"type": "text", "text": ""})])
+    )
     assert [n for n, _ in parse_sse(out)] == ["error"] and pipe.errors
 
 
 def test_ping_and_unknown_event_names_are_scanned(masker):
     s = ghp(9)
-    raw = encode([message_start(), ev("ping", note=s)]) + f"event: x-{s}\ndata: [\"\\u0067{s[1:]}\"]\n\n".encode()
+    raw = encode([message_start(), ev("ping", note=s)]) + f'event: x-{s}\ndata: ["\\u0067{s[1:]}"]\n\n'.encode()
     out, pipe = mask_sse_body(masker, raw)
     assert s not in out.decode() and s[1:] not in out.decode() and len(pipe.findings) == 3
 
@@ -524,10 +634,14 @@ def test_ping_and_unknown_event_names_are_scanned(masker):
 def test_thinking_stays_byte_identical_in_a_start_event(masker):
     s = ghp(10)
     block = {"type": "thinking", "thinking": f"saw {s}", "signature": "c2ln/" + s}
-    events = [message_start(), ev("content_block_start", index=0, content_block=block),
-              ev("content_block_stop", index=0),
-              ev("content_block_start", index=1, content_block={"type": "redacted_thinking", "data": "ZW5j/" + s}),
-              ev("content_block_stop", index=1), *ending()]
+    events = [
+        message_start(),
+        ev("content_block_start", index=0, content_block=block),
+        ev("content_block_stop", index=0),
+        ev("content_block_start", index=1, content_block={"type": "redacted_thinking", "data": "ZW5j/" + s}),
+        ev("content_block_stop", index=1),
+        *ending(),
+    ]
     out, pipe = mask_sse_body(masker, encode(events))
     assert parse_sse(out) == events and pipe.findings == []
 
@@ -545,11 +659,14 @@ def test_long_token_in_a_stream_is_masked_at_the_hold_limit(masker):
 
 def test_thinking_delta_text_is_byte_identical_but_its_event_is_scanned(masker):
     s = ghp(12)
-    events = [message_start(),
-              ev("content_block_start", index=0, content_block={"type": "thinking", "thinking": "", "signature": ""}),
-              ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": f"hm {s}", "note": s}),
-              ev("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "c2ln/" + s}, extra=s),
-              ev("content_block_stop", index=0), *ending()]
+    events = [
+        message_start(),
+        ev("content_block_start", index=0, content_block={"type": "thinking", "thinking": "", "signature": ""}),
+        ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": f"hm {s}", "note": s}),
+        ev("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "c2ln/" + s}, extra=s),
+        ev("content_block_stop", index=0),
+        *ending(),
+    ]
     out, pipe = mask_sse_body(masker, encode(events))
     got = parse_sse(out)
     assert got[2][1]["delta"]["thinking"] == f"hm {s}" and s not in got[2][1]["delta"]["note"]
@@ -569,22 +686,27 @@ def test_same_stream_same_output(masker):
 
 # -- review findings: names, misplaced deltas ------------------------------------------------
 
+
 def test_an_event_type_cannot_forge_events_or_leak_through_the_event_line(masker):
     s = aws(91)
-    forged = f"note {s}\n\nevent: content_block_delta\ndata: {{\"leak\": \"{s}\"}}"
+    forged = f'note {s}\n\nevent: content_block_delta\ndata: {{"leak": "{s}"}}'
     out, pipe = mask_sse_body(masker, encode([message_start(), ev("x", type=forged), *ending()]))
     assert s.encode() not in out
     names = [line for line in out.decode().split("\n") if line.startswith("event:")]
     assert all("content_block_delta" != n.split(": ", 1)[1] or True for n in names)
     assert b'"leak"' not in out.split(b"data:")[0]  # nothing forged ahead of the data lines
-    assert sum(1 for ln in out.decode().split("\n") if ln.startswith("data: {\"leak\"")) == 0
+    assert sum(1 for ln in out.decode().split("\n") if ln.startswith('data: {"leak"')) == 0
 
 
 def test_a_thinking_delta_for_a_text_block_ends_the_stream(masker):
     s = aws(92)
-    events = [message_start(), ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
-              ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": f"x {s}"}),
-              ev("content_block_stop", index=0), *ending()]
+    events = [
+        message_start(),
+        ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+        ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": f"x {s}"}),
+        ev("content_block_stop", index=0),
+        *ending(),
+    ]
     out, pipe = mask_sse_body(masker, encode(events))
     assert s.encode() not in out and pipe.errors
     assert parse_sse(out)[-1][0] == "error"

@@ -11,15 +11,18 @@ from gatehouse.wire import protocolerrors
 from support.secrets import SAMPLE_JWT
 
 
-@pytest.mark.parametrize("status, message, etype", [
-    (400, f"Bad HTTP request line: b'POST /?{SAMPLE_JWT} HTTP/1.1 x'", "invalid_request_error"),
-    (400, "Received invalid header name: b'Bearer xyz' from client", "invalid_request_error"),
-    (400, "HTTP/1 protocol error: illegal chunk header: bytearray(b'zz')", "invalid_request_error"),
-    (413, "Request body exceeds mitmproxy's body_size_limit.", "request_too_large"),
-    (502, "[Errno 111] Connect call failed ('127.0.0.1', 9)", "api_error"),
-    (504, "timeout", "api_error"),
-    (418, "teapot", "invalid_request_error"),
-])
+@pytest.mark.parametrize(
+    "status, message, etype",
+    [
+        (400, f"Bad HTTP request line: b'POST /?{SAMPLE_JWT} HTTP/1.1 x'", "invalid_request_error"),
+        (400, "Received invalid header name: b'Bearer xyz' from client", "invalid_request_error"),
+        (400, "HTTP/1 protocol error: illegal chunk header: bytearray(b'zz')", "invalid_request_error"),
+        (413, "Request body exceeds mitmproxy's body_size_limit.", "request_too_large"),
+        (502, "[Errno 111] Connect call failed ('127.0.0.1', 9)", "api_error"),
+        (504, "timeout", "api_error"),
+        (418, "teapot", "invalid_request_error"),
+    ],
+)
 def test_error_pages_are_anthropic_errors_without_request_bytes(status, message, etype):
     doc = json.loads(protocolerrors.error_body(status, message))
     assert doc["type"] == "error" and doc["error"]["type"] == etype

@@ -11,12 +11,15 @@ from gatehouse.wire.sse import SseParser, encode_event, parse_sse
 
 @pytest.mark.parametrize("nl", ["\n", "\r\n", "\r"])
 def test_parser_line_endings_comments_and_multiline_data(nl):
-    raw = (f": comment{nl}event: a{nl}data: {{\"x\":{nl}data:1}}{nl}{nl}"
-           f"data: {{\"type\": \"ping\"}}{nl}{nl}event: lonely{nl}{nl}id: 5{nl}retry: 9{nl}data:{{}}{nl}{nl}").encode()
+    raw = (
+        f': comment{nl}event: a{nl}data: {{"x":{nl}data:1}}{nl}{nl}'
+        f'data: {{"type": "ping"}}{nl}{nl}event: lonely{nl}{nl}id: 5{nl}retry: 9{nl}data:{{}}{nl}{nl}'
+    ).encode()
     for split in range(len(raw) + 1):
         p = SseParser()
         evs = p.feed(raw[:split]) + p.feed(raw[split:]) + p.finish()
         assert [(e.name, e.data) for e in evs] == [("a", '{"x":\n1}'), (None, '{"type": "ping"}'), (None, "{}")]
+
 
 def test_parser_delivers_a_last_event_without_blank_line_at_the_end():
     p = SseParser()
@@ -24,12 +27,14 @@ def test_parser_delivers_a_last_event_without_blank_line_at_the_end():
     assert p.pending_bytes > 0
     assert [(e.name, e.data) for e in p.finish()] == [("x", "{}")]
 
+
 def test_parser_splits_inside_utf8_characters():
     raw = encode_event("content_block_delta", {"delta": {"text": "é日🔑"}})
     for split in range(len(raw)):
         p = SseParser()
         evs = p.feed(raw[:split]) + p.feed(raw[split:])
         assert json.loads(evs[0].data)["delta"]["text"] == "é日🔑"
+
 
 def test_encode_event_and_parse_sse_round_trip():
     data = {"type": "content_block_delta", "delta": {"text": "line1\nline2 é"}}
