@@ -261,7 +261,7 @@ class Recorder:
         try:
             self.recording.spool.probe()
         except SpoolError as e:
-            if force:  # start-up: a warning, or mitmdump would exit (DESIGN.md)
+            if force:  # start-up: a warning, since an error logged during start-up makes mitmdump exit
                 log.warning(
                     f"gatehouse: {e}; requests are {'refused' if self._refuses else 'not recorded'} until it works"
                 )

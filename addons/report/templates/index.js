@@ -39,7 +39,7 @@
     return h + " h " + (m < 10 ? "0" : "") + m + " min";
   }
   function fmtTime(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : ""; }
-  // The same FNV-1a over UTF-16 code units as report.py's id_shard.
+  // The same FNV-1a over UTF-16 code units as gatehouse.report.links.id_shard.
   function shardOf(id) {
     var h = 0x811c9dc5;
     for (var i = 0; i < id.length; i++) { h ^= id.charCodeAt(i); h = Math.imul(h, 0x01000193) >>> 0; }
