@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gatehouse.wire.apierrors import ApiError
+
 if TYPE_CHECKING:  # the pipeline imports this module (Finding)
     from gatehouse.wire.pipeline import SsePipeline
 
@@ -84,11 +86,10 @@ class Exchange:
     response_findings: list[Finding] = field(default_factory=list)
     # Set when the gateway itself answered (a refusal); the recorder stores it as an audit event.
     refused: bool = False
-    # The refusal the client gets (an ApiError: a message, never content), kept so that it can
-    # be put back if mitmproxy fills the response with the upstream's body afterwards.
-    refusal: Any = None
+    # The refusal the client gets (a message, never content), kept so that it can be put back
+    # if mitmproxy fills the response with the upstream's body afterwards.
+    refusal: ApiError | None = None
     errors: list[str] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
     # Set by the masking addon when it makes an SsePipeline the response's stream: the recorder
     # takes from it the message the client received (after masking) and unreported findings.
     sse_pipeline: SsePipeline | None = None

@@ -12,13 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-from gatehouse.cli.cmd_verify import recording_policy_of, trusted_keys_for
+from gatehouse.cli.common import default_state_dir
+from gatehouse.cli.store_access import add_store_arguments, open_recording_store, recording_policy_of, trusted_keys_for
 from gatehouse.policy.reader import PolicyError
 from gatehouse.recording import prune
 from gatehouse.recording.canonical import RecordError
 from gatehouse.recording.config import RecordingPolicy
 from gatehouse.recording.signing import STATE_KEY_FILE, SigningKey, load_signing_key
-from gatehouse.recording.stores import LocalStore, S3Store, StoreError, open_store
+from gatehouse.recording.stores import LocalStore, S3Store, StoreError
 from gatehouse.recording.verify import verify_store
 
 
@@ -47,15 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="key that signs the prune checkpoint (default: the policy's, else the state directory's)",
     )
     p.add_argument("--state-dir", type=Path, help="the gateway's state directory (default ~/.gatehouse)")
-    p.add_argument(
-        "--public-key",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="a trusted public key for the verification before pruning; may be repeated",
-    )
-    p.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the policy's, else AWS_ENDPOINT_URL_S3)")
+    add_store_arguments(p, public_key_help="a trusted public key for the verification before pruning; may be repeated")
     p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     p.set_defaults(func=run)
 
@@ -65,8 +58,6 @@ def _signing_key(args: argparse.Namespace, policy: RecordingPolicy | None) -> Si
         return load_signing_key(key_file=args.signing_key)
     if policy is not None and (policy.signing_key_file or policy.signing_key_env):
         return load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env)
-    from gatehouse.cli.common import default_state_dir
-
     state_dir = args.state_dir or default_state_dir()
     path = Path(state_dir) / STATE_KEY_FILE
     if not path.exists():
@@ -77,20 +68,8 @@ def _signing_key(args: argparse.Namespace, policy: RecordingPolicy | None) -> Si
 
 def _open(args: argparse.Namespace, policy: RecordingPolicy | None) -> LocalStore | S3Store:
     url = str(args.store)
-    if not url.startswith("s3://"):
-        store = open_store(url)
-        if not Path(store.url).is_dir():
-            raise StoreError(f"{url}: no such directory")
-        return store
-    endpoint = getattr(args, "s3_endpoint_url", None) or (policy.s3_endpoint_url if policy else None)
-    store = open_store(
-        url,
-        endpoint_url=endpoint,
-        object_lock_mode=policy.object_lock_mode if policy else None,
-        kms_key_id=policy.kms_key_id if policy else None,
-    )
-    assert isinstance(store, S3Store)
-    if not store.locks_objects and store.object_lock_enabled():
+    store = open_recording_store(url, policy, endpoint_url=args.s3_endpoint_url, writes=True)
+    if isinstance(store, S3Store) and not store.locks_objects and store.object_lock_enabled():
         # The prune checkpoint must be locked like everything else, or verify flags it.
         raise StoreError(
             f"{url}: the bucket uses Object Lock; pass --policy with [recording] object_lock_mode "
@@ -102,7 +81,7 @@ def _open(args: argparse.Namespace, policy: RecordingPolicy | None) -> LocalStor
 def run(args: argparse.Namespace, *, now: float | None = None) -> int:
     now = time.time() if now is None else now
     try:
-        policy, state_dir = recording_policy_of(args.policy) if args.policy is not None else (None, None)
+        policy, state_dir = recording_policy_of(args.policy)
         if args.older_than <= 0:
             print("gatehouse prune: --older-than must be more than 0 days", file=sys.stderr)
             return 2
@@ -113,7 +92,7 @@ def run(args: argparse.Namespace, *, now: float | None = None) -> int:
             else None
         )
         lock_days = prune.retention_floor(store, older_than_days=args.older_than, policy_retention=policy_retention)
-        trusted, _ = trusted_keys_for(args, policy, state_dir)
+        trusted, _ = trusted_keys_for(args.public_key, policy, state_dir)
         key = _signing_key(args, policy)
         prune.check_prunable(store, key, trusted)
 

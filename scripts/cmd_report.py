@@ -7,11 +7,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-# The store, endpoint and trusted keys are chosen exactly as `gatehouse verify` chooses them.
-from gatehouse.cli.cmd_verify import recording_policy_of, trusted_keys_for
+from gatehouse.cli.store_access import add_store_arguments, open_recording_store, recording_policy_of, trusted_keys_for
 from gatehouse.policy.reader import PolicyError
 from gatehouse.recording.canonical import RecordError
-from gatehouse.recording.stores import StoreError, open_store
+from gatehouse.recording.stores import LocalStore, StoreError
 from gatehouse.report.build import ReportError, ReportOptions, build_report
 from gatehouse.report.progress import Progress
 
@@ -53,15 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="policy file whose [recording] section names the store, the S3 endpoint and the trusted public keys",
     )
-    p.add_argument(
-        "--public-key",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="a trusted public key (PEM); may be repeated",
-    )
-    p.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the policy's, else AWS_ENDPOINT_URL_S3)")
+    add_store_arguments(p, public_key_help="a trusted public key (PEM); may be repeated")
     p.add_argument("--title", default="Gatehouse report", help="title shown on every page")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument(
@@ -97,20 +88,15 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     if since is not None and until is not None and until < since:
         return fail("--until is before --since")
-    policy, state_dir = None, None
     try:
-        if args.policy is not None:
-            policy, state_dir = recording_policy_of(args.policy)
+        policy, state_dir = recording_policy_of(args.policy)
         if args.store is None and policy is None:
             return fail("name a STORE or a --policy whose [recording] store to report on")
         url = args.store if args.store is not None else policy.store  # type: ignore[union-attr]
-        endpoint = args.s3_endpoint_url or (policy.s3_endpoint_url if policy else None)
-        trusted, _desc = trusted_keys_for(args, policy, state_dir)
-        store = open_store(url, endpoint_url=endpoint if str(url).startswith("s3://") else None)
-        if not str(url).startswith("s3://") and not Path(store.url).is_dir():
-            return fail(f"{url}: no such directory")
+        trusted, _desc = trusted_keys_for(args.public_key, policy, state_dir)
+        store = open_recording_store(url, policy, endpoint_url=args.s3_endpoint_url)
         out = args.out.resolve()
-        if not str(url).startswith("s3://") and (
+        if isinstance(store, LocalStore) and (
             out == Path(store.url).resolve() or Path(store.url).resolve() in out.parents
         ):
             return fail("--out must not be inside the recording store")
@@ -127,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
                 trust="store" if trusted is None else "file",
                 progress=progress,
                 title=args.title,
-                store_label=store.url,
             ),
         )
     except (PolicyError, RecordError, StoreError, ReportError) as e:

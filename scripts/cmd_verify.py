@@ -6,13 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from gatehouse.policy.loader import load_policy
+from gatehouse.cli.store_access import add_store_arguments, open_recording_store, recording_policy_of, trusted_keys_for
 from gatehouse.policy.reader import PolicyError
 from gatehouse.recording.canonical import RecordError
-from gatehouse.recording.config import RecordingPolicy
-from gatehouse.recording.signing import STATE_KEY_FILE, load_signing_key
-from gatehouse.recording.stores import StoreError, open_store
-from gatehouse.recording.verify import load_trusted_keys, verify_store
+from gatehouse.recording.stores import StoreError
+from gatehouse.recording.verify import verify_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,61 +33,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", nargs="?", help="a directory or s3://bucket/prefix (default: the policy's store)")
     p.add_argument("--policy", type=Path, help="policy file whose [recording] section names keys and S3 endpoint")
-    p.add_argument(
-        "--public-key",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="a trusted public key (PEM); may be repeated",
-    )
-    p.add_argument("--s3-endpoint-url", help="S3 endpoint (default: the policy's, else AWS_ENDPOINT_URL_S3)")
+    add_store_arguments(p, public_key_help="a trusted public key (PEM); may be repeated")
     p.add_argument("--no-retention", action="store_true", help="skip the S3 Object Lock checks")
     p.set_defaults(func=run)
 
 
-def recording_policy_of(path: Path) -> tuple[RecordingPolicy, Path]:
-    """The [recording] section of a policy file and its state dir, validated as the gateway does."""
-    policy = load_policy(path)
-    assert policy.recording is not None
-    return policy.recording, policy.gateway.state_dir
-
-
-def trusted_keys_for(
-    args: argparse.Namespace, policy: RecordingPolicy | None, state_dir: Path | None = None
-) -> tuple[dict | None, str]:
-    """(keys, description); keys None means: fall back to the keys published in the store."""
-    if args.public_key:
-        keys = load_trusted_keys(args.public_key)
-        return keys, f"{len(keys)} from --public-key"
-    if policy is not None and policy.public_keys:
-        keys = load_trusted_keys(policy.public_keys)
-        return keys, f"{len(keys)} from the policy's [recording] public_keys"
-    if policy is not None and (policy.signing_key_file or policy.signing_key_env):
-        key = load_signing_key(key_file=policy.signing_key_file, key_env=policy.signing_key_env)
-        return {key.key_id: key.public_key}, f"the policy's signing key ({key.source})"
-    if policy is not None and state_dir is not None and (state_dir / STATE_KEY_FILE).is_file():
-        # The single-node default: the key the gateway generated in its state dir (never created here).
-        key = load_signing_key(state_dir=state_dir)
-        return {key.key_id: key.public_key}, f"the gateway's generated signing key ({key.source})"
-    return None, "none given"
-
-
 def run(args: argparse.Namespace) -> int:
-    policy, state_dir = None, None
     try:
-        if args.policy is not None:
-            policy, state_dir = recording_policy_of(args.policy)
+        policy, state_dir = recording_policy_of(args.policy)
         if args.store is None and policy is None:
             print("gatehouse verify: name a STORE or a --policy whose [recording] store to verify", file=sys.stderr)
             return 2
         url = args.store if args.store is not None else policy.store  # type: ignore[union-attr]
-        endpoint = args.s3_endpoint_url or (policy.s3_endpoint_url if policy else None)
-        trusted, trust_desc = trusted_keys_for(args, policy, state_dir)
-        store = open_store(url, endpoint_url=endpoint if str(url).startswith("s3://") else None)
-        if not str(url).startswith("s3://") and not Path(store.url).is_dir():
-            print(f"gatehouse verify: {url}: no such directory", file=sys.stderr)
-            return 2
+        trusted, trust_desc = trusted_keys_for(args.public_key, policy, state_dir)
+        store = open_recording_store(url, policy, endpoint_url=args.s3_endpoint_url)
         print(f"Verifying {store.url}")
         if trusted is None:
             print(

@@ -60,6 +60,16 @@ class ParsedToken:
         return kid if isinstance(kid, str) else None
 
 
+def _json_part(part: str, name: str) -> dict[str, Any]:
+    """The JSON object of a token's header or payload; TokenError(malformed) naming which."""
+    try:
+        return json_object(_b64decode(part))
+    except (ValueError, binascii.Error):
+        raise TokenError(
+            "malformed", f"The token's {name} is not base64url-encoded JSON: it is not a JWT. " + HINT_NEW_TOKEN
+        ) from None
+
+
 def parse_token(token: str) -> ParsedToken:
     """Split and decode a compact JWS; raises TokenError(malformed/too_large)."""
     if not isinstance(token, str) or not token.strip():
@@ -73,18 +83,8 @@ def parse_token(token: str) -> ParsedToken:
         raise TokenError(
             "malformed", f"The token is not a signed JWT (header.payload.signature): it has {what}. " + HINT_NEW_TOKEN
         )
-    try:
-        header = json_object(_b64decode(parts[0]))
-    except (ValueError, binascii.Error):
-        raise TokenError(
-            "malformed", "The token's header is not base64url-encoded JSON: it is not a JWT. " + HINT_NEW_TOKEN
-        ) from None
-    try:
-        claims = json_object(_b64decode(parts[1]))
-    except (ValueError, binascii.Error):
-        raise TokenError(
-            "malformed", "The token's payload is not base64url-encoded JSON: it is not a JWT. " + HINT_NEW_TOKEN
-        ) from None
+    header = _json_part(parts[0], "header")
+    claims = _json_part(parts[1], "payload")
     try:
         signature = _b64decode(parts[2])
     except (ValueError, binascii.Error):

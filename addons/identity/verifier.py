@@ -304,20 +304,8 @@ class TokenVerifier:
             )
         if now > exp + leeway:
             raise self._expired(exp, now)
-        nbf = numeric_claim(claims, "nbf")
-        if nbf is not None and now + leeway < nbf:
-            raise TokenError(
-                "not_yet_valid",
-                f"The token is not valid before {format_time(nbf)} (nbf), "
-                f"{_ago(nbf - now)} from now. Check the clock of the machine that issued it.",
-            )
-        iat = numeric_claim(claims, "iat")
-        if iat is not None and now + leeway < iat:
-            raise TokenError(
-                "issued_in_future",
-                f"The token says it was issued at {format_time(iat)} (iat), "
-                f"{_ago(iat - now)} from now. Check the clock of the machine that issued it.",
-            )
+        _check_not_ahead(claims, "nbf", "not_yet_valid", "is not valid before", now, leeway)
+        _check_not_ahead(claims, "iat", "issued_in_future", "says it was issued at", now, leeway)
         for path, expected in cfg.required_claims:
             actual = claim_at(claims, path)
             if actual is None:
@@ -363,6 +351,18 @@ class TokenVerifier:
                 f"(issuer {cfg.name!r} requires them to be equal). Use your {claim} as the user "
                 "name: HTTPS_PROXY=http://USER:TOKEN@HOST:PORT.",
             )
+
+
+def _check_not_ahead(claims: Mapping[str, Any], claim: str, check: str, says: str, now: float, leeway: float) -> None:
+    """A time the token says it starts from (nbf, iat) must not lie ahead, beyond the leeway:
+    raises TokenError(`check`) that blames the issuer's clock."""
+    t = numeric_claim(claims, claim)
+    if t is not None and now + leeway < t:
+        raise TokenError(
+            check,
+            f"The token {says} {format_time(t)} ({claim}), "
+            f"{_ago(t - now)} from now. Check the clock of the machine that issued it.",
+        )
 
 
 def _safe_verify(algo: Any, msg: bytes, key: Any, sig: bytes) -> bool:

@@ -57,3 +57,8 @@ def fingerprint_key_for(policy: MaskingPolicy, state_dir: Path) -> bytes:
 def fingerprint(key: bytes, secret: str) -> str:
     """The fingerprint of `secret` under `key`."""
     return hmac.digest(key, secret.encode("utf-8", "surrogatepass"), "sha256").hex()[:FINGERPRINT_CHARS]
+
+
+def mask_token(rule_id: str, fp: str) -> str:
+    """What replaces a secret: ``[MASKED:<rule-id>:<fingerprint>]``."""
+    return f"[MASKED:{rule_id}:{fp}]"

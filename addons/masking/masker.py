@@ -32,7 +32,7 @@ import re2
 from gatehouse.exchange import Finding
 from gatehouse.masking.byte_identical import EXEMPT_BY_TYPE, TOOL_BLOCK_TYPES, child_slot, is_binary_media
 from gatehouse.masking.config import MaskingPolicy
-from gatehouse.masking.fingerprints import fingerprint, fingerprint_key_for
+from gatehouse.masking.fingerprints import fingerprint, fingerprint_key_for, mask_token
 from gatehouse.masking.rules import Hit
 from gatehouse.masking.text_stream import MAX_HOLD_CHARS, TextStream
 
@@ -86,38 +86,29 @@ def _where(pnode: Any, key: Any = _NO_KEY) -> str:
 
 def _copy_json(obj: Any) -> Any:
     """A deep copy of dicts and lists (other values shared), without recursion."""
-    if isinstance(obj, dict):
-        root: Any = {}
-    elif isinstance(obj, list):
-        root = []
-    else:
-        return obj
-    stack = [(obj, root)]
+    stack: list[tuple[Any, Any]] = []
+    root = _copy_of(obj, stack)
     while stack:
         src, dst = stack.pop()
         if isinstance(src, dict):
             for k, v in src.items():
-                if isinstance(v, dict):
-                    nv: Any = {}
-                    stack.append((v, nv))
-                elif isinstance(v, list):
-                    nv = []
-                    stack.append((v, nv))
-                else:
-                    nv = v
-                dst[k] = nv
+                dst[k] = _copy_of(v, stack)
         else:
             for v in src:
-                if isinstance(v, dict):
-                    nv = {}
-                    stack.append((v, nv))
-                elif isinstance(v, list):
-                    nv = []
-                    stack.append((v, nv))
-                else:
-                    nv = v
-                dst.append(nv)
+                dst.append(_copy_of(v, stack))
     return root
+
+
+def _copy_of(value: Any, stack: list[tuple[Any, Any]]) -> Any:
+    """`value` itself, or for a dict or list an empty one, queued on `stack` to be filled."""
+    if isinstance(value, dict):
+        copied: Any = {}
+    elif isinstance(value, list):
+        copied = []
+    else:
+        return value
+    stack.append((value, copied))
+    return copied
 
 
 # JSON string literals in a text that may not be valid JSON (a tool input cut by max_tokens):
@@ -180,7 +171,7 @@ class Masker:
         return fingerprint(self._key, secret)
 
     def replacement(self, rule_id: str, secret: str) -> str:
-        return f"[MASKED:{rule_id}:{self.fingerprint(secret)}]"
+        return mask_token(rule_id, self.fingerprint(secret))
 
     def _hits(self, s: str) -> list[Hit]:
         """`scanner.scan(s)`, skipping short strings already seen clean."""
@@ -202,7 +193,7 @@ class Masker:
         for h in hits:
             fp = self.fingerprint(h.secret)
             parts.append(text[last : h.start])
-            parts.append(f"[MASKED:{h.rule.id}:{fp}]")
+            parts.append(mask_token(h.rule.id, fp))
             last = h.end
             done.append((h, fp))
         parts.append(text[last:])
@@ -275,9 +266,7 @@ class Masker:
         except (binascii.Error, ValueError):
             hits = self._hits(value)
             if hits:
-                node[key], done = self._apply(value, hits)
-                w = _where(pnode)
-                out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
+                self._put_masked(node, key, value, hits, pnode, out)
             return
         text = raw.decode("utf-8", "surrogateescape")
         hits = self.scanner.scan(text)
@@ -291,9 +280,13 @@ class Masker:
         # the wire is the value, so the value is scanned as text too.
         hits = self._hits(value)
         if hits:
-            node[key], done = self._apply(value, hits)
-            w = _where(pnode)
-            out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
+            self._put_masked(node, key, value, hits, pnode, out)
+
+    def _put_masked(self, node: Any, key: Any, text: str, hits: list[Hit], pnode: Any, out: list[Finding]) -> None:
+        """``node[key]`` = `text` with `hits` masked, their findings (at path node `pnode`) onto `out`."""
+        node[key], done = self._apply(text, hits)
+        w = _where(pnode)
+        out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
 
     def _walk(
         self,
@@ -363,9 +356,7 @@ class Masker:
                             continue
                         hits = hits_of(v)
                         if hits:
-                            node[k], done = apply(v, hits)
-                            w = _where(pnode, mk)
-                            out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
+                            self._put_masked(node, k, v, hits, (pnode, mk), out)
                         if group is not None and (k in join_keys or (k == "data" and t == "text")):
                             group.append((node, k, (pnode, mk), v, hits))
                     elif tv is dict or tv is list:
@@ -391,9 +382,7 @@ class Masker:
                             continue
                         hits = hits_of(v)
                         if hits:
-                            node[i], done = apply(v, hits)
-                            w = _where(pnode, i)
-                            out.extend(Finding(h.rule.id, w, fp) for h, fp in done)
+                            self._put_masked(node, i, v, hits, (pnode, i), out)
                         if group is not None:
                             group.append((node, i, (pnode, i), v, hits))
                     elif tv is dict or tv is list:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import re2
 
 from gatehouse.exchange import Finding
+from gatehouse.masking.fingerprints import mask_token
 from gatehouse.masking.rules import Hit
 
 if TYPE_CHECKING:
@@ -248,17 +249,13 @@ class TextStream:
             # left before it could be recognised: the rest is still masked.
             s = max(gs, released)
             parts.append(self._buf[pos - self._base : s - self._base])
-            fp = self.masker.fingerprint(h.secret)
-            parts.append(f"[MASKED:{h.rule.id}:{fp}]")
-            self.findings.append(Finding(h.rule.id, self.where, fp))
+            parts.append(self._replace(h))
             pos = ge
             if forced and ge >= total:
                 swallow = "token"  # the match may go on: its continuation is not released
         parts.append(self._buf[pos - self._base : cut - self._base])
         if pem_hit is not None:
-            fp = self.masker.fingerprint(pem_hit.secret)
-            parts.append(f"[MASKED:{pem_hit.rule.id}:{fp}]")
-            self.findings.append(Finding(pem_hit.rule.id, self.where, fp))
+            parts.append(self._replace(pem_hit))
             cut = total
             swallow = "pem"
         self._released = cut
@@ -272,6 +269,12 @@ class TextStream:
         else:
             self._trim()
         return "".join(parts)
+
+    def _replace(self, hit: Hit) -> str:
+        """The token that replaces `hit` in the released text, its finding noted."""
+        fp = self.masker.fingerprint(hit.secret)
+        self.findings.append(Finding(hit.rule.id, self.where, fp))
+        return mask_token(hit.rule.id, fp)
 
     def _trim(self) -> None:
         keep_from = max(self._base, self._released - self.context - 1)

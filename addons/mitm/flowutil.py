@@ -80,7 +80,8 @@ def refuse(flow: http.HTTPFlow, err: ApiError, stage: str, rule: str | None = No
 
 
 def refusal_response(ex: Exchange) -> http.Response:
-    err: ApiError = ex.refusal
+    err = ex.refusal
+    assert err is not None, "refusal_response of a flow that was not refused"
     headers = err.headers()
     headers[EXCHANGE_ID_HEADER] = ex.exchange_id
     return http.Response.make(err.status, err.body(), headers)

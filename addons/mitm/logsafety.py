@@ -114,8 +114,6 @@ def uninstall_record_factory() -> None:
 class RedactingStream:
     """A text stream that redacts what is written to it, line by line."""
 
-    _gatehouse_redacting = True
-
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self._lock = threading.Lock()
@@ -140,13 +138,13 @@ class RedactingStream:
 
 
 def wrap(stream: Any) -> Any:
-    if stream is None or getattr(stream, "_gatehouse_redacting", False):
+    if stream is None or isinstance(stream, RedactingStream):
         return stream
     return RedactingStream(stream)
 
 
 def unwrap(stream: Any) -> Any:
-    if getattr(stream, "_gatehouse_redacting", False):
+    if isinstance(stream, RedactingStream):
         stream.flush()
         return stream.inner
     return stream
@@ -179,12 +177,14 @@ class _RedactedFlow:
         return getattr(self._flow, name)
 
 
-def _redacting_request_line(original: Callable[[Any], None]) -> Callable[[Any], None]:
-    def echo_request_line(flow: Any) -> None:
-        original(_RedactedFlow(flow))
+class _RedactingRequestLine:
+    """The Dumper's `_echo_request_line`, given each flow with its URL redacted."""
 
-    echo_request_line._gatehouse_redacting = True  # type: ignore[attr-defined]
-    return echo_request_line
+    def __init__(self, original: Callable[[Any], None]) -> None:
+        self._original = original
+
+    def __call__(self, flow: Any) -> None:
+        self._original(_RedactedFlow(flow))
 
 
 class LogSafety:
@@ -214,7 +214,7 @@ class LogSafety:
         # Redaction stays for the life of the process: addons shut down in order, and others
         # (a HAR dump, mitmproxy's own shutdown lines) still print after this one is done.
         for stream in (sys.stdout, sys.stderr, getattr(self._dumper(), "outfp", None)):
-            if getattr(stream, "_gatehouse_redacting", False):
+            if isinstance(stream, RedactingStream):
                 stream.flush()
 
     # -- internals -------------------------------------------------------------------------
@@ -232,8 +232,8 @@ class LogSafety:
         if hasattr(dumper, "outfp"):
             dumper.outfp = wrap(dumper.outfp)
         line = getattr(dumper, "_echo_request_line", None)
-        if line is not None and not getattr(line, "_gatehouse_redacting", False):
-            dumper._echo_request_line = _redacting_request_line(line)
+        if line is not None and not isinstance(line, _RedactingRequestLine):
+            dumper._echo_request_line = _RedactingRequestLine(line)
 
     def _mask(self, text: str) -> str:
         masker = self.state.masker

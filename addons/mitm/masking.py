@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -41,6 +42,7 @@ from gatehouse.masking.masker import Masker
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
 from gatehouse.wire import apierrors, headers, jsonbody
+from gatehouse.wire.apierrors import ApiError
 from gatehouse.wire.jsonbody import DuplicateKey
 from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
 
@@ -252,21 +254,15 @@ class Masking:
             result = await asyncio.to_thread(_inspect_request, masker, req)
         else:
             result = _inspect_request(masker, req)
-        if result.error is not None:
-            if self._forward_unparseable() and not result.internal:
-                exchange_of(flow).decide("masking", "forward", f"not inspected: {result.error}", side="request")
-                log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
-                return
-            refuse(
-                flow,
-                apierrors.invalid_request(f"Gatehouse could not inspect this request for secrets: {result.error}."),
-                "masking",
-                rule="on_unparseable",
-            )
-            return
-        if result.content is not None:
-            req.content = result.content
-            record_findings(exchange_of(flow), result.findings, "request")
+        forwarded_uninspected = self._apply_inspection(
+            flow,
+            req,
+            "request",
+            result,
+            lambda why: apierrors.invalid_request(f"Gatehouse could not inspect this request for secrets: {why}."),
+        )
+        if forwarded_uninspected:
+            log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
         if result.streams:
             # A compressed stream cannot be inspected chunk by chunk.
             req.headers["accept-encoding"] = "identity"
@@ -334,20 +330,37 @@ class Masking:
             result = await asyncio.to_thread(_inspect_response, masker, resp, hold_back)
         else:
             result = _inspect_response(masker, resp, hold_back)
+        self._apply_inspection(
+            flow,
+            resp,
+            "response",
+            result,
+            lambda why: apierrors.api_error(f"Gatehouse could not inspect the API's response for secrets: {why}."),
+        )
+
+    def _apply_inspection(
+        self,
+        flow: http.HTTPFlow,
+        message: http.Message,
+        side: str,
+        result: Inspected,
+        refusal: Callable[[str], ApiError],
+    ) -> bool:
+        """Put what inspecting `message` (the flow's request or response: `side`) gave into the
+        flow: its masked content and findings. A body that could not be inspected is refused with
+        `refusal(why)`, unless the policy forwards such bodies (``on_unparseable = "forward"``;
+        never a failure of the gateway's own). True when the body goes on uninspected."""
+        ex = exchange_of(flow)
         if result.error is not None:
             if self._forward_unparseable() and not result.internal:
-                ex.decide("masking", "forward", f"not inspected: {result.error}", side="response")
-                return
-            refuse(
-                flow,
-                apierrors.api_error(f"Gatehouse could not inspect the API's response for secrets: {result.error}."),
-                "masking",
-                rule="on_unparseable",
-            )
-            return
+                ex.decide("masking", "forward", f"not inspected: {result.error}", side=side)
+                return True
+            refuse(flow, refusal(result.error), "masking", rule="on_unparseable")
+            return False
         if result.content is not None:
-            resp.content = result.content
-            record_findings(ex, result.findings, "response")
+            message.content = result.content
+            record_findings(ex, result.findings, side)
+        return False
 
     @staticmethod
     def _mask_refusal(flow: http.HTTPFlow, masker: Masker) -> None:
@@ -356,6 +369,7 @@ class Masking:
         # answered can have been filled with the upstream's body by mitmproxy (ExchangeIds puts
         # it back too; this addon does not rely on running after it).
         ex = exchange_of(flow)
+        assert ex.refusal is not None  # `refuse` sets it with `refused`
         message, findings = masker.mask_text(ex.refusal.message, "refusal")
         if findings:
             ex.refusal = dataclasses.replace(ex.refusal, message=message)

@@ -95,7 +95,6 @@ class PolicyLoader:
             raise exceptions.OptionsError(str(e)) from None
         self.state.policy = policy
         self.state.upstream = urlsplit(upstream or DEFAULT_UPSTREAM)
-        self.state.upstream_overridden = upstream is not None
         # Bounds the memory a body can take before any hook runs (a chunked body has no
         # Content-Length to check): past max_body_bytes plus a margin, mitmproxy itself cuts it.
         # Bodies between the two get the gateway's own 413 from Access.

@@ -14,8 +14,6 @@ from gatehouse.policy.loader import Policy
 class GatewayState:
     policy: Policy | None = None
     upstream: SplitResult = urlsplit(DEFAULT_UPSTREAM)
-    # True when the upstream is not api.anthropic.com (an option or the policy overrode it).
-    upstream_overridden: bool = False
     # The policy's masker (None: masking off), shared by every addon that scans what it passes
     # (log redaction, gatehouse.mitm.logsafety, masks every log line with it too).
     masker: Masker | None = None

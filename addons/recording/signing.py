@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +39,29 @@ def public_key_pem(public_key: Ed25519PublicKey) -> bytes:
 
 def load_public_key(data: bytes, source: str = "public key") -> Ed25519PublicKey:
     """An Ed25519 public key from PEM (SubjectPublicKeyInfo) or a base64 raw 32-byte key."""
+    return _load_key(
+        data, source, "public", serialization.load_pem_public_key, Ed25519PublicKey.from_public_bytes, Ed25519PublicKey
+    )
+
+
+def _load_key[K: (Ed25519PublicKey, Ed25519PrivateKey)](
+    data: bytes,
+    source: str,
+    kind: str,
+    from_pem: Callable[[bytes], object],
+    from_raw: Callable[[bytes], object],
+    cls: type[K],
+) -> K:
+    """An Ed25519 key of class `cls` from PEM or a base64/hex raw 32 bytes; RecordError names
+    `source` and the `kind` of key (public, private), never the key material: the message of a
+    PEM parse error contains none."""
     text = data.strip()
     try:
-        if text.startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(text)
-        else:
-            key = Ed25519PublicKey.from_public_bytes(_decode_raw_key(text))
+        key = from_pem(text) if text.startswith(b"-----BEGIN") else from_raw(_decode_raw_key(text))
     except (ValueError, TypeError, binascii.Error) as e:
-        raise RecordError(f"{source}: not an Ed25519 public key ({e})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise RecordError(f"{source}: not an Ed25519 public key ({type(key).__name__})")
+        raise RecordError(f"{source}: not an Ed25519 {kind} key ({e})") from None
+    if not isinstance(key, cls):
+        raise RecordError(f"{source}: not an Ed25519 {kind} key ({type(key).__name__})")
     return key
 
 
@@ -75,17 +88,14 @@ class SigningKey:
     @classmethod
     def from_bytes(cls, data: bytes, source: str) -> SigningKey:
         """PEM (PKCS#8, as `openssl genpkey -algorithm ed25519` writes) or a base64/hex 32-byte seed."""
-        text = data.strip()
-        try:
-            if text.startswith(b"-----BEGIN"):
-                key = serialization.load_pem_private_key(text, password=None)
-            else:
-                key = Ed25519PrivateKey.from_private_bytes(_decode_raw_key(text))
-        except (ValueError, TypeError, binascii.Error) as e:
-            # The message of a PEM parse error never contains key material.
-            raise RecordError(f"{source}: not an Ed25519 private key ({e})") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise RecordError(f"{source}: not an Ed25519 private key ({type(key).__name__})")
+        key = _load_key(
+            data,
+            source,
+            "private",
+            lambda pem: serialization.load_pem_private_key(pem, password=None),
+            Ed25519PrivateKey.from_private_bytes,
+            Ed25519PrivateKey,
+        )
         return cls(key, source)
 
     def private_pem(self) -> bytes:

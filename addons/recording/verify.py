@@ -34,7 +34,7 @@ from gatehouse.recording.chain import CHECKPOINT_SCHEMA, RECORD_KINDS, SCHEMA
 from gatehouse.recording.layout import blob_key, parse_key, record_key
 from gatehouse.recording.reader import blob_refs
 from gatehouse.recording.signing import check_signature, key_id_of, load_public_key
-from gatehouse.recording.stores import LOCK_MODES, NotFound, StoreError
+from gatehouse.recording.stores import LOCK_MODES, NotFound, S3Store, Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def _gaps(read_seqs: Iterable[int], base: int) -> Iterator[tuple[int, int]]:
 class _Verifier:
     def __init__(
         self,
-        store: Any,
+        store: Store,
         trusted: Mapping[str, Ed25519PublicKey] | None,
         trust: str,
         check_retention: bool,
@@ -569,14 +569,14 @@ class _Verifier:
         prunes: dict[str, tuple[int, str]],
     ) -> None:
         store = self.store
-        if hasattr(store, "object_lock_enabled") and not store.object_lock_enabled():
-            self.problem(
-                "",
-                "retention",
-                f"bucket of {store.url} does not have Object Lock enabled: objects can be overwritten or deleted",
-            )
-            return
-        if hasattr(store, "versions"):
+        if isinstance(store, S3Store):  # the bucket's own checks: its Object Lock configuration, versions
+            if not store.object_lock_enabled():
+                self.problem(
+                    "",
+                    "retention",
+                    f"bucket of {store.url} does not have Object Lock enabled: objects can be overwritten or deleted",
+                )
+                return
             referenced = self.referenced
             for k, info in sorted(store.versions("").items()):
                 p = parse_key(k)
@@ -666,7 +666,7 @@ def _str(value: Any) -> str | None:
 
 
 def verify_store(
-    store: Any,
+    store: Store,
     *,
     trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
     trust: str | None = None,
@@ -677,7 +677,7 @@ def verify_store(
     are used: that proves the store is consistent, not who wrote it (`trust` is "store").
     Retention is checked on stores whose objects carry it (S3) unless `check_retention` says."""
     if check_retention is None:
-        check_retention = hasattr(store, "versions")
+        check_retention = isinstance(store, S3Store)
     trust = trust or ("store" if trusted_keys is None else "file")
     v = _Verifier(
         store,

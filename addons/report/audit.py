@@ -27,12 +27,20 @@ def audit_event(key: str, kind: str, session: str | None, data: bytes) -> dict[s
     body = as_object(req.get("body"))
     xid = rec.get("exchange_id") if isinstance(rec.get("exchange_id"), str) else None
     return {
-        "key": key, "kind": rec.get("kind") if kind != "unreadable" else kind, "at": request_time(rec),
+        "key": key,
+        "kind": rec.get("kind") if kind != "unreadable" else kind,
+        "at": request_time(rec),
         "exchange_id": xid,
         "href": f"sessions/{session_slug(session)}.html#{xid}" if session else None,
         "identity": describe_identity(rec.get("identity")),
         "client": describe_client(rec.get("client"), as_object(req.get("headers"))),
-        "method": req.get("method"), "host": req.get("host"), "path": req.get("path"),
-        "model": req.get("model") or body.get("model"), "status": resp.get("status"),
-        "decision": deny, "gateway": gw, "key_id": rec.get("key_id"), "previous": rec.get("previous"),
+        "method": req.get("method"),
+        "host": req.get("host"),
+        "path": req.get("path"),
+        "model": req.get("model") or body.get("model"),
+        "status": resp.get("status"),
+        "decision": deny,
+        "gateway": gw,
+        "key_id": rec.get("key_id"),
+        "previous": rec.get("previous"),
     }

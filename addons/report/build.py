@@ -67,7 +67,6 @@ class ReportOptions:
     verify: bool = True
     progress: Progress | None = None
     title: str = "Gatehouse report"
-    store_label: str | None = None
 
 
 @dataclass
@@ -104,10 +103,9 @@ def build_report(store: Store, options: ReportOptions) -> ReportResult:
     _prepare_out(out)
     result = ReportResult()
     generated_at = iso_time(time.time()) or ""
-    store_url = options.store_label or str(getattr(store, "url", "store"))
     env = render.environment()
     tdigest = render.templates_digest()
-    page = {"title": options.title, "store_url": store_url, "generated_at": generated_at}
+    page = {"title": options.title, "store_url": store.url, "generated_at": generated_at}
     selection = {"session": options.session, "since": options.since, "until": options.until, "user": options.user}
 
     if options.verify:
@@ -138,8 +136,9 @@ def build_report(store: Store, options: ReportOptions) -> ReportResult:
                 slug = session_slug(session_id)
                 kept.add(slug)
                 problems = by_session.get(session_id, [])
-                fp = session_fingerprint(session_id, index.session_record_hashes(work, session_id), problems,
-                                         integrity, tdigest)
+                fp = session_fingerprint(
+                    session_id, index.session_record_hashes(work, session_id), problems, integrity, tdigest
+                )
                 if is_rendered(state, out, slug, fp):
                     result.reused += 1
                 else:
@@ -152,11 +151,22 @@ def build_report(store: Store, options: ReportOptions) -> ReportResult:
 
             remove_stale(state, out, kept)
             progress.phase("index")
-            shown = {"since": iso_time(options.since), "until": iso_time(options.until),
-                     "user": options.user, "session": options.session}
+            shown = {
+                "since": iso_time(options.since),
+                "until": iso_time(options.until),
+                "user": options.user,
+                "session": options.session,
+            }
             result.sessions_with_problems = render.write_index(
-                env, out, rows=lambda: index_rows(state, kept), total=len(kept), integrity=integrity,
-                located=located, filters=shown, **page)
+                env,
+                out,
+                rows=lambda: index_rows(state, kept),
+                total=len(kept),
+                integrity=integrity,
+                located=located,
+                filters=shown,
+                **page,
+            )
             result.audit_events = index.count_sessionless_refusals(work)
 
             def events() -> Iterator[dict[str, Any]]:

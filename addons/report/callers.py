@@ -10,8 +10,14 @@ from typing import Any
 
 _CLAUDE_CODE_UA = re.compile(r"claude-cli/(?P<version>[0-9][^\s(]*)\s*(?:\((?P<detail>[^)]*)\))?", re.I)
 _SDK_UA = re.compile(r"Anthropic/(?P<lang>[A-Za-z]+)\s+(?P<version>[0-9][^\s]*)")
-_ENTRYPOINTS = {"cli": "", "sdk-ts": "TypeScript SDK", "sdk-py": "Python SDK", "sdk-cli": "print mode",
-                "claude-code-github-action": "GitHub Action", "claude-desktop": "Desktop"}
+_ENTRYPOINTS = {
+    "cli": "",
+    "sdk-ts": "TypeScript SDK",
+    "sdk-py": "Python SDK",
+    "sdk-cli": "print mode",
+    "claude-code-github-action": "GitHub Action",
+    "claude-desktop": "Desktop",
+}
 _CI_MARKERS = ("github-action", "gitlab", "ci", "jenkins", "buildkite", "circleci")
 _CI_ISSUERS = ("token.actions.githubusercontent.com", "gitlab", "circleci", "buildkite")
 
@@ -30,8 +36,9 @@ def describe_client(client: Mapping[str, Any] | None, headers: Mapping[str, Any]
         kind = "claude-code"
         ci = any(any(c in p for c in _CI_MARKERS) for p in parts if p not in ("cli",))
     elif m := _SDK_UA.search(ua):
-        lang = {"python": "Python", "js": "TypeScript", "typescript": "TypeScript", "go": "Go",
-                "java": "Java"}.get(m.group("lang").lower(), m.group("lang"))
+        lang = {"python": "Python", "js": "TypeScript", "typescript": "TypeScript", "go": "Go", "java": "Java"}.get(
+            m.group("lang").lower(), m.group("lang")
+        )
         label, kind = f"{lang} SDK {m.group('version')}", "sdk"
     elif headers.get("x-stainless-lang"):
         lang = str(headers.get("x-stainless-lang"))
@@ -46,14 +53,23 @@ def describe_client(client: Mapping[str, Any] | None, headers: Mapping[str, Any]
 
 def describe_identity(identity: Mapping[str, Any] | None) -> dict[str, Any]:
     if not identity:
-        return {"subject": None, "email": None, "name": None, "issuer": None, "groups": [], "label": "anonymous",
-                "ci": False}
+        return {
+            "subject": None,
+            "email": None,
+            "name": None,
+            "issuer": None,
+            "groups": [],
+            "label": "anonymous",
+            "ci": False,
+        }
     subject = identity.get("subject")
     email = identity.get("email")
     groups = [str(g) for g in identity.get("groups") or []]
     issuer = str(identity.get("issuer") or "")
     return {
-        "subject": subject, "email": email, "name": identity.get("name"),
+        "subject": subject,
+        "email": email,
+        "name": identity.get("name"),
         "issuer": identity.get("issuer_name") or identity.get("issuer"),
         "groups": groups,
         "label": email or subject or "anonymous",

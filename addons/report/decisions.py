@@ -18,12 +18,31 @@ from gatehouse.report.recorded import as_object, parse_time
 # What an action means for the auditor. Stage "commands" + "approve" is the rule's verdict
 # (needs a human); stage "approvals" + "approve" is the human's answer.
 _OUTCOMES = {
-    "allow": "allowed", "allowed": "allowed", "pass": "allowed", "permit": "allowed",
-    "block": "blocked", "blocked": "blocked", "deny": "denied", "denied": "denied", "refuse": "blocked",
-    "reject": "denied", "rejected": "denied", "timeout": "denied", "expired": "denied", "timed_out": "denied",
-    "hold": "held", "held": "held", "pending": "held", "wait": "held", "retry": "held",
-    "approve": "approved", "approved": "approved", "grant": "approved", "granted": "approved",
-    "mask": "masked", "masked": "masked",
+    "allow": "allowed",
+    "allowed": "allowed",
+    "pass": "allowed",
+    "permit": "allowed",
+    "block": "blocked",
+    "blocked": "blocked",
+    "deny": "denied",
+    "denied": "denied",
+    "refuse": "blocked",
+    "reject": "denied",
+    "rejected": "denied",
+    "timeout": "denied",
+    "expired": "denied",
+    "timed_out": "denied",
+    "hold": "held",
+    "held": "held",
+    "pending": "held",
+    "wait": "held",
+    "retry": "held",
+    "approve": "approved",
+    "approved": "approved",
+    "grant": "approved",
+    "granted": "approved",
+    "mask": "masked",
+    "masked": "masked",
 }
 _TOOL_ID_KEYS = ("tool_use_id", "tool_id", "block_id")
 _BY_KEYS = ("approver", "decided_by", "by", "approved_by", "denied_by")
@@ -77,7 +96,7 @@ def decision_view(d: Mapping[str, Any]) -> DecisionView:
     detail = as_object(d.get("detail"))
     by = None
     for k in _BY_KEYS:
-        if (by := _person(detail.get(k))):
+        if by := _person(detail.get(k)):
             break
     items = []
     for k, v in detail.items():
@@ -87,6 +106,13 @@ def decision_view(d: Mapping[str, Any]) -> DecisionView:
             v = iso_time(float(v))
         items.append((str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)))
     return DecisionView(
-        stage=str(d.get("stage") or ""), action=str(d.get("action") or ""), outcome=decision_outcome(d),
-        reason=str(d.get("reason") or ""), rule=d.get("rule") if isinstance(d.get("rule"), str) else None,
-        at=parse_time(d.get("at")), by=by, detail=items, tool_use_id=_decision_tool_id(d))
+        stage=str(d.get("stage") or ""),
+        action=str(d.get("action") or ""),
+        outcome=decision_outcome(d),
+        reason=str(d.get("reason") or ""),
+        rule=d.get("rule") if isinstance(d.get("rule"), str) else None,
+        at=parse_time(d.get("at")),
+        by=by,
+        detail=items,
+        tool_use_id=_decision_tool_id(d),
+    )

@@ -60,12 +60,14 @@ def masked_text(text: Any) -> Markup:
     out: list[str] = []
     pos = 0
     for m in MASK_RE.finditer(text):
-        out.append(str(escape(text[pos:m.start()])))
+        out.append(str(escape(text[pos : m.start()])))
         rule, fp = m.group(1), m.group(2)
-        out.append(f'<mark class="mask" data-rule="{escape(rule)}" title="secret masked by rule '
-                   f'{escape(rule)}, fingerprint {escape(fp)}">'
-                   f'<span class="mask-rule">{escape(rule)}</span><span class="mask-fp">{escape(fp)}</span>'
-                   f'<span class="mask-raw">{escape(m.group(0))}</span></mark>')
+        out.append(
+            f'<mark class="mask" data-rule="{escape(rule)}" title="secret masked by rule '
+            f'{escape(rule)}, fingerprint {escape(fp)}">'
+            f'<span class="mask-rule">{escape(rule)}</span><span class="mask-fp">{escape(fp)}</span>'
+            f'<span class="mask-raw">{escape(m.group(0))}</span></mark>'
+        )
         pos = m.end()
     out.append(str(escape(text[pos:])))
     return Markup("".join(out))

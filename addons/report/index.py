@@ -96,9 +96,22 @@ def scan_records(store: Store, db: sqlite3.Connection, progress: Progress | None
         resp = as_object(rec.get("response"))
         xid = rec.get("exchange_id") if isinstance(rec.get("exchange_id"), str) else None
         rid = resp.get("request_id") if isinstance(resp.get("request_id"), str) else None
-        batch.append((key, p.chain, p.seq, str(rec.get("kind")), xid, rid, _session_of(rec), request_time(rec),
-                      (identity.get("subject") or "").lower() or None, (identity.get("email") or "").lower() or None,
-                      digest, data))
+        batch.append(
+            (
+                key,
+                p.chain,
+                p.seq,
+                str(rec.get("kind")),
+                xid,
+                rid,
+                _session_of(rec),
+                request_time(rec),
+                (identity.get("subject") or "").lower() or None,
+                (identity.get("email") or "").lower() or None,
+                digest,
+                data,
+            )
+        )
         n += 1
         if progress:
             progress.advance()
@@ -109,8 +122,9 @@ def scan_records(store: Store, db: sqlite3.Connection, progress: Progress | None
     return n
 
 
-def select_sessions(db: sqlite3.Connection, *, session: str | None, since: float | None, until: float | None,
-                    user: str | None) -> list[tuple[str, float | None]]:
+def select_sessions(
+    db: sqlite3.Connection, *, session: str | None, since: float | None, until: float | None, user: str | None
+) -> list[tuple[str, float | None]]:
     """Sessions that pass the filters: any of their exchanges in the time range, by the user."""
     where: list[str] = ["session IS NOT NULL"]
     having: list[str] = []
@@ -137,14 +151,17 @@ def select_sessions(db: sqlite3.Connection, *, session: str | None, since: float
 
 def session_record_hashes(db: sqlite3.Connection, session_id: str) -> list[tuple[str, str]]:
     """(store key, SHA-256 of the record) of a session's records, in the order they are rendered."""
-    return db.execute("SELECT key, hash FROM records WHERE session=? ORDER BY at, chain, seq",
-                      (session_id,)).fetchall()
+    return db.execute("SELECT key, hash FROM records WHERE session=? ORDER BY at, chain, seq", (session_id,)).fetchall()
 
 
 def session_records(db: sqlite3.Connection, session_id: str) -> list[tuple[str, bytes]]:
     """(store key, record bytes) of a session's records, ordered by request time."""
-    return [(k, bytes(data)) for k, data in db.execute(
-        "SELECT key, data FROM records WHERE session=? ORDER BY at, chain, seq", (session_id,))]
+    return [
+        (k, bytes(data))
+        for k, data in db.execute(
+            "SELECT key, data FROM records WHERE session=? ORDER BY at, chain, seq", (session_id,)
+        )
+    ]
 
 
 def attribute_problems(db: sqlite3.Connection, integrity: Integrity) -> dict[Problem, str | None]:
@@ -158,16 +175,22 @@ def attribute_problems(db: sqlite3.Connection, integrity: Integrity) -> dict[Pro
     for p in integrity.problems:
         hit = None
         if p.exchange_id:
-            hit = db.execute("SELECT session FROM records WHERE exchange_id=? AND session IS NOT NULL LIMIT 1",
-                             (p.exchange_id,)).fetchone()
+            hit = db.execute(
+                "SELECT session FROM records WHERE exchange_id=? AND session IS NOT NULL LIMIT 1", (p.exchange_id,)
+            ).fetchone()
         if hit is None and p.key.startswith("records/"):
             hit = db.execute("SELECT session FROM records WHERE key=? AND session IS NOT NULL", (p.key,)).fetchone()
         if hit is None and p.chain is not None and p.seq is not None:
             if p.check == "missing":
-                hit = db.execute("SELECT session FROM records WHERE chain=? AND seq<? AND session IS NOT NULL "
-                                 "ORDER BY seq DESC LIMIT 1", (p.chain, p.seq)).fetchone()
-                after = db.execute("SELECT session FROM records WHERE chain=? AND seq>? AND session IS NOT NULL "
-                                   "ORDER BY seq LIMIT 1", (p.chain, p.seq)).fetchone()
+                hit = db.execute(
+                    "SELECT session FROM records WHERE chain=? AND seq<? AND session IS NOT NULL "
+                    "ORDER BY seq DESC LIMIT 1",
+                    (p.chain, p.seq),
+                ).fetchone()
+                after = db.execute(
+                    "SELECT session FROM records WHERE chain=? AND seq>? AND session IS NOT NULL ORDER BY seq LIMIT 1",
+                    (p.chain, p.seq),
+                ).fetchone()
                 if after is not None and (hit is None or after[0] != hit[0]):
                     out.setdefault(p, hit[0] if hit else None)
                     if hit is not None:
@@ -177,14 +200,17 @@ def attribute_problems(db: sqlite3.Connection, integrity: Integrity) -> dict[Pro
                         out[p] = after[0]
                     continue
             elif p.check in ("checkpoint", "previous-run"):
-                hit = db.execute("SELECT session FROM records WHERE chain=? AND session IS NOT NULL "
-                                 "ORDER BY seq DESC LIMIT 1", (p.chain,)).fetchone()
+                hit = db.execute(
+                    "SELECT session FROM records WHERE chain=? AND session IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                    (p.chain,),
+                ).fetchone()
         out[p] = hit[0] if hit else None
     return out
 
 
-def audit_records(db: sqlite3.Connection, *, session: str | None, since: float | None, until: float | None,
-                  user: str | None) -> Iterator[tuple[str, str, str | None, bytes]]:
+def audit_records(
+    db: sqlite3.Connection, *, session: str | None, since: float | None, until: float | None, user: str | None
+) -> Iterator[tuple[str, str, str | None, bytes]]:
     """(key, kind, session, record bytes) of refusals, gateway starts and unreadable records that
     pass the filters (a record without a time passes the time range)."""
     sql = "SELECT key, kind, session, data FROM records WHERE kind IN ('refusal', 'start', 'unreadable')"

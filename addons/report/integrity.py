@@ -30,8 +30,9 @@ class Integrity:
                 self.by_exchange.setdefault(p.exchange_id, []).append(p)
 
 
-def check_integrity(store: Store, *, trusted_keys: Mapping[str, Any] | None = None,
-                    trust: str | None = None) -> Integrity:
+def check_integrity(
+    store: Store, *, trusted_keys: Mapping[str, Any] | None = None, trust: str | None = None
+) -> Integrity:
     res = verify_store(store, trusted_keys=trusted_keys, trust=trust)
     return Integrity(True, res.trust, res.summary(), list(res.trusted_key_ids), list(res.problems), list(res.notes))
 

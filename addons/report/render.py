@@ -38,10 +38,10 @@ def environment() -> jinja2.Environment:
         loader=jinja2.FileSystemLoader(str(TEMPLATES_PACKAGE_DIR)),
         autoescape=True,  # every template, whatever its name: all recorded content is untrusted
         undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    env.filters.update(masked=masked_text, time=fmt_time, duration=fmt_duration, num=fmt_int,
-                       pretty_json=pretty_json)
+    env.filters.update(masked=masked_text, time=fmt_time, duration=fmt_duration, num=fmt_int, pretty_json=pretty_json)
     return env
 
 
@@ -72,15 +72,26 @@ def write_file(path: Path, data: str | bytes | Iterable[str]) -> None:
         raise
 
 
-def write_session(env: jinja2.Environment, store: Store, integrity: Integrity, session_id: str,
-                  rows: Sequence[tuple[str, bytes]], out: Path, problems: Sequence[Problem], *,
-                  store_url: str, generated_at: str, title: str) -> dict[str, Any]:
+def write_session(
+    env: jinja2.Environment,
+    store: Store,
+    integrity: Integrity,
+    session_id: str,
+    rows: Sequence[tuple[str, bytes]],
+    out: Path,
+    problems: Sequence[Problem],
+    *,
+    store_url: str,
+    generated_at: str,
+    title: str,
+) -> dict[str, Any]:
     """One session's page and transcript from its records; its row for the index."""
     builder = SessionBuilder(session_id, store, integrity, problems)
     view = builder.build(rows)
     doc = transcript(view, builder.blobs, store_url=store_url, generated_at=generated_at)
     html = env.get_template("session.html").render(
-        s=view, title=title, store_url=store_url, generated_at=generated_at, static="../static", root="..")
+        s=view, title=title, store_url=store_url, generated_at=generated_at, static="../static", root=".."
+    )
     write_file(out / "sessions" / f"{view.slug}.json", json.dumps(doc, ensure_ascii=False, indent=1, default=str))
     write_file(out / "sessions" / f"{view.slug}.html", html)
     return view.index_row()
@@ -99,9 +110,19 @@ def _problem_links(located: Mapping[Problem, str | None], limit: int) -> list[tu
     return out
 
 
-def write_index(env: jinja2.Environment, out: Path, *, rows: Callable[[], Iterator[dict[str, Any]]], total: int,
-                integrity: Integrity, located: Mapping[Problem, str | None], filters: Mapping[str, str | None],
-                title: str, store_url: str, generated_at: str) -> int:
+def write_index(
+    env: jinja2.Environment,
+    out: Path,
+    *,
+    rows: Callable[[], Iterator[dict[str, Any]]],
+    total: int,
+    integrity: Integrity,
+    located: Mapping[Problem, str | None],
+    filters: Mapping[str, str | None],
+    title: str,
+    store_url: str,
+    generated_at: str,
+) -> int:
     """index.html from the sessions' rows (`rows()` is read twice); the sessions with problems."""
     with_problems = 0
     first_rows: list[dict[str, Any]] = []
@@ -120,21 +141,47 @@ def write_index(env: jinja2.Environment, out: Path, *, rows: Callable[[], Iterat
 
     problems = _problem_links(located, 200)
     page = env.get_template("index.html").generate(
-        title=title, store_url=store_url, generated_at=generated_at, static="static", root=".",
-        rows=first_rows, total=total, data=data, integrity=integrity, problems=problems,
-        more_problems=max(0, len(located) - len(problems)), with_problems=with_problems,
-        filters={k: v for k, v in filters.items() if v})
+        title=title,
+        store_url=store_url,
+        generated_at=generated_at,
+        static="static",
+        root=".",
+        rows=first_rows,
+        total=total,
+        data=data,
+        integrity=integrity,
+        problems=problems,
+        more_problems=max(0, len(located) - len(problems)),
+        with_problems=with_problems,
+        filters={k: v for k, v in filters.items() if v},
+    )
     write_file(out / "index.html", page)
     return with_problems
 
 
-def write_audit(env: jinja2.Environment, out: Path, *, events: Callable[[], Iterator[dict[str, Any]]],
-                integrity: Integrity, located: Mapping[Problem, str | None], title: str, store_url: str,
-                generated_at: str) -> None:
+def write_audit(
+    env: jinja2.Environment,
+    out: Path,
+    *,
+    events: Callable[[], Iterator[dict[str, Any]]],
+    integrity: Integrity,
+    located: Mapping[Problem, str | None],
+    title: str,
+    store_url: str,
+    generated_at: str,
+) -> None:
     problems = _problem_links(located, 2000)
     page = env.get_template("audit.html").generate(
-        title=title, store_url=store_url, generated_at=generated_at, static="static", root=".",
-        events=events, integrity=integrity, problems=problems, more_problems=max(0, len(located) - len(problems)))
+        title=title,
+        store_url=store_url,
+        generated_at=generated_at,
+        static="static",
+        root=".",
+        events=events,
+        integrity=integrity,
+        problems=problems,
+        more_problems=max(0, len(located) - len(problems)),
+    )
     write_file(out / "audit.html", page)
 
 

@@ -34,12 +34,14 @@ MESSAGES_PATH = "/v1/messages"
 
 def _normalise_message(msg: Any) -> Any:
     """A message as compared across turns: `cache_control` dropped, string content as a block."""
+
     def strip(v: Any) -> Any:
         if isinstance(v, dict):
             return {k: strip(x) for k, x in v.items() if k != "cache_control"}
         if isinstance(v, list):
             return [strip(x) for x in v]
         return v
+
     if isinstance(msg, dict) and isinstance(msg.get("content"), str):
         msg = dict(msg, content=[{"type": "text", "text": msg["content"]}])
     return strip(msg)
@@ -102,8 +104,9 @@ class BlobCache:
 class SessionBuilder:
     """Builds one session's view model from its records (ordered by request time)."""
 
-    def __init__(self, session_id: str, store: Store, integrity: Integrity,
-                 extra_problems: Sequence[Problem] = ()) -> None:
+    def __init__(
+        self, session_id: str, store: Store, integrity: Integrity, extra_problems: Sequence[Problem] = ()
+    ) -> None:
         self.session_id = session_id
         self.store = store
         self.integrity = integrity
@@ -125,8 +128,11 @@ class SessionBuilder:
         k = self._norm_keys.get(ref)
         if k is None:
             msg = self.blobs.get(ref)
-            k = hashlib.sha256(canonical_json(json_safe(_normalise_message(msg)))).hexdigest() \
-                if msg is not None else ref
+            k = (
+                hashlib.sha256(canonical_json(json_safe(_normalise_message(msg)))).hexdigest()
+                if msg is not None
+                else ref
+            )
             self._norm_keys[ref] = k
         return k
 
@@ -148,16 +154,23 @@ class SessionBuilder:
             if isinstance(value, str):
                 part.text = value
             else:
-                part.text = "\n\n".join(str(b.get("text", "")) if isinstance(b, dict) else str(b)
-                                        for b in (value if isinstance(value, list) else []))
+                part.text = "\n\n".join(
+                    str(b.get("text", "")) if isinstance(b, dict) else str(b)
+                    for b in (value if isinstance(value, list) else [])
+                )
             self._count(part.text)
         else:
             for t in value if isinstance(value, list) else []:
                 if isinstance(t, dict):
-                    part.tools.append({"name": str(t.get("name") or t.get("type") or "?"),
-                                       "description": str(t.get("description") or ""),
-                                       "schema": pretty_json(t.get("input_schema", {k: v for k, v in t.items()
-                                                                                   if k not in ("name", "description")}))})
+                    part.tools.append(
+                        {
+                            "name": str(t.get("name") or t.get("type") or "?"),
+                            "description": str(t.get("description") or ""),
+                            "schema": pretty_json(
+                                t.get("input_schema", {k: v for k, v in t.items() if k not in ("name", "description")})
+                            ),
+                        }
+                    )
         self.context.append(part)
         self._context_by_ref[ref] = part
         return part
@@ -194,8 +207,15 @@ class SessionBuilder:
             elif t in ("tool_result", "web_search_tool_result", "mcp_tool_result") or t.endswith("_tool_result"):
                 text, notes = tool_result_text(b.get("content"))
                 self._count(text)
-                out.append(Block("tool_result", text, tool_use_id=b.get("tool_use_id"),
-                                 is_error=bool(b.get("is_error")), notes=notes))
+                out.append(
+                    Block(
+                        "tool_result",
+                        text,
+                        tool_use_id=b.get("tool_use_id"),
+                        is_error=bool(b.get("is_error")),
+                        notes=notes,
+                    )
+                )
             elif t in ("image", "document"):
                 if t == "document" and isinstance(b.get("source"), dict) and b["source"].get("type") == "text":
                     text = str(b["source"].get("data", ""))
@@ -212,8 +232,9 @@ class SessionBuilder:
     def _record_problems(self, rec_keys: Iterable[str], exchange_id: str | None) -> list[Problem]:
         seen: set[Problem] = set()
         out: list[Problem] = []
-        for p in [x for k in rec_keys for x in self.integrity.by_key.get(k, [])] + \
-                (self.integrity.by_exchange.get(exchange_id, []) if exchange_id else []):
+        for p in [x for k in rec_keys for x in self.integrity.by_key.get(k, [])] + (
+            self.integrity.by_exchange.get(exchange_id, []) if exchange_id else []
+        ):
             if p not in seen:
                 seen.add(p)
                 out.append(p)
@@ -272,13 +293,22 @@ class SessionBuilder:
                     break
             total = len(refs)
             # A refused request never reached the model: a branch of its own in the transcript.
-            conv_index = self._place(refs, hashes, prefix_len, system, tools, xid,
-                                     fork=rec.get("kind") == "refusal",
-                                     agent=session.get("agent_id") if isinstance(session.get("agent_id"), str) else None)
+            conv_index = self._place(
+                refs,
+                hashes,
+                prefix_len,
+                system,
+                tools,
+                xid,
+                fork=rec.get("kind") == "refusal",
+                agent=session.get("agent_id") if isinstance(session.get("agent_id"), str) else None,
+            )
             for r in refs[prefix_len:]:
                 msg = self.blobs.get(r)
                 if msg is None:
-                    new_messages.append(MessageView("missing", [Block("other", notes=[f"message blob {r} is missing"])]))
+                    new_messages.append(
+                        MessageView("missing", [Block("other", notes=[f"message blob {r} is missing"])])
+                    )
                     continue
                 role = str(msg.get("role", "user")) if isinstance(msg, dict) else "user"
                 content = msg.get("content") if isinstance(msg, dict) else msg
@@ -292,12 +322,14 @@ class SessionBuilder:
         usage: dict[str, int] = {}
         response_model = None
         if message is not None:
-            response_view = MessageView(str(message.get("role", "assistant")),
-                                        self._blocks(message.get("content"), index, response=True))
+            response_view = MessageView(
+                str(message.get("role", "assistant")), self._blocks(message.get("content"), index, response=True)
+            )
             stop_reason = message.get("stop_reason")
             response_model = message.get("model")
-            usage = {k: v for k, v in (message.get("usage") or {}).items()
-                     if isinstance(v, int) and not isinstance(v, bool)}
+            usage = {
+                k: v for k, v in (message.get("usage") or {}).items() if isinstance(v, int) and not isinstance(v, bool)
+            }
             if is_messages and conv_index is not None and isinstance(resp.get("content"), str):
                 response_index = self._register_response(conv_index, hashes, resp["content"])
         elif resp:
@@ -324,33 +356,69 @@ class SessionBuilder:
                 if call is None:
                     detail = as_object(d.get("detail"))
                     tu = as_object(detail.get("tool_use"))
-                    call = ToolCall(dv.tool_use_id, str(detail.get("tool") or detail.get("tool_name")
-                                                        or tu.get("name") or "tool"),
-                                    detail.get("input", tu.get("input")), index, removed=True)
+                    call = ToolCall(
+                        dv.tool_use_id,
+                        str(detail.get("tool") or detail.get("tool_name") or tu.get("name") or "tool"),
+                        detail.get("input", tu.get("input")),
+                        index,
+                        removed=True,
+                    )
                     self.tool_calls[dv.tool_use_id] = call
                     removed[dv.tool_use_id] = call
                 call.decisions.append(dv)
             else:
                 decisions.append(dv)
         return ExchangeView(
-            index=index, exchange_id=xid, kind=str(rec.get("kind")), record_keys=keys,
-            at=parse_time(timing.get("request")), method=str(req.get("method") or ""), path=path,
-            is_messages=is_messages, model=req.get("model"), response_model=response_model,
+            index=index,
+            exchange_id=xid,
+            kind=str(rec.get("kind")),
+            record_keys=keys,
+            at=parse_time(timing.get("request")),
+            method=str(req.get("method") or ""),
+            path=path,
+            is_messages=is_messages,
+            model=req.get("model"),
+            response_model=response_model,
             status=resp.get("status") if isinstance(resp.get("status"), int) else None,
-            streamed=bool(resp.get("streamed")), ttfb_ms=timing.get("ttfb_ms"), duration_ms=timing.get("duration_ms"),
+            streamed=bool(resp.get("streamed")),
+            ttfb_ms=timing.get("ttfb_ms"),
+            duration_ms=timing.get("duration_ms"),
             request_id=resp.get("request_id") if isinstance(resp.get("request_id"), str) else None,
-            usage=usage, stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+            usage=usage,
+            stop_reason=stop_reason if isinstance(stop_reason, str) else None,
             identity=describe_identity(rec.get("identity")),
             client=describe_client(rec.get("client"), as_object(req.get("headers"))),
             agent_id=session.get("agent_id") if isinstance(session.get("agent_id"), str) else None,
-            conversation=conv_index, new_messages=new_messages, prefix_len=prefix_len, total_messages=total,
-            response=response_view, response_message=message, response_index=response_index,
-            response_body=response_body, decisions=decisions, tool_calls=calls,
-            removed_calls=list(removed.values()), system=system, tools=tools, params=params,
-            errors=[str(e) for e in rec.get("errors") or []], problems=self._record_problems(keys, xid))
+            conversation=conv_index,
+            new_messages=new_messages,
+            prefix_len=prefix_len,
+            total_messages=total,
+            response=response_view,
+            response_message=message,
+            response_index=response_index,
+            response_body=response_body,
+            decisions=decisions,
+            tool_calls=calls,
+            removed_calls=list(removed.values()),
+            system=system,
+            tools=tools,
+            params=params,
+            errors=[str(e) for e in rec.get("errors") or []],
+            problems=self._record_problems(keys, xid),
+        )
 
-    def _place(self, refs: list[str], hashes: list[str], prefix_len: int, system: ContextPart | None,
-               tools: ContextPart | None, xid: str, *, fork: bool = False, agent: str | None = None) -> int:
+    def _place(
+        self,
+        refs: list[str],
+        hashes: list[str],
+        prefix_len: int,
+        system: ContextPart | None,
+        tools: ContextPart | None,
+        xid: str,
+        *,
+        fork: bool = False,
+        agent: str | None = None,
+    ) -> int:
         """Which conversation this request continues (or starts); registers its prefixes."""
         if prefix_len:
             conv_index, length = self._prefixes[hashes[prefix_len - 1]]
@@ -369,10 +437,16 @@ class SessionBuilder:
             self._prefixes.setdefault(h, (conv_index, i + 1))
         return conv_index
 
-    def _new_conversation(self, refs: list[str], system: ContextPart | None, tools: ContextPart | None,
-                          agent: str | None) -> dict[str, Any]:
-        conv = {"refs": list(refs), "system": system.ref if system else None, "tools": tools.ref if tools else None,
-                "exchanges": [], "agent": agent}
+    def _new_conversation(
+        self, refs: list[str], system: ContextPart | None, tools: ContextPart | None, agent: str | None
+    ) -> dict[str, Any]:
+        conv = {
+            "refs": list(refs),
+            "system": system.ref if system else None,
+            "tools": tools.ref if tools else None,
+            "exchanges": [],
+            "agent": agent,
+        }
         self.conversations.append(conv)
         return conv
 
@@ -396,8 +470,13 @@ class SessionBuilder:
                         continue
                     call = self.tool_calls.get(b.tool_use_id)
                     if call is not None and call.result is None and call.exchange_index < x.index:
-                        call.result = {"text": b.text, "notes": b.notes, "is_error": b.is_error,
-                                       "exchange_index": x.index, "exchange_id": x.exchange_id}
+                        call.result = {
+                            "text": b.text,
+                            "notes": b.notes,
+                            "is_error": b.is_error,
+                            "exchange_index": x.index,
+                            "exchange_id": x.exchange_id,
+                        }
                         b.attached = True
                         b.tool = call
 
@@ -434,13 +513,25 @@ class SessionBuilder:
             if not any(q.check == "blob" and ref in q.message for q in problems):
                 problems.append(Problem(blob_key(ref), "blob", f"blob {ref} could not be read"))
         return SessionView(
-            id=self.session_id, slug=session_slug(self.session_id), exchanges=exchanges,
-            context=self.context, conversations=self.conversations, users=list(users.values()),
-            clients=list(clients.values()), agents=agents, start=min(times) if times else None,
-            end=max(times) if times else None, models=models, usage=usage, masks=self.mask_count,
-            distinct_secrets=len(self.secrets), blocked=sum(1 for c in calls if c.outcome in ("blocked", "denied")),
-            approved=sum(1 for c in calls if c.approved), held=sum(1 for c in calls if c.outcome == "held"),
-            refused=sum(1 for x in exchanges if x.kind == "refusal"), problems=problems,
-            integrity_checked=self.integrity.checked, trust=self.integrity.trust)
-
-
+            id=self.session_id,
+            slug=session_slug(self.session_id),
+            exchanges=exchanges,
+            context=self.context,
+            conversations=self.conversations,
+            users=list(users.values()),
+            clients=list(clients.values()),
+            agents=agents,
+            start=min(times) if times else None,
+            end=max(times) if times else None,
+            models=models,
+            usage=usage,
+            masks=self.mask_count,
+            distinct_secrets=len(self.secrets),
+            blocked=sum(1 for c in calls if c.outcome in ("blocked", "denied")),
+            approved=sum(1 for c in calls if c.approved),
+            held=sum(1 for c in calls if c.outcome == "held"),
+            refused=sum(1 for x in exchanges if x.kind == "refusal"),
+            problems=problems,
+            integrity_checked=self.integrity.checked,
+            trust=self.integrity.trust,
+        )

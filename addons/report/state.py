@@ -32,8 +32,9 @@ def open_state(path: Path) -> sqlite3.Connection:
     return state
 
 
-def session_fingerprint(session_id: str, rows: Sequence[tuple[str, str]], problems: Iterable[Problem],
-                        integrity: Integrity, tdigest: str) -> str:
+def session_fingerprint(
+    session_id: str, rows: Sequence[tuple[str, str]], problems: Iterable[Problem], integrity: Integrity, tdigest: str
+) -> str:
     """`rows`: (store key, record hash) of the session's records; `tdigest`: the templates' digest."""
     h = hashlib.sha256()
     for part in (RENDERER_VERSION, tdigest, session_id, integrity.trust, str(integrity.checked)):
@@ -48,14 +49,20 @@ def session_fingerprint(session_id: str, rows: Sequence[tuple[str, str]], proble
 def is_rendered(state: sqlite3.Connection, out: Path, slug: str, fingerprint: str) -> bool:
     """The session's page and transcript are in `out`, rendered from what has this fingerprint."""
     prev = state.execute("SELECT fingerprint FROM sessions WHERE slug=?", (slug,)).fetchone()
-    return bool(prev and prev[0] == fingerprint and (out / "sessions" / f"{slug}.html").exists()
-                and (out / "sessions" / f"{slug}.json").exists())
+    return bool(
+        prev
+        and prev[0] == fingerprint
+        and (out / "sessions" / f"{slug}.html").exists()
+        and (out / "sessions" / f"{slug}.json").exists()
+    )
 
 
-def remember_session(state: sqlite3.Connection, slug: str, session_id: str, fingerprint: str,
-                     start: float | None, row: dict[str, Any]) -> None:
-    state.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?)",
-                  (slug, session_id, fingerprint, start, json.dumps(row)))
+def remember_session(
+    state: sqlite3.Connection, slug: str, session_id: str, fingerprint: str, start: float | None, row: dict[str, Any]
+) -> None:
+    state.execute(
+        "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?)", (slug, session_id, fingerprint, start, json.dumps(row))
+    )
 
 
 def remove_stale(state: sqlite3.Connection, out: Path, kept: set[str]) -> None:

@@ -29,7 +29,6 @@ class SseParser:
         self._name: str | None = None
         self._data: list[bytes] = []
         self._has_data = False
-        self._pos = 0
 
     @property
     def pending_bytes(self) -> int:

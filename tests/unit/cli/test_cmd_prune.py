@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from gatehouse.cli import cmd_prune
+from gatehouse.cli.main import build_parser
 from gatehouse.recording.layout import checkpoint_key, record_key
 from gatehouse.recording.registry import Recording
 from gatehouse.recording.signing import SigningKey
@@ -51,10 +52,9 @@ def problems(result: VerifyResult) -> list[tuple[str, str]]:
     return [(p.key, p.check) for p in result.problems]
 
 
-def prune_args(store: Path, days: float, **kw: Any) -> argparse.Namespace:
-    ns = argparse.Namespace(
-        store=str(store), older_than=days, policy=None, signing_key=None, state_dir=None, public_key=[], dry_run=False
-    )
+def prune_args(store: Path | str, days: float, **kw: Any) -> argparse.Namespace:
+    """The arguments `gatehouse prune STORE --older-than DAYS` parses to, with `kw` set on them."""
+    ns = build_parser().parse_args(["prune", str(store), "--older-than", str(days)])
     for k, v in kw.items():
         setattr(ns, k, v)
     return ns

@@ -17,8 +17,13 @@ def test_client_descriptions() -> None:
 
 
 def test_ci_identities() -> None:
-    gha = describe_identity({"issuer": "https://token.actions.githubusercontent.com",
-                                    "subject": "repo:acme/api:ref:refs/heads/main", "groups": []})
+    gha = describe_identity(
+        {
+            "issuer": "https://token.actions.githubusercontent.com",
+            "subject": "repo:acme/api:ref:refs/heads/main",
+            "groups": [],
+        }
+    )
     assert gha["ci"] and gha["label"] == "repo:acme/api:ref:refs/heads/main"
     assert describe_identity({"issuer": "https://idp", "subject": "svc", "groups": ["ci"]})["ci"]
     assert not describe_identity({"issuer": "https://idp", "subject": "alice", "groups": ["dev"]})["ci"]

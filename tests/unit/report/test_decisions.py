@@ -29,18 +29,21 @@ from support.report_fixtures import (
 )
 
 
-@pytest.mark.parametrize(("stage", "action", "outcome"), [
-    ("commands", "allow", "allowed"),
-    ("commands", "block", "blocked"),
-    ("commands", "approve", "held"),  # the rule's verdict: a human must answer
-    ("approvals", "hold", "held"),
-    ("approvals", "approve", "approved"),  # the human's answer
-    ("approvals", "approved", "approved"),
-    ("approvals", "allow", "approved"),
-    ("approvals", "denied", "denied"),
-    ("approvals", "timeout", "denied"),
-    ("credentials", "inject", "info"),
-])
+@pytest.mark.parametrize(
+    ("stage", "action", "outcome"),
+    [
+        ("commands", "allow", "allowed"),
+        ("commands", "block", "blocked"),
+        ("commands", "approve", "held"),  # the rule's verdict: a human must answer
+        ("approvals", "hold", "held"),
+        ("approvals", "approve", "approved"),  # the human's answer
+        ("approvals", "approved", "approved"),
+        ("approvals", "allow", "approved"),
+        ("approvals", "denied", "denied"),
+        ("approvals", "timeout", "denied"),
+        ("credentials", "inject", "info"),
+    ],
+)
 def test_decision_outcome_depends_on_the_stage(stage: str, action: str, outcome: str) -> None:
     assert decision_outcome({"stage": stage, "action": action}) == outcome
 
@@ -51,8 +54,12 @@ def test_decisions_approvals_and_masks_appear(scenario: Scenario, rendered: Path
     # Allowed, with the command as code.
     assert re.search(r'id="tool-toolu_01tests".*?<pre class="code cmd"><code>pytest -q tests/</code>', page, re.S)
     # Blocked by a rule: the call the gateway removed is shown from the decision.
-    assert re.search(r'id="tool-toolu_02rm".*?removed from the response by the gateway.*?rm -rf /var/lib/app/cache'
-                     r'.*?commands.no-rm-rf', page, re.S)
+    assert re.search(
+        r'id="tool-toolu_02rm".*?removed from the response by the gateway.*?rm -rf /var/lib/app/cache'
+        r".*?commands.no-rm-rf",
+        page,
+        re.S,
+    )
     # Held, then approved by Bob, with when and why; its result came back in the next request.
     m = re.search(r'id="tool-toolu_03tf"(.*?)</details>\s*</div>', page, re.S)
     assert m
@@ -65,8 +72,9 @@ def test_decisions_approvals_and_masks_appear(scenario: Scenario, rendered: Path
     # The refused model request, with the rule.
     assert "Refused by the gateway" in text and "model claude-opus-4-1 is not allowed" in text
     # The secret is masked, visibly, with its rule; the store and the report never hold it.
-    assert re.search(r'<mark class="mask" data-rule="aws-access-key-id"[^>]*>.*?\[MASKED:aws-access-key-id:[0-9a-f]{6}\]',
-                     page)
+    assert re.search(
+        r'<mark class="mask" data-rule="aws-access-key-id"[^>]*>.*?\[MASKED:aws-access-key-id:[0-9a-f]{6}\]', page
+    )
     for path in list(scenario.store_dir.rglob("*")) + list(rendered.rglob("*")):
         if path.is_file():
             assert AWS_KEY.encode() not in path.read_bytes(), path
@@ -84,22 +92,70 @@ def test_held_blocked_and_approved_calls(tmp_path: Path) -> None:
     w = Writer(tmp_path / "store")
     sid = "approvals-pending"
     c = Conversation(w, sid, ALICE, lambda: claude_code_headers(sid))
-    c.turn([user_text("Restart the api in prod.")],
-           message([{"type": "text", "text": "Restarting it."},
-                    tool_use("toolu_h1", "Bash", {"command": "systemctl restart api"})]),
-           decisions=[decision("commands", "approve", "prod restarts need an approver", "commands.restart", at=c.t,
-                               tool_use_id="toolu_h1", tool="Bash"),
-                      decision("approvals", "hold", "waiting for an approver", "commands.restart", at=c.t + 1,
-                               tool_use_id="toolu_h1", approval_id="apr_h1", expires_at=c.t + 600)])
-    c.turn([user_text("And the database, then deploy.")],
-           message([{"type": "text", "text": "Deploying."}, tool_use("toolu_h3", "Bash", {"command": "make deploy"})]),
-           decisions=[decision("commands", "block", "no database restarts", "commands.no-db", at=c.t,
-                               tool_use_id="toolu_h2", tool_name="Bash",
-                               input={"command": "systemctl restart postgres"}),
-                      decision("commands", "approve", "deploys need an approver", "commands.deploy", at=c.t,
-                               tool_use_id="toolu_h3", tool="Bash"),
-                      decision("approvals", "allow", "release window", "commands.deploy", at=c.t + 5,
-                               tool_use_id="toolu_h3", by="bob@example.com")])
+    c.turn(
+        [user_text("Restart the api in prod.")],
+        message(
+            [
+                {"type": "text", "text": "Restarting it."},
+                tool_use("toolu_h1", "Bash", {"command": "systemctl restart api"}),
+            ]
+        ),
+        decisions=[
+            decision(
+                "commands",
+                "approve",
+                "prod restarts need an approver",
+                "commands.restart",
+                at=c.t,
+                tool_use_id="toolu_h1",
+                tool="Bash",
+            ),
+            decision(
+                "approvals",
+                "hold",
+                "waiting for an approver",
+                "commands.restart",
+                at=c.t + 1,
+                tool_use_id="toolu_h1",
+                approval_id="apr_h1",
+                expires_at=c.t + 600,
+            ),
+        ],
+    )
+    c.turn(
+        [user_text("And the database, then deploy.")],
+        message([{"type": "text", "text": "Deploying."}, tool_use("toolu_h3", "Bash", {"command": "make deploy"})]),
+        decisions=[
+            decision(
+                "commands",
+                "block",
+                "no database restarts",
+                "commands.no-db",
+                at=c.t,
+                tool_use_id="toolu_h2",
+                tool_name="Bash",
+                input={"command": "systemctl restart postgres"},
+            ),
+            decision(
+                "commands",
+                "approve",
+                "deploys need an approver",
+                "commands.deploy",
+                at=c.t,
+                tool_use_id="toolu_h3",
+                tool="Bash",
+            ),
+            decision(
+                "approvals",
+                "allow",
+                "release window",
+                "commands.deploy",
+                at=c.t + 5,
+                tool_use_id="toolu_h3",
+                by="bob@example.com",
+            ),
+        ],
+    )
     w.close()
     out = tmp_path / "out"
     build_report(LocalStore(tmp_path / "store"), ReportOptions(out=out))
@@ -110,8 +166,12 @@ def test_held_blocked_and_approved_calls(tmp_path: Path) -> None:
     held = text_of(m.group(1))
     assert "held for approval" in held and "commands.restart" in held and "waiting for an approver" in held
     assert "approval_idapr_h1" in held and re.search(r"expires_at2026-01-01T\d\d:\d\d:\d\d", held)
-    assert re.search(r'id="tool-toolu_h2".*?removed from the response by the gateway.*?systemctl restart postgres'
-                     r'.*?commands.no-db', page, re.S)
+    assert re.search(
+        r'id="tool-toolu_h2".*?removed from the response by the gateway.*?systemctl restart postgres'
+        r".*?commands.no-db",
+        page,
+        re.S,
+    )
     m = re.search(r'id="tool-toolu_h3"(.*?)</ol>', page, re.S)
     assert m and "approved" in text_of(m.group(1)) and "by bob@example.com" in text_of(m.group(1))
     assert "1 blocked · 1 approved · 1 held" in text_of(page)

@@ -23,8 +23,9 @@ def test_filters(scenario: Scenario, tmp_path: Path) -> None:
     build_report(store, ReportOptions(out=out, session=scenario.sessions["alice"]))
     assert [r["id"] for r in index_data(out)] == [scenario.sessions["alice"]]
     t = parse_iso_time
-    build_report(store, ReportOptions(out=out, since=t("2026-01-01T10:30:00.000000Z"),
-                                                    until=t("2026-01-01T11:30:00.000000Z")))
+    build_report(
+        store, ReportOptions(out=out, since=t("2026-01-01T10:30:00.000000Z"), until=t("2026-01-01T11:30:00.000000Z"))
+    )
     assert [r["id"] for r in index_data(out)] == [scenario.sessions["bob"]]
     assert cli(["report", str(scenario.store_dir), "--out", str(out), "--since", "2026-01-01T12:00:00Z", "-q"]) == 0
     assert {r["id"] for r in index_data(out)} == {scenario.sessions["injection"]}

@@ -14,12 +14,17 @@ from gatehouse.report.build import ReportOptions, build_report
 from support.report_fixtures import Scenario, copy_store, index_data, page_of, rewrite_record, text_of, transcript_of
 
 
-def test_tampered_record_shows_on_its_session(scenario: Scenario, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_tampered_record_shows_on_its_session(
+    scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = copy_store(scenario, tmp_path)
     key = scenario.keys[scenario.exchanges["alice-3"]]
-    rewrite_record(store / key, lambda d: d["decisions"][-1]["detail"].update(approver={"subject": "u-mallory",
-                                                                                  "email": "mallory@example.com"}))
+    rewrite_record(
+        store / key,
+        lambda d: d["decisions"][-1]["detail"].update(
+            approver={"subject": "u-mallory", "email": "mallory@example.com"}
+        ),
+    )
     out = tmp_path / "out"
     rc = cli(["report", str(store), "--out", str(out), "--quiet"])
     assert rc == 1
@@ -31,12 +36,18 @@ def test_tampered_record_shows_on_its_session(scenario: Scenario, tmp_path: Path
     assert rows[scenario.sessions["injection"]]["integrity"]["ok"]
     page = page_of(out, scenario.sessions["alice"])
     # The failure is shown on the exchange whose record was changed.
-    m = re.search(rf'<article class="exchange kind-exchange has-problems" id="{scenario.exchanges["alice-3"]}">(.*?)</article>',
-                  page, re.S)
+    m = re.search(
+        rf'<article class="exchange kind-exchange has-problems" id="{scenario.exchanges["alice-3"]}">(.*?)</article>',
+        page,
+        re.S,
+    )
     assert m and "signature does not verify" in m.group(1)
     # ...and on the next record of the chain, which names the changed record's old hash.
-    m = re.search(rf'<article class="exchange kind-exchange has-problems" id="{scenario.exchanges["alice-4"]}">(.*?)</article>',
-                  page, re.S)
+    m = re.search(
+        rf'<article class="exchange kind-exchange has-problems" id="{scenario.exchanges["alice-4"]}">(.*?)</article>',
+        page,
+        re.S,
+    )
     assert m and "link" in m.group(1)
     assert page.count("has-problems") == 2
     assert "Integrity: 2 problems" in text_of(page)

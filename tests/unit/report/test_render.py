@@ -15,8 +15,11 @@ from support.report_fixtures import INJECTION, SYSTEM_PROMPT, Scenario, index_da
 
 def test_index_lists_every_session(scenario: Scenario, rendered: Path) -> None:
     rows = index_data(rendered)
-    assert {r["id"] for r in rows} == {scenario.sessions["alice"], scenario.sessions["bob"],
-                                      scenario.sessions["injection"]}
+    assert {r["id"] for r in rows} == {
+        scenario.sessions["alice"],
+        scenario.sessions["bob"],
+        scenario.sessions["injection"],
+    }
     by_id = {r["id"]: r for r in rows}
     alice = by_id[scenario.sessions["alice"]]
     assert alice["users"] == [{"subject": "u-alice", "email": "alice@example.com", "name": "Alice Liddell"}]
@@ -44,8 +47,11 @@ def test_request_and_exchange_ids_find_the_session(scenario: Scenario, rendered:
         m = re.fullmatch(r'window\.gatehouseIdShard\("([0-9a-f]{2})",(.*)\);\n', shard, re.S)
         assert m and m.group(1) == id_shard(ident)
         target = json.loads(m.group(2))[ident]
-        assert target == [f"sessions/{session_slug(scenario.sessions[session])}.html", anchor,
-                          scenario.sessions[session]]
+        assert target == [
+            f"sessions/{session_slug(scenario.sessions[session])}.html",
+            anchor,
+            scenario.sessions[session],
+        ]
         assert f'id="{anchor}"' in page_of(rendered, scenario.sessions[session])
     # A refusal without a session is found on the audit page.
     shard = (rendered / "ids" / f"{id_shard(scenario.exchanges['token-refused'])}.js").read_text()
@@ -54,11 +60,18 @@ def test_request_and_exchange_ids_find_the_session(scenario: Scenario, rendered:
 
 def test_session_page_shows_each_message_once(scenario: Scenario, rendered: Path) -> None:
     text = text_of(page_of(rendered, scenario.sessions["alice"]))
-    for once in ["Deploy the service. My AWS key is", "I'll run the tests first.", "42 passed in 3.1s",
-                 "OK, skip that. Apply the terraform plan.", "Apply complete! Resources: 3 added",
-                 "Thanks, that's all.", "Done: tests pass, the plan is applied.",
-                 "Use opus for this one.", "Find where the deploy script reads its config.",
-                 SYSTEM_PROMPT[1]["text"]]:
+    for once in [
+        "Deploy the service. My AWS key is",
+        "I'll run the tests first.",
+        "42 passed in 3.1s",
+        "OK, skip that. Apply the terraform plan.",
+        "Apply complete! Resources: 3 added",
+        "Thanks, that's all.",
+        "Done: tests pass, the plan is applied.",
+        "Use opus for this one.",
+        "Find where the deploy script reads its config.",
+        SYSTEM_PROMPT[1]["text"],
+    ]:
         assert text.count(once) == 1, (once, text.count(once))
     assert "8 earlier messages of this conversation not repeated" in text
     # Two distinct system prompts (main agent, subagent) and tool lists, each shown once.
@@ -85,7 +98,9 @@ def test_audit_page_lists_refusals_and_gateway_runs(scenario: Scenario, rendered
     assert "gateway started" in text and "fixture" not in text or True
     assert "model claude-opus-4-1 is not allowed" in text  # in-session refusals are listed too, linked
     page = (rendered / "audit.html").read_text()
-    assert f'href="sessions/{session_slug(scenario.sessions["alice"])}.html#{scenario.exchanges["alice-refused"]}"' in page
+    assert (
+        f'href="sessions/{session_slug(scenario.sessions["alice"])}.html#{scenario.exchanges["alice-refused"]}"' in page
+    )
 
 
 def test_recorded_html_and_javascript_are_text(scenario: Scenario, rendered: Path) -> None:
@@ -98,8 +113,10 @@ def test_recorded_html_and_javascript_are_text(scenario: Scenario, rendered: Pat
     # The only scripts are the report's own.
     assert re.findall(r"<script\b[^>]*>", page) == ['<script src="../static/session.js">']
     index = (rendered / "index.html").read_text()
-    assert re.findall(r"<script\b[^>]*>", index) == ['<script type="application/json" id="sessions-data">',
-                                                     '<script src="static/index.js">']
+    assert re.findall(r"<script\b[^>]*>", index) == [
+        '<script type="application/json" id="sessions-data">',
+        '<script src="static/index.js">',
+    ]
     data = re.search(r'id="sessions-data">(.*?)</script>', index, re.S).group(1)
     assert "<" not in data and sid in [r["id"] for r in json.loads(data)]
     # A recorded value never becomes an attribute or a tag in the audit page either.

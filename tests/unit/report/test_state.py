@@ -34,8 +34,13 @@ def test_rerun_renders_only_new_or_changed_sessions(scenario: Scenario, tmp_path
     assert alice_page.stat().st_mtime_ns == before
     # The store grows: a new gateway run records a new session and one more turn of Bob's.
     w = Writer(store_dir, key=scenario.key, spool_dir=tmp_path / "spool2")
-    c = Conversation(w, "new-session-after-rerun", ALICE, lambda: claude_code_headers("new-session-after-rerun"),
-                     t=parse_iso_time("2026-01-02T09:00:00.000000Z"))
+    c = Conversation(
+        w,
+        "new-session-after-rerun",
+        ALICE,
+        lambda: claude_code_headers("new-session-after-rerun"),
+        t=parse_iso_time("2026-01-02T09:00:00.000000Z"),
+    )
     c.turn([user_text("A new day.")], message([{"type": "text", "text": "Good morning."}]))
     w.close()
     grown = build_report(LocalStore(store_dir), ReportOptions(out=out))

@@ -37,8 +37,15 @@ def test_transcript_is_valid_json_matching_its_schema(scenario: Scenario, render
     assert [d["by"] for d in calls["toolu_03tf"]["decisions"]] == [None, None, "bob@example.com"]
     assert calls["toolu_02rm"]["removed_by_gateway"] and calls["toolu_02rm"]["outcome"] == "blocked"
     assert calls["toolu_01tests"]["result"]["text"] == "42 passed in 3.1s"
-    assert doc["session"]["counts"] == {"exchanges": 6, "masked_spans": 1, "distinct_secrets": 1, "blocked": 2,
-                                        "approved": 1, "held": 0, "refused": 1}
+    assert doc["session"]["counts"] == {
+        "exchanges": 6,
+        "masked_spans": 1,
+        "distinct_secrets": 1,
+        "blocked": 2,
+        "approved": 1,
+        "held": 0,
+        "refused": 1,
+    }
     assert doc["integrity"]["status"] == "verified"
     first = doc["exchanges"][0]
     assert first["request_id"] == scenario.request_ids["alice-1"]
