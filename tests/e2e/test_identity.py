@@ -24,6 +24,7 @@ from jwt.algorithms import RSAAlgorithm
 from support.fake_upstream import claude_code_tool_responder
 from support.harness import GATEWAY_KEY, run_claude, sdk_client
 from support.rawwire import dev_issuer_gateway, gatehouse_token
+from support.tokens import claims_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,20 +40,10 @@ def b64(data: bytes) -> str:
 
 
 def claims(**over) -> dict:
+    """alice's claims from ISSUER for AUDIENCE, valid for 10 minutes from now (None drops one)."""
     now = int(time.time())
-    c = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "alice",
-        "email": "alice@example.com",
-        "groups": ["developers"],
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-        "jti": f"j{now}",
-    }
-    c.update(over)
-    return {k: v for k, v in c.items() if v is not None}
+    over = {"iss": ISSUER, "aud": AUDIENCE, "nbf": now, "jti": f"j{now}", **over}
+    return claims_for(over.pop("iss"), now, **over)
 
 
 def sign(c: dict, key=TRUSTED, kid: str = "k1", alg: str = "RS256") -> str:

@@ -20,12 +20,13 @@ from support.rawwire import (
     API,
     BODY,
     FAKE_JWT,
-    PAUSE,
     BioClient,
     assert_anthropic_error,
     dev_gateway,
     post,
+    post_after_split_hello,
     read_all,
+    send_split,
     tls,
     tunnel,
 )
@@ -39,15 +40,7 @@ def test_client_hello_split_after_every_first_write_size(gateway, upstream, api_
     """The first write inside the tunnel is 1..40 bytes of a real ClientHello, then the rest:
     mitmproxy must wait for enough bytes to see TLS, never fall back to a raw TCP relay."""
     for n in range(1, 41):
-        sock = tunnel(gateway)
-        client = BioClient(gateway, sock)
-        hello = client.client_hello()
-        sock.sendall(hello[:n])
-        time.sleep(PAUSE)
-        sock.sendall(hello[n:])
-        client.finish_handshake()
-        reply = client.request(post())
-        sock.close()
+        reply = post_after_split_hello(gateway, n)
         assert reply.startswith(b"HTTP/1.1 200"), (n, reply[:300])
     assert len(upstream.requests.messages()) == 40
     assert api_standin.received == b"" and api_standin.connections == 0
@@ -58,9 +51,7 @@ def test_http_request_split_after_every_first_write_size_inside_tls_without_alpn
     for n in range(1, 41):
         s = tls(gateway, tunnel(gateway))
         assert s.selected_alpn_protocol() is None
-        s.sendall(request[:n])
-        time.sleep(PAUSE)
-        s.sendall(request[n:])
+        send_split(s, request[:n], request[n:])
         reply = read_response(s)
         s.close()
         assert reply.startswith(b"HTTP/1.1 200"), (n, reply[:300])
@@ -73,21 +64,10 @@ def test_unauthenticated_short_first_write_is_not_relayed(gateway_factory, upstr
     """The attack: CONNECT without credentials, a couple of bytes, then the rest: before, a raw
     relay to the real API without a token check. Now TLS is intercepted and identity answers."""
     gw, _ = dev_gateway(gateway_factory)
-    sock = tunnel(gw)
-    client = BioClient(gw, sock)
-    hello = client.client_hello()
-    sock.sendall(hello[:n])
-    time.sleep(PAUSE)
-    sock.sendall(hello[n:])
-    client.finish_handshake()
-    reply = client.request(post())
-    sock.close()
-    assert_anthropic_error(reply, 401, "authentication_error")
+    assert_anthropic_error(post_after_split_hello(gw, n), 401, "authentication_error")
     # Inside the gateway's TLS too: one or two bytes of a request, then the rest.
     s = tls(gw, tunnel(gw))
-    s.sendall(post()[:n])
-    time.sleep(PAUSE)
-    s.sendall(post()[n:])
+    send_split(s, post()[:n], post()[n:])
     assert_anthropic_error(read_response(s), 401, "authentication_error")
     s.close()
     assert not upstream.requests.messages()
@@ -97,9 +77,7 @@ def test_unauthenticated_short_first_write_is_not_relayed(gateway_factory, upstr
 def test_short_first_writes_then_garbage_are_never_relayed(gateway, upstream, api_standin):
     for first in (b"\x16", b"\x16\x03", b"\x00", b"P", b"\x16\x03\x05"):
         sock = tunnel(gateway)
-        sock.sendall(first)
-        time.sleep(PAUSE)
-        sock.sendall(b"\x00garbage that is neither TLS nor HTTP\r\n\r\n" * 4)
+        send_split(sock, first, b"\x00garbage that is neither TLS nor HTTP\r\n\r\n" * 4)
         reply = read_all(sock, timeout=3)
         sock.close()
         assert not reply or reply.startswith(b"HTTP/1.1 400"), (first, reply[:200])
@@ -111,9 +89,7 @@ def test_switches_cannot_turn_raw_relays_back_on(gateway_factory, upstream, api_
     gw = gateway_factory("", extra_args=["--set", "rawtcp=true", "--set", "websocket=true", "--set", "http3=true"])
     for first in (b"\x16", b"PO", b"\x00\x01"):
         sock = tunnel(gw)
-        sock.sendall(first)
-        time.sleep(PAUSE)
-        sock.sendall(b"\x00\x01\x02 not a protocol\r\n\r\n")
+        send_split(sock, first, b"\x00\x01\x02 not a protocol\r\n\r\n")
         read_all(sock, timeout=2)
         sock.close()
     assert api_standin.received == b"" and api_standin.connections == 0

@@ -4,6 +4,7 @@ caller's credentials never go upstream, the gateway's key does, and without a ke
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,17 @@ from mitmproxy.addons.dumper import Dumper
 from mitmproxy.proxy.layers.http import HttpRequestHook
 from mitmproxy.test import taddons
 
+from gatehouse.masking.config import parse_masking
+from gatehouse.masking.masker import Masker
 from gatehouse.mitm.credentials import Credentials
 from gatehouse.mitm.flowutil import exchange_of
 from gatehouse.mitm.state import GatewayState
 from support.flows import API, ISSUER, api_flow, fire, gateway_state, identify, refusal
 from support.harness import CALLER_KEY, GATEWAY_KEY
+from support.secrets import FINGERPRINT_KEY, SAMPLE_JWT, fake_secret
 
 SRE_KEY = "sk-ant-gateway-sre-key-abcdefghij"
+PAT = fake_secret("github-pat", random.Random(7))
 CALLER_HEADERS = [
     ("x-api-key", CALLER_KEY),
     ("authorization", f"Bearer {CALLER_KEY}"),
@@ -146,6 +151,31 @@ def test_the_key_is_read_per_request_so_a_rotated_key_applies_at_once(tmp_path, 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-rotated-key-0123456789")
     assert sent(tctx, addon, second)["x-api-key"] == "sk-ant-rotated-key-0123456789"
     assert first.request.headers["x-api-key"] == GATEWAY_KEY
+
+
+def test_a_secret_in_an_allowed_header_is_masked_with_the_states_masker(tmp_path, tctx):
+    state = gateway_state(tmp_path)
+    state.masker = Masker(parse_masking(None), FINGERPRINT_KEY)
+    f = api_flow(
+        path="/v1/messages",
+        body=b"{}",
+        headers={
+            "x-api-key": CALLER_KEY,
+            "cookie": "c=1",
+            "x-forwarded-token": SAMPLE_JWT,
+            "user-agent": f"ua {PAT}",
+            "anthropic-version": "2023-06-01",
+        },
+    )
+    h = sent(tctx, Credentials(state), f)
+    assert f.response is None
+    assert h["x-api-key"] == GATEWAY_KEY and h.get_all("x-api-key") == [GATEWAY_KEY]
+    assert "cookie" not in h and "x-forwarded-token" not in h and SAMPLE_JWT not in str(h.fields)
+    assert PAT not in h["user-agent"] and h["anthropic-version"] == "2023-06-01"
+    ex = exchange_of(f)
+    [d] = [d for d in ex.decisions if d.stage == "headers"]
+    assert set(d.detail["dropped"]) >= {"x-api-key", "cookie", "x-forwarded-token"}
+    assert [x.rule for x in ex.request_findings] == ["github-pat"]
 
 
 # -- no key: refused, not forwarded ---------------------------------------------------------------

@@ -14,14 +14,14 @@ from mitmproxy.proxy.layers.http import (
     HttpResponseHeadersHook,
     HttpResponseHook,
 )
-from mitmproxy.test import taddons, tutils
+from mitmproxy.test import taddons
 
 from gatehouse.exchange import EXCHANGE_ID_HEADER, METADATA_KEY
 from gatehouse.mitm.access import Access
 from gatehouse.mitm.credentials import Credentials
 from gatehouse.mitm.exchanges import ExchangeIds
 from gatehouse.mitm.flowutil import exchange_of
-from support.flows import api_flow, fire, gateway_state, refusal
+from support.flows import api_flow, api_response, fire, gateway_state, refusal
 from support.harness import GATEWAY_KEY
 
 ID = re.compile(r"gx_[0-9a-f]{28}")
@@ -35,12 +35,6 @@ def tctx():
         yield ctx
 
 
-def upstream_response(**headers: str) -> http.Response:
-    return tutils.tresp(
-        status_code=200, headers=http.Headers(content_type="application/json", **headers), content=UPSTREAM_BODY
-    )
-
-
 def test_every_flow_gets_an_exchange_with_its_own_id(tctx):
     addon, first, second = ExchangeIds(), api_flow(), api_flow()
     fire(tctx, addon, HttpRequestHeadersHook(first), HttpRequestHeadersHook(second))
@@ -51,7 +45,7 @@ def test_every_flow_gets_an_exchange_with_its_own_id(tctx):
 def test_the_upstreams_response_carries_the_id(tctx):
     addon, f = ExchangeIds(), api_flow()
     fire(tctx, addon, HttpRequestHeadersHook(f))
-    f.response = upstream_response()
+    f.response = api_response(UPSTREAM_BODY)
     fire(tctx, addon, HttpResponseHeadersHook(f), HttpResponseHook(f))
     assert EXCHANGE_ID_HEADER == "x-gatehouse-exchange-id"
     assert f.response.headers.get_all(EXCHANGE_ID_HEADER) == [exchange_of(f).exchange_id]
@@ -61,7 +55,7 @@ def test_the_upstreams_response_carries_the_id(tctx):
 def test_an_id_the_upstream_sends_is_replaced(tctx):
     addon, f = ExchangeIds(), api_flow()
     fire(tctx, addon, HttpRequestHeadersHook(f))
-    f.response = upstream_response(x_gatehouse_exchange_id=FORGED)
+    f.response = api_response(UPSTREAM_BODY, x_gatehouse_exchange_id=FORGED)
     fire(tctx, addon, HttpResponseHeadersHook(f), HttpResponseHook(f))
     assert f.response.headers.get_all(EXCHANGE_ID_HEADER) == [exchange_of(f).exchange_id]
 
@@ -108,7 +102,7 @@ def cycle(tctx, f: http.HTTPFlow, upstream: http.Response | None = None) -> None
 
 def test_a_forwarded_request_drops_the_clients_id_and_answers_with_the_gateways(stack):
     f = api_flow(headers=[(EXCHANGE_ID_HEADER, FORGED)])
-    cycle(stack, f, upstream_response())
+    cycle(stack, f, api_response(UPSTREAM_BODY))
     assert EXCHANGE_ID_HEADER not in f.request.headers  # not sent upstream
     assert f.request.headers["x-api-key"] == GATEWAY_KEY
     assert f.response.headers.get_all(EXCHANGE_ID_HEADER) == [exchange_of(f).exchange_id]

@@ -24,34 +24,29 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from gatehouse.exchange import METADATA_KEY
 from gatehouse.masking.config import parse_masking
-from gatehouse.masking.fingerprints import FINGERPRINT_KEY_FILE
 from gatehouse.masking.masker import Masker
+from gatehouse.mitm.flowutil import exchange_of
 from gatehouse.mitm.masking import Masking
 from gatehouse.wire.assembler import assemble_message
 from gatehouse.wire.pipeline import SsePipeline
 from gatehouse.wire.sse import encode_event, parse_sse
-from support.secrets import fake_secret, masking_section
+from support.flows import api_flow, api_response, fire
+from support.secrets import FINGERPRINT_KEY, fake_secret, masking_section, rules_only
 from support.sse_events import encode, ending, message_start, text_block, tool_block
 
-KEY = b"test-fingerprint-key-0123456789ab"
 SECRET = fake_secret("aws-access-key-id", random.Random(42))
 PAT = fake_secret("github-pat", random.Random(43))
 
 
 @pytest.fixture
 def addon() -> Masking:
-    return Masking(Masker(parse_masking(None), KEY))
+    return Masking(Masker(parse_masking(None), FINGERPRINT_KEY))
 
 
 @pytest.fixture
 def tctx(addon):
     with taddons.context(addon) as ctx:
         yield ctx
-
-
-def invoke(tctx, addon, hook) -> None:
-    """Run a hook the way mitmproxy does (sync or async)."""
-    tctx.master.event_loop.run_until_complete(tctx.master.addons.invoke_addon(addon, hook))
 
 
 def body_with_secret(secret: str = SECRET, **extra: Any) -> dict[str, Any]:
@@ -70,39 +65,6 @@ def body_with_secret(secret: str = SECRET, **extra: Any) -> dict[str, Any]:
             }
         ],
     }
-
-
-def flow_for(
-    body: bytes | dict | None,
-    path: str = "/v1/messages?beta=true",
-    ctype: str = "application/json",
-    method: str = "POST",
-    resp: http.Response | None = None,
-) -> http.HTTPFlow:
-    content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    headers = http.Headers(content_type=ctype) if ctype else http.Headers()
-    req = tutils.treq(
-        host="api.anthropic.com",
-        port=443,
-        scheme=b"https",
-        method=method.encode(),
-        path=path.encode(),
-        authority=b"api.anthropic.com",
-        headers=headers,
-        content=content,
-    )
-    f = tflow.tflow(req=req)
-    if resp is not None:
-        f.response = resp
-    return f
-
-
-def response(content: bytes, ctype: str = "application/json", status: int = 200, **headers: str) -> http.Response:
-    return tutils.tresp(status_code=status, headers=http.Headers(content_type=ctype, **headers), content=content)
-
-
-def exchange(f):
-    return f.metadata[METADATA_KEY]
 
 
 def metadata_text(f) -> str:
@@ -131,15 +93,15 @@ def metadata_text(f) -> str:
 )
 def test_request_on_inspected_endpoints_is_masked(tctx, addon, path, caplog):
     caplog.set_level(logging.DEBUG)
-    f = flow_for(body_with_secret(), path=path)
-    invoke(tctx, addon, HttpRequestHook(f))
+    f = api_flow(path=path, body=body_with_secret())
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response is None
     sent = json.loads(f.request.content)
     assert SECRET not in f.request.text
     assert sent["system"].startswith("deploy with [MASKED:aws-access-key-id:")
     assert sent["messages"][0]["content"][1]["content"].startswith("AWS_ACCESS_KEY_ID=[MASKED:aws-access-key-id:")
     assert int(f.request.headers["content-length"]) == len(f.request.content)
-    ex = exchange(f)
+    ex = exchange_of(f)
     assert sorted(x.where for x in ex.request_findings) == ["messages[0].content[1].content", "system"]
     [d] = [d for d in ex.decisions if d.stage == "masking"]
     assert (d.action, d.detail["count"], d.detail["rules"]) == ("mask", 2, {"aws-access-key-id": 2})
@@ -149,9 +111,9 @@ def test_request_on_inspected_endpoints_is_masked(tctx, addon, path, caplog):
 
 def test_clean_request_is_left_byte_for_byte(tctx, addon):
     raw = b'{"model":"m",  "messages":[{"role":"user","content":"hello"}]}'
-    f = flow_for(raw)
-    invoke(tctx, addon, HttpRequestHook(f))
-    assert f.request.content == raw and METADATA_KEY not in f.metadata or not exchange(f).request_findings
+    f = api_flow(body=raw)
+    fire(tctx, addon, HttpRequestHook(f))
+    assert f.request.content == raw and METADATA_KEY not in f.metadata or not exchange_of(f).request_findings
 
 
 @pytest.mark.parametrize(
@@ -166,19 +128,19 @@ def test_clean_request_is_left_byte_for_byte(tctx, addon):
 )
 def test_bodies_on_every_endpoint_and_method_are_inspected(tctx, addon, path, method):
     """Deny by default: not a list of endpoints that are masked, but every body there is."""
-    f = flow_for({"events": [{"note": f"key {SECRET}", SECRET: "as a key"}]}, path=path, method=method)
-    invoke(tctx, addon, HttpRequestHook(f))
+    f = api_flow(method, path, {"events": [{"note": f"key {SECRET}", SECRET: "as a key"}]})
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response is None and SECRET not in f.request.text
     assert "[MASKED:aws-access-key-id:" in f.request.text
-    g = flow_for(b"not json " + SECRET.encode(), path=path, method=method)
-    invoke(tctx, addon, HttpRequestHook(g))
+    g = api_flow(method, path, b"not json " + SECRET.encode())
+    fire(tctx, addon, HttpRequestHook(g))
     assert g.response is not None and g.response.status_code == 400
     assert SECRET not in g.response.text
 
 
 def test_a_bodiless_request_passes(tctx, addon):
-    f = flow_for(None, path="/v1/models", method="GET", ctype="")
-    invoke(tctx, addon, HttpRequestHook(f))
+    f = api_flow("GET", "/v1/models")
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response is None
 
 
@@ -195,10 +157,10 @@ def test_a_bodiless_request_passes(tctx, addon):
 def test_secrets_in_the_url_are_masked_even_percent_encoded(tctx, addon, path, findings):
     from urllib.parse import unquote
 
-    f = flow_for(None, path=path, method="GET", ctype="")
-    invoke(tctx, addon, HttpRequestHeadersHook(f))
+    f = api_flow("GET", path)
+    fire(tctx, addon, HttpRequestHeadersHook(f))
     assert SECRET not in unquote(f.request.path)
-    found = exchange(f).request_findings if METADATA_KEY in f.metadata else []
+    found = exchange_of(f).request_findings if METADATA_KEY in f.metadata else []
     assert len(found) == findings
     if not findings:
         assert f.request.path == path  # an unchanged URL keeps its bytes
@@ -216,24 +178,24 @@ def test_secrets_in_the_url_are_masked_even_percent_encoded(tctx, addon, path, f
     ],
 )
 def test_unparseable_request_is_refused_with_400(tctx, addon, content, ctype, words):
-    f = flow_for(content, ctype=ctype)
-    invoke(tctx, addon, HttpRequestHook(f))
+    f = api_flow(body=content, headers=[("content-type", ctype)])
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response is not None and f.response.status_code == 400
     err = json.loads(f.response.content)
     assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
     assert words in err["error"]["message"]
     assert f.response.headers["x-should-retry"] == "false"
-    ex = exchange(f)
+    ex = exchange_of(f)
     assert ex.refused and any(d.stage == "masking" and d.action == "deny" for d in ex.decisions)
 
 
 def test_unparseable_request_is_forwarded_when_the_policy_says_so(tctx):
     pol = masking_section('[masking]\non_unparseable = "forward"\n')
-    addon = Masking(Masker(pol, KEY))
-    f = flow_for(b"{broken " + SECRET.encode())
-    invoke(tctx, addon, HttpRequestHook(f))
+    addon = Masking(Masker(pol, FINGERPRINT_KEY))
+    f = api_flow(body=b"{broken " + SECRET.encode())
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response is None and f.request.content == b"{broken " + SECRET.encode()
-    assert any(d.action == "forward" for d in exchange(f).decisions)
+    assert any(d.action == "forward" for d in exchange_of(f).decisions)
 
 
 def test_deep_but_parseable_json_is_masked_or_refused_never_forwarded_unmasked(tctx, addon):
@@ -248,8 +210,8 @@ def test_deep_but_parseable_json_is_masked_or_refused_never_forwarded_unmasked(t
             + SECRET
             + '"}]}]}'
         )
-        f = flow_for(content.encode())
-        invoke(tctx, addon, HttpRequestHook(f))
+        f = api_flow(body=content.encode())
+        fire(tctx, addon, HttpRequestHook(f))
         assert f.response is not None or SECRET not in f.request.text, depth
 
 
@@ -267,40 +229,40 @@ def test_twenty_megabyte_body(tctx, addon):
     }
     raw = json.dumps(body).encode()
     assert len(raw) > 20_000_000
-    f = flow_for(raw)
+    f = api_flow(body=raw)
     t = time.perf_counter()
-    invoke(tctx, addon, HttpRequestHook(f))
+    fire(tctx, addon, HttpRequestHook(f))
     elapsed = time.perf_counter() - t
     assert f.response is None
     assert SECRET.encode() not in f.request.content
-    assert [x.where for x in exchange(f).request_findings] == ["messages[0].content[20].text"]
+    assert [x.where for x in exchange_of(f).request_findings] == ["messages[0].content[20].text"]
     assert elapsed < 20, elapsed
 
 
 def test_streaming_request_asks_for_an_uncompressed_stream(tctx, addon):
-    f = flow_for({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    f = api_flow(body={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     f.request.headers["accept-encoding"] = "gzip, br, zstd"
-    invoke(tctx, addon, HttpRequestHook(f))
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.request.headers["accept-encoding"] == "identity"
-    g = flow_for({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    g = api_flow(body={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     g.request.headers["accept-encoding"] = "gzip"
-    invoke(tctx, addon, HttpRequestHook(g))
+    fire(tctx, addon, HttpRequestHook(g))
     assert g.request.headers["accept-encoding"] == "gzip"
 
 
 def test_an_internal_failure_refuses_and_never_forwards(tctx, monkeypatch, caplog):
-    masker = Masker(parse_masking(None), KEY)
+    masker = Masker(parse_masking(None), FINGERPRINT_KEY)
 
     def boom(body):
         raise RuntimeError(f"failed near {SECRET}")
 
     monkeypatch.setattr(masker, "mask_request", boom)
     addon = Masking(masker)
-    f = flow_for(body_with_secret())
-    invoke(tctx, addon, HttpRequestHook(f))
+    f = api_flow(body=body_with_secret())
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response is not None and f.response.status_code == 400
     assert "RuntimeError" in f.response.text and SECRET not in f.response.text
-    assert exchange(f).refused
+    assert exchange_of(f).refused
     assert "masking failed (RuntimeError" in caplog.text and SECRET not in caplog.text
 
 
@@ -308,33 +270,33 @@ def test_an_internal_failure_is_refused_even_when_unparseable_bodies_are_forward
     from gatehouse.policy.reader import Section
 
     policy = parse_masking(Section({"on_unparseable": "forward"}, "policy.toml", "masking"))
-    masker = Masker(policy, KEY)
+    masker = Masker(policy, FINGERPRINT_KEY)
 
     def boom(body):
         raise RuntimeError("bug")
 
     monkeypatch.setattr(masker, "mask_request", boom)
     addon = Masking(masker, policy)
-    f = flow_for(body_with_secret())
-    invoke(tctx, addon, HttpRequestHook(f))
+    f = api_flow(body=body_with_secret())
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response is not None and f.response.status_code == 400
-    assert exchange(f).refused
+    assert exchange_of(f).refused
 
 
 def test_flow_refused_earlier_is_left_alone(tctx, addon):
-    f = flow_for(b"{broken")
-    f.response = response(b'{"type":"error"}', status=403)
-    invoke(tctx, addon, HttpRequestHook(f))
+    f = api_flow(body=b"{broken")
+    f.response = api_response(b'{"type":"error"}', status=403)
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response.status_code == 403
 
 
 def test_masking_off_does_nothing(tctx):
-    addon = Masking(Masker(masking_section("[masking]\npacks = []\n"), KEY))
-    f = flow_for(b"{broken " + SECRET.encode())
-    invoke(tctx, addon, HttpRequestHook(f))
+    addon = Masking(Masker(rules_only(), FINGERPRINT_KEY))
+    f = api_flow(body=b"{broken " + SECRET.encode())
+    fire(tctx, addon, HttpRequestHook(f))
     assert f.response is None
     unconfigured = Masking()
-    invoke(tctx, unconfigured, HttpRequestHook(f))
+    fire(tctx, unconfigured, HttpRequestHook(f))
     assert f.response is None
 
 
@@ -356,10 +318,10 @@ def sse_with_secret() -> bytes:
 
 
 def test_event_stream_goes_through_the_pipeline(tctx, addon):
-    f = flow_for(body_with_secret(stream=True))
-    invoke(tctx, addon, HttpRequestHook(f))
-    f.response = response(b"", ctype="text/event-stream; charset=utf-8")
-    invoke(tctx, addon, HttpResponseHeadersHook(f))
+    f = api_flow(body=body_with_secret(stream=True))
+    fire(tctx, addon, HttpRequestHook(f))
+    f.response = api_response(b"", ctype="text/event-stream; charset=utf-8")
+    fire(tctx, addon, HttpResponseHeadersHook(f))
     pipe = f.response.stream
     assert isinstance(pipe, SsePipeline)
     data = sse_with_secret()
@@ -369,36 +331,36 @@ def test_event_stream_goes_through_the_pipeline(tctx, addon):
         assert r != b""
         out += r if isinstance(r, bytes) else b"".join(r)
     out += pipe(b"")
-    invoke(tctx, addon, HttpResponseHook(f))  # mitmproxy calls it after the stream ends
+    fire(tctx, addon, HttpResponseHook(f))  # mitmproxy calls it after the stream ends
     assert SECRET.encode() not in out and PAT.encode() not in out
     msg = assemble_message(parse_sse(out))
     assert msg["content"][1]["input"]["command"].startswith("gh auth login --with-token [MASKED:github-pat:")
-    ex = exchange(f)
+    ex = exchange_of(f)
     assert sorted(x.where for x in ex.response_findings) == ["content[0].text", "content[1].input.command"]
     assert [d.detail["side"] for d in ex.decisions if d.stage == "masking"] == ["request", "response"]
-    invoke(tctx, addon, HttpResponseHook(f))  # reported once only
+    fire(tctx, addon, HttpResponseHook(f))  # reported once only
     assert len(ex.response_findings) == 2
     assert SECRET not in metadata_text(f) and PAT not in metadata_text(f)
 
 
 def test_stream_with_a_content_length_is_re_framed(tctx, addon):
-    f = flow_for(body_with_secret(stream=True))
-    f.response = response(b"", ctype="text/event-stream", content_length="1234")
-    invoke(tctx, addon, HttpResponseHeadersHook(f))
+    f = api_flow(body=body_with_secret(stream=True))
+    f.response = api_response(b"", ctype="text/event-stream", content_length="1234")
+    fire(tctx, addon, HttpResponseHeadersHook(f))
     assert isinstance(f.response.stream, SsePipeline)
     assert "content-length" not in f.response.headers
     assert f.response.headers["transfer-encoding"] == "chunked"
 
 
 def test_stream_cut_by_an_error_still_reports_findings(tctx, addon):
-    f = flow_for(body_with_secret(stream=True))
-    f.response = response(b"", ctype="text/event-stream")
-    invoke(tctx, addon, HttpResponseHeadersHook(f))
+    f = api_flow(body=body_with_secret(stream=True))
+    f.response = api_response(b"", ctype="text/event-stream")
+    fire(tctx, addon, HttpResponseHeadersHook(f))
     data = sse_with_secret()
     f.response.stream(data[: data.index(b"event: message_delta")])
     f.error = tflow.terr()
-    invoke(tctx, addon, HttpErrorHook(f))
-    assert len(exchange(f).response_findings) == 2
+    fire(tctx, addon, HttpErrorHook(f))
+    assert len(exchange_of(f).response_findings) == 2
 
 
 @pytest.mark.parametrize(
@@ -411,16 +373,16 @@ def test_stream_cut_by_an_error_still_reports_findings(tctx, addon):
     ],
 )
 def test_every_uncompressed_event_stream_goes_through_the_pipeline(tctx, addon, status, ctype, path, encoding, streams):
-    f = flow_for(body_with_secret(), path=path)
+    f = api_flow(path=path, body=body_with_secret())
     extra = {"content_encoding": encoding} if encoding else {}
-    f.response = response(b"", ctype=ctype, status=status, **extra)
-    invoke(tctx, addon, HttpResponseHeadersHook(f))
+    f.response = api_response(b"", ctype=ctype, status=status, **extra)
+    fire(tctx, addon, HttpResponseHeadersHook(f))
     assert isinstance(f.response.stream, SsePipeline) is streams
 
 
 def test_response_headers_are_allowlisted_and_masked(tctx, addon):
-    f = flow_for(body_with_secret())
-    f.response = response(
+    f = api_flow(body=body_with_secret())
+    f.response = api_response(
         b"{}",
         **{
             "request-id": f"req-{SECRET}",
@@ -431,14 +393,14 @@ def test_response_headers_are_allowlisted_and_masked(tctx, addon):
         },
     )
     f.response.reason = f"OK {SECRET}"
-    invoke(tctx, addon, HttpResponseHeadersHook(f))
+    fire(tctx, addon, HttpResponseHeadersHook(f))
     h = f.response.headers
     assert SECRET not in str(h.fields) and SECRET not in f.response.reason
     assert f.response.reason == "OK"
     assert h["request-id"].startswith("req-[MASKED:aws-access-key-id:")
     assert h["anthropic-ratelimit-requests-remaining"] == "9"
     assert "x-debug-token" not in h and "set-cookie" not in h and "x-leak" not in h
-    [d] = [d for d in exchange(f).decisions if d.stage == "headers"]
+    [d] = [d for d in exchange_of(f).decisions if d.stage == "headers"]
     assert d.detail["dropped"] == ["x-debug-token", "set-cookie", "x-leak"]
 
 
@@ -460,118 +422,70 @@ def test_buffered_json_response_is_masked(tctx, addon):
         ],
         "usage": {"input_tokens": 1, "output_tokens": 1},
     }
-    f = flow_for(body_with_secret(), resp=response(json.dumps(msg).encode()))
-    invoke(tctx, addon, HttpResponseHook(f))
+    f = api_flow(body=body_with_secret(), response=api_response(json.dumps(msg).encode()))
+    fire(tctx, addon, HttpResponseHook(f))
     got = json.loads(f.response.content)
     assert got["content"][0] == msg["content"][0]  # thinking and its signature: unchanged
     assert got["content"][1]["text"].startswith("Rotate [MASKED:aws-access-key-id:")
-    assert [x.where for x in exchange(f).response_findings] == ["content[1].text"]
+    assert [x.where for x in exchange_of(f).response_findings] == ["content[1].text"]
 
 
 def test_buffered_event_stream_is_masked_even_if_compressed(tctx, addon):
     data = sse_with_secret()
-    f = flow_for(
-        body_with_secret(stream=True),
-        resp=response(gzip.compress(data), ctype="text/event-stream", content_encoding="gzip"),
+    f = api_flow(
+        body=body_with_secret(stream=True),
+        response=api_response(gzip.compress(data), ctype="text/event-stream", content_encoding="gzip"),
     )
-    invoke(tctx, addon, HttpResponseHeadersHook(f))
+    fire(tctx, addon, HttpResponseHeadersHook(f))
     assert not f.response.stream  # compressed: buffered instead
-    invoke(tctx, addon, HttpResponseHook(f))
+    fire(tctx, addon, HttpResponseHook(f))
     out = f.response.content  # mitmproxy decodes (and re-encodes on the wire)
     assert SECRET.encode() not in out and PAT.encode() not in out
-    assert len(exchange(f).response_findings) == 2
+    assert len(exchange_of(f).response_findings) == 2
 
 
 def test_api_errors_are_masked_and_clean_responses_untouched(tctx, addon):
     err = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
-    f = flow_for(body_with_secret(), resp=response(err, status=529))
-    invoke(tctx, addon, HttpResponseHook(f))
+    f = api_flow(body=body_with_secret(), response=api_response(err, status=529))
+    fire(tctx, addon, HttpResponseHook(f))
     assert f.response.content == err
     leaky = json.dumps(
         {"type": "error", "error": {"type": "invalid_request_error", "message": f"bad key {SECRET}"}}
     ).encode()
-    e = flow_for(body_with_secret(), resp=response(leaky, status=400))
-    invoke(tctx, addon, HttpResponseHook(e))
+    e = api_flow(body=body_with_secret(), response=api_response(leaky, status=400))
+    fire(tctx, addon, HttpResponseHook(e))
     assert SECRET.encode() not in e.response.content and b"[MASKED:aws-access-key-id:" in e.response.content
     clean = json.dumps({"type": "message", "content": [{"type": "text", "text": "hi"}]}).encode()
-    g = flow_for(body_with_secret(), resp=response(clean))
-    invoke(tctx, addon, HttpResponseHook(g))
+    g = api_flow(body=body_with_secret(), response=api_response(clean))
+    fire(tctx, addon, HttpResponseHook(g))
     assert g.response.content == clean
 
 
 def test_unparseable_response_is_replaced_by_an_error(tctx, addon):
-    f = flow_for(body_with_secret(), resp=response(b"\x00\x01" + SECRET.encode(), ctype="application/octet-stream"))
-    invoke(tctx, addon, HttpResponseHook(f))
+    f = api_flow(
+        body=body_with_secret(), response=api_response(b"\x00\x01" + SECRET.encode(), ctype="application/octet-stream")
+    )
+    fire(tctx, addon, HttpResponseHook(f))
     assert f.response.status_code == 500
     assert json.loads(f.response.content)["error"]["type"] == "api_error"
     assert SECRET.encode() not in f.response.content
 
 
 def test_text_responses_are_masked_as_text(tctx, addon):
-    f = flow_for(body_with_secret(), resp=response(b"<html>" + SECRET.encode(), ctype="text/html", status=502))
-    invoke(tctx, addon, HttpResponseHook(f))
+    f = api_flow(
+        body=body_with_secret(), response=api_response(b"<html>" + SECRET.encode(), ctype="text/html", status=502)
+    )
+    fire(tctx, addon, HttpResponseHook(f))
     assert f.response.status_code == 502
     assert SECRET.encode() not in f.response.content and b"[MASKED:aws-access-key-id:" in f.response.content
 
 
 def test_response_streamed_by_mitmproxy_itself_is_noted_not_parsed(tctx, addon):
-    f = flow_for(body_with_secret(), resp=response(b"", ctype="application/json"))
+    f = api_flow(body=body_with_secret(), response=api_response(b"", ctype="application/json"))
     f.response.stream = True
-    invoke(tctx, addon, HttpResponseHook(f))
+    fire(tctx, addon, HttpResponseHook(f))
     assert f.response.status_code == 200
-    assert any(d.action == "forward" for d in exchange(f).decisions)
-
-
-# --------------------------------------------------------------------------------------------
-# Wiring from the policy
-# --------------------------------------------------------------------------------------------
-
-
-def _load_through_policy_loader(policy_path):
-    """Configure a Masking addon the way the gateway does: through PolicyLoader."""
-    from mitmproxy.test import taddons
-
-    from gatehouse.mitm.identity import IdentityAddon
-    from gatehouse.mitm.policyloader import PolicyLoader
-    from gatehouse.mitm.recorder import Recorder
-    from gatehouse.mitm.state import GatewayState
-
-    addon, recorder = Masking(), Recorder()
-    loader = PolicyLoader(GatewayState(), identity=IdentityAddon(), masking=addon, recorder=recorder)
-    try:
-        with taddons.context(loader) as ctx:
-            ctx.configure(loader, gateway_policy=str(policy_path))
-    finally:
-        recorder.done()
-    return addon
-
-
-def test_policy_loader_builds_the_masker_with_a_key_in_the_state_dir(tmp_path, tctx):
-    p = tmp_path / "policy.toml"
-    p.write_text('[gateway]\nstate_dir = "state"\n[masking]\nhold_back_chars = 128\n')
-    addon = _load_through_policy_loader(p)
-    assert addon.masker is not None and addon.policy.hold_back_chars == 128
-    assert (tmp_path / "state" / FINGERPRINT_KEY_FILE).stat().st_mode & 0o777 == 0o600
-    f = flow_for(body_with_secret())
-    invoke(tctx, addon, HttpRequestHook(f))
-    assert SECRET not in f.request.text
-
-
-def test_policy_loader_refuses_to_start_without_the_named_secret(tmp_path, monkeypatch):
-    monkeypatch.delenv("GH_TEST_FP_MISSING", raising=False)
-    p = tmp_path / "policy.toml"
-    p.write_text('[gateway]\nstate_dir = "state"\n[masking]\nfingerprint_secret_env = "GH_TEST_FP_MISSING"\n')
-    from gatehouse.masking.fingerprints import FingerprintKeyError
-    from gatehouse.mitm.identity import IdentityAddon
-    from gatehouse.mitm.policyloader import PolicyLoader
-    from gatehouse.mitm.recorder import Recorder
-    from gatehouse.mitm.state import GatewayState
-    from gatehouse.policy.loader import load_policy
-
-    # PolicyLoader.configure turns this into the OptionsError that stops start-up.
-    loader = PolicyLoader(GatewayState(), identity=IdentityAddon(), masking=Masking(), recorder=Recorder())
-    with pytest.raises(FingerprintKeyError, match="GH_TEST_FP_MISSING"):
-        loader.apply(load_policy(p))
+    assert any(d.action == "forward" for d in exchange_of(f).decisions)
 
 
 def test_encode_event_is_what_the_addon_emits():
@@ -584,12 +498,12 @@ def test_json_escaped_secrets_in_text_responses_are_masked(tctx, addon, ctype):
     escaped = "\\u0067" + PAT[1:]  # what json.dumps could write for the first letter
     msg = b'{"type":"message","content":[{"type":"text","text":"' + escaped.encode() + b'"}]}'
     body = (b"\xef\xbb\xbf" + msg) if not ctype else msg
-    f = flow_for(
-        body_with_secret(),
-        resp=response(body, ctype=ctype)
+    f = api_flow(
+        body=body_with_secret(),
+        response=api_response(body, ctype=ctype)
         if ctype
         else tutils.tresp(status_code=200, headers=http.Headers(), content=body),
     )
-    invoke(tctx, addon, HttpResponseHook(f))
+    fire(tctx, addon, HttpResponseHook(f))
     out = f.response.content.decode("utf-8", "replace")
     assert PAT[1:] not in out and "[MASKED:github-pat:" in out

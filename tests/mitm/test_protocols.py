@@ -9,6 +9,7 @@ from mitmproxy.proxy.layers.http import HttpResponseHeadersHook
 from mitmproxy.test import taddons, tflow, tutils
 
 from gatehouse.mitm.protocols import ProtocolGuard
+from support.flows import fire
 
 
 @pytest.mark.parametrize("status", [100, 102, 103])
@@ -18,7 +19,7 @@ def test_an_interim_response_becomes_an_error_not_a_hang(status):
     addon = ProtocolGuard()
     f = tflow.tflow(resp=tutils.tresp(status_code=status, content=b""))
     with taddons.context(addon) as tctx:
-        tctx.master.event_loop.run_until_complete(tctx.master.addons.invoke_addon(addon, HttpResponseHeadersHook(f)))
+        fire(tctx, addon, HttpResponseHeadersHook(f))
     assert f.response.status_code == 502
     assert json.loads(f.response.content)["error"]["type"] == "api_error"
 
@@ -27,5 +28,5 @@ def test_a_final_response_is_left_alone():
     addon = ProtocolGuard()
     f = tflow.tflow(resp=tutils.tresp(status_code=200, content=b"{}"))
     with taddons.context(addon) as tctx:
-        tctx.master.event_loop.run_until_complete(tctx.master.addons.invoke_addon(addon, HttpResponseHeadersHook(f)))
+        fire(tctx, addon, HttpResponseHeadersHook(f))
     assert f.response.status_code == 200

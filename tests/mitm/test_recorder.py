@@ -27,8 +27,9 @@ from gatehouse.recording.signing import STATE_KEY_FILE, SigningKey
 from gatehouse.recording.stores import LocalStore
 from gatehouse.recording.verify import verify_store
 from gatehouse.wire.apierrors import permission
-from support.records import SECRET, FakeMasker
+from support.records import SECRET, FakeMasker, assistant_message
 from support.s3_server import S3Server
+from support.sse_events import encode, ev, message_start
 
 API_KEY = "sk-ant-api03-" + "k" * 40
 PROXY_TOKEN = "eyJhbGciOiJFUzI1NiJ9.proxy-token-payload.sig"
@@ -45,19 +46,6 @@ def request_body(stream: bool = False, text: str = "hello") -> bytes:
             "messages": [{"role": "user", "content": text}],
         }
     ).encode()
-
-
-def message(text: str = "hi there") -> dict[str, Any]:
-    return {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-5",
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": 3},
-    }
 
 
 def make_flow(*, stream: bool = False, text: str = "hello", response: bool = True) -> http.HTTPFlow:
@@ -89,7 +77,7 @@ def make_flow(*, stream: bool = False, text: str = "hello", response: bool = Tru
     if response:
         f.response = tutils.tresp(
             headers=http.Headers([(b"content-type", b"application/json"), (b"request-id", b"req_abc")]),
-            content=json.dumps(message()).encode(),
+            content=json.dumps(assistant_message("hi there")).encode(),
             timestamp_start=time.time(),
             timestamp_end=time.time(),
         )
@@ -186,7 +174,7 @@ def test_buffered_exchange_is_spooled_before_the_hook_returns(tmp_path: Path, st
         "agent_id": None,
         "parent_agent_id": None,
     }
-    assert r["response"]["request_id"] == "req_abc" and r["response"]["message"]["usage"]["output_tokens"] == 3
+    assert r["response"]["request_id"] == "req_abc" and r["response"]["message"]["usage"]["output_tokens"] == 20
     assert r["decisions"][0]["stage"] == "access" and r["gateway"] == {"version": "0.1.0", "policy_sha256": "f" * 64}
     assert r["timing"]["ttfb_ms"] is not None
 
@@ -211,7 +199,8 @@ def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, sta
         headers=http.Headers([(b"content-type", b"text/event-stream"), (b"request-id", b"req_s")]), content=b""
     )
     stream_through(
-        f, FakePipeline(message("streamed answer"), [Finding("aws-access-key-id", "content[0].text", "3f9a1c")])
+        f,
+        FakePipeline(assistant_message("streamed answer"), [Finding("aws-access-key-id", "content[0].text", "3f9a1c")]),
     )
     run(rec.response(f))
     final = spooled_records(state)[-1]
@@ -224,7 +213,7 @@ def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, sta
 
     # Once the masking addon has moved the findings to the Exchange, they are not counted twice.
     g = make_flow(stream=True)
-    stream_through(g, FakePipeline(message(), [Finding("r", "w", "f")], reported=True))
+    stream_through(g, FakePipeline(assistant_message("hi there"), [Finding("r", "w", "f")], reported=True))
     exchange_of(g).response_findings.append(Finding("r", "w", "f"))
     run(rec.response(g))
     assert spooled_records(state)[-1]["findings"]["response"] == [{"rule": "r", "where": "w", "fingerprint": "f"}]
@@ -361,9 +350,9 @@ def all_bytes(*roots: Path) -> bytes:
 def test_no_secret_at_rest(tmp_path: Path, state: Path) -> None:
     rec = configured(tmp_path, state, masker=FakeMasker())
     flows = [make_flow(text=f"deploy with {SECRET}"), make_flow(stream=True, text=f"again {SECRET}", response=False)]
-    flows[0].response.content = json.dumps(message(f"use {SECRET} carefully")).encode()
+    flows[0].response.content = json.dumps(assistant_message(f"use {SECRET} carefully")).encode()
     flows[1].response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=b"")
-    thinking = message()
+    thinking = assistant_message("hi there")
     thinking["content"] = [
         {"type": "thinking", "thinking": f"the key is {SECRET}", "signature": "sig=="},
         {"type": "text", "text": "ok"},
@@ -399,7 +388,7 @@ def test_no_secret_at_rest_with_the_real_masker(tmp_path: Path, state: Path) -> 
     secret = "AKIAZ7Q4XK2M9PLR3TWB"
     rec = configured(tmp_path, state, masker=real_masker())
     f = make_flow(text=f"my key is {secret}")
-    f.response.content = json.dumps(message(f"echo {secret}")).encode()
+    f.response.content = json.dumps(assistant_message(f"echo {secret}")).encode()
     run(rec.request(f))
     run(rec.response(f))
     stored(rec, tmp_path)
@@ -411,66 +400,23 @@ def test_buffered_sse_is_reassembled_with_the_real_parser(tmp_path: Path, state:
     rec = configured(tmp_path, state, masker=real_masker())
     thinking_secret = "AKIAZ7Q4XK2M9PLR3TWB"
 
-    def ev(name: str, data: dict[str, Any]) -> bytes:
-        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
-
-    start = {k: v for k, v in message().items() if k != "content"}
-    start.update(content=[], stop_reason=None)
-    body = b"".join(
+    body = encode(
         [
-            ev("message_start", {"type": "message_start", "message": start}),
+            message_start(),
+            ev("content_block_start", index=0, content_block={"type": "thinking", "thinking": "", "signature": ""}),
+            ev("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": f"key {thinking_secret}"}),
+            ev("content_block_stop", index=0),
+            ev("ping"),
             ev(
                 "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
-                },
+                index=1,
+                content_block={"type": "tool_use", "id": "tu_1", "name": "Bash", "input": {}},
             ),
-            ev(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "thinking_delta", "thinking": f"key {thinking_secret}"},
-                },
-            ),
-            ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            ev("ping", {"type": "ping"}),
-            ev(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 1,
-                    "content_block": {"type": "tool_use", "id": "tu_1", "name": "Bash", "input": {}},
-                },
-            ),
-            ev(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 1,
-                    "delta": {"type": "input_json_delta", "partial_json": '{"command": "l'},
-                },
-            ),
-            ev(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 1,
-                    "delta": {"type": "input_json_delta", "partial_json": 's -la"}'},
-                },
-            ),
-            ev("content_block_stop", {"type": "content_block_stop", "index": 1}),
-            ev(
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                    "usage": {"output_tokens": 42},
-                },
-            ),
-            ev("message_stop", {"type": "message_stop"}),
+            ev("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": '{"command": "l'}),
+            ev("content_block_delta", index=1, delta={"type": "input_json_delta", "partial_json": 's -la"}'}),
+            ev("content_block_stop", index=1),
+            ev("message_delta", delta={"stop_reason": "tool_use", "stop_sequence": None}, usage={"output_tokens": 42}),
+            ev("message_stop"),
         ]
     )
     f = make_flow(stream=True)
@@ -489,7 +435,6 @@ def test_buffered_sse_is_reassembled_with_the_real_parser(tmp_path: Path, state:
 
 def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_path: Path, state: Path) -> None:
     from gatehouse.mitm.masking import Masking
-    from gatehouse.wire.sse import encode_event
 
     secret = "AKIAZ7Q4XK2M9PLR3TWB"
     masker = real_masker()
@@ -501,25 +446,14 @@ def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_p
     masking.responseheaders(f)
     pipeline = f.response.stream
     assert exchange_of(f).sse_pipeline is pipeline
-    start = {k: v for k, v in message().items() if k != "content"}
     sent = pipeline(
-        b"".join(
+        encode(
             [
-                encode_event("message_start", {"type": "message_start", "message": {**start, "content": []}}),
-                encode_event(
-                    "content_block_start",
-                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                ),
-                encode_event(
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "text_delta", "text": f"use {secret} now"},
-                    },
-                ),
-                encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                encode_event("message_stop", {"type": "message_stop"}),
+                message_start(),
+                ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+                ev("content_block_delta", index=0, delta={"type": "text_delta", "text": f"use {secret} now"}),
+                ev("content_block_stop", index=0),
+                ev("message_stop"),
             ]
         )
     )

@@ -1,15 +1,17 @@
-"""Gateway state and flows for the addon tests of Access, Credentials and ExchangeIds.
+"""Gateway state, flows and hook dispatch for the addon tests (tests/mitm).
 
 The state is what PolicyLoader leaves after start-up (the policy loaded from a TOML file, the
 upstream it names), built without PolicyLoader so a test sets only what it is about. Flows are
-mitmproxy's test flows (tflow/tutils) shaped like Claude API traffic; hooks run through
-mitmproxy's own dispatch (an addon's hook is found by the hook's name, as in mitmdump); a
-refused flow's answer is read back as the Anthropic error the client would print.
+mitmproxy's test flows (tflow/tutils) shaped like Claude API traffic: CONNECTs, requests (through
+a tunnel or not) and the upstream's responses; hooks run through mitmproxy's own dispatch (an
+addon's hook is found by the hook's name, as in mitmdump); a refused flow's answer is read back
+as the Anthropic error the client would print.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,8 +43,15 @@ def gateway_state(directory: Path, policy: str = "") -> GatewayState:
     state = GatewayState(policy=loaded)
     if loaded.gateway.upstream:
         state.upstream = urlsplit(loaded.gateway.upstream)
-        state.upstream_overridden = True
     return state
+
+
+Headers = Mapping[str, str] | list[tuple[str, str]]
+
+
+def _headers(headers: Headers | None) -> http.Headers:
+    items = headers.items() if isinstance(headers, Mapping) else headers or []
+    return http.Headers([(k.encode(), v.encode()) for k, v in items])
 
 
 def api_flow(
@@ -53,13 +62,19 @@ def api_flow(
     host: str = API,
     scheme: str = "https",
     port: int = 443,
-    headers: list[tuple[str, str]] | None = None,
+    headers: Headers | None = None,
+    tunnel: http.HTTPFlow | None = None,
+    response: http.Response | None = None,
 ) -> http.HTTPFlow:
-    """A request as a Claude client sends it through the proxy (POSTs carry a Messages body)."""
+    """A request as a Claude client sends it through the proxy (POSTs carry a Messages body).
+
+    `tunnel`: the CONNECT flow it came through (its client connection); `response`: the
+    upstream's answer, already on the flow, for the response hooks.
+    """
     if body is None:
         body = MESSAGES_BODY if method == "POST" else b""
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    h = http.Headers([(k.encode(), v.encode()) for k, v in headers or []])
+    h = _headers(headers)
     if content:
         h.setdefault("content-type", "application/json")
         h["content-length"] = str(len(content))
@@ -73,10 +88,14 @@ def api_flow(
         headers=h,
         content=content,
     )
-    return tflow.tflow(req=req)
+    f = tflow.tflow(client_conn=tunnel.client_conn if tunnel else None, req=req)
+    if response is not None:
+        f.response = response
+    return f
 
 
-def connect_flow(host: str = API, port: int = 443) -> http.HTTPFlow:
+def connect_flow(host: str = API, port: int = 443, headers: Headers | None = None) -> http.HTTPFlow:
+    """A CONNECT to `host` (with these headers, e.g. proxy-authorization): a tunnel of its own."""
     req = tutils.treq(
         method=b"CONNECT",
         host=host,
@@ -84,10 +103,17 @@ def connect_flow(host: str = API, port: int = 443) -> http.HTTPFlow:
         scheme=b"",
         authority=f"{host}:{port}".encode(),
         path=b"",
-        headers=http.Headers(),
+        headers=_headers(headers),
         content=b"",
     )
     return tflow.tflow(req=req)
+
+
+def api_response(
+    content: bytes = b"", ctype: str = "application/json", status: int = 200, **headers: str
+) -> http.Response:
+    """An upstream's answer; `headers` as keywords, underscores for dashes (`request_id="r"`)."""
+    return tutils.tresp(status_code=status, headers=http.Headers(content_type=ctype, **headers), content=content)
 
 
 def identify(flow: http.HTTPFlow, *groups: str, email: str | None = "alice@example.com") -> Identity:

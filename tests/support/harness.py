@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support.sockets import OpenSockets, accept_until, loopback_listener
+
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY_SCRIPT = REPO / "addons" / "gateway.py"
 # Put first on every gateway process's PYTHONPATH: its sitecustomize keeps the process on
@@ -34,6 +36,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate `proc` and wait for it; killed if still running after `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def mitmdump_bin() -> str:
@@ -187,13 +201,10 @@ class ApiStandin:
     """
 
     def __init__(self) -> None:
-        self._lst = socket.socket()
-        self._lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lst.bind(("127.0.0.1", 0))
-        self._lst.listen(64)
+        self._lst = loopback_listener()
         self._lock = threading.Lock()
         self._chunks: list[bytes] = []
-        self._conns: list[socket.socket] = []
+        self._conns = OpenSockets()
         self.connections = 0
         self._closed = False
         self._thread = threading.Thread(target=self._accept, name="api-standin", daemon=True)
@@ -209,18 +220,11 @@ class ApiStandin:
             return b"".join(self._chunks)
 
     def _accept(self) -> None:
-        self._lst.settimeout(0.1)  # close() does not wake a blocked accept()
-        while not self._closed:
-            try:
-                conn, _ = self._lst.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for conn in accept_until(self._lst, lambda: self._closed):
             conn.settimeout(None)
             with self._lock:
                 self.connections += 1
-                self._conns.append(conn)
+            self._conns.add(conn)
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:
@@ -239,12 +243,7 @@ class ApiStandin:
         self._closed = True
         self._thread.join(timeout=5)
         self._lst.close()
-        with self._lock:
-            for c in self._conns:
-                try:
-                    c.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        self._conns.cut()
 
     def __enter__(self) -> ApiStandin:
         return self

@@ -25,6 +25,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from support.harness import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 NODE_MODULES = Path(os.environ.get("GATEHOUSE_NODE_MODULES", REPO / ".tools" / "node" / "node_modules"))
 PACKAGE_DIR = NODE_MODULES / "oidc-provider"
@@ -156,13 +158,7 @@ class OidcProvider:
 
     def stop(self) -> None:
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait(5)
+            stop_process(self._proc, 10)
             for stream in (self._proc.stdout, self._proc.stderr):
                 if stream is not None:
                     stream.close()

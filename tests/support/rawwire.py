@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 API = "api.anthropic.com"
@@ -110,6 +111,26 @@ class BioClient:
                 self._pump()
             except ssl.SSLZeroReturnError:
                 return buf
+
+
+def send_split(sock: socket.socket, first: bytes, rest: bytes) -> None:
+    """Two writes, `PAUSE` apart: the gateway reads `first` alone."""
+    sock.sendall(first)
+    time.sleep(PAUSE)
+    sock.sendall(rest)
+
+
+def post_after_split_hello(gw, n: int) -> bytes:
+    """Through a fresh tunnel: the ClientHello's first `n` bytes, a pause, the rest, then (TLS
+    done) `post()`; the raw reply."""
+    sock = tunnel(gw)
+    client = BioClient(gw, sock)
+    hello = client.client_hello()
+    send_split(sock, hello[:n], hello[n:])
+    client.finish_handshake()
+    reply = client.request(post())
+    sock.close()
+    return reply
 
 
 def _complete(buf: bytes) -> bool:

@@ -1,4 +1,5 @@
-"""Helpers for recording tests: a stand-in masker, a Claude Code-shaped request, chained runs."""
+"""Helpers for recording tests: a stand-in masker, a Claude Code-shaped request and response,
+chained runs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from gatehouse.recording.canonical import canonical_json, sha256_ref
 from gatehouse.recording.records import BuiltRecord, RequestInput
 from gatehouse.recording.registry import Recording
 from gatehouse.recording.signing import SigningKey
-from gatehouse.recording.stores import LocalStore
+from gatehouse.recording.stores import LocalStore, Store
 
 SECRET = "AKIAZZZZSECRETVALUE1"
 
@@ -41,6 +42,21 @@ class FakeMasker:
     def mask_text(self, text: str, where: str = "") -> tuple[str, list[dict[str, str]]]:
         masked, findings = self.mask_for_record(text)
         return masked, [dict(f, where=where) for f in findings]
+
+
+def assistant_message(text: str, **extra: Any) -> dict[str, Any]:
+    """A Messages API response with one text block, as the API returns it (`extra` overrides)."""
+    return {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 100, "output_tokens": 20},
+        **extra,
+    }
 
 
 def messages_request(
@@ -99,13 +115,18 @@ def numbered_record(i: int) -> BuiltRecord:
 
 
 def write_run(
-    root: Path, spool_dir: Path, key: SigningKey, ids: range, clock: list[float], retention_days: int | None = None
+    store: Path | Store,
+    spool_dir: Path,
+    key: SigningKey,
+    ids: range,
+    clock: list[float],
+    retention_days: int | None = None,
 ) -> str:
-    """One gateway run's chain (`numbered_record` for each of `ids`) into a local store; its id."""
-    store = LocalStore(root)
+    """One gateway run's chain (`numbered_record` for each of `ids`) into `store` (a folder: a
+    local store there); its id. `clock[0]` is the time the run's records carry."""
     rec = Recording.open(
         spool_dir,
-        store=store,
+        store=LocalStore(store) if isinstance(store, Path) else store,
         key=key,
         retention_days=retention_days,
         gateway_version="t",

@@ -437,6 +437,13 @@ class Conversation:
         self.t += duration
         return xid
 
+    def refused(
+        self, new: list[dict[str, Any]], deny: dict[str, Any], status: int, error_type: str, message: str
+    ) -> str:
+        """A turn the gateway refused: the `deny` decision, and the Anthropic error the client got."""
+        error = {"type": "error", "error": {"type": error_type, "message": message}}
+        return self.turn(new, None, kind="refusal", status=status, error=error, decisions=[deny])
+
 
 def user_text(text: str) -> dict[str, Any]:
     return {"role": "user", "content": [{"type": "text", "text": text}]}
@@ -597,29 +604,19 @@ def scenario_store(tmp: Path, *, name: str = "store", direct: bool = False) -> S
     c2 = Conversation(
         w, sid, ALICE, lambda: claude_code_headers(sid), model="claude-opus-4-1", messages=list(c.messages), t=c.t
     )
-    deny_body = {
-        "type": "error",
-        "error": {
-            "type": "permission_error",
-            "message": "Gatehouse: model claude-opus-4-1 is not allowed for your groups",
-        },
-    }
-    xids["alice-refused"] = c2.turn(
+    xids["alice-refused"] = c2.refused(
         [user_text("Use opus for this one.")],
-        None,
-        kind="refusal",
-        status=403,
-        error=deny_body,
-        decisions=[
-            decision(
-                "access",
-                "deny",
-                "model claude-opus-4-1 is not allowed for your groups",
-                "model",
-                at=c2.t,
-                model="claude-opus-4-1",
-            )
-        ],
+        decision(
+            "access",
+            "deny",
+            "model claude-opus-4-1 is not allowed for your groups",
+            "model",
+            at=c2.t,
+            model="claude-opus-4-1",
+        ),
+        403,
+        "permission_error",
+        "Gatehouse: model claude-opus-4-1 is not allowed for your groups",
     )
     c.t = c2.t
     # A subagent of the same session, with its own conversation.
@@ -674,30 +671,15 @@ def scenario_store(tmp: Path, *, name: str = "store", direct: bool = False) -> S
 
     # 4. A refused token: no identity, no session id: an audit event of its own.
     anon = Conversation(w, None, None, sdk_headers, tools=None, system=None, path="/v1/messages", t=T0 + 9000)
-    refusal = {
-        "type": "error",
-        "error": {
-            "type": "authentication_error",
-            "message": "Gatehouse refused the token (expired): the token expired",
-        },
-    }
-    xids["token-refused"] = anon.turn(
+    expired = "Gatehouse refused the token (expired): the token expired"
+    xids["token-refused"] = anon.refused(
         [user_text("hello")],
-        None,
-        kind="refusal",
-        status=401,
-        error=refusal,
-        decisions=[
-            decision(
-                "identity",
-                "deny",
-                "Gatehouse refused the token (expired): the token expired",
-                "identity.expired",
-                at=anon.t,
-                status=401,
-                error_type="authentication_error",
-            )
-        ],
+        decision(
+            "identity", "deny", expired, "identity.expired", at=anon.t, status=401, error_type="authentication_error"
+        ),
+        401,
+        "authentication_error",
+        expired,
     )
 
     w.close()

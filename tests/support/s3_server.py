@@ -25,7 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from support.harness import free_port
+from support.harness import free_port, stop_process
+from support.sockets import OpenSockets, accept_until, loopback_listener
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -49,31 +50,19 @@ class _Relay:
         self.port = port
         self.target = target
         self._listener: socket.socket | None = None
-        self._conns: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        self._conns = OpenSockets()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        lst = socket.socket()
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lst.bind(("127.0.0.1", self.port))
-        lst.listen(64)
-        lst.settimeout(0.1)
-        self._listener = lst
+        self._listener = loopback_listener(self.port)
         self._stopped.clear()
         self._thread = threading.Thread(target=self._accept, name="s3-relay", daemon=True)
         self._thread.start()
 
     def _accept(self) -> None:
         assert self._listener is not None
-        while not self._stopped.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for client in accept_until(self._listener, self._stopped.is_set):
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -81,8 +70,7 @@ class _Relay:
                 continue
             for s in (client, upstream):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._conns.update((client, upstream))
+            self._conns.add(client, upstream)
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
 
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:
@@ -101,8 +89,7 @@ class _Relay:
         finally:
             sel.close()
             for s in (a, b):
-                with self._lock:
-                    self._conns.discard(s)
+                self._conns.discard(s)
                 try:
                     s.close()
                 except OSError:
@@ -113,13 +100,7 @@ class _Relay:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        with self._lock:
-            conns = list(self._conns)
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._conns.cut()
         if self._thread is not None:
             self._thread.join(2)
 
@@ -184,13 +165,8 @@ class S3Server:
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
         self.stop()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, 5)
         self.proc = None
 
     def __enter__(self) -> S3Server:

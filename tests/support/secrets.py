@@ -1,4 +1,5 @@
-"""Synthetic secrets for masking tests: random credentials of each format, and checks on masked output."""
+"""Synthetic secrets for masking tests: random credentials of each format, checks on masked output,
+and masking policies built from TOML text."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ FORMAT_KINDS = [
     "shopify-token",
     "jwt",
 ]
+
+# The masker's fingerprint key in tests: fixed, so a secret's fingerprint is the same every run.
+FINGERPRINT_KEY = b"test-fingerprint-key-0123456789ab"
 
 # A fixed JWT-shaped token (EdDSA header, claims, a fake signature) for the log-redaction and
 # error-page tests.
@@ -159,3 +163,14 @@ def masking_section(text: str, tmp_path: Path | None = None):
         path.write_text(text)
     root = Section(tomllib.loads(text), path, "", path.resolve().parent)
     return parse_masking(root.section("masking"))
+
+
+def rules_only(rules_toml: str = "", allowlist: str = ""):
+    """A [masking] section without the built-in pack: only these `[[masking.rules]]` tables and
+    `allowlist` lines (none: masking off)."""
+    return masking_section("[masking]\npacks = []\n" + allowlist + rules_toml)
+
+
+def rule_ids(hits) -> list[str]:
+    """The rule ids of a scan's hits, in order."""
+    return [h.rule.id for h in hits]

@@ -37,6 +37,7 @@ from support.fake_upstream import (
     parse_sse,
     sse_events,
 )
+from support.harness import stop_process
 from support.tls_certs import client_ssl_context, make_ca, make_server_cert, write_mitmproxy_ca
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -721,11 +722,6 @@ def test_standalone_command_line(tmp_path: Path) -> None:
         message = client.messages.create(model="standalone", max_tokens=5, messages=HELLO)
         assert message.model == "standalone"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(TIMEOUT)
+        stop_process(proc, TIMEOUT)
     assert proc.returncode == 0
     assert (tmp_path / "ca.pem").exists()  # --cert-dir is kept

@@ -1,6 +1,6 @@
 """Throw-away X.509 material for tests: a CA and server certificates signed by it.
 
-Used by the fake Anthropic upstream (`tests/support/fake_upstream.py`) and by any test that needs a TLS
+Used by the fake Anthropic upstream (`tests/support/fake_upstream/`) and by any test that needs a TLS
 server or a CA for mitmproxy. Keys are EC P-256 by default (generation takes microseconds; RSA
 2048 takes tens of milliseconds), RSA on request.
 

@@ -6,19 +6,8 @@ import base64
 import json
 import random
 
-import pytest
-
 from gatehouse.masking.byte_identical import BYTE_IDENTICAL_FIELDS
-from gatehouse.masking.config import parse_masking
-from gatehouse.masking.masker import Masker
 from support.secrets import fake_secret
-
-KEY = b"test-fingerprint-key-0123456789ab"
-
-
-@pytest.fixture(scope="module")
-def masker() -> Masker:
-    return Masker(parse_masking(None), KEY)
 
 
 def test_byte_identical_list_is_data_with_a_reason_per_entry():

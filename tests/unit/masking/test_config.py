@@ -5,19 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gatehouse.masking.config import DEFAULT_HOLD_BACK_CHARS, load_pack, parse_masking
+from gatehouse.masking.config import DEFAULT_HOLD_BACK_CHARS, load_pack
 from gatehouse.policy.reader import PolicyError
-from support.secrets import FORMAT_KINDS, masking_section
-
-
-def ids(hits) -> list[str]:
-    return [h.rule.id for h in hits]
-
-
-@pytest.fixture(scope="module")
-def builtin():
-    return parse_masking(None)
-
+from support.secrets import FORMAT_KINDS, masking_section, rule_ids, rules_only
 
 # --------------------------------------------------------------------------------------------
 # Defaults and the built-in pack
@@ -84,11 +74,11 @@ keywords = ["acme_"]
     assert pol.on_unparseable == "forward"
     assert pol.allowlist.patterns == ("^test-",) and pol.allowlist.stopwords == ("dummy",)
     hits = pol.scanner.scan("use acme_" + "0123456789abcdef" * 2 + " here")
-    assert ids(hits) == ["acme-key"]
+    assert rule_ids(hits) == ["acme-key"]
 
 
 def test_no_rules_means_masking_off():
-    pol = masking_section("[masking]\npacks = []\n")
+    pol = rules_only()
     assert not pol.enabled
     assert pol.scanner.scan("AKIA" + "A" * 16) == []
 
@@ -159,7 +149,7 @@ pattern = '''\\b(AKIA[A-Z0-9]{16})\\b'''
     )
     assert pol.rule_ids.count("aws-access-key-id") == 1
     assert pol.scanner.scan("ASIA" + "B" * 16) == []
-    assert ids(pol.scanner.scan("AKIA" + "B" * 16)) == ["aws-access-key-id"]
+    assert rule_ids(pol.scanner.scan("AKIA" + "B" * 16)) == ["aws-access-key-id"]
 
 
 def test_custom_pack_relative_to_policy(tmp_path):
@@ -173,7 +163,7 @@ pattern = '''ACME-[0-9]{20}'''
 """)
     pol = masking_section('[masking]\npacks = ["secrets", "packs/acme.toml"]\n', tmp_path)
     assert "acme-token" in pol.rule_ids and "jwt" in pol.rule_ids
-    assert ids(pol.scanner.scan("id ACME-" + "1" * 20)) == ["acme-token"]
+    assert rule_ids(pol.scanner.scan("id ACME-" + "1" * 20)) == ["acme-token"]
 
 
 def test_invalid_pack_names_pack_file_and_rule(tmp_path):

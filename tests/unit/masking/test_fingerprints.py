@@ -12,14 +12,7 @@ import pytest
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.fingerprints import FINGERPRINT_KEY_FILE, FingerprintKeyError, fingerprint_key_for
 from gatehouse.masking.masker import Masker
-from support.secrets import fake_secret, masking_section
-
-KEY = b"test-fingerprint-key-0123456789ab"
-
-
-@pytest.fixture(scope="module")
-def masker() -> Masker:
-    return Masker(parse_masking(None), KEY)
+from support.secrets import FINGERPRINT_KEY, fake_secret, masking_section
 
 
 def aws(rng: random.Random | None = None) -> str:
@@ -31,7 +24,7 @@ def test_fingerprint_depends_on_key_and_secret(masker):
     a, b = aws(random.Random(1)), aws(random.Random(2))
     assert masker.fingerprint(a) != masker.fingerprint(b)
     assert masker.fingerprint(a) != other.fingerprint(a)
-    assert "key" not in repr(masker).lower() or KEY.decode() not in repr(masker)
+    assert "key" not in repr(masker).lower() or FINGERPRINT_KEY.decode() not in repr(masker)
 
 
 def test_fingerprint_key_generated_once_with_mode_0600(tmp_path):

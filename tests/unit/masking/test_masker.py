@@ -11,17 +11,17 @@ import re
 
 import pytest
 
-from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker, format_where
-from support.secrets import fake_pem, fake_secret, masking_section, secret_in_context, survives
+from support.secrets import (
+    FINGERPRINT_KEY,
+    fake_pem,
+    fake_secret,
+    rules_only,
+    secret_in_context,
+    survives,
+)
 
-KEY = b"test-fingerprint-key-0123456789ab"
 TOKEN = re.compile(r"\[MASKED:([a-z0-9._-]+):([0-9a-f]{6})\]")
-
-
-@pytest.fixture(scope="module")
-def masker() -> Masker:
-    return Masker(parse_masking(None), KEY)
 
 
 def aws(rng: random.Random | None = None) -> str:
@@ -221,7 +221,7 @@ def test_deeply_nested_tool_input_is_walked_without_recursion(masker):
 
 
 def test_disabled_policy_changes_nothing():
-    m = Masker(masking_section("[masking]\npacks = []\n"), KEY)
+    m = Masker(rules_only(), FINGERPRINT_KEY)
     body = request_body(aws())
     before = copy.deepcopy(body)
     assert m.mask_request(body) == [] and body == before

@@ -22,9 +22,9 @@ from gatehouse.masking.masker import Masker
 from gatehouse.wire.assembler import assemble_message
 from gatehouse.wire.pipeline import SsePipeline
 from gatehouse.wire.sse import encode_event, parse_sse
+from support.secrets import FINGERPRINT_KEY
 
-KEY = b"test-fingerprint-key-0123456789ab"
-MASKER = Masker(parse_masking(None), KEY)
+MASKER = Masker(parse_masking(None), FINGERPRINT_KEY)
 EXEMPT = {(t, f) for t, f, _ in BYTE_IDENTICAL_FIELDS}
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]

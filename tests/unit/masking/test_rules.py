@@ -13,17 +13,7 @@ import pytest
 
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.rules import Allowlist, make_allowlist, shannon_entropy
-from support.secrets import FORMAT_KINDS, fake_secret, masking_section, secret_in_context
-
-
-def ids(hits) -> list[str]:
-    return [h.rule.id for h in hits]
-
-
-@pytest.fixture(scope="module")
-def builtin():
-    return parse_masking(None)
-
+from support.secrets import FORMAT_KINDS, fake_secret, rule_ids, rules_only, secret_in_context
 
 # --------------------------------------------------------------------------------------------
 # The built-in pack
@@ -93,12 +83,8 @@ def test_masked_text_is_never_a_secret_again(builtin):
 # --------------------------------------------------------------------------------------------
 
 
-def custom(rules_toml: str, allowlist: str = ""):
-    return masking_section("[masking]\npacks = []\n" + allowlist + rules_toml)
-
-
 def test_secret_is_first_participating_group_or_whole_match():
-    pol = custom("""
+    pol = rules_only("""
 [[masking.rules]]
 id = "alt"
 pattern = '''key=(?:"([a-z]{6,})"|([0-9]{6,}))'''
@@ -118,7 +104,7 @@ secret_group = 2
 
 
 def test_keywords_gate_a_rule():
-    pol = custom("""
+    pol = rules_only("""
 [[masking.rules]]
 id = "kw"
 pattern = '''\\b[0-9a-f]{32}\\b'''
@@ -126,18 +112,18 @@ keywords = ["Secret"]
 """)
     hexv = "0123456789abcdef" * 2
     assert pol.scanner.scan(f"commit {hexv}") == []
-    assert ids(pol.scanner.scan(f"SECRET: {hexv}")) == ["kw"]
+    assert rule_ids(pol.scanner.scan(f"SECRET: {hexv}")) == ["kw"]
 
 
 def test_min_entropy():
-    pol = custom("""
+    pol = rules_only("""
 [[masking.rules]]
 id = "ent"
 pattern = '''tok=([A-Za-z0-9]{20})'''
 min_entropy = 3.5
 """)
     assert pol.scanner.scan("tok=" + "a" * 20) == []
-    assert ids(pol.scanner.scan("tok=" + "aB3dE6gH9jK2mN5pQ8sT")) == ["ent"]
+    assert rule_ids(pol.scanner.scan("tok=" + "aB3dE6gH9jK2mN5pQ8sT")) == ["ent"]
     assert shannon_entropy("") == 0 and shannon_entropy("ab") == 1.0
 
 
@@ -148,21 +134,21 @@ id = "tok"
 pattern = '''(?:^|\\s)(?:id|key)=(T-[a-z0-9]{8})'''
 allowlist = { patterns = ['^T-0000'], stopwords = ["dead"] }
 """
-    pol = custom(rules, 'allowlist = ["(?i)^t-test"]\n')
+    pol = rules_only(rules, 'allowlist = ["(?i)^t-test"]\n')
     s = pol.scanner
-    assert ids(s.scan("key=T-abcd1234")) == ["tok"]
+    assert rule_ids(s.scan("key=T-abcd1234")) == ["tok"]
     assert s.scan("key=T-0000abcd") == []  # rule allowlist pattern
     assert s.scan("key=T-deadbeef") == []  # rule stopword
     assert s.scan("key=T-test1234") == []  # global allowlist (array form)
     # target = "match": the pattern sees the context too
-    pol2 = custom(
+    pol2 = rules_only(
         rules.replace(
             "allowlist = { patterns = ['^T-0000'], stopwords = [\"dead\"] }",
             "allowlist = { patterns = ['^\\s*id='], target = \"match\" }",
         )
     )
     assert pol2.scanner.scan(" id=T-abcd1234") == []
-    assert ids(pol2.scanner.scan(" key=T-abcd1234")) == ["tok"]
+    assert rule_ids(pol2.scanner.scan(" key=T-abcd1234")) == ["tok"]
 
 
 def test_allowlist_flags_stay_inside_each_pattern():

@@ -13,20 +13,11 @@ from hypothesis import strategies as st
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.rules import Hit
 from gatehouse.masking.scanner import MASK_PREFIX, Scanner
-from support.secrets import B64, masking_section, random_chars, secret_in_context
-
-
-@pytest.fixture(scope="module")
-def builtin():
-    return parse_masking(None)
-
-
-def custom(rules_toml: str, allowlist: str = ""):
-    return masking_section("[masking]\npacks = []\n" + allowlist + rules_toml)
+from support.secrets import B64, random_chars, rules_only, secret_in_context
 
 
 def test_overlapping_secrets_are_masked_as_one_union():
-    pol = custom("""
+    pol = rules_only("""
 [[masking.rules]]
 id = "short"
 pattern = '''AAA[0-9]{4}'''

@@ -8,21 +8,14 @@ import re
 import string
 from itertools import pairwise
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
-from support.secrets import fake_pem, fake_secret, secret_in_context, survives
+from support.secrets import FINGERPRINT_KEY, fake_pem, fake_secret, secret_in_context, survives
 
-KEY = b"test-fingerprint-key-0123456789ab"
 TOKEN = re.compile(r"\[MASKED:([a-z0-9._-]+):([0-9a-f]{6})\]")
-
-
-@pytest.fixture(scope="module")
-def masker() -> Masker:
-    return Masker(parse_masking(None), KEY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,7 +91,7 @@ def texts_and_cuts(draw):
 @given(texts_and_cuts(), st.sampled_from([64, 128, 256]))
 def test_streamed_text_equals_whole_text_masking(case, hold_back):
     text, cuts = case
-    masker = Masker(parse_masking(None), KEY)
+    masker = Masker(parse_masking(None), FINGERPRINT_KEY)
     bounds = [0, *cuts, len(text)]
     pieces = [text[a:b] for a, b in pairwise(bounds)]
     out, _ = stream_pieces(masker, pieces, hold_back)
@@ -189,7 +182,7 @@ def test_long_matches_are_masked_and_streamed_like_buffered(case, hold_back, max
     """Secrets longer than the hold limit: nothing of them leaves, memory stays bounded, and
     the output is the buffered output up to the fingerprints."""
     text, secret, cuts = case
-    masker = Masker(parse_masking(None), KEY)
+    masker = Masker(parse_masking(None), FINGERPRINT_KEY)
     bounds = [0, *cuts, len(text)]
     ts = masker.text_stream("w", hold_back, max_hold_chars=max_hold)
     out = []

@@ -19,11 +19,10 @@ from gatehouse.recording.prune import (
     prune_store,
     retention_floor,
 )
-from gatehouse.recording.registry import Recording
 from gatehouse.recording.signing import SigningKey
 from gatehouse.recording.stores import LocalStore, open_store
 from gatehouse.recording.verify import verify_store
-from support.records import numbered_record, write_run
+from support.records import write_run
 from support.s3_server import S3Server
 
 
@@ -114,28 +113,11 @@ def test_s3_prune_removes_only_what_object_lock_no_longer_retains(
     with pytest.raises(PruneRefused, match="^the store locks objects: the policy needs"):
         retention_floor(store, older_than_days=5, policy_retention=None)
 
-    def one_run(ids: range, at: float) -> str:
-        rec = Recording.open(
-            tmp_path / "spool",
-            store=store,
-            key=key,
-            retention_days=1,
-            gateway_version="t",
-            policy_sha256="p",
-            clock=lambda: at,
-        )
-        rec.start()
-        for i in ids:
-            rec.append(numbered_record(i))
-        assert rec.shutdown()
-        chain = rec.journal.chain_id
-        Recording.forget(tmp_path / "spool")
-        assert chain is not None
-        return chain
-
-    old_chain = one_run(range(0, 3), time.time() - 10 * DAY)  # written 10 days ago: locks expired
+    spool = tmp_path / "spool"
+    # Written 10 days ago: its locks expired.
+    old_chain = write_run(store, spool, key, range(0, 3), [time.time() - 10 * DAY], retention_days=1)
     time.sleep(1.1)
-    new_chain = one_run(range(3, 5), time.time())  # still locked
+    new_chain = write_run(store, spool, key, range(3, 5), [time.time()], retention_days=1)  # still locked
     trusted = {key.key_id: key.public_key}
     lock_days = retention_floor(store, older_than_days=5, policy_retention=None)
     assert lock_days == 1

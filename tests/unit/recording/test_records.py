@@ -20,24 +20,9 @@ from gatehouse.recording.records import (
 )
 from gatehouse.recording.signing import SigningKey
 from gatehouse.wire.sse import encode_event
-from support.records import SECRET, FakeMasker, messages_request
+from support.records import SECRET, FakeMasker, assistant_message, messages_request
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "addons" / "schemas" / "record.schema.json"
-
-
-def assistant(text: str, **extra: Any) -> dict[str, Any]:
-    msg = {
-        "id": "msg_01",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-5",
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 100, "output_tokens": 20},
-    }
-    msg.update(extra)
-    return msg
 
 
 def json_response(doc: dict[str, Any], status: int = 200) -> ResponseInput:
@@ -89,7 +74,7 @@ def test_system_tools_and_each_message_become_blobs_in_order() -> None:
         {"role": "assistant", "content": [{"type": "text", "text": "yo"}]},
         {"role": "user", "content": "again"},
     ]
-    built = build(exchange(messages_request(msgs), json_response(assistant("answer"))))
+    built = build(exchange(messages_request(msgs), json_response(assistant_message("answer"))))
     req = built.body["request"]
     assert req["model"] == "claude-sonnet-4-5" and req["stream"] is False
     assert [parse_json(built.blobs[ref_hex(r)]) for r in req["messages"]] == msgs
@@ -101,7 +86,9 @@ def test_system_tools_and_each_message_become_blobs_in_order() -> None:
 
 
 def test_assistant_content_is_the_same_blob_as_next_turns_message() -> None:
-    first = build(exchange(messages_request([{"role": "user", "content": "hi"}]), json_response(assistant("ans"))))
+    first = build(
+        exchange(messages_request([{"role": "user", "content": "hi"}]), json_response(assistant_message("ans")))
+    )
     resp = first.body["response"]
     assert resp["message"]["stop_reason"] == "end_turn" and "content" not in resp["message"]
     assert resp["message"]["usage"] == {"input_tokens": 100, "output_tokens": 20}
@@ -111,14 +98,16 @@ def test_assistant_content_is_the_same_blob_as_next_turns_message() -> None:
         {"role": "assistant", "content": [{"type": "text", "text": "ans"}]},
         {"role": "user", "content": "more"},
     ]
-    second = build(exchange(messages_request(next_turn), json_response(assistant("ans2"))))
+    second = build(exchange(messages_request(next_turn), json_response(assistant_message("ans2"))))
     assert second.body["request"]["messages"][1] == resp["content"]
     # Same system prompt and tools: same blobs.
     assert second.body["request"]["system"] == first.body["request"]["system"]
 
 
 def test_auth_headers_are_never_recorded() -> None:
-    built = build(exchange(messages_request([{"role": "user", "content": "hi"}]), json_response(assistant("a"))))
+    built = build(
+        exchange(messages_request([{"role": "user", "content": "hi"}]), json_response(assistant_message("a")))
+    )
     everything = canonical_json(built.body) + b"".join(built.blobs.values())
     for needle in (b"sk-ant-api03", b"eyJ.should", b"dXNlcjpwYXNz", b"session=secret", b"x=y"):
         assert needle not in everything
@@ -152,7 +141,7 @@ def test_masker_masks_everything_including_thinking_and_decisions() -> None:
         },
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": SECRET}]},
     ]
-    resp = assistant(
+    resp = assistant_message(
         "ok",
         content=[
             {"type": "thinking", "thinking": f"again {SECRET}", "signature": "s2"},
@@ -182,7 +171,7 @@ def test_sse_response_uses_the_pipeline_message_or_assembles_the_buffered_body()
         sse_headers,
         None,
         streamed=True,
-        assembled=assistant("streamed"),
+        assembled=assistant_message("streamed"),
         findings=[{"rule": "r", "where": "content[0].text", "fingerprint": "f"}],
     )
     built = build(exchange(req, streamed))
@@ -192,7 +181,7 @@ def test_sse_response_uses_the_pipeline_message_or_assembles_the_buffered_body()
     assert built.body["findings"]["response"] == [{"rule": "r", "where": "content[0].text", "fingerprint": "f"}]
 
     # Buffered (no streaming pipeline): the body as sent is assembled into the message.
-    start = {k: v for k, v in assistant("buffered").items() if k != "content"}
+    start = {k: v for k, v in assistant_message("buffered").items() if k != "content"}
     body = b"".join(
         [
             encode_event("message_start", {"type": "message_start", "message": {**start, "content": []}}),
@@ -266,7 +255,9 @@ def test_record_validates_against_the_json_schema() -> None:
         "expires_at": None,
     }
     cases = [
-        exchange(messages_request([{"role": "user", "content": "x"}]), json_response(assistant("a")), identity=ident),
+        exchange(
+            messages_request([{"role": "user", "content": "x"}]), json_response(assistant_message("a")), identity=ident
+        ),
         exchange(messages_request([{"role": "user", "content": "x"}], stream=True), None, kind="request"),
         exchange(RequestInput("GET", "https", "h", 443, "/", [], None), None, errors=["upstream unreachable"]),
     ]

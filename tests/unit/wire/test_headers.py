@@ -1,33 +1,17 @@
-"""Header allowlists (gatehouse.wire.headers) and the Credentials addon that applies the request's."""
+"""Header allowlists (gatehouse.wire.headers); the Credentials addon that applies the request's is
+tested in tests/mitm/test_credentials.py."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
-from mitmproxy import http
-from mitmproxy.proxy.layers.http import HttpRequestHook
-from mitmproxy.test import taddons, tflow, tutils
 
-from gatehouse.exchange import METADATA_KEY
-from gatehouse.masking.config import parse_masking
-from gatehouse.masking.masker import Masker
-from gatehouse.mitm.credentials import Credentials
-from gatehouse.mitm.state import GatewayState
-from gatehouse.policy.loader import load_policy
 from gatehouse.wire import headers
 from support.secrets import fake_secret
 
-KEY = b"test-fingerprint-key-0123456789ab"
 PAT = fake_secret("github-pat", random.Random(7))
 JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
-GATEWAY_KEY = "sk-ant-gateway-held-key-0123456789"
-
-
-@pytest.fixture
-def masker() -> Masker:
-    return Masker(parse_masking(None), KEY)
 
 
 def test_request_allowlist_keeps_what_clients_send(masker):
@@ -91,53 +75,6 @@ def test_response_allowlist(masker):
     )
     assert [n for n, _ in out.headers] == ["request-id", "anthropic-ratelimit-unified-status", "retry-after-ms"]
     assert out.dropped == ["server", "set-cookie", "via"]
-
-
-# -- the Credentials addon -------------------------------------------------------------------
-
-
-def _state(tmp_path: Path, masker: Masker) -> GatewayState:
-    p = tmp_path / "policy.toml"
-    p.write_text(f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n')
-    return GatewayState(policy=load_policy(p), masker=masker)
-
-
-def _flow(**hdrs: str) -> http.HTTPFlow:
-    h = http.Headers(content_type="application/json", **hdrs)
-    req = tutils.treq(
-        host="api.anthropic.com",
-        port=443,
-        scheme=b"https",
-        method=b"POST",
-        path=b"/v1/messages",
-        authority=b"api.anthropic.com",
-        headers=h,
-        content=b"{}",
-    )
-    return tflow.tflow(req=req)
-
-
-def test_credentials_addon_forwards_only_allowlisted_headers_and_its_own_key(tmp_path, masker, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", GATEWAY_KEY)
-    addon = Credentials(_state(tmp_path, masker))
-    f = _flow(
-        x_api_key="sk-ant-caller-key-should-never-leave",
-        cookie="c=1",
-        x_forwarded_token=JWT,
-        user_agent=f"ua {PAT}",
-        anthropic_version="2023-06-01",
-    )
-    with taddons.context(addon) as tctx:
-        tctx.master.event_loop.run_until_complete(tctx.master.addons.invoke_addon(addon, HttpRequestHook(f)))
-    assert f.response is None
-    h = f.request.headers
-    assert h["x-api-key"] == GATEWAY_KEY and h.get_all("x-api-key") == [GATEWAY_KEY]
-    assert "cookie" not in h and "x-forwarded-token" not in h and JWT not in str(h.fields)
-    assert PAT not in h["user-agent"] and h["anthropic-version"] == "2023-06-01"
-    ex = f.metadata[METADATA_KEY]
-    [d] = [d for d in ex.decisions if d.stage == "headers"]
-    assert set(d.detail["dropped"]) >= {"x-api-key", "cookie", "x-forwarded-token"}
-    assert [x.rule for x in ex.request_findings] == ["github-pat"]
 
 
 @pytest.mark.parametrize("name", [f"x-stainless-{PAT}", f"X-Claude-Code-{PAT}", f"x-stainless-{JWT}"])

@@ -20,15 +20,8 @@ from gatehouse.masking.masker import Masker
 from gatehouse.wire.assembler import assemble_message
 from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
 from gatehouse.wire.sse import SseParser, parse_sse
-from support.secrets import fake_pem, fake_secret, survives
+from support.secrets import FINGERPRINT_KEY, fake_pem, fake_secret, survives
 from support.sse_events import encode, ending, ev, message_start, text_block, thinking_block, tool_block
-
-KEY = b"test-fingerprint-key-0123456789ab"
-
-
-@pytest.fixture(scope="module")
-def masker() -> Masker:
-    return Masker(parse_masking(None), KEY)
 
 
 def aws(seed: int = 1) -> str:
@@ -229,7 +222,7 @@ def test_pipeline_fails_closed(masker):
         def scan(self, *a, **k):
             raise RuntimeError("boom")
 
-    bad = Masker(masker.policy, KEY)
+    bad = Masker(masker.policy, FINGERPRINT_KEY)
     bad.scanner = Broken()  # type: ignore[assignment]
     pipe = SsePipeline(bad)
     rng = random.Random(9)
@@ -241,7 +234,7 @@ def test_pipeline_fails_closed(masker):
 
 
 def test_disabled_masking_passes_text_through(masker):
-    off = Masker(MaskingPolicy(rules=()), KEY)
+    off = Masker(MaskingPolicy(rules=()), FINGERPRINT_KEY)
     s = aws()
     rng = random.Random(10)
     events = [message_start(), *text_block(0, f"key {s}", rng), *ending()]
@@ -350,7 +343,7 @@ def streams(draw):
 @given(streams())
 def test_any_chunking_gives_the_buffered_result_and_a_valid_stream(case):
     events, data, cuts = case
-    masker = Masker(parse_masking(None), KEY)
+    masker = Masker(parse_masking(None), FINGERPRINT_KEY)
     expected = assemble_message(events)
     # The stream masks each block on its own (it does not hold one block for the next), so
     # the buffered reference does not join adjacent blocks either.
