@@ -1,6 +1,6 @@
 """`make demo`: a scripted agent session through a real gateway, then the report of it.
 
-Starts the fake Anthropic API (tests/support/fake_upstream.py) and a real `mitmdump` with the Gatehouse
+Starts the fake Anthropic API (tests/support/fake_upstream/) and a real `mitmdump` with the Gatehouse
 stack (tests/support/harness.py) on loopback, drives a multi-turn agent session through it with the
 `anthropic` SDK, with the session header Claude Code sends, and writes `gatehouse report` of the
 recording store into --out. Nothing leaves the machine.
