@@ -1,10 +1,10 @@
 """What the gateway knows and decided about one exchange (one HTTP request/response).
 
 Each addon writes its part onto one `Exchange` kept at ``flow.metadata["gatehouse"]``;
-the recorder reads it at the end. Nothing secret goes in here (no token, no API key,
-no unmasked value): mitmproxy copies flow metadata into flow dumps. The one exception is
-`sse_pipeline`, the response's stream object, which holds the masker and any text it holds
-back: the gateway refuses every flow dump option at start-up (gatehouse.mitm.protocols).
+the recorder reads it at the end. Only plain data goes in here, and nothing secret (no token,
+no API key, no unmasked value, no masker): mitmproxy deep-copies flow metadata whenever it copies
+a flow (`Flow.get_state`, `copy`, `backup`) and writes it into flow dumps. Live objects, such as
+the response's stream pipeline, stay on the flow's own attributes.
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gatehouse.wire.apierrors import ApiError
-
-if TYPE_CHECKING:  # the pipeline imports this module (Finding)
-    from gatehouse.wire.pipeline import SsePipeline
 
 METADATA_KEY = "gatehouse"
 EXCHANGE_ID_HEADER = "x-gatehouse-exchange-id"
@@ -74,6 +71,14 @@ class Finding:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class StreamedResponse:
+    """What the client received of a response the masking addon streamed: the message
+    reassembled from the events as sent (after masking; so far, when the stream broke off)."""
+
+    message: dict[str, Any]
+
+
 @dataclass
 class Exchange:
     exchange_id: str = field(default_factory=new_exchange_id)
@@ -90,9 +95,12 @@ class Exchange:
     # if mitmproxy fills the response with the upstream's body afterwards.
     refusal: ApiError | None = None
     errors: list[str] = field(default_factory=list)
-    # Set by the masking addon when it makes an SsePipeline the response's stream: the recorder
-    # takes from it the message the client received (after masking) and unreported findings.
-    sse_pipeline: SsePipeline | None = None
+    # Set by the masking addon once it has parsed the request body: whether it asks for a streamed
+    # response. None: not parsed (masking off, a passthrough flow, a body forwarded uninspected).
+    request_streams: bool | None = None
+    # Set by the masking addon when a response it streamed ended or broke off (its findings are
+    # in `response_findings` by then): the recorder records this message.
+    streamed: StreamedResponse | None = None
 
     def decide(self, stage: str, action: str, reason: str = "", rule: str | None = None, **detail: Any) -> Decision:
         d = Decision(stage, action, reason, rule, dict(detail))

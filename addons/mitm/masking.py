@@ -1,9 +1,9 @@
 """Masking: secrets are replaced in everything that crosses the gateway, both ways.
 
 Deny by default: every flow that is not tunnelled to a passthrough host is inspected, whatever
-its endpoint, method or status. The work is done by the pure core (`gatehouse.masking.masker`,
-`gatehouse.wire.pipeline`, `gatehouse.wire.headers`, `gatehouse.masking.urlmask`); this addon moves bodies
-between mitmproxy flows and it:
+its endpoint, method or status. The work is done by the pure core (`gatehouse.wire.bodies` reads a
+body, `gatehouse.masking.masker`, `gatehouse.wire.pipeline`, `gatehouse.wire.headers`,
+`gatehouse.masking.urlmask`); this addon moves bodies between mitmproxy flows and it:
 
 - `requestheaders`: masks the URL (path and query, percent-decoded) before anything else
   sees the flow;
@@ -18,7 +18,9 @@ between mitmproxy flows and it:
   that is neither is refused.
 
 Findings (rule, where, fingerprint; never the value) go to the flow's Exchange for the
-recorder, with a ``Decision("masking", "mask", ...)`` when anything was masked.
+recorder, with a ``Decision("masking", "mask", ...)`` when anything was masked; so do whether the
+request asks for a stream (`request_streams`) and, once a streamed response ends or breaks off,
+the message the client received (`streamed`).
 
 The masker comes from the policy: `PolicyLoader` calls `configure_masker(masker, policy_masking)`.
 """
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,42 +37,24 @@ from typing import Any
 
 from mitmproxy import http
 
-from gatehouse.exchange import Exchange, Finding
+from gatehouse.exchange import Exchange, Finding, StreamedResponse
 from gatehouse.masking.config import MaskingPolicy
 from gatehouse.masking.masker import Masker
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
-from gatehouse.wire import apierrors, headers, jsonbody
+from gatehouse.wire import apierrors, bodies, headers
 from gatehouse.wire.apierrors import ApiError
-from gatehouse.wire.jsonbody import DuplicateKey
+from gatehouse.wire.bodies import UnparseableBody
 from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
 
 log = logging.getLogger(__name__)
 
-# Request bodies the Messages API walker knows (the rest get the same generic walk).
-MESSAGE_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
 # Bodies larger than this are parsed and masked on a worker thread.
 OFFLOAD_BYTES = 256 * 1024
 
 
-def _endpoint(path: str, endpoints: tuple[str, ...]) -> bool:
-    """Whether the path (query ignored) is one of `endpoints`; a prefix added by an upstream
-    base path (``/proxy/v1/messages``) is allowed."""
-    p = path.split("?", 1)[0].rstrip("/")
-    return any(p == e or p.endswith(e) for e in endpoints)
-
-
-def _media_type(headers: Any) -> str:
-    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _is_json(media: str) -> bool:
-    return media == "application/json" or media.endswith("+json")
-
-
-class UnparseableBody(ValueError):
-    """A body the masker cannot read. The message is safe to show the client: it never
-    quotes the body."""
+def _media_type(headers: http.Headers) -> str:
+    return bodies.media_type(headers.get("content-type", ""))
 
 
 def _decoded(message: http.Message, what: str) -> bytes:
@@ -83,39 +66,6 @@ def _decoded(message: http.Message, what: str) -> bytes:
     return raw or b""
 
 
-def _text(raw: bytes, what: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UnparseableBody(f"{what} is not UTF-8 text (invalid byte at offset {e.start})") from None
-
-
-def parse_json_body(message: http.Message, what: str) -> Any:
-    """The JSON body of a request or response, or `UnparseableBody` saying why not."""
-    media = _media_type(message.headers)
-    if media and not _is_json(media):
-        raise UnparseableBody(f"{what} has Content-Type {media!r}; the gateway inspects application/json only")
-    return _parse_json(_text(_decoded(message, what), what), what)
-
-
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return jsonbody.loads(text)
-    except DuplicateKey as e:
-        raise UnparseableBody(f"{what} is ambiguous: {e}") from None
-    except RecursionError:
-        raise UnparseableBody(f"{what} is JSON nested too deeply to inspect") from None
-    except ValueError as e:
-        raise UnparseableBody(
-            f"{what} is not valid JSON ({type(e).__name__} at line {getattr(e, 'lineno', '?')}, "
-            f"column {getattr(e, 'colno', '?')})"
-        ) from None
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 @dataclass
 class Inspected:
     """What inspecting a body gave: new content (None: unchanged), findings, or why not."""
@@ -125,7 +75,8 @@ class Inspected:
     error: str | None = None
     # The gateway itself failed (not the body): never forwarded, whatever on_unparseable says.
     internal: bool = False
-    streams: bool = False
+    # The request body is a JSON object with "stream": true (any endpoint); None: not parsed.
+    asks_for_stream: bool | None = None
 
 
 def _inspection_fails_closed(fn: Any) -> Any:
@@ -156,16 +107,20 @@ def _inspection_fails_closed(fn: Any) -> Any:
 def _inspect_request(masker: Masker, req: http.Request) -> Inspected:
     """Parse and mask a request body. Runs on a worker thread for big bodies: it only reads
     the request; the caller applies the result on the event loop."""
-    body = parse_json_body(req, "the request body")
-    if _endpoint(req.path, MESSAGE_ENDPOINTS):
+    what = "the request body"
+    bodies.require_json_media(_media_type(req.headers), what)
+    body = bodies.parse_json(_decoded(req, what), what)
+    if bodies.is_message_endpoint(req.path):
         if not isinstance(body, dict):
             return Inspected(error="the request body is not a JSON object")
         findings = masker.mask_request(body)
-        streams = body.get("stream") is True
     else:
         body, findings = masker.mask_json_value(body)
-        streams = False
-    return Inspected(content=_dumps(body) if findings else None, findings=findings, streams=streams)
+    return Inspected(
+        content=bodies.encode_json(body) if findings else None,
+        findings=findings,
+        asks_for_stream=bodies.asks_for_stream(body),
+    )
 
 
 @_inspection_fails_closed
@@ -173,26 +128,24 @@ def _inspect_response(masker: Masker, resp: http.Response, hold_back_chars: int)
     """Mask a buffered response, whatever its status: a whole SSE body through the same
     pipeline a stream goes through, a JSON document (a message, an error, a model list...),
     or text. Anything else cannot be inspected."""
+    what = "the response body"
     media = _media_type(resp.headers)
-    raw = _decoded(resp, "the response body")
+    raw = _decoded(resp, what)
     if not raw:
         return Inspected()
-    if media == "text/event-stream":
+    kind = bodies.response_kind(media, raw)
+    if kind == "sse":
         masked, pipe = mask_sse_body(masker, raw, hold_back_chars=hold_back_chars)
         if pipe.errors:
             return Inspected(error="the event stream could not be inspected")
         return Inspected(content=masked if pipe.findings else None, findings=pipe.findings)
-    if _is_json(media) or (not media and raw.lstrip()[:1] in (b"{", b"[")):
-        doc = _parse_json(_text(raw, "the response body"), "the response body")
-        doc, findings = masker.mask_json_value(doc)
-        return Inspected(content=_dumps(doc) if findings else None, findings=findings)
-    if media.startswith("text/") or not media:
-        # JSON or SSE sent under another type (or behind a BOM) is still parsed by the SDKs:
-        # JSON string escapes (\u0067hp_...) are decoded before scanning.
-        text = _text(raw, "the response body")
-        masked, findings = masker.mask_json_text(text, "body")
-        return Inspected(content=masked.encode("utf-8") if findings else None, findings=findings)
-    raise UnparseableBody(f"the response body has Content-Type {media!r}, which the gateway cannot inspect")
+    if kind == "json":
+        doc, findings = masker.mask_json_value(bodies.parse_json(raw, what))
+        return Inspected(content=bodies.encode_json(doc) if findings else None, findings=findings)
+    # Text (JSON or SSE sent under another type, or behind a BOM, is still parsed by the SDKs):
+    # JSON string escapes (\u0067hp_...) are decoded before scanning.
+    masked, findings = masker.mask_json_text(bodies.decode_text(raw, what), "body")
+    return Inspected(content=masked.encode("utf-8") if findings else None, findings=findings)
 
 
 class Masking:
@@ -246,7 +199,7 @@ class Masking:
         if masker is None or flow.response is not None or exchange_of(flow).passthrough:
             return
         req = flow.request
-        if not req.raw_content and not _endpoint(req.path, MESSAGE_ENDPOINTS):
+        if not req.raw_content and not bodies.is_message_endpoint(req.path):
             return  # nothing to inspect (Access refuses bodies where none belongs)
         if len(req.raw_content) > OFFLOAD_BYTES:
             # Parsing and masking megabytes takes milliseconds to seconds: off the event loop,
@@ -263,7 +216,8 @@ class Masking:
         )
         if forwarded_uninspected:
             log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
-        if result.streams:
+        exchange_of(flow).request_streams = result.asks_for_stream
+        if result.asks_for_stream and bodies.is_message_endpoint(req.path):
             # A compressed stream cannot be inspected chunk by chunk.
             req.headers["accept-encoding"] = "identity"
 
@@ -288,7 +242,9 @@ class Masking:
             del resp.headers["content-length"]
             if resp.http_version == "HTTP/1.1":
                 resp.headers["transfer-encoding"] = "chunked"
-        resp.stream = ex.sse_pipeline = SsePipeline(masker, hold_back_chars=self.policy.hold_back_chars)
+        # The pipeline (masker and held-back text included) lives on the response only, never on
+        # the Exchange, which mitmproxy deep-copies with the flow's metadata.
+        resp.stream = SsePipeline(masker, hold_back_chars=self.policy.hold_back_chars)
 
     @staticmethod
     def _filter_headers(resp: http.Response, masker: Masker | None, ex: Exchange) -> None:
@@ -381,8 +337,15 @@ class Masking:
         if flow.response is not None and isinstance(flow.response.stream, SsePipeline):
             self._finish_stream(flow, flow.response.stream)
 
-    def _finish_stream(self, flow: http.HTTPFlow, pipe: SsePipeline) -> None:
-        if not pipe.mark_reported():
+    @staticmethod
+    def _finish_stream(flow: http.HTTPFlow, pipe: SsePipeline) -> None:
+        """Hand what the stream gave to the recorder, once (the `response` and `error` hooks can
+        both see it): the message the client received, onto the Exchange, with the findings and
+        errors. mitmproxy has called the pipeline for the last time by then: with ``b""`` at the
+        stream's end before `response`, or not at all when it broke off (`error`)."""
+        ex = exchange_of(flow)
+        if ex.streamed is not None:
             return
-        record_findings(exchange_of(flow), pipe.findings, "response")
-        exchange_of(flow).errors.extend(pipe.errors)
+        ex.streamed = StreamedResponse(message=pipe.assembled)
+        record_findings(ex, pipe.findings, "response")
+        ex.errors.extend(pipe.errors)

@@ -25,7 +25,7 @@ import logging
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mitmproxy import exceptions, http
 
@@ -48,6 +48,7 @@ from gatehouse.recording.signing import load_signing_key
 from gatehouse.recording.spool import SpoolError, SpoolLocked
 from gatehouse.recording.stores import StoreError, open_store
 from gatehouse.wire.apierrors import api_error
+from gatehouse.wire.bodies import asks_for_stream
 
 if TYPE_CHECKING:  # only its type: the policy loader hands the masker in
     from gatehouse.masking.masker import Masker
@@ -88,34 +89,31 @@ def _capture_request(flow: http.HTTPFlow) -> RequestInput:
 
 def _capture_response(resp: http.Response, ex: Exchange) -> ResponseInput:
     streamed = bool(resp.stream)
-    assembled = None
-    findings: list[dict[str, Any]] = []
-    pipeline = ex.sse_pipeline if streamed else None
-    if pipeline is not None:
-        # The streaming pipeline reassembles the message the client received (post-masking).
-        assembled = pipeline.assembled
-        # The masking addon moves the pipeline's findings to the Exchange and sets `reported`;
-        # take them from the pipeline only when nobody did, so none is counted twice.
-        if not pipeline.reported:
-            findings = [f.to_dict() for f in pipeline.findings]
+    # The masking addon hands over the message the client received (post-masking) when the
+    # stream ends or breaks off; its findings are on the Exchange by then.
+    handed = ex.streamed if streamed else None
     return ResponseInput(
         status=resp.status_code,
         headers=_headers(resp.headers),
         body=_body(resp),
         streamed=streamed,
-        assembled=assembled,
-        findings=findings,
+        assembled=handed.message if handed is not None else None,
     )
 
 
-def _wants_stream(body: bytes | None) -> bool:
+def _wants_stream(ex: Exchange, body: bytes | None) -> bool:
+    """Whether the request asks for a stream: as the masking addon found when it parsed the body,
+    or, on a flow it did not parse (masking off, passthrough, a body forwarded uninspected),
+    from the body itself."""
+    if ex.request_streams is not None:
+        return ex.request_streams
     if not body or b'"stream"' not in body:
         return False
     try:
         doc = parse_json(body)
     except (ValueError, UnicodeDecodeError):
         return False
-    return isinstance(doc, dict) and doc.get("stream") is True
+    return asks_for_stream(doc)
 
 
 class Recorder:
@@ -230,6 +228,7 @@ class Recorder:
             assert flow.response is not None
             self._failed(flow, ex, e, can_refuse=not flow.response.stream and not ex.refused)
 
+    @fail_closed("recording")
     async def error(self, flow: http.HTTPFlow) -> None:
         if self.recording is None or flow in self._recorded or flow.request.method == "CONNECT":
             return
@@ -291,7 +290,7 @@ class Recorder:
             return
         inp, built = self._build_request(flow, ex)
         self._requests[flow] = built
-        if _wants_stream(inp.body):
+        if _wants_stream(ex, inp.body):
             self._append(self._input(flow, ex, "request", inp), built)
 
     def _record_exchange(self, flow: http.HTTPFlow, ex: Exchange, kind: str) -> None:

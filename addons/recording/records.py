@@ -20,6 +20,7 @@ from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.recording.canonical import RecordError, canonical_json, iso_time, json_safe, parse_json
 from gatehouse.recording.sessions import SessionTracker, derive_session
 from gatehouse.wire.assembler import assemble_message
+from gatehouse.wire.bodies import media_type
 from gatehouse.wire.sse import parse_sse
 
 if TYPE_CHECKING:  # only its type: the recorder hands the policy's masker in
@@ -96,7 +97,6 @@ class ResponseInput:
     streamed: bool = False
     # The message the client received, reassembled by the streaming pipeline (post-masking).
     assembled: dict[str, Any] | None = None
-    findings: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -146,9 +146,10 @@ class _Blobs:
 
 
 def _content_type(headers: Iterable[tuple[str, str]]) -> str:
+    """The media type of the first Content-Type header."""
     for name, value in headers:
         if name.lower() == "content-type":
-            return value.split(";", 1)[0].strip().lower()
+            return media_type(value)
     return ""
 
 
@@ -156,6 +157,9 @@ def _decode_body(body: bytes | None, content_type: str) -> tuple[str, Any]:
     """("none"|"json"|"text"|"binary", value)."""
     if not body:
         return "none", None
+    # Broader than `is_json_media` on purpose (text/json, application/x-ndjson...): that test
+    # decides what the gateway refuses; this one only whether to try keeping the body's
+    # structure in the record, and a body that does not parse is recorded as text.
     looks_json = content_type.endswith("json") or body[:1] in (b"{", b"[")
     try:
         text = body.decode("utf-8")
@@ -382,7 +386,7 @@ def build_record(
         "decisions": decisions,
         "findings": {
             "request": json_safe(inp.request_findings),
-            "response": json_safe(inp.response_findings) + json_safe(inp.response.findings if inp.response else []),
+            "response": json_safe(inp.response_findings),
             "record": req.findings + response_findings + extra_findings,
         },
         "errors": extra["errors"],

@@ -111,8 +111,6 @@ class SsePipeline:
         self.errors: list[str] = []
         self.pings_sent = 0
         self.ended = False
-        # The findings and errors were passed on (`mark_reported`): not to be taken a second time.
-        self.reported: bool = False
         self._parser = SseParser()
         self._asm = MessageAssembler()
         self._texts: dict[int, TextStream] = {}
@@ -153,13 +151,6 @@ class SsePipeline:
     def holding(self) -> bool:
         """Whether data received is not yet sent (held text or tool blocks, a partial event)."""
         return bool(self._tools) or any(t.pending for t in self._texts.values()) or self._parser.pending_bytes > 0
-
-    def mark_reported(self) -> bool:
-        """Mark the findings and errors as passed on; False if they already were (a flow's
-        `response` and `error` hooks can both see the pipeline)."""
-        first = not self.reported
-        self.reported = True
-        return first
 
     @property
     def assembled(self) -> dict[str, Any]:

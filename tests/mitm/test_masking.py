@@ -3,10 +3,12 @@ streamed and buffered responses, findings on the flow, and bad input."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 import json
 import logging
+import pickle
 import random
 import time
 from typing import Any
@@ -68,12 +70,8 @@ def body_with_secret(secret: str = SECRET, **extra: Any) -> dict[str, Any]:
 
 
 def metadata_text(f) -> str:
-    """The Exchange's data as text; its `sse_pipeline` (the stream object, masker included,
-    never dumped: flow dumps are refused at start-up) is left out."""
     ex = f.metadata.get(METADATA_KEY)
-    if ex is None:
-        return ""
-    return json.dumps(dataclasses.asdict(dataclasses.replace(ex, sse_pipeline=None)), default=str)
+    return json.dumps(dataclasses.asdict(ex), default=str) if ex is not None else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,7 +111,8 @@ def test_clean_request_is_left_byte_for_byte(tctx, addon):
     raw = b'{"model":"m",  "messages":[{"role":"user","content":"hello"}]}'
     f = api_flow(body=raw)
     fire(tctx, addon, HttpRequestHook(f))
-    assert f.request.content == raw and METADATA_KEY not in f.metadata or not exchange_of(f).request_findings
+    assert f.request.content == raw
+    assert METADATA_KEY not in f.metadata or not exchange_of(f).request_findings
 
 
 @pytest.mark.parametrize(
@@ -196,6 +195,7 @@ def test_unparseable_request_is_forwarded_when_the_policy_says_so(tctx):
     fire(tctx, addon, HttpRequestHook(f))
     assert f.response is None and f.request.content == b"{broken " + SECRET.encode()
     assert any(d.action == "forward" for d in exchange_of(f).decisions)
+    assert exchange_of(f).request_streams is None  # not parsed: the recorder reads the body itself
 
 
 def test_deep_but_parseable_json_is_masked_or_refused_never_forwarded_unmasked(tctx, addon):
@@ -244,10 +244,19 @@ def test_streaming_request_asks_for_an_uncompressed_stream(tctx, addon):
     f.request.headers["accept-encoding"] = "gzip, br, zstd"
     fire(tctx, addon, HttpRequestHook(f))
     assert f.request.headers["accept-encoding"] == "identity"
+    assert exchange_of(f).request_streams is True  # handed to the recorder
     g = api_flow(body={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     g.request.headers["accept-encoding"] = "gzip"
     fire(tctx, addon, HttpRequestHook(g))
     assert g.request.headers["accept-encoding"] == "gzip"
+    assert exchange_of(g).request_streams is False
+    # Any endpoint's body may ask for a stream (the recorder spools its request first); only the
+    # Messages API's is asked for uncompressed.
+    h = api_flow(path="/v1/complete", body={"model": "m", "prompt": "hi", "stream": True})
+    h.request.headers["accept-encoding"] = "gzip"
+    fire(tctx, addon, HttpRequestHook(h))
+    assert h.request.headers["accept-encoding"] == "gzip"
+    assert exchange_of(h).request_streams is True
 
 
 def test_an_internal_failure_refuses_and_never_forwards(tctx, monkeypatch, caplog):
@@ -357,10 +366,66 @@ def test_stream_cut_by_an_error_still_reports_findings(tctx, addon):
     f.response = api_response(b"", ctype="text/event-stream")
     fire(tctx, addon, HttpResponseHeadersHook(f))
     data = sse_with_secret()
-    f.response.stream(data[: data.index(b"event: message_delta")])
+    sent = f.response.stream(data[: data.index(b"event: message_delta")])
     f.error = tflow.terr()
     fire(tctx, addon, HttpErrorHook(f))
-    assert len(exchange_of(f).response_findings) == 2
+    ex = exchange_of(f)
+    assert len(ex.response_findings) == 2
+    # The message as far as the client got it is handed over for the record.
+    assert ex.streamed is not None
+    assert ex.streamed.message == assemble_message(parse_sse(sent if isinstance(sent, bytes) else b"".join(sent)))
+    assert ex.streamed.message["content"][0]["text"].startswith("Your key is [MASKED:aws-access-key-id:")
+
+
+def test_a_streamed_flow_copies_and_its_metadata_holds_no_masker_or_held_text(tctx, addon):
+    """mitmproxy deep-copies flow metadata (get_state, copy, backup): the Exchange of a streamed
+    flow is plain data, mid-stream and after, without the fingerprint key or held-back text."""
+    f = api_flow(body=body_with_secret(stream=True))
+    fire(tctx, addon, HttpRequestHook(f))
+    f.response = api_response(b"", ctype="text/event-stream")
+    fire(tctx, addon, HttpResponseHeadersHook(f))
+    pipe = f.response.stream
+    held = f"the key: {SECRET}"  # shorter than the hold-back window: all of it held
+    assert len(held) < addon.policy.hold_back_chars
+    out = pipe(
+        encode(
+            [
+                message_start(),
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                ),
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": held}},
+                ),
+            ]
+        )
+    )
+    assert pipe.holding and SECRET.encode() not in (out if isinstance(out, bytes) else b"".join(out))
+
+    def copies_clean() -> None:
+        state = pickle.dumps(f.get_state())
+        assert FINGERPRINT_KEY not in state and SECRET.encode() not in state and b"SsePipeline" not in state
+        assert f.copy().metadata[METADATA_KEY] == exchange_of(f)
+        f.backup(force=True)
+        ex = copy.deepcopy(exchange_of(f))
+        assert ex == exchange_of(f) and ex is not exchange_of(f)
+        assert SECRET not in metadata_text(f)
+
+    copies_clean()
+    assert exchange_of(f).streamed is None  # nothing handed over mid-stream
+    rest = pipe(encode([("content_block_stop", {"type": "content_block_stop", "index": 0}), *ending()]))
+    rest = (rest if isinstance(rest, bytes) else b"".join(rest)) + pipe(b"")
+    fire(tctx, addon, HttpResponseHook(f))
+    ex = exchange_of(f)
+    assert ex.streamed is not None
+    assert ex.streamed.message["content"][0]["text"].startswith("the key: [MASKED:aws-access-key-id:")
+    assert [x.where for x in ex.response_findings] == ["content[0].text"]
+    copies_clean()
+    f.error = tflow.terr()
+    fire(tctx, addon, HttpErrorHook(f))  # after the response hook: handed over once only
+    assert [x.where for x in exchange_of(f).response_findings] == ["content[0].text"]
 
 
 @pytest.mark.parametrize(

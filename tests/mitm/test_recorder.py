@@ -16,8 +16,11 @@ import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow, tutils
 
-from gatehouse.exchange import Finding, Identity
+from gatehouse.exchange import Finding, Identity, StreamedResponse
+from gatehouse.masking.config import parse_masking
+from gatehouse.masking.masker import Masker
 from gatehouse.mitm.flowutil import exchange_of, refuse
+from gatehouse.mitm.masking import Masking
 from gatehouse.mitm.recorder import Recorder
 from gatehouse.recording.config import RecordingPolicy
 from gatehouse.recording.layout import checkpoint_key
@@ -27,6 +30,7 @@ from gatehouse.recording.signing import STATE_KEY_FILE, SigningKey
 from gatehouse.recording.stores import LocalStore
 from gatehouse.recording.verify import verify_store
 from gatehouse.wire.apierrors import permission
+from gatehouse.wire.pipeline import SsePipeline
 from support.records import SECRET, FakeMasker, assistant_message
 from support.s3_server import S3Server
 from support.sse_events import encode, ev, message_start
@@ -84,22 +88,15 @@ def make_flow(*, stream: bool = False, text: str = "hello", response: bool = Tru
     return f
 
 
-class FakePipeline:
-    """Stands in for the SsePipeline that the masking addon makes the response's stream."""
-
-    def __init__(self, assembled: dict[str, Any], findings: list[Finding], reported: bool = False) -> None:
-        self.assembled = assembled
-        self.findings = findings
-        self.reported = reported
-
-    def __call__(self, data: bytes) -> bytes:
-        return data
-
-
-def stream_through(flow: http.HTTPFlow, pipeline: FakePipeline) -> None:
-    """What the masking addon does: the pipeline streams the response and goes on the Exchange."""
+def stream_through(flow: http.HTTPFlow, message: dict[str, Any], findings: list[Finding]) -> None:
+    """What the masking addon does with a response it streams: the response's stream is its
+    pipeline and, once the stream ended, the message the client received and the pipeline's
+    findings are on the Exchange."""
     assert flow.response is not None
-    flow.response.stream = exchange_of(flow).sse_pipeline = pipeline  # type: ignore[assignment]
+    flow.response.stream = lambda data: data
+    ex = exchange_of(flow)
+    ex.streamed = StreamedResponse(message)
+    ex.response_findings.extend(findings)
 
 
 _LOOP: list[asyncio.AbstractEventLoop] = []
@@ -198,10 +195,7 @@ def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, sta
     f.response = tutils.tresp(
         headers=http.Headers([(b"content-type", b"text/event-stream"), (b"request-id", b"req_s")]), content=b""
     )
-    stream_through(
-        f,
-        FakePipeline(assistant_message("streamed answer"), [Finding("aws-access-key-id", "content[0].text", "3f9a1c")]),
-    )
+    stream_through(f, assistant_message("streamed answer"), [Finding("aws-access-key-id", "content[0].text", "3f9a1c")])
     run(rec.response(f))
     final = spooled_records(state)[-1]
     assert final["kind"] == "exchange" and final["response"]["streamed"] is True
@@ -211,10 +205,9 @@ def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, sta
     ]
     assert final["request"]["messages"] == spooled_records(state)[-2]["request"]["messages"]
 
-    # Once the masking addon has moved the findings to the Exchange, they are not counted twice.
+    # The findings the masking addon moved to the Exchange are recorded once.
     g = make_flow(stream=True)
-    stream_through(g, FakePipeline(assistant_message("hi there"), [Finding("r", "w", "f")], reported=True))
-    exchange_of(g).response_findings.append(Finding("r", "w", "f"))
+    stream_through(g, assistant_message("hi there"), [Finding("r", "w", "f")])
     run(rec.response(g))
     assert spooled_records(state)[-1]["findings"]["response"] == [{"rule": "r", "where": "w", "fingerprint": "f"}]
 
@@ -357,7 +350,7 @@ def test_no_secret_at_rest(tmp_path: Path, state: Path) -> None:
         {"type": "thinking", "thinking": f"the key is {SECRET}", "signature": "sig=="},
         {"type": "text", "text": "ok"},
     ]
-    stream_through(flows[1], FakePipeline(thinking, []))
+    stream_through(flows[1], thinking, [])
 
     async def go() -> None:
         for f in flows:
@@ -378,10 +371,8 @@ def test_no_secret_at_rest(tmp_path: Path, state: Path) -> None:
     assert key_pem not in all_bytes(tmp_path / "recordings")
 
 
-def real_masker() -> Any:
-    masker_mod = pytest.importorskip("gatehouse.masking.masker")
-    config = pytest.importorskip("gatehouse.masking.config")
-    return masker_mod.Masker(config.parse_masking(None), b"k" * 32)
+def real_masker() -> Masker:
+    return Masker(parse_masking(None), b"k" * 32)
 
 
 def test_no_secret_at_rest_with_the_real_masker(tmp_path: Path, state: Path) -> None:
@@ -434,8 +425,6 @@ def test_buffered_sse_is_reassembled_with_the_real_parser(tmp_path: Path, state:
 
 
 def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_path: Path, state: Path) -> None:
-    from gatehouse.mitm.masking import Masking
-
     secret = "AKIAZ7Q4XK2M9PLR3TWB"
     masker = real_masker()
     masking = Masking(masker)
@@ -445,7 +434,7 @@ def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_p
     f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=b"")
     masking.responseheaders(f)
     pipeline = f.response.stream
-    assert exchange_of(f).sse_pipeline is pipeline
+    assert isinstance(pipeline, SsePipeline) and exchange_of(f).streamed is None  # handed over at the end
     sent = pipeline(
         encode(
             [
@@ -467,6 +456,62 @@ def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_p
     assert msg["content"] == pipeline.assembled["content"] and msg["content"][0]["text"].startswith("use [MASKED:")
     assert secret.encode() not in (sent if isinstance(sent, bytes) else b"".join(sent))
     assert [x["where"] for x in r["findings"]["response"]] == ["content[0].text"]  # once, from the Exchange
+
+
+def test_a_stream_the_client_left_is_recorded_as_far_as_it_went(tmp_path: Path, state: Path) -> None:
+    secret = "AKIAZ7Q4XK2M9PLR3TWB"
+    masker = real_masker()
+    masking = Masking(masker)
+    rec = configured(tmp_path, state, masker=masker)
+    f = make_flow(stream=True, response=False)
+    run(rec.request(f))
+    f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=b"")
+    masking.responseheaders(f)
+    pipeline = f.response.stream
+    pipeline(
+        encode(
+            [
+                message_start(),
+                ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+                ev("content_block_delta", index=0, delta={"type": "text_delta", "text": f"use {secret} now, and "}),
+                ev("content_block_stop", index=0),
+                ev("content_block_start", index=1, content_block={"type": "text", "text": ""}),
+            ]
+        )
+    )
+    # The client went away: mitmproxy never ends the stream, and calls `error` instead of `response`.
+    f.error = tflow.terr("Client disconnected.")
+    masking.error(f)
+    run(rec.error(f))
+    store = stored(rec, tmp_path)
+    (r,) = list(iter_records(store, kinds=("exchange",)))
+    msg = response_message(r, store)
+    assert r["response"]["encoding"] == "sse" and r["response"]["streamed"] is True
+    assert msg["content"] == pipeline.assembled["content"] and msg["content"][0]["text"].startswith("use [MASKED:")
+    assert [x["where"] for x in r["findings"]["response"]] == ["content[0].text"]
+    assert r["errors"] == ["Client disconnected."]
+    assert secret.encode() not in all_bytes(tmp_path / "recordings")
+
+
+def test_whether_a_request_streams_comes_from_the_masking_addon(tmp_path: Path, state: Path) -> None:
+    """The masking addon parsed the body already and says whether it asks for a stream; the
+    recorder parses it itself only on a flow the addon did not parse (masking off, passthrough)."""
+    rec = configured(tmp_path, state)
+    rec.recording.uploader.stop()
+    masking = Masking(real_masker())
+    f = make_flow(stream=True, response=False)
+    run(masking.request(f))
+    assert exchange_of(f).request_streams is True
+    run(rec.request(f))
+    assert [r["kind"] for r in spooled_records(state)] == ["start", "request"]
+    g = make_flow(stream=True, response=False)
+    exchange_of(g).request_streams = False  # the addon's word is taken over the body's
+    run(rec.request(g))
+    h = make_flow(stream=False, response=False)
+    exchange_of(h).request_streams = True
+    run(rec.request(h))
+    assert [r["kind"] for r in spooled_records(state)] == ["start", "request", "request"]
+    assert spooled_records(state)[-1]["exchange_id"] == exchange_of(h).exchange_id
 
 
 # -- configuration and lifecycle ---------------------------------------------------------------------

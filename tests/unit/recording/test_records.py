@@ -166,15 +166,10 @@ def test_masker_masks_everything_including_thinking_and_decisions() -> None:
 def test_sse_response_uses_the_pipeline_message_or_assembles_the_buffered_body() -> None:
     req = messages_request([{"role": "user", "content": "hi"}], stream=True)
     sse_headers = [("content-type", "text/event-stream"), ("request-id", "req_sse")]
-    streamed = ResponseInput(
-        200,
-        sse_headers,
-        None,
-        streamed=True,
-        assembled=assistant_message("streamed"),
-        findings=[{"rule": "r", "where": "content[0].text", "fingerprint": "f"}],
+    streamed = ResponseInput(200, sse_headers, None, streamed=True, assembled=assistant_message("streamed"))
+    built = build(
+        exchange(req, streamed, response_findings=[{"rule": "r", "where": "content[0].text", "fingerprint": "f"}])
     )
-    built = build(exchange(req, streamed))
     resp = built.body["response"]
     assert resp["encoding"] == "sse" and resp["streamed"] is True and resp["size"] is None
     assert parse_json(built.blobs[ref_hex(resp["content"])])["content"][0]["text"] == "streamed"
@@ -238,6 +233,26 @@ def test_error_refusal_and_other_bodies() -> None:
     get = RequestInput("GET", "https", "api.anthropic.com", 443, "/api/claude_code/settings", [], None)
     built = build(exchange(get, json_response({"settings": {}})))
     assert built.body["request"]["encoding"] == "none" and built.body["response"]["body"] == {"settings": {}}
+
+
+@pytest.mark.parametrize(
+    "ctype, body, encoding",
+    [
+        ("application/json; charset=utf-8", b'"a JSON string"', "json"),
+        ("Application/Problem+JSON", b'"a JSON string"', "json"),
+        # Any type ending in "json" is tried as JSON (broader than what the gateway accepts as
+        # declared JSON, `wire.bodies.is_json_media`): the record keeps the structure when it parses.
+        ("text/json", b'"a JSON string"', "json"),
+        ("application/x-ndjson", b"1", "json"),
+        ("application/x-ndjson", b'{"a": 1}\n{"a": 2}\n', "text"),
+        ("text/plain", b'"a JSON string"', "text"),
+        ("text/plain", b'{"a": 1}', "json"),  # an object or array is tried whatever the type
+    ],
+)
+def test_bodies_are_recorded_as_json_when_the_type_ends_in_json_or_they_look_like_it(ctype, body, encoding) -> None:
+    req = RequestInput("POST", "https", "api.anthropic.com", 443, "/v1/files", [("Content-Type", ctype)], body)
+    built = build(exchange(req, ResponseInput(200, [("content-type", ctype)], body)))
+    assert built.body["request"]["encoding"] == encoding and built.body["response"]["encoding"] == encoding
 
 
 def test_record_validates_against_the_json_schema() -> None:

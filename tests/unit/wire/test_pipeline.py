@@ -252,13 +252,6 @@ def test_buffered_sse_body_masked_like_a_stream(masker):
     assert [f.rule for f in pipe.findings] == ["aws-access-key-id"]
 
 
-def test_findings_are_marked_reported_once(masker):
-    _, pipe = mask_sse_body(masker, encode([message_start(), *ending()]))
-    assert pipe.reported is False
-    assert pipe.mark_reported() is True and pipe.reported is True
-    assert pipe.mark_reported() is False and pipe.reported is True
-
-
 # --------------------------------------------------------------------------------------------
 # The property: any chunking, same result as buffered, valid for the SDK
 # --------------------------------------------------------------------------------------------
