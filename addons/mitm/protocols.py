@@ -232,7 +232,6 @@ class ProtocolGuard:
             refuse(flow, apierrors.invalid_request(TRAILERS_REFUSAL), "protocols", rule="protocol.trailers")
 
     @fail_closed("protocols")
-    @fail_closed("protocols")
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         if resp is not None and 100 <= resp.status_code < 200 and resp.status_code != 101:
@@ -252,6 +251,7 @@ class ProtocolGuard:
                 rule="protocol.interim",
             )
 
+    @fail_closed("protocols")
     def response(self, flow: http.HTTPFlow) -> None:
         resp = flow.response
         if resp is None:
