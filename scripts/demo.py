@@ -14,6 +14,8 @@ audience (401, an audit event without a session), and a second user (Bob, group 
     python scripts/demo.py [--out report/demo] [--workdir DIR] [--screenshot docs/img/report-demo.png]
 
 Prints where the report is; with --screenshot, headless Chromium takes a picture of the session.
+Runs from a checkout only (it needs tests/support); the wheel carries it as gatehouse.cli.demo
+because setuptools cannot leave one module of a package out.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 SESSION_ID = "5e55a0de-0000-4000-8000-00000000demo"
 # Shaped like credentials the built-in rules know; not real ones.
@@ -186,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         "--gateway-script", type=Path, help="a mitmdump script other than addons/gateway.py (a stack under development)"
     )
     args = ap.parse_args(argv)
+    # The fake API and the harness are test helpers (tests/support), not part of the package: put
+    # them on the path here, not at import, so that importing the wheel's copy of this module
+    # (gatehouse.cli.demo) changes nothing.
+    sys.path.insert(0, str(REPO / "tests"))
 
     import warnings
 

@@ -2,13 +2,14 @@
 
 A file's data is fsynced before it gets its name, and the directory that holds the name is
 fsynced after: a crash never leaves a named file without its data, nor loses a name the
-caller was told exists. Used by the recording spool and local store, and the state files.
+caller was told exists. Used by the recording spool and local store, the state files and the dev issuer's JWKS.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 
@@ -87,13 +88,24 @@ def create_exclusive(path: Path, data: bytes, *, mode: int) -> bool:
     return True
 
 
-def replace_durable(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: a reader sees the old bytes or the new ones, and after a
-    crash the file holds one of them."""
-    tmp = path.parent / f".tmp-{path.stem}-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def replace_durable(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace `path` with `data` (file mode `mode`): a reader sees the old bytes or the new
+    ones, and after a crash the file holds one of them.
+
+    The temporary file has a unique name in `path`'s directory (os.replace does not cross file
+    systems), so concurrent replacers of one file never write into each other's temporary
+    file: the last replace wins whole. A failed write removes its temporary file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    try:
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)

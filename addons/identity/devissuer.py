@@ -11,10 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatehouse.common import statefiles
+from gatehouse.common.durable import replace_durable
 
 #: The `iss` and `aud` of dev tokens when the policy does not say otherwise.
 DEV_ISSUER = "gatehouse-dev"
@@ -73,21 +72,6 @@ def public_jwks(key: Ed25519PrivateKey) -> dict[str, Any]:
     return {"keys": [public_jwk(key)]}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # a public key: readable by the gateway whoever runs it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def ensure_dev_issuer(state_dir: Path, jwks_path: Path) -> None:
     """Create the dev key pair if missing and (re)write its public JWKS at `jwks_path` when it differs."""
     key = load_or_create_key(Path(state_dir))
@@ -98,7 +82,9 @@ def ensure_dev_issuer(state_dir: Path, jwks_path: Path) -> None:
             return
     except FileNotFoundError:
         pass
-    _write_atomic(jwks_path, data)
+    jwks_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # A public key: readable by the gateway whoever runs it.
+    replace_durable(jwks_path, data, mode=0o644)
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")

@@ -105,7 +105,6 @@ def _wrap_send_headers(original: Callable) -> Callable:
     def send_headers(self: Any, stream_id: int, headers: Any, *args: Any, **kwargs: Any) -> Any:
         return original(self, stream_id, _json_error_head(headers), *args, **kwargs)
 
-    send_headers._gatehouse_patch = True  # type: ignore[attr-defined]
     return send_headers
 
 
@@ -166,9 +165,6 @@ def read_body(self: Any, event: Any) -> Any:
         yield command
     if pending_close is not None:
         yield pending_close
-
-
-read_body._gatehouse_patch = True  # type: ignore[attr-defined]
 
 
 # -- installation -----------------------------------------------------------------------------

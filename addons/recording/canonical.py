@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from gatehouse.exchange import Decision, Finding, Identity
+
 # The hex digest of a SHA-256: what names a blob.
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -51,7 +53,8 @@ def ref_hex(ref: str) -> str:
 
 def json_safe(obj: Any) -> Any:
     """A copy of `obj` that `canonical_json` accepts: tuples become lists, sets sorted lists,
-    non-finite floats None, other objects their `to_dict()` or `str()`."""
+    non-finite floats None, an Exchange's Identity, Decision or Finding its `to_dict()`, any
+    other object its `str()`."""
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
@@ -62,7 +65,7 @@ def json_safe(obj: Any) -> Any:
         return [json_safe(v) for v in obj]
     if isinstance(obj, (set, frozenset)):
         return sorted((json_safe(v) for v in obj), key=lambda v: canonical_json(v))
-    if hasattr(obj, "to_dict"):
+    if isinstance(obj, (Identity, Decision, Finding)):
         return json_safe(obj.to_dict())
     return str(obj)
 

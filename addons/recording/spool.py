@@ -194,6 +194,6 @@ class Spool:
 
     def write_head(self, head: dict[str, Any]) -> None:
         try:
-            replace_durable(self.root / "head.json", json.dumps(head, sort_keys=True).encode())
+            replace_durable(self.root / "head.json", json.dumps(head, sort_keys=True).encode(), mode=0o600)
         except OSError as e:
             raise _spool_error("cannot update the recording spool's head.json", e) from None

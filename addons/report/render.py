@@ -54,7 +54,14 @@ def templates_digest() -> str:
 
 
 def write_file(path: Path, data: str | bytes | Iterable[str]) -> None:
-    """Replace `path` atomically with an owner-only file."""
+    """Replace `path` atomically with an owner-only file.
+
+    Not `durable.replace_durable`: a report is rebuilt from the store at will, so its pages
+    need no fsync (one per page would dominate a run over thousands of sessions), and a page
+    is streamed from the template in chunks rather than held whole. The temporary name is
+    fixed (a crashed run's leftover is overwritten by the next): two reports built into one
+    folder at the same time are not supported.
+    """
     tmp = path.with_name(f".tmp-{path.name}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -42,6 +42,19 @@ def wheel(tmp_path_factory) -> Path:
     return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
+@pytest.fixture(scope="module")
+def site(wheel, tmp_path_factory) -> Path:
+    """The wheel installed (not editable) into a folder of its own, for PYTHONPATH."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return site
+
+
 def test_wheel_installs_one_package_named_gatehouse(wheel):
     """Everything under the product's import name: no generic top-level `addons`, `scripts` or
     `policies` in site-packages, and every file of the three folders is in the wheel."""
@@ -61,17 +74,32 @@ def test_wheel_installs_one_package_named_gatehouse(wheel):
     assert "gatehouse = gatehouse.cli.main:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
+def test_importing_the_installed_modules_leaves_sys_path_alone(site, tmp_path):
+    """No module of the wheel edits sys.path when imported: the demo (which needs the checkout's
+    tests/support) once put site-packages/gatehouse on it, making `wire`, `policy` top-level names."""
+    probe = (
+        "import importlib, pkgutil, sys\n"
+        "import gatehouse.cli\n"
+        "before = list(sys.path)\n"
+        "for m in pkgutil.iter_modules(gatehouse.cli.__path__):\n"
+        "    importlib.import_module('gatehouse.cli.' + m.name)\n"
+        "    assert sys.path == before, (m.name, sys.path[:3])\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+
+
 @pytest.mark.e2e
-def test_gateway_script_runs_from_a_non_editable_install(wheel, tmp_path, gateway_factory):
+def test_gateway_script_runs_from_a_non_editable_install(site, tmp_path, gateway_factory):
     """`mitmdump -s <site-packages>/gatehouse/gateway.py` (what `gatehouse run` does once installed
     from the wheel) serves, importing the installed copy and not the checkout."""
-    site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), str(wheel)],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
     where = subprocess.run(
         [
             sys.executable,

@@ -1,5 +1,6 @@
 """The layout's rules, checked on the source: only the adapters import mitmproxy, test modules do
-not import each other, and every package folder is shipped."""
+not import each other (by module or by name, absolute or relative), and every package folder is
+shipped."""
 
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ def imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
     return names
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module and name an import statement names: `from a import b` gives ``a`` and ``a.b``
+    (b may be a module), a relative import keeps its dots (``from . import b`` gives ``.b``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            if node.module:
+                names.add(base)
+            names.update(f"{base}.{a.name}" if node.module else f"{base}{a.name}" for a in node.names)
+    return names
+
+
+def imports_of_test_modules(path: Path, test_modules: set[str]) -> list[str]:
+    """The imports in `path` that name a test module, as a module or as a name imported from one."""
+    return sorted(m for m in imported_names(path) if any(part in test_modules for part in m.split(".")))
 
 
 def python_files(*roots: Path) -> list[Path]:
@@ -61,10 +82,37 @@ def test_test_modules_do_not_import_each_other():
     test_modules = {p.stem for p in python_files(tests) if p.stem.startswith("test_")}
     offenders = {}
     for path in python_files(tests):
-        bad = sorted(m for m in imported_modules(path) if m.split(".")[-1] in test_modules)
+        bad = imports_of_test_modules(path, test_modules)
         if bad:
             offenders[str(path.relative_to(REPO))] = bad
     assert not offenders, f"shared test helpers belong in tests/support: {offenders}"
+
+
+def test_the_checker_sees_a_test_module_import_in_every_form(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import test_a\n"
+        "from support.test_b import helper\n"
+        "from support import test_c\n"
+        "from . import test_d\n"
+        "from .test_e import helper\n"
+        "from .. import support, test_f\n"
+        "def f():\n"
+        "    from unit.recording import test_g as g\n"
+        "from support import harness\n"
+    )
+    found = imports_of_test_modules(probe, {f"test_{c}" for c in "abcdefg"})
+    assert found == [
+        "..test_f",
+        ".test_d",
+        ".test_e",
+        ".test_e.helper",
+        "support.test_b",
+        "support.test_b.helper",
+        "support.test_c",
+        "test_a",
+        "unit.recording.test_g",
+    ]
 
 
 def test_every_package_folder_is_shipped():

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import threading
 from pathlib import Path
+
+import pytest
 
 from gatehouse.common.durable import create_exclusive, makedirs_durable, replace_durable, write_exclusive
 
@@ -36,6 +40,53 @@ def test_create_exclusive_never_replaces(tmp_path: Path) -> None:
 
 def test_replace_durable_swaps_the_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "head.json"
-    replace_durable(path, b"old")
-    replace_durable(path, b"new")
+    replace_durable(path, b"old", mode=0o600)
+    replace_durable(path, b"new", mode=0o600)
     assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["head.json"]
+
+
+def test_replace_durable_sets_the_mode_it_is_given(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    replace_durable(path, b"public", mode=0o644)
+    assert mode(path) == 0o644
+    replace_durable(path, b"private", mode=0o600)
+    assert path.read_bytes() == b"private" and mode(path) == 0o600
+
+
+def test_concurrent_replacers_each_leave_one_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "head.json"
+    payloads = [bytes([65 + i]) * 100_000 for i in range(8)]
+    start = threading.Barrier(len(payloads))
+    errors: list[BaseException] = []
+
+    def replace(data: bytes) -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                replace_durable(path, data, mode=0o600)
+        except BaseException as e:  # a collision on a shared temporary name shows up here
+            errors.append(e)
+
+    threads = [threading.Thread(target=replace, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert path.read_bytes() in payloads
+    assert os.listdir(tmp_path) == ["head.json"]
+
+
+def test_a_failed_replace_leaves_the_old_file_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "head.json"
+    replace_durable(path, b"old", mode=0o600)
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space"):
+        replace_durable(path, b"new", mode=0o600)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["head.json"]
