@@ -85,30 +85,43 @@ def _where(pnode: Any, key: Any = _NO_KEY) -> str:
 
 
 def _copy_json(obj: Any) -> Any:
-    """A deep copy of dicts and lists (other values shared), without recursion."""
-    stack: list[tuple[Any, Any]] = []
-    root = _copy_of(obj, stack)
+    """A deep copy of dicts and lists (other values shared), without recursion.
+
+    The dict and list branches are written out, not shared through a helper: a call per value
+    cost about a fifth of `mask_request` on a 1 MB body (benchmarks/masking_throughput.py).
+    """
+    if isinstance(obj, dict):
+        root: Any = {}
+    elif isinstance(obj, list):
+        root = []
+    else:
+        return obj
+    stack = [(obj, root)]
     while stack:
         src, dst = stack.pop()
         if isinstance(src, dict):
             for k, v in src.items():
-                dst[k] = _copy_of(v, stack)
+                if isinstance(v, dict):
+                    nv: Any = {}
+                    stack.append((v, nv))
+                elif isinstance(v, list):
+                    nv = []
+                    stack.append((v, nv))
+                else:
+                    nv = v
+                dst[k] = nv
         else:
             for v in src:
-                dst.append(_copy_of(v, stack))
+                if isinstance(v, dict):
+                    nv = {}
+                    stack.append((v, nv))
+                elif isinstance(v, list):
+                    nv = []
+                    stack.append((v, nv))
+                else:
+                    nv = v
+                dst.append(nv)
     return root
-
-
-def _copy_of(value: Any, stack: list[tuple[Any, Any]]) -> Any:
-    """`value` itself, or for a dict or list an empty one, queued on `stack` to be filled."""
-    if isinstance(value, dict):
-        copied: Any = {}
-    elif isinstance(value, list):
-        copied = []
-    else:
-        return value
-    stack.append((value, copied))
-    return copied
 
 
 # JSON string literals in a text that may not be valid JSON (a tool input cut by max_tokens):
