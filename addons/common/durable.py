@@ -8,7 +8,6 @@ caller was told exists. Used by the recording spool and local store, the state f
 from __future__ import annotations
 
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
@@ -26,6 +25,24 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _synced_temp(path: Path, data: bytes, mode: int) -> Path:
+    """A new temporary file beside `path` (unique name, ``.tmp-`` prefix, which the spool and
+    the local store skip) holding `data` with file mode `mode`, fsynced; removed on failure."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    tmp = Path(name)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def makedirs_durable(path: Path) -> None:
@@ -51,14 +68,7 @@ def write_exclusive(path: Path, data: bytes, *, mode: int) -> bool:
     link fails if the name exists (exclusive), and a reader never sees a partial file.
     """
     makedirs_durable(path.parent)
-    tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        _write_all(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    tmp = _synced_temp(path, data, mode)
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -96,16 +106,10 @@ def replace_durable(path: Path, data: bytes, *, mode: int) -> None:
     systems), so concurrent replacers of one file never write into each other's temporary
     file: the last replace wins whole. A failed write removes its temporary file.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    tmp = _synced_temp(path, data, mode)
     try:
-        try:
-            _write_all(fd, data)
-            os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
