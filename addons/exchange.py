@@ -71,14 +71,6 @@ class Finding:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class StreamedResponse:
-    """What the client received of a response the masking addon streamed: the message
-    reassembled from the events as sent (after masking; so far, when the stream broke off)."""
-
-    message: dict[str, Any]
-
-
 @dataclass
 class Exchange:
     exchange_id: str = field(default_factory=new_exchange_id)
@@ -98,9 +90,11 @@ class Exchange:
     # Set by the masking addon once it has parsed the request body: whether it asks for a streamed
     # response. None: not parsed (masking off, a passthrough flow, a body forwarded uninspected).
     request_streams: bool | None = None
-    # Set by the masking addon when a response it streamed ended or broke off (its findings are
-    # in `response_findings` by then): the recorder records this message.
-    streamed: StreamedResponse | None = None
+    # Set by the masking addon when a response it streamed ended or broke off: what the client
+    # received of it, the message reassembled from the events as sent (after masking; so far,
+    # when the stream broke off). Its findings are in `response_findings` by then; the recorder
+    # records this message.
+    streamed_message: dict[str, Any] | None = None
 
     def decide(self, stage: str, action: str, reason: str = "", rule: str | None = None, **detail: Any) -> Decision:
         d = Decision(stage, action, reason, rule, dict(detail))

@@ -20,7 +20,7 @@ body, `gatehouse.masking.masker`, `gatehouse.wire.pipeline`, `gatehouse.wire.hea
 Findings (rule, where, fingerprint; never the value) go to the flow's Exchange for the
 recorder, with a ``Decision("masking", "mask", ...)`` when anything was masked; so do whether the
 request asks for a stream (`request_streams`) and, once a streamed response ends or breaks off,
-the message the client received (`streamed`).
+the message the client received (`streamed_message`).
 
 The masker comes from the policy: `PolicyLoader` calls `configure_masker(masker, policy_masking)`.
 """
@@ -37,7 +37,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from gatehouse.exchange import Exchange, Finding, StreamedResponse
+from gatehouse.exchange import Exchange, Finding
 from gatehouse.masking.config import MaskingPolicy
 from gatehouse.masking.masker import Masker
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
@@ -344,8 +344,8 @@ class Masking:
         errors. mitmproxy has called the pipeline for the last time by then: with ``b""`` at the
         stream's end before `response`, or not at all when it broke off (`error`)."""
         ex = exchange_of(flow)
-        if ex.streamed is not None:
+        if ex.streamed_message is not None:
             return
-        ex.streamed = StreamedResponse(message=pipe.assembled)
+        ex.streamed_message = pipe.assembled
         record_findings(ex, pipe.findings, "response")
         ex.errors.extend(pipe.errors)

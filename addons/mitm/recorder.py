@@ -91,13 +91,12 @@ def _capture_response(resp: http.Response, ex: Exchange) -> ResponseInput:
     streamed = bool(resp.stream)
     # The masking addon hands over the message the client received (post-masking) when the
     # stream ends or breaks off; its findings are on the Exchange by then.
-    handed = ex.streamed if streamed else None
     return ResponseInput(
         status=resp.status_code,
         headers=_headers(resp.headers),
         body=_body(resp),
         streamed=streamed,
-        assembled=handed.message if handed is not None else None,
+        assembled=ex.streamed_message if streamed else None,
     )
 
 

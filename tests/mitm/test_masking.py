@@ -372,9 +372,9 @@ def test_stream_cut_by_an_error_still_reports_findings(tctx, addon):
     ex = exchange_of(f)
     assert len(ex.response_findings) == 2
     # The message as far as the client got it is handed over for the record.
-    assert ex.streamed is not None
-    assert ex.streamed.message == assemble_message(parse_sse(sent if isinstance(sent, bytes) else b"".join(sent)))
-    assert ex.streamed.message["content"][0]["text"].startswith("Your key is [MASKED:aws-access-key-id:")
+    assert ex.streamed_message is not None
+    assert ex.streamed_message == assemble_message(parse_sse(sent if isinstance(sent, bytes) else b"".join(sent)))
+    assert ex.streamed_message["content"][0]["text"].startswith("Your key is [MASKED:aws-access-key-id:")
 
 
 def test_a_streamed_flow_copies_and_its_metadata_holds_no_masker_or_held_text(tctx, addon):
@@ -414,13 +414,13 @@ def test_a_streamed_flow_copies_and_its_metadata_holds_no_masker_or_held_text(tc
         assert SECRET not in metadata_text(f)
 
     copies_clean()
-    assert exchange_of(f).streamed is None  # nothing handed over mid-stream
+    assert exchange_of(f).streamed_message is None  # nothing handed over mid-stream
     rest = pipe(encode([("content_block_stop", {"type": "content_block_stop", "index": 0}), *ending()]))
     rest = (rest if isinstance(rest, bytes) else b"".join(rest)) + pipe(b"")
     fire(tctx, addon, HttpResponseHook(f))
     ex = exchange_of(f)
-    assert ex.streamed is not None
-    assert ex.streamed.message["content"][0]["text"].startswith("the key: [MASKED:aws-access-key-id:")
+    assert ex.streamed_message is not None
+    assert ex.streamed_message["content"][0]["text"].startswith("the key: [MASKED:aws-access-key-id:")
     assert [x.where for x in ex.response_findings] == ["content[0].text"]
     copies_clean()
     f.error = tflow.terr()

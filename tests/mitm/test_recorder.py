@@ -16,7 +16,7 @@ import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow, tutils
 
-from gatehouse.exchange import Finding, Identity, StreamedResponse
+from gatehouse.exchange import Finding, Identity
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
 from gatehouse.mitm.flowutil import exchange_of, refuse
@@ -95,7 +95,7 @@ def stream_through(flow: http.HTTPFlow, message: dict[str, Any], findings: list[
     assert flow.response is not None
     flow.response.stream = lambda data: data
     ex = exchange_of(flow)
-    ex.streamed = StreamedResponse(message)
+    ex.streamed_message = message
     ex.response_findings.extend(findings)
 
 
@@ -434,7 +434,7 @@ def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_p
     f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=b"")
     masking.responseheaders(f)
     pipeline = f.response.stream
-    assert isinstance(pipeline, SsePipeline) and exchange_of(f).streamed is None  # handed over at the end
+    assert isinstance(pipeline, SsePipeline) and exchange_of(f).streamed_message is None  # handed over at the end
     sent = pipeline(
         encode(
             [
