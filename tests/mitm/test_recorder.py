@@ -424,8 +424,9 @@ def test_buffered_sse_is_reassembled_with_the_real_parser(tmp_path: Path, state:
     assert r["findings"]["record"] and thinking_secret.encode() not in all_bytes(tmp_path / "recordings")
 
 
-def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_path: Path, state: Path) -> None:
-    secret = "AKIAZ7Q4XK2M9PLR3TWB"
+def streamed_through_masking(tmp_path: Path, state: Path) -> tuple[Recorder, Masking, http.HTTPFlow, SsePipeline]:
+    """A streaming flow the recorder has seen the request of, whose response the real masking
+    addon streams through its pipeline (returned, for the test to feed)."""
     masker = real_masker()
     masking = Masking(masker)
     rec = configured(tmp_path, state, masker=masker)
@@ -433,7 +434,12 @@ def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_p
     run(rec.request(f))
     f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=b"")
     masking.responseheaders(f)
-    pipeline = f.response.stream
+    return rec, masking, f, f.response.stream
+
+
+def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_path: Path, state: Path) -> None:
+    secret = "AKIAZ7Q4XK2M9PLR3TWB"
+    rec, masking, f, pipeline = streamed_through_masking(tmp_path, state)
     assert isinstance(pipeline, SsePipeline) and exchange_of(f).streamed_message is None  # handed over at the end
     sent = pipeline(
         encode(
@@ -460,14 +466,7 @@ def test_the_masking_addons_stream_reaches_the_record_through_the_exchange(tmp_p
 
 def test_a_stream_the_client_left_is_recorded_as_far_as_it_went(tmp_path: Path, state: Path) -> None:
     secret = "AKIAZ7Q4XK2M9PLR3TWB"
-    masker = real_masker()
-    masking = Masking(masker)
-    rec = configured(tmp_path, state, masker=masker)
-    f = make_flow(stream=True, response=False)
-    run(rec.request(f))
-    f.response = tutils.tresp(headers=http.Headers([(b"content-type", b"text/event-stream")]), content=b"")
-    masking.responseheaders(f)
-    pipeline = f.response.stream
+    rec, masking, f, pipeline = streamed_through_masking(tmp_path, state)
     pipeline(
         encode(
             [
