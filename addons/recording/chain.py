@@ -2,7 +2,9 @@
 
 Each gateway run appends to a chain of its own. A record names the hash of the previous
 record of its chain and carries an Ed25519 signature; seq 0 is a ``start`` record naming the
-last record of the previous run's chain. A checkpoint is a signed statement of a chain's
+last record of the previous run's chain when that run recorded to the same store
+(``previous``), or where the previous run recorded when it was another store
+(``previous_store``): a chain belongs to its store, and every store verifies on its own. A checkpoint is a signed statement of a chain's
 head (or, after `gatehouse prune`, of the last record removed). Pure: no I/O.
 """
 
@@ -38,9 +40,12 @@ def start_record_body(
     node: str,
     key_id: str,
     retention_days: int | None,
+    previous_store: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Seq 0 of each chain: who started it and which record ended the previous run's chain."""
-    return {
+    """Seq 0 of each chain: who started it and which record ended the previous run's chain
+    (`previous`, in this store), or, when the previous run recorded to another store,
+    `previous_store`: ``{url, chain, seq, hash}`` (and `previous` is None)."""
+    body = {
         "kind": "start",
         "gateway": {
             "version": gateway_version,
@@ -51,6 +56,9 @@ def start_record_body(
         "previous": dict(previous) if previous else None,
         "key_id": key_id,
     }
+    if previous_store is not None:
+        body["previous_store"] = dict(previous_store)
+    return body
 
 
 def make_checkpoint(*, chain_id: str, seq: int, head: str, key: SigningKey, at: float, kind: str = "head") -> bytes:

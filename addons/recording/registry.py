@@ -1,7 +1,8 @@
 """The process's recordings: a spool, its journal and its uploader, one set per spool directory.
 
 A registry because of mitmproxy's script reloads (see `Recording`): it lives in this module,
-which a reload does not re-run. Also the write path's start, append and shutdown.
+which a reload does not re-run. Also the write path's start, append and shutdown, and moving
+to another store on a reload (a chain belongs to its store).
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from pathlib import Path
 from gatehouse.recording.journal import Appended, Journal
 from gatehouse.recording.records import BuiltRecord
 from gatehouse.recording.signing import SigningKey
-from gatehouse.recording.spool import Spool, SpoolError, SpoolLocked
-from gatehouse.recording.stores import Store, StoreError
+from gatehouse.recording.spool import Spool, SpoolError, SpoolForOtherStore, SpoolLocked
+from gatehouse.recording.stores import LocalStore, Store, StoreError
 from gatehouse.recording.uploader import Uploader
 
 log = logging.getLogger("gatehouse.recording")
+
+
+def store_identity(store: Store) -> str:
+    """The url a chain's store is known by in the spool: a local store's absolute path (the
+    same folder named relatively from two working directories is one store)."""
+    if isinstance(store, LocalStore):
+        return str(store.root.absolute())
+    return store.url
 
 
 class Recording:
@@ -55,7 +64,7 @@ class Recording:
         with cls._registry_lock:
             rec = cls._registry.get(path)
             if rec is None:
-                spool = Spool(path)
+                spool = Spool(path, store_url=store_identity(store))
                 journal = Journal(
                     spool,
                     key,
@@ -63,6 +72,7 @@ class Recording:
                     policy_sha256=policy_sha256,
                     retention_days=retention_days,
                     clock=clock,
+                    store_url=store_identity(store),
                 )
                 uploader = Uploader(
                     spool,
@@ -74,6 +84,8 @@ class Recording:
                 )
                 rec = cls._registry[path] = cls(spool, journal, uploader)
             else:
+                if store_identity(store) != rec.journal.store_url:
+                    rec._move_to(store)
                 rec.journal.reconfigure(
                     key=key, gateway_version=gateway_version, policy_sha256=policy_sha256, retention_days=retention_days
                 )
@@ -81,6 +93,43 @@ class Recording:
                 rec.uploader.retention_days = retention_days
                 rec.uploader.checkpoint_interval = checkpoint_interval
             return rec
+
+    def _move_to(self, store: Store, timeout: float = 10.0) -> None:
+        """A reload changed the store: end the chain in the old store (checkpoint, upload what
+        the spool holds), and start the next record's chain in the new one. SpoolForOtherStore
+        (the reload is refused, recording goes on to the old store) when the old store does not
+        take everything in `timeout`."""
+        old = self.uploader.store
+        new_url = store_identity(store)
+        was_running = self.uploader.running
+        self.uploader.stop(timeout=min(timeout, 5.0))
+
+        def finish() -> None:
+            error: Exception | None = None
+            try:
+                self.uploader.upload_pending(time.monotonic() + timeout)
+            except (StoreError, OSError, ValueError) as e:
+                error = e
+            left = self.spool.pending()
+            if left:
+                raise SpoolForOtherStore(
+                    f"cannot move recording from {old.url} to {store.url}: {len(left)} object(s) in the "
+                    f"spool {self.spool.root} still wait for {old.url}"
+                    + (f" ({error})" if error else "")
+                    + "; recording goes on to the old store until they are uploaded"
+                )
+            self.spool.rebind(new_url)
+
+        try:
+            self.journal.move_to(new_url, finish)
+        except BaseException:
+            if was_running:
+                self.uploader.start()
+            raise
+        self.uploader.move_to(store)
+        log.info("recording: the chain in %s ended; new records go to %s", old.url, store.url)
+        if was_running:
+            self.uploader.start()
 
     @classmethod
     def forget(cls, spool_dir: str | Path) -> None:

@@ -7,7 +7,9 @@ spool holds on start, including records of earlier runs.
 Spool layout::
 
     <spool>/.lock                 flock: one gateway process per spool
-    <spool>/head.json             {"chain","seq","hash"} of the last record appended (any run)
+    <spool>/store.json            {"url"} of the store the outbox uploads to (see `Spool.open`)
+    <spool>/head.json             {"chain","seq","hash","store"} of the last record appended (any
+                                  run), and the store its chain belongs to
     <spool>/blobs/<hh>/<hex>.json blobs waiting for upload
     <spool>/outbox/<store key>    records, checkpoints and public keys waiting for upload
     <spool>/failed/<store key>    objects the store already holds with different bytes (kept)
@@ -37,7 +39,16 @@ class SpoolError(Exception):
 
 
 class SpoolLocked(SpoolError):
-    """Another gateway process uses this spool directory."""
+    """This gateway cannot take the spool directory: another gateway process uses it (or, as
+    `SpoolForOtherStore`, it holds objects waiting for another store). Fatal at start-up."""
+
+
+class SpoolForOtherStore(SpoolLocked):
+    """The spool holds objects waiting for another store than the one this gateway records to.
+
+    They cannot go to this store: their chain belongs to the other one (verify there would miss
+    its beginning, and here its end). They stay until a gateway recording to that store uploads
+    them."""
 
 
 def _spool_error(what: str, e: OSError) -> SpoolError:
@@ -45,8 +56,13 @@ def _spool_error(what: str, e: OSError) -> SpoolError:
 
 
 class Spool:
-    def __init__(self, root: str | Path) -> None:
+    """One spool directory. With `store_url`, the spool is bound to that store when it opens
+    (``store.json``): objects spooled for one store never go to another."""
+
+    def __init__(self, root: str | Path, *, store_url: str | None = None) -> None:
         self.root = Path(root).expanduser().absolute()
+        self.store_url = store_url
+        self._bound = False
         self.blobs_dir = self.root / "blobs"
         self.outbox = self.root / "outbox"
         self.failed = self.root / "failed"
@@ -61,9 +77,15 @@ class Spool:
 
     # -- opening -------------------------------------------------------------------------------
     def open(self) -> None:
-        """Create the layout and take the process lock; idempotent."""
+        """Create the layout, take the process lock and bind the spool to its store; idempotent.
+
+        SpoolLocked if another process has the lock; SpoolForOtherStore if the outbox still
+        holds objects for another store than `store_url` (an empty spool is simply re-bound).
+        """
         with self._open_lock:
             if self._lock_fd is not None and (self.root / ".lock").exists():
+                if not self._bound:  # (a second flock of our own lock file would fail)
+                    self._bind(self.store_url)
                 return
             try:
                 for d in (self.root, self.blobs_dir, self.outbox):
@@ -77,11 +99,69 @@ class Spool:
                 os.close(fd)
                 raise SpoolLocked(
                     f"recording spool {self.root} is in use by another gateway process; "
-                    "give each gateway its own [recording] spool_dir"
+                    "give each gateway its own [recording] spool_dir (or [gateway] state_dir)"
                 ) from None
-            if self._lock_fd is not None:
+            try:
+                self._bind(self.store_url)
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._lock_fd is not None and self._lock_fd != fd:
                 os.close(self._lock_fd)
             self._lock_fd = fd
+
+    def rebind(self, store_url: str) -> None:
+        """Bind the spool to another store (a reload that changed the policy's store); the
+        outbox must be empty (SpoolForOtherStore otherwise). Caller holds the process lock."""
+        with self._open_lock:
+            try:
+                self._bind(store_url)
+            except SpoolForOtherStore:
+                raise
+            except SpoolError as e:  # an unusable spool: bound when it opens again
+                log.warning("recording: %s", e)
+                self._bound = False
+            self.store_url = store_url
+            # What was uploaded to the old store is not in the new one.
+            self.uploaded = Lru(100_000)
+
+    def bound_store(self) -> str | None:
+        """The url in store.json: the store the outbox uploads to (None: not bound yet)."""
+        try:
+            doc = json.loads((self.root / "store.json").read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.error("recording spool: cannot read %s (%s)", self.root / "store.json", e)
+            return None
+        url = doc.get("url") if isinstance(doc, dict) else None
+        return url if isinstance(url, str) else None
+
+    def _bind(self, store_url: str | None) -> None:
+        if store_url is None:  # a spool used without a store (tests, tools): nothing to check
+            self._bound = True
+            return
+        bound = self.bound_store()
+        if bound is not None and bound != store_url:
+            left = self.pending()
+            if left:
+                raise SpoolForOtherStore(
+                    f"recording spool {self.root} holds {len(left)} object(s) waiting for the store "
+                    f"{bound}, but this gateway records to {store_url}; they belong to a chain in "
+                    f"{bound} and cannot go to another store. Start the gateway once more with "
+                    f"[recording] store = {json.dumps(bound)} to upload them (it uploads at start and "
+                    f"at shutdown), or move {self.outbox} aside"
+                )
+        if bound != store_url:
+            # No object waits for the old store (or none was ever bound: a spool written before
+            # stores were recorded here belongs to the store it is used with).
+            try:
+                replace_durable(
+                    self.root / "store.json", json.dumps({"url": store_url}, sort_keys=True).encode(), mode=0o600
+                )
+            except OSError as e:
+                raise _spool_error(f"cannot write {self.root / 'store.json'}", e) from None
+        self._bound = True
 
     def close(self) -> None:
         with self._open_lock:

@@ -88,6 +88,12 @@ class Uploader:
             if not self._thread.is_alive():
                 self._thread = None
 
+    def move_to(self, store: Store) -> None:
+        """Upload to another store from now on (the spool must hold nothing for the old one)."""
+        with self._pass_lock:
+            self.store = store
+            self._retained = Lru(100_000)  # retention known in the old store says nothing here
+
     def wake(self) -> None:
         self._idle.clear()
         self._wake.set()

@@ -9,7 +9,9 @@ Checks, each reported with the store key and the check's name:
   checkpoint                every signed checkpoint's record is present and has the signed hash
                             (catches a deleted tail)
   previous-run              each chain's start record names the previous run's last record,
-                            which is present with that hash (catches a deleted chain)
+                            which is present with that hash (catches a deleted chain); a run
+                            that followed one on another store says so (``previous_store``),
+                            which is a note, checked only if that chain is in this store too
   blob                      every blob's content hashes to its name; every referenced blob exists
   key                       a published key file holds the key its name says
   versions, retention       on S3: one version per object, and Object Lock retention on each,
@@ -100,7 +102,7 @@ class _Chain:
     holds far more records than memory (10,000 sessions of 20 exchanges, 4 GB as documents).
     """
 
-    __slots__ = ("id", "seqs", "hashes", "read", "newest", "previous", "refs", "until")
+    __slots__ = ("id", "seqs", "hashes", "read", "newest", "previous", "previous_store", "refs", "until")
 
     def __init__(self, chain_id: str, seqs: Iterable[int]) -> None:
         self.id = chain_id
@@ -109,6 +111,7 @@ class _Chain:
         self.read = bytearray(len(self.seqs))  # 1 where the record was read (and hashed)
         self.newest: int | None = None  # the highest seq read
         self.previous: dict[str, Any] | None = None  # a signed start record's previous-run link
+        self.previous_store: dict[str, Any] | None = None  # ... or where the previous run recorded
         # Only when retention is checked: seq -> (the record's own chain id and seq, indexes of
         # the listed blobs it references), and per listed seq its retain-until date.
         self.refs: dict[int, tuple[Any, Any, array[int]]] = {}
@@ -416,6 +419,8 @@ class _Verifier:
                         )
                 if seq == 0 and not err and isinstance(doc.get("previous"), dict):
                     c.previous = doc["previous"]
+                if seq == 0 and not err and isinstance(doc.get("previous_store"), dict):
+                    c.previous_store = doc["previous_store"]
                 if self.check_retention:
                     self._note_refs(c, seq, doc)
             # Gaps: every seq after the prune point up to the newest record must be present.
@@ -492,57 +497,78 @@ class _Verifier:
     # -- links between runs --------------------------------------------------------------------
     def _previous_runs(self, chains: dict[str, _Chain], prunes: dict[str, tuple[int, str]]) -> None:
         for chain_id, c in chains.items():
-            prev = c.previous  # set only for a readable, signed start record whose link is an object
-            if prev is None:
-                continue
-            start_key = record_key(chain_id, 0)
-            pc, ps, ph = prev.get("chain"), prev.get("seq"), prev.get("hash")
-            if not isinstance(pc, str) or not isinstance(ps, int):
-                self.problem(start_key, "previous-run", f"malformed previous-run link {prev!r}", chain=chain_id, seq=0)
-                continue
-            other = chains.get(pc)
-            target_hash = other.hash(ps) if other is not None else None
-            base, base_hash = prunes.get(pc, (-1, ""))
-            if other is not None and target_hash is not None:
-                if target_hash != ph:
-                    self.problem(
-                        start_key,
-                        "previous-run",
-                        f"names record {ps} of chain {pc} with hash {ph}, but that record hashes to {target_hash}",
-                        chain=chain_id,
-                        seq=0,
-                    )
-                newest = other.newest
-                assert newest is not None
-                if newest > ps:
-                    self.problem(
-                        start_key,
-                        "previous-run",
-                        f"names record {ps} as the last of the previous run's "
-                        f"chain {pc}, but that chain has records up to {newest}",
-                        chain=chain_id,
-                        seq=0,
-                    )
-            elif ps == base:
-                if base_hash != ph:
-                    self.problem(
-                        start_key,
-                        "previous-run",
-                        f"names record {ps} of chain {pc} with hash {ph}, but the "
-                        f"signed prune checkpoint says {base_hash}",
-                        chain=chain_id,
-                        seq=0,
-                    )
-            elif ps > base:
-                what = "the whole chain is missing" if other is None else f"its newest record is seq {other.newest}"
+            # Set only for a readable, signed start record whose link is an object.
+            if c.previous is not None:
+                self._previous_run(chain_id, c.previous, chains, prunes)
+            if c.previous_store is not None:
+                self._previous_run(chain_id, c.previous_store, chains, prunes, elsewhere=True)
+
+    def _previous_run(
+        self,
+        chain_id: str,
+        prev: dict[str, Any],
+        chains: dict[str, _Chain],
+        prunes: dict[str, tuple[int, str]],
+        *,
+        elsewhere: bool = False,
+    ) -> None:
+        """Check one start record's link to the previous run's last record. `elsewhere`: the
+        link is ``previous_store``, the previous run recorded to another store (`url`): a note,
+        unless that chain is in this store after all (the store was renamed), when it is checked."""
+        start_key = record_key(chain_id, 0)
+        pc, ps, ph = prev.get("chain"), prev.get("seq"), prev.get("hash")
+        url = prev.get("url")
+        if not isinstance(pc, str) or not isinstance(ps, int) or (elsewhere and not isinstance(url, str)):
+            self.problem(start_key, "previous-run", f"malformed previous-run link {prev!r}", chain=chain_id, seq=0)
+            return
+        if elsewhere and pc not in chains and pc not in prunes:
+            self.result.notes.append(
+                f"{start_key}: chain {chain_id} follows a run that recorded to another store, {url} "
+                f"(its last record: seq {ps} of chain {pc}); verify that store for it"
+            )
+            return
+        other = chains.get(pc)
+        target_hash = other.hash(ps) if other is not None else None
+        base, base_hash = prunes.get(pc, (-1, ""))
+        if other is not None and target_hash is not None:
+            if target_hash != ph:
                 self.problem(
                     start_key,
                     "previous-run",
-                    f"names record {ps} of chain {pc} as the previous run's last "
-                    f"record, which is missing ({what}): records were deleted",
+                    f"names record {ps} of chain {pc} with hash {ph}, but that record hashes to {target_hash}",
                     chain=chain_id,
                     seq=0,
                 )
+            newest = other.newest
+            assert newest is not None
+            if newest > ps:
+                self.problem(
+                    start_key,
+                    "previous-run",
+                    f"names record {ps} as the last of the previous run's "
+                    f"chain {pc}, but that chain has records up to {newest}",
+                    chain=chain_id,
+                    seq=0,
+                )
+        elif ps == base:
+            if base_hash != ph:
+                self.problem(
+                    start_key,
+                    "previous-run",
+                    f"names record {ps} of chain {pc} with hash {ph}, but the signed prune checkpoint says {base_hash}",
+                    chain=chain_id,
+                    seq=0,
+                )
+        elif ps > base:
+            what = "the whole chain is missing" if other is None else f"its newest record is seq {other.newest}"
+            self.problem(
+                start_key,
+                "previous-run",
+                f"names record {ps} of chain {pc} as the previous run's last "
+                f"record, which is missing ({what}): records were deleted",
+                chain=chain_id,
+                seq=0,
+            )
 
     # -- S3 ------------------------------------------------------------------------------------
     def _layout_keys(

@@ -271,3 +271,33 @@ def test_refused_connect_and_secrets_in_headers_are_recorded_safely(gateway_fact
         assert GITHUB_PAT not in path.name
         if path.is_file():
             assert GITHUB_PAT.encode() not in path.read_bytes(), path
+
+
+def test_second_gateway_on_the_same_state_dir_refuses_to_start(gateway_factory, upstream, tmp_path):
+    state = tmp_path / "shared-state"
+    policy = f'[gateway]\nstate_dir = "{state}"\n' + local_policy(tmp_path / "store")
+    first = gateway_factory(policy)
+    second = gateway_factory(policy, start=False)
+    code, out = second.run_to_exit()
+    assert code != 0
+    assert f"recording spool {state / 'spool'} is in use by another gateway process" in out, out
+    # The first one goes on recording, alone on its chain.
+    sdk_client(first).messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "still here"}])
+    first.stop()
+    assert len(store_records(str(tmp_path / "store"))) == 1
+    r = verify(str(tmp_path / "store"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_moving_to_another_store_with_the_same_state_dir_verifies_both(gateway_factory, upstream, tmp_path):
+    state = tmp_path / "shared-state"
+    a, b = tmp_path / "store-a", tmp_path / "store-b"
+    for store in (a, b):
+        gw = gateway_factory(f'[gateway]\nstate_dir = "{state}"\n' + local_policy(store))
+        sdk_client(gw).messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": str(store)}])
+        gw.stop()
+    r = verify(str(b))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(a) in r.stdout + r.stderr  # the note: where the previous run lives
+    r = verify(str(a))
+    assert r.returncode == 0, r.stdout + r.stderr

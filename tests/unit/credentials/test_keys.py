@@ -3,10 +3,13 @@ reading it; a missing key is named by its source, never by a value."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
+from gatehouse.credentials import keys
 from gatehouse.credentials.config import KeySource
 from gatehouse.credentials.keys import MissingKey, key_source_for, read_key
 from gatehouse.exchange import Identity
@@ -52,3 +55,63 @@ def test_missing_key_names_the_source(tmp_path):
     (tmp_path / "empty.key").write_text("\n")
     with pytest.raises(MissingKey, match="is empty"):
         read_key(KeySource(file=tmp_path / "empty.key"))
+
+
+def age(path: Path, seconds: float = 10) -> None:
+    """Make `path` look written `seconds` ago (a file written just now is never cached)."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every time a key file's content is actually read."""
+    done: list[Path] = []
+    real = keys._read
+
+    def counting(path: Path) -> str:
+        done.append(path)
+        return real(path)
+
+    monkeypatch.setattr(keys, "_read", counting)
+    return done
+
+
+def test_unchanged_key_file_is_not_read_again(tmp_path: Path, reads: list[Path]) -> None:
+    f = tmp_path / "claude.key"
+    f.write_text("sk-ant-first\n")
+    age(f)
+    assert [read_key(KeySource(file=f)) for _ in range(5)] == ["sk-ant-first"] * 5
+    assert reads == [f]
+
+
+def test_changed_key_file_is_picked_up(tmp_path: Path, reads: list[Path]) -> None:
+    f = tmp_path / "claude.key"
+    f.write_text("sk-ant-first\n")
+    age(f, 20)
+    assert read_key(KeySource(file=f)) == "sk-ant-first"
+    # Edited in place, same size.
+    f.write_text("sk-ant-other\n")
+    age(f, 10)
+    assert read_key(KeySource(file=f)) == "sk-ant-other"
+    # Rotated by rename (a new inode), and again just now: a file this new is read every time.
+    new = tmp_path / "claude.key.new"
+    new.write_text("sk-ant-rotated\n")
+    new.rename(f)
+    assert read_key(KeySource(file=f)) == "sk-ant-rotated"
+    assert read_key(KeySource(file=f)) == "sk-ant-rotated"
+    assert len(reads) == 4
+
+
+def test_removed_key_file_is_refused(tmp_path: Path, reads: list[Path]) -> None:
+    f = tmp_path / "claude.key"
+    f.write_text("sk-ant-first\n")
+    age(f)
+    assert read_key(KeySource(file=f)) == "sk-ant-first"
+    f.unlink()
+    with pytest.raises(MissingKey, match=f"cannot read {f} \\(No such file or directory\\)"):
+        read_key(KeySource(file=f))
+    # Back again, with another key: read afresh, not the old value.
+    f.write_text("sk-ant-back\n")
+    age(f)
+    assert read_key(KeySource(file=f)) == "sk-ant-back"

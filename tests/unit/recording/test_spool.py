@@ -31,7 +31,7 @@ def test_append_is_durable_before_upload_and_upload_empties_the_spool(
     assert outbox == [record_key(a.chain, 0), record_key(a.chain, 1)]
     assert len(list((tmp_path / "spool/blobs").rglob("*.json"))) == 2
     head = json.loads((tmp_path / "spool/head.json").read_text())
-    assert head == {"chain": a.chain, "seq": 1, "hash": a.hash}
+    assert head == {"chain": a.chain, "seq": 1, "hash": a.hash, "store": store.url}
     assert list(store.list("")) == []
 
     rec.uploader.start()
