@@ -3,10 +3,11 @@
 mitmproxy accepts one stream modifier per flow (`flow.response.stream`), so `SsePipeline`
 is the single place where everything that must see a streamed response happens, in order:
 parse (chunks split anywhere, even inside a UTF-8 character), mask text deltas with a
-hold-back window, hold each tool_use block until it is complete, let a judge replace it
-(the hook for command rules and approvals), mask it, scan every other event with the
-masker's generic walk (deny by default), end a malformed stream, and re-assemble what the
-client received (for the recorder). Pure: no mitmproxy import.
+hold-back window, hold each tool block until it is complete and mask it, let a judge replace
+a tool_use block after masking (the hook for command rules), fix `stop_reason` when no
+tool_use is left, scan every other event with the masker's generic walk (deny by default),
+end a malformed stream, and re-assemble what the client received (for the recorder). Pure:
+no mitmproxy import.
 
 Contract with mitmproxy 12 (``proxy/layers/http/__init__.py``): the modifier is called with
 each chunk from upstream and returns bytes or a list of bytes to send; at the end it is
@@ -30,6 +31,7 @@ from gatehouse.masking.masker import Masker
 from gatehouse.masking.text_stream import TextStream
 from gatehouse.wire.assembler import MessageAssembler
 from gatehouse.wire.sse import RawEvent, SseParser, compact_json, encode_event
+from gatehouse.wire.toolcalls import Judge
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,8 @@ DEFAULT_PING_INTERVAL = 15.0
 # Deltas whose payload passes byte-identical, and the only block type each may extend.
 DELTA_BLOCK_TYPES = {"thinking_delta": "thinking", "signature_delta": "thinking", "compaction_delta": "compaction"}
 
-JudgeToolUse = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+# (index, masked tool_use block) -> the block to send instead, or None to send it as it is.
+JudgeToolUse = Judge
 
 MALFORMED_MESSAGE = (
     "The gateway ended a malformed stream (events out of order for the Messages API); "
@@ -71,10 +74,18 @@ class SsePipeline:
     - thinking and signature deltas pass byte-identical (the API checks them when they come
       back);
     - a tool block (tool_use, server/MCP tool use) is held from its start to its stop (its
-      input may arrive in the start event, in deltas, or both), given to `judge_tool_use` (may
-      return a replacement block), masked whole, and sent as start + one delta + stop. An
-      input that is not valid JSON (cut by max_tokens) is masked as JSON text: its string
-      escapes are decoded before scanning (`Masker.mask_json_text`).
+      input may arrive in the start event, in deltas, or both), masked whole, and sent as
+      start + one delta + stop. An input that is not valid JSON (cut by max_tokens) is masked
+      as JSON text: its string escapes are decoded before scanning (`Masker.mask_json_text`).
+      A ``tool_use`` block (not server or MCP tool use, which already ran on Anthropic's side)
+      is given, masked, to `judge_tool_use` as ``(index, block)``, exactly once; a block it
+      returns is sent instead, at the same index (a text block's text is masked as text).
+      When it replaced tool_use blocks and none is left, message_delta's ``stop_reason``
+      ``tool_use`` becomes ``end_turn``.
+
+    `judge_tool_use` is a public attribute: the commands adapter sets it after the masking
+    adapter created the pipeline, before the first chunk. It runs inside the stream modifier,
+    so it must not block; an exception in it fails the stream closed, like any other.
 
     So message_start (the whole message), message_delta, error events (which first flush what
     is held, masked), citations, server-tool and MCP results, and unknown events are scanned.
@@ -110,6 +121,9 @@ class SsePipeline:
         self.findings: list[Finding] = []
         self.errors: list[str] = []
         self.pings_sent = 0
+        # tool_use blocks sent as they came (judged or not) and replaced by the judge
+        self.tool_uses_kept = 0
+        self.tool_uses_replaced = 0
         self.ended = False
         self._parser = SseParser()
         self._asm = MessageAssembler()
@@ -307,6 +321,13 @@ class SsePipeline:
                 raise MalformedStream("a second message_start")
             self._started = True
             msg = data.get("message")
+            content = msg.get("content") if isinstance(msg, dict) else None
+            if isinstance(content, list) and any(
+                isinstance(b, dict) and b.get("type") in TOOL_BLOCK_TYPES for b in content
+            ):
+                # The SDKs take message_start's content as the message's first blocks: a tool
+                # block there would reach the client unjudged. The API never sends one.
+                raise MalformedStream("a tool block inside message_start")
             if isinstance(msg, (dict, list)):
                 self._walk(msg)  # paths as in a buffered response: content[0].text...
                 shell = self._walk_shell(data, "message")
@@ -320,6 +341,8 @@ class SsePipeline:
                 raise MalformedStream(f"{t} before message_start")
             self._close_all(out)
             self._walk(data)
+            if t == "message_delta":
+                self._fix_stop_reason(data)
             if t == "message_stop":
                 self._stopped = True
             self._emit(name, data, out)
@@ -330,6 +353,18 @@ class SsePipeline:
         else:  # ping, and event types this version does not know: scanned like any body
             self._walk(data)
             self._emit(name, data, out)
+
+    def _fix_stop_reason(self, data: dict[str, Any]) -> None:
+        """``tool_use`` -> ``end_turn`` when the judge replaced tool_use blocks and none is
+        left: the client would otherwise wait for a call that is not there."""
+        delta = data.get("delta")
+        if (
+            isinstance(delta, dict)
+            and delta.get("stop_reason") == "tool_use"
+            and self.tool_uses_replaced
+            and not self.tool_uses_kept
+        ):
+            data["delta"] = {**delta, "stop_reason": "end_turn"}
 
     def _on_block_start(self, name: str, data: dict[str, Any], out: bytearray) -> None:
         idx = data.get("index")
@@ -408,50 +443,70 @@ class SsePipeline:
         self._emit(name, data, out)
 
     def _emit_tool(self, idx: int, stop: dict[str, Any] | None, out: bytearray) -> None:
-        """Judge, mask and send a held tool block. `stop` is None when the stream ended (or
-        failed) before the block's stop event: what arrived is still masked and sent."""
+        """Mask, judge and send a held tool block. `stop` is None when the stream ended (or
+        failed) before the block's stop event: what arrived is still masked, judged and sent.
+
+        The input is masked first, then a ``tool_use`` block is judged as the client would get
+        it (masked), exactly once; server and MCP tool use ran on Anthropic's side and are not
+        judged. An input that is not valid JSON (cut by max_tokens) is masked as JSON text, its
+        string escapes decoded (`Masker.mask_json_text`), and judged as that text."""
         held = self._tools.pop(idx)
         start_block = dict(held.start.get("content_block") or {})
         shell = self._walk_shell(held.start, "content_block")
         raw = "".join(held.parts)
         where = f"content[{idx}].input"
-        parsed: Any
+        value: Any
         if raw.strip():
             try:
-                parsed = json.loads(raw)
+                value = json.loads(raw)
+                valid = True
             except (ValueError, RecursionError):
-                parsed = None
+                valid = False
         else:
-            parsed = start_block.get("input", {})
-        if parsed is None:
-            # Incomplete or invalid JSON (cut by max_tokens): the client cannot use it either;
-            # masked as JSON text, escapes decoded, so no escaped secret gets through.
-            masked, found = self.masker.mask_json_text(raw, where)
-            self.findings.extend(found)
-            block = {**start_block, "input": {}}
-            self._walk(block, f"content[{idx}]", block=True)
-            shell["content_block"] = block
-            self._emit("content_block_start", shell, out)
-            self._emit(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": idx,
-                    "delta": {"type": "input_json_delta", "partial_json": masked},
-                },
-                out,
-            )
+            value, valid = start_block.get("input", {}), True
+        if valid:
+            value, found = self.masker.mask_value(value, where)
         else:
-            block = {**start_block, "input": parsed}
-            if self.judge_tool_use is not None and stop is not None:
-                replacement = self.judge_tool_use(json.loads(compact_json(block)))
-                if replacement is not None:
-                    block = replacement
-            self._send_block(idx, shell, block, out)
+            value, found = self.masker.mask_json_text(raw, where)
+        self.findings.extend(found)
+        block = {**start_block, "input": {}}
+        self._walk(block, f"content[{idx}]", block=True)
+        block["input"] = value
+        replacement = None
+        if block.get("type") == "tool_use" and self.judge_tool_use is not None:
+            replacement = self.judge_tool_use(idx, json.loads(compact_json(block)))
+        if replacement is None:
+            self._send_masked_tool(idx, shell, block, compact_json(value) if valid else value, out)
+            sent_type = block.get("type")
+        else:
+            self._send_block(idx, shell, replacement, out)
+            sent_type = replacement.get("type")
+        if start_block.get("type") == "tool_use":
+            if sent_type == "tool_use":
+                self.tool_uses_kept += 1
+            else:
+                self.tool_uses_replaced += 1
         if stop is not None:
             self._emit("content_block_stop", stop, out)
         else:
             self._emit("content_block_stop", {"type": "content_block_stop", "index": idx}, out)
+
+    def _send_masked_tool(
+        self, idx: int, shell: dict[str, Any], block: dict[str, Any], partial: str, out: bytearray
+    ) -> None:
+        """Send a tool block masked already as start (input {}) + one input_json_delta carrying
+        `partial`, the input's (masked) JSON text."""
+        start = {**shell, "type": "content_block_start", "index": idx, "content_block": {**block, "input": {}}}
+        self._emit("content_block_start", start, out)
+        self._emit(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": idx,
+                "delta": {"type": "input_json_delta", "partial_json": partial},
+            },
+            out,
+        )
 
     def _send_block(self, idx: int, shell: dict[str, Any], block: dict[str, Any], out: bytearray) -> None:
         """Send a complete block, masked, as start + one delta (the stop is sent by the caller).

@@ -120,7 +120,7 @@ def test_tool_use_is_held_until_stop_then_masked_and_sent_whole(masker):
 def test_judge_sees_the_complete_block_and_may_replace_it(masker):
     seen = []
 
-    def judge(block):
+    def judge(index, block):
         seen.append(block)
         if "rm -rf" in block["input"]["command"]:
             return {"type": "text", "text": "Gatehouse blocked this command."}
