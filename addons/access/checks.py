@@ -1,18 +1,23 @@
-"""Access decisions: which hosts, endpoints and models a caller may reach."""
+"""Access decisions: which hosts, endpoints and models a caller may reach, and which tools
+that run on Anthropic's side a request may name."""
 
 from __future__ import annotations
 
 import re
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from gatehouse.access.config import GroupPolicy
 from gatehouse.access.endpoints import BODILESS_METHODS, METHODS, allowed, path_allowed
 from gatehouse.common.hosts import host_matches, normalise_host
 from gatehouse.exchange import Identity
 from gatehouse.policy.gateway import API_HOST
-from gatehouse.policy.loader import Policy
 from gatehouse.wire import apierrors, jsonbody
 from gatehouse.wire.apierrors import ApiError
+from gatehouse.wire.sse import compact_json
+
+if TYPE_CHECKING:  # the loader composes every feature's parser: not needed to run the checks
+    from gatehouse.policy.loader import Policy
 
 # Endpoints whose JSON body names a model that group policy must allow.
 MODEL_ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
@@ -135,4 +140,73 @@ def check_body_size(policy: Policy, size: int) -> ApiError | None:
     limit = policy.gateway.max_body_bytes
     if size > limit:
         return apierrors.too_large(f"Request body is {size} bytes; this gateway accepts at most {limit} bytes.")
+    return None
+
+
+# Tool `type`s the client runs itself (the model's tool_use reaches the client, where the command
+# rules judge it): custom tools and Anthropic-defined client tools. Every other typed tool runs on
+# Anthropic's side (web search, web fetch, code execution, tool search, MCP toolsets...) and
+# acts without any tool_use reaching the client: deny by default, including types to come.
+CLIENT_TOOL_TYPES = frozenset({"custom"})
+CLIENT_TOOL_PREFIXES = ("bash_", "text_editor_", "computer_", "memory_")
+
+
+def _is_client_tool(tool_type: Any) -> bool:
+    if tool_type is None:
+        return True
+    return isinstance(tool_type, str) and (tool_type in CLIENT_TOOL_TYPES or tool_type.startswith(CLIENT_TOOL_PREFIXES))
+
+
+def server_tools_in(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (type, name) of each tool of the request's `tools` that runs on Anthropic's side, in
+    order. A `type` that is not a string is kept as its JSON text (and so refused unless a glob
+    allows it); a missing `name` is ""."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return []
+    out = []
+    for tool in tools:
+        if not isinstance(tool, dict) or _is_client_tool(tool.get("type")):
+            continue
+        t, name = tool.get("type"), tool.get("name")
+        out.append((t if isinstance(t, str) else compact_json(t), name if isinstance(name, str) else ""))
+    return out
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """A caller's word in a refusal, cut to a readable length."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mcp_servers(body: dict[str, Any]) -> list[str] | None:
+    """The names of the request's `mcp_servers` (None when it names none)."""
+    servers = body.get("mcp_servers")
+    if servers is None or servers == []:
+        return None
+    if not isinstance(servers, list):
+        return []
+    return [s["name"] for s in servers if isinstance(s, dict) and isinstance(s.get("name"), str)]
+
+
+def check_server_tools(policy: Policy, body: dict[str, Any], identity: Identity | None) -> ApiError | None:
+    """Server tools and `mcp_servers` are allowed when any of the caller's groups allows them
+    (`server_tools` globs over a tool's type and name, `mcp_servers`); a policy without groups
+    allows everything. Refused: 403 naming the first tool refused."""
+    if not policy.groups or identity is None:
+        return None
+    groups = caller_groups(policy, identity)
+    names = ", ".join(g.name for g in groups) or "none"
+    for tool_type, name in server_tools_in(body):
+        if not any(g.allows_server_tool(tool_type, name) for g in groups):
+            what = f"{_shown(name)} ({_shown(tool_type)})" if name and name != tool_type else _shown(tool_type)
+            return apierrors.permission(
+                f"Gatehouse policy does not allow the server tool {what} for your groups ({names})."
+            )
+    servers = _mcp_servers(body)
+    if servers is not None and not any(g.mcp_servers for g in groups):
+        which = f" ({_shown(', '.join(servers))})" if servers else ""
+        return apierrors.permission(
+            f"Gatehouse policy does not allow mcp_servers{which} (MCP servers that Anthropic calls on the "
+            f"model's behalf) for your groups ({names})."
+        )
     return None
