@@ -7,6 +7,8 @@ Keys are relative to the store root::
     checkpoints/<chain-id>/<seq:012d>.json      signed statement of a chain's head
     checkpoints/<chain-id>/<seq:012d>.prune.json signed statement that seq 0..N were pruned
     keys/<key-id>.pub                           public keys (PEM) that signed records
+    approvals/...                               the approvals store (gatehouse.approvals.store):
+                                                not records; verify and prune leave it alone
 
 A chain id sorts by the time its gateway run started. Pure: no I/O.
 """
@@ -20,6 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gatehouse.recording.canonical import SHA256_HEX, RecordError, ref_hex
+
+# The approvals store's objects live beside the records, under this prefix.
+APPROVALS_PREFIX = "approvals/"
 
 
 def new_chain_id(now: float | None = None) -> str:

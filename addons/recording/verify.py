@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gatehouse.recording.canonical import RecordError, canonical_json, parse_json, ref_hex
 from gatehouse.recording.chain import CHECKPOINT_SCHEMA, RECORD_KINDS, SCHEMA
-from gatehouse.recording.layout import blob_key, parse_key, record_key
+from gatehouse.recording.layout import APPROVALS_PREFIX, blob_key, parse_key, record_key
 from gatehouse.recording.reader import blob_refs
 from gatehouse.recording.signing import check_signature, key_id_of, load_public_key
 from gatehouse.recording.stores import LOCK_MODES, NotFound, S3Store, Store, StoreError
@@ -205,6 +205,8 @@ class _Verifier:
         record_seqs: dict[str, array[int]] = {}
         blobs: list[bytes] = []
         for k in self.store.list(""):
+            if k.startswith(APPROVALS_PREFIX):
+                continue  # the approvals store (write-once too, but not part of the chain)
             p = parse_key(k)
             if p is None:
                 if not k.endswith("/") and not k.split("/")[-1].startswith("."):
