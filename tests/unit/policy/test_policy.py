@@ -14,6 +14,7 @@ from gatehouse.policy.loader import load_policy
 from gatehouse.policy.reader import PolicyError
 
 REPO = Path(__file__).resolve().parents[3]
+ISSUER_TEXT = '[[issuers]]\nname = "corp"\nissuer = "https://login.example.com"\naudience = "gatehouse"\n\n'
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -44,8 +45,22 @@ def test_relative_paths_resolve_against_policy_folder(tmp_path):
 @pytest.mark.parametrize(
     "text, key, message",
     [
-        ('[[commands.rules]]\nid = "x"\n', "commands", "not supported by this version"),
-        ('[approvals]\napprovers = ["sre"]\n', "approvals", "not supported by this version"),
+        (
+            '[[commands.rules]]\nid = "x"\ntool = "Bash"\naction = "approve"\nmessage = "m"\napprovers = ["sre"]\n',
+            "commands.rules[0]",
+            "needs at least one [[issuers]] entry",
+        ),
+        (
+            ISSUER_TEXT + '[[commands.rules]]\nid = "x"\ntool = "Bash"\naction = "approve"\nmessage = "m"\n',
+            "commands.rules[0]",
+            "an approve rule needs approvers",
+        ),
+        (
+            ISSUER_TEXT + '[[access.rules]]\nid = "x"\nmodels = ["claude-opus-*"]\naction = "approve"\n',
+            "access.rules[0]",
+            "an approve rule needs approvers",
+        ),
+        ("[approvals]\ntimeout_seconds = 600\n", "approvals.timeout_seconds", "540"),
         ("[wat]\n", "wat", "unknown key"),
         ("[gateway\n", "", "not valid TOML"),
         ('[groups.dev]\nmodels = ["claude-*"]\n', "groups", "at least one [[issuers]] entry"),
