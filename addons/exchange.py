@@ -90,6 +90,10 @@ class Exchange:
     # Set by the masking addon once it has parsed the request body: whether it asks for a streamed
     # response. None: not parsed (masking off, a passthrough flow, a body forwarded uninspected).
     request_streams: bool | None = None
+    # Set by the commands addon once the request is known: an `approve` rule may apply to this
+    # caller, so the response must be buffered (a streamed response cannot wait for a human:
+    # mitmproxy's stream modifier is synchronous). Masking then does not stream it.
+    buffer_response: bool = False
     # Set by the masking addon when a response it streamed ended or broke off: what the client
     # received of it, the message reassembled from the events as sent (after masking; so far,
     # when the stream broke off). Its findings are in `response_findings` by then; the recorder

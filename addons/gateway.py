@@ -14,6 +14,8 @@ if importlib.util.find_spec("gatehouse") is None:  # pragma: no cover - a set-up
     )
 
 from gatehouse.mitm.access import Access
+from gatehouse.mitm.approvals import ApprovalsApi
+from gatehouse.mitm.commands import Commands
 from gatehouse.mitm.credentials import Credentials
 from gatehouse.mitm.exchanges import ExchangeIds
 from gatehouse.mitm.identity import IdentityAddon
@@ -39,7 +41,9 @@ addons = [
     ExchangeIds(),
     identity,
     Access(state),
+    ApprovalsApi(state),  # answers gatehouse.internal itself: nothing after it forwards that
     Credentials(state),
     masking,
+    Commands(state),  # after masking: tool calls are judged on what the client would get
     recorder,
 ]

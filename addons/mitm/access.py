@@ -1,16 +1,28 @@
-"""Access: only the API host is intercepted; endpoints, body size and models per policy."""
+"""Access: only the API host is intercepted; endpoints, body size, models and server-side tools
+per policy; just-in-time access (``[[access.rules]]``) through the approvals store.
+
+The gateway's own host (`gatehouse.internal`, the approvals API) is reached through the
+proxy too; it is answered by `gatehouse.mitm.approvals` and never forwarded.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mitmproxy import http, tls
 
 from gatehouse.access import checks as access
 from gatehouse.access.checks import HostRoute
+from gatehouse.access.rules import jit_rule_for, jit_target
+from gatehouse.approvals import INTERNAL_HOST
+from gatehouse.commands.judge import call_sha256
+from gatehouse.common.hosts import normalise_host
+from gatehouse.exchange import Exchange
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
 from gatehouse.mitm.state import GatewayState
-from gatehouse.wire import apierrors
+from gatehouse.wire import apierrors, jsonbody
+from gatehouse.wire.apierrors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +33,7 @@ class Access:
 
     @fail_closed("access")
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None:
+        if flow.response is not None or normalise_host(flow.request.host) == INTERNAL_HOST:
             return
         route = access.route_host(self.state.require_policy(), flow.request.host)
         if route is HostRoute.DENY:
@@ -34,7 +46,9 @@ class Access:
         # CONNECT to the API host with a passthrough name in its SNI would otherwise reach the
         # API uninspected.
         address = data.context.server.address
-        if address and access.route_host(self.state.require_policy(), address[0]) is HostRoute.PASSTHROUGH:
+        if not address or normalise_host(address[0]) == INTERNAL_HOST:
+            return  # the gateway's own API is always intercepted: it answers it itself
+        if access.route_host(self.state.require_policy(), address[0]) is HostRoute.PASSTHROUGH:
             data.ignore_connection = True
 
     @fail_closed("access")
@@ -42,6 +56,15 @@ class Access:
         if flow.response is not None:
             return
         policy = self.state.require_policy()
+        if normalise_host(flow.request.pretty_host) == INTERNAL_HOST:
+            if flow.request.scheme != "https":
+                refuse(
+                    flow,
+                    apierrors.invalid_request(f"The approvals API is served on https://{INTERNAL_HOST} only."),
+                    "access",
+                    rule="https_only",
+                )
+            return  # answered by the approvals API (gatehouse.mitm.approvals)
         route = access.route_host(policy, flow.request.host)
         if route is HostRoute.DENY:
             refuse(flow, access.host_refusal(flow.request.host), "access", rule="other_hosts")
@@ -78,17 +101,22 @@ class Access:
             refuse(flow, err, "access", rule="max_body_bytes")
 
     @fail_closed("access")
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         policy = self.state.require_policy()
+        if normalise_host(flow.request.pretty_host) == INTERNAL_HOST:
+            return
         if access.route_host(policy, flow.request.host) is not HostRoute.API:
             return
         ex = exchange_of(flow)
         path = flow.request.path
-        if err := access.check_endpoint(policy, flow.request.method, path, ex.identity):
-            refuse(flow, err, "access", rule="endpoint")
-            return
+        method = flow.request.method
+        if err := access.check_endpoint(policy, method, path, ex.identity):
+            if not await self._just_in_time(
+                flow, ex, err, "endpoint", method=method.upper(), path=path.split("?", 1)[0]
+            ):
+                return
         body = flow.request.raw_content or b""
         if err := access.check_body_allowed(flow.request.method, bool(body)):
             refuse(flow, err, "access", rule="body_method")
@@ -107,6 +135,94 @@ class Access:
                 )
                 return
             if model is not None and (err := access.check_model(policy, model, ex.identity)):
-                refuse(flow, err, "access", rule="model", model=model)
+                if not await self._just_in_time(flow, ex, err, "model", model=model):
+                    return
+            if model is not None and (err := self._server_tools(policy, flow)):
+                refuse(flow, err, "access", rule="server_tools")
                 return
         ex.decide("access", "allow")
+
+    @staticmethod
+    def _server_tools(policy, flow: http.HTTPFlow) -> ApiError | None:
+        """Tools that run on Anthropic's side act without a tool_use reaching the client: allowed
+        per group (`server_tools`, `mcp_servers`). The body parsed already for its model."""
+        doc = jsonbody.loads(flow.request.content or b"")
+        return access.check_server_tools(policy, doc, exchange_of(flow).identity) if isinstance(doc, dict) else None
+
+    async def _just_in_time(
+        self,
+        flow: http.HTTPFlow,
+        ex: Exchange,
+        err: ApiError,
+        check: str,
+        *,
+        model: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> bool:
+        """A request outside the caller's groups: allowed when an `[[access.rules]]` grant is
+        active; refused otherwise, with the approval to ask for when a rule covers it. True when
+        the request may go on."""
+        policy = self.state.require_policy()
+        approvals = self.state.approvals
+        rule = (
+            jit_rule_for(policy.access_rules, ex.identity, model=model, method=method, path=path)
+            if approvals is not None and ex.identity is not None
+            else None
+        )
+        if rule is None:
+            refuse(flow, err, "access", rule=check, **({"model": model} if model else {}))
+            return False
+        assert approvals is not None and ex.identity is not None
+        target = jit_target(model=model, method=method, path=path)
+        grant = await asyncio.to_thread(approvals.active_access_grant, ex.identity, rule.id, target)
+        if grant is not None:
+            until = (grant.decided_at or 0) + grant.request.grant_seconds
+            ex.decide(
+                "approvals",
+                "allow",
+                f"just-in-time access to {target}",
+                rule=rule.id,
+                approval_id=grant.request.id,
+                approver=grant.decided_by[0] if grant.decided_by else None,
+                grant="access",
+                expires_at=until,
+            )
+            return True
+        ap = policy.approvals
+        tool_input = {"model": model} if model is not None else {"method": method, "path": path}
+        digest = call_sha256(target, tool_input)
+        request = await asyncio.to_thread(approvals.pending_call, ex.identity, "access", target, digest)
+        approvers = tuple(rule.approvers or ap.approvers)
+        if request is None:
+            request = await asyncio.to_thread(
+                lambda: approvals.request(
+                    kind="access",
+                    requester=ex.identity,
+                    session=flow.request.headers.get("x-claude-code-session-id"),
+                    exchange_id=ex.exchange_id,
+                    tool=target,
+                    tool_input=tool_input,
+                    input_sha256=digest,
+                    rule=rule.id,
+                    message=err.message,
+                    approvers=approvers,
+                    approvals_required=rule.approvals_required or ap.approvals_required,
+                    mode="retry",
+                    timeout_seconds=None,
+                    grant_seconds=rule.grant_seconds or ap.grant_seconds,
+                )
+            )
+        refuse(
+            flow,
+            apierrors.permission(
+                f"{err.message} Access can be granted just in time: approval {request.id} is pending "
+                f"for an approver in {', '.join(request.approvers)} "
+                f"(`gatehouse approvals approve {request.id}`); retry once it is approved."
+            ),
+            "access",
+            rule=check,
+            approval_id=request.id,
+            jit_rule=rule.id,
+        )
+        return False

@@ -231,6 +231,8 @@ class Masking:
         self._filter_headers(resp, masker, ex)
         if masker is None or _media_type(resp.headers) != "text/event-stream":
             return
+        if ex.buffer_response:
+            return  # an approval may hold it: buffered, masked whole in `response`
         if resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
             # The upstream compressed it anyway: buffer it (mitmproxy decodes) and mask it whole.
             log.warning("gatehouse: upstream compressed an event stream; masking it buffered")

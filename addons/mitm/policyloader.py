@@ -12,6 +12,10 @@ from urllib.parse import urlsplit
 from mitmproxy import ctx, exceptions
 
 import gatehouse
+from gatehouse.approvals import INTERNAL_HOST
+from gatehouse.approvals.notify import Notifier
+from gatehouse.approvals.service import ApprovalService
+from gatehouse.approvals.store import ApprovalStore
 from gatehouse.credentials.keys import MissingKey, read_key
 from gatehouse.identity.verifier import TokenConfigError, TokenVerifier
 from gatehouse.masking.fingerprints import FingerprintKeyError
@@ -23,6 +27,7 @@ from gatehouse.mitm.state import GatewayState
 from gatehouse.policy.gateway import API_HOST, DEFAULT_UPSTREAM, validate_upstream
 from gatehouse.policy.loader import Policy, load_policy
 from gatehouse.policy.reader import PolicyError
+from gatehouse.recording.stores import StoreError, open_store
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,10 @@ class PolicyLoader:
         """Configure the feature addons; raises PolicyError or TokenConfigError."""
         verifier = TokenVerifier(policy.issuers) if policy.issuers else None
         # Clients CONNECT to the API host even when the upstream is overridden.
+        # The approvals API's host is answered inside the tunnel too: a refusal there must be a
+        # readable 401, not a bare 407.
         self.identity.configure_verifier(
-            verifier, api_hosts={API_HOST}, passthrough_hosts=set(policy.gateway.passthrough_hosts)
+            verifier, api_hosts={API_HOST, INTERNAL_HOST}, passthrough_hosts=set(policy.gateway.passthrough_hosts)
         )
         # One masker for the wire and the recorder's copy: the same rules and fingerprints.
         masker = build_masker(policy.masking, policy.gateway.state_dir)
@@ -57,6 +64,32 @@ class PolicyLoader:
             masker=masker,
             policy_sha256=policy.sha256,
             gateway_version=gatehouse.__version__,
+        )
+        self.state.approvals = self._approvals(policy)
+
+    @staticmethod
+    def _approvals(policy: Policy) -> ApprovalService | None:
+        """The approvals store lives beside the records (same store, prefix ``approvals/``):
+        replicas that share a store share approvals."""
+        if not policy.uses_approvals:
+            return None
+        rec = policy.recording
+        assert rec is not None
+        try:
+            store = open_store(
+                rec.store,
+                endpoint_url=rec.s3_endpoint_url,
+                object_lock_mode=rec.object_lock_mode,
+                kms_key_id=rec.kms_key_id,
+            )
+        except StoreError as e:
+            raise PolicyError(
+                policy.path, "approvals", f"the approvals store (the recording store) cannot be opened: {e}"
+            ) from None
+        return ApprovalService(
+            ApprovalStore(store, retain_days=rec.retention_days if rec.object_lock_mode else None),
+            policy.approvals,
+            notifier=Notifier(policy.approvals.notify_url),
         )
 
     def load(self, loader) -> None:

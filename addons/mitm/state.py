@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from gatehouse.approvals.service import ApprovalService
 from gatehouse.masking.masker import Masker
 from gatehouse.policy.gateway import DEFAULT_UPSTREAM
 from gatehouse.policy.loader import Policy
@@ -17,6 +18,9 @@ class GatewayState:
     # The policy's masker (None: masking off), shared by every addon that scans what it passes
     # (log redaction, gatehouse.mitm.logsafety, masks every log line with it too).
     masker: Masker | None = None
+    # The approvals store and waiters (None: no rule of the policy asks a human), shared by the
+    # commands adapter (holds tool calls), Access (just-in-time grants) and the approvals API.
+    approvals: ApprovalService | None = None
 
     def require_policy(self) -> Policy:
         if self.policy is None:

@@ -63,6 +63,10 @@ def permission(message: str) -> ApiError:
     return ApiError("permission_error", message)
 
 
+def not_found(message: str) -> ApiError:
+    return ApiError("not_found_error", message)
+
+
 def too_large(message: str) -> ApiError:
     return ApiError("request_too_large", message)
 
