@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -60,7 +61,10 @@ def started(gateway_factory, extra: str):
 
 def tool_reply(*calls: tuple[str, dict]) -> Reply:
     blocks = [{"type": "text", "text": "Let me do that."}]
-    blocks += [{"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": inp} for i, (n, inp) in enumerate(calls)]
+    tag = uuid.uuid4().hex[:12]  # tool_use ids are unique, as the API's are
+    blocks += [
+        {"type": "tool_use", "id": f"toolu_{tag}{i}", "name": n, "input": inp} for i, (n, inp) in enumerate(calls)
+    ]
     return Reply.message(blocks)
 
 
@@ -224,3 +228,43 @@ def test_claude_code_retry_mode_passes_once_after_approval(gateway_factory, upst
         if d["detail"].get("grant") == "used"
     ]
     assert len(used) == 1 and used[0]["detail"]["approval_id"] == item["id"]
+
+
+def test_the_report_shows_blocked_approved_and_denied_calls(gateway_factory, upstream, tmp_path):
+    import concurrent.futures
+    import subprocess
+
+    from support.approvers import GATEHOUSE
+    from support.report_fixtures import index_data, text_of
+
+    gw, alice, bob = started(gateway_factory, BLOCK_RULES + hold_rules().replace("\n[commands]\n", "\n", 1))
+    client = sdk_client(gw, alice, timeout=120)
+
+    def ask(command: str):
+        upstream.enqueue(tool_reply(("Bash", {"command": command})))
+        return client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=50, messages=[{"role": "user", "content": "go"}]
+        )
+
+    assert ask("rm -rf /").content[-1].type == "text"  # blocked by the pack
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for decision in ("approve", "deny"):
+            held = pool.submit(ask, f"cp template CANARY-{decision}")  # held, not blocked
+            [item] = wait_for_pending(gw, bob)
+            r = approvals_cli(gw, bob, decision, item["id"], "--reason", f"{decision} from the test")
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert (held.result(timeout=60).content[-1].type == "tool_use") is (decision == "approve")
+    decisions(gw, "approvals", until=lambda ds: sum(1 for d in ds if d["detail"].get("tool_use_id")) >= 2)
+    out = tmp_path / "report"
+    r = subprocess.run(
+        [GATEHOUSE, "report", str(gw.workdir / "recordings"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = index_data(out)
+    assert sum(row["blocked"] for row in rows) == 2  # the blocked and the denied call
+    assert sum(row["approved"] for row in rows) == 1 and sum(row["held"] for row in rows) == 0
+    pages = " ".join(text_of(p.read_text()) for p in (out / "sessions").glob("*.html"))
+    assert "by bob@example.com" in pages and "deny from the test" in pages and "no-rm-rf-root" in pages
