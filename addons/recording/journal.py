@@ -1,10 +1,13 @@
 """The journal: this process's chain, into which each record is linked, signed and spooled.
 
-Also the chain's checkpoints. Blocks on disk: callers run it in worker threads.
+Also the chain's checkpoints. A record is sealed and written under the journal's lock (which
+orders the chain), and made durable after it, so concurrent appends share one fdatasync
+(`Spool.sync`). Blocks on disk: callers run it in worker threads.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -16,9 +19,9 @@ from gatehouse.recording.chain import make_checkpoint, seal_record, start_record
 from gatehouse.recording.layout import checkpoint_key, new_chain_id, public_key_key, record_key
 from gatehouse.recording.records import BuiltRecord
 from gatehouse.recording.signing import SigningKey
-from gatehouse.recording.spool import Spool, SpoolError
+from gatehouse.recording.spool import Frame, Spool, Token
 
-# How many other stores' last records head.json keeps (the most recently left ones).
+# How many other stores' last records the spool's head keeps (the most recently left ones).
 MAX_OTHER_STORES = 16
 
 
@@ -34,7 +37,7 @@ class Journal:
     """Links records into this process's chain, signs them and spools them.
 
     The chain starts lazily with a ``start`` record naming the last record of the previous
-    run (from the spool's head.json), so a gateway whose spool is unusable at start-up still
+    run (the spool's head, `Spool.read_head`), so a gateway whose spool is unusable at start-up still
     starts, refuses requests under ``on_record_failure = "refuse"``, and recovers when the
     spool does.
 
@@ -69,6 +72,7 @@ class Journal:
         self.head: str | None = None
         self._published: set[str] = set()
         self._checkpointed = -1
+        self._epoch = spool.epoch
         self._lock = threading.Lock()
         self._moves = 0  # how many times the chain moved to another store (see `append`)
         # The last record this spool wrote to each other store: the next chain on one of them
@@ -84,35 +88,54 @@ class Journal:
             self.policy_sha256 = policy_sha256
             self.retention_days = retention_days
 
-    def _publish_key(self) -> None:
+    def _write(self, body: dict[str, Any]) -> tuple[Token, Appended]:
+        """Seal `body` (after a ``start`` record when the chain has not begun) and write it to the
+        spool, not yet durable: the caller syncs the token. Caller holds the lock."""
+        if self.spool.epoch != self._epoch:
+            # Writes this chain relied on were lost (a failed fdatasync): a new chain starts,
+            # naming the last record that is durable.
+            self.chain_id, self.seq, self.head = None, -1, None
+            self._published, self._checkpointed = set(), -1
+            self._epoch = self.spool.epoch
+        frames: list[Frame] = []
         if self.key.key_id not in self._published:
-            self.spool.put(public_key_key(self.key.key_id), self.key.public_pem())
-            self._published.add(self.key.key_id)
-
-    def _write(self, body: dict[str, Any]) -> Appended:
-        """Seal and spool one record. Caller holds the lock."""
-        if self.chain_id is None:
+            frames.append(("key", public_key_key(self.key.key_id), self.key.public_pem()))
+        chain_id, seq, prev = self.chain_id, self.seq + 1, self.head
+        if chain_id is None:
             previous, previous_store = self._previous_run()
             chain_id = new_chain_id(self.clock())
-            self.chain_id = chain_id
-            try:
-                start = start_record_body(
-                    previous=previous,
-                    previous_store=previous_store,
-                    gateway_version=self.gateway_version,
-                    policy_sha256=self.policy_sha256,
-                    node=self.node,
-                    key_id=self.key.key_id,
-                    retention_days=self.retention_days,
-                )
-                self._seal_and_spool(start)
-            except BaseException:
-                self.chain_id = None  # retry the start record (and a fresh chain id) next time
-                raise
-        return self._seal_and_spool(body)
+            start = start_record_body(
+                previous=previous,
+                previous_store=previous_store,
+                gateway_version=self.gateway_version,
+                policy_sha256=self.policy_sha256,
+                node=self.node,
+                key_id=self.key.key_id,
+                retention_days=self.retention_days,
+            )
+            data, prev = seal_record(start, chain_id=chain_id, seq=0, prev=None, at=self.clock(), key=self.key)
+            frames.append(("record", record_key(chain_id, 0), data))
+            # Which store the chain belongs to, and the other stores' last records: the spool's
+            # head as the next run reads it.
+            head: dict[str, Any] = {}
+            if self.store_url is not None:
+                head["store"] = self.store_url
+                if self._other_heads:
+                    head["stores"] = self._other_heads
+            frames.append(("head", "", json.dumps(head, sort_keys=True).encode()))
+            seq = 1
+        data, digest = seal_record(body, chain_id=chain_id, seq=seq, prev=prev, at=self.clock(), key=self.key)
+        key = record_key(chain_id, seq)
+        frames.append(("record", key, data))
+        token = self.spool.write(frames, epoch=self._epoch)
+        # Written, not yet durable: the next record links to this one (a failed sync bumps the
+        # spool's epoch, and the next record starts a new chain).
+        self.chain_id, self.seq, self.head = chain_id, seq, digest
+        self._published.add(self.key.key_id)
+        return token, Appended(chain_id, seq, digest, key)
 
     def _previous_run(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """The new chain's links, from the spool's head.json: `previous`, the last record this
+        """The new chain's links, from the spool's head: `previous`, the last record this
         spool wrote to this store (in the previous run, or before runs on other stores), and
         `previous_store` when the previous run recorded to another store. Also keeps, for later
         heads, the last record of each other store (`_other_heads`)."""
@@ -135,38 +158,28 @@ class Journal:
         self._other_heads = dict(list(heads.items())[-MAX_OTHER_STORES:])
         return mine, {"url": other, **link}
 
-    def _seal_and_spool(self, body: dict[str, Any]) -> Appended:
-        assert self.chain_id is not None
-        self._publish_key()
-        seq = self.seq + 1
-        data, digest = seal_record(body, chain_id=self.chain_id, seq=seq, prev=self.head, at=self.clock(), key=self.key)
-        key = record_key(self.chain_id, seq)
-        if not self.spool.put(key, data):
-            raise SpoolError(f"{key} is already spooled (two writers on one chain?)")
-        # The record is durable from here on: advance even if head.json cannot be updated.
-        self.seq, self.head = seq, digest
-        head: dict[str, Any] = {"chain": self.chain_id, "seq": seq, "hash": digest}
-        if self.store_url is not None:
-            head["store"] = self.store_url
-            if self._other_heads:
-                head["stores"] = self._other_heads
-        self.spool.write_head(head)
-        return Appended(self.chain_id, seq, digest, key)
-
     def append(self, built: BuiltRecord) -> Appended:
+        """Link, sign and spool a record with its blobs; returns once all of it is durable."""
         self.spool.open()
-        # Blobs first (outside the lock: they are content-addressed, writers do not conflict),
-        # so a spooled record never names a blob that is not spooled or stored.
-        moves = self._moves
-        for hx, data in built.blobs.items():
-            self.spool.put_blob(hx, data)
+        moves, epoch = self._moves, self.spool.epoch
+        # Blobs first, outside the lock (content-addressed: writers do not conflict), so a
+        # spooled record never names a blob that is not spooled or stored; the record's sync
+        # makes them durable with it.
+        blobs: list[Frame] = [("blob", hx, data) for hx, data in built.blobs.items() if self.spool.needs_blob(hx)]
+        if blobs:
+            self.spool.write(blobs, epoch=epoch)
         with self._lock:
-            if self._moves != moves:
-                # The chain moved to another store meanwhile: a blob skipped as uploaded was
-                # uploaded to the old store, not to the one this record goes to.
-                for hx, data in built.blobs.items():
-                    self.spool.put_blob(hx, data)
-            return self._write(built.body)
+            if self._moves != moves or self.spool.epoch != epoch:
+                # The chain moved to another store meanwhile (a blob skipped as uploaded was
+                # uploaded to the old store), or the blobs written may be lost: again.
+                again: list[Frame] = [
+                    ("blob", hx, data) for hx, data in built.blobs.items() if self.spool.needs_blob(hx)
+                ]
+                if again:
+                    self.spool.write(again)
+            token, appended = self._write(built.body)
+        self.spool.sync(token)
+        return appended
 
     def move_to(self, store_url: str, finish: Callable[[], None]) -> None:
         """End this chain (a last checkpoint) and start the next record's chain on another store.
@@ -194,6 +207,6 @@ class Journal:
             return None
         data = make_checkpoint(chain_id=self.chain_id, seq=self.seq, head=self.head, key=self.key, at=self.clock())
         key = checkpoint_key(self.chain_id, self.seq)
-        self.spool.put(key, data)
+        self.spool.sync(self.spool.write([("checkpoint", key, data)], epoch=self._epoch))
         self._checkpointed = self.seq
         return key

@@ -110,7 +110,7 @@ class Recording:
                 self.uploader.upload_pending(time.monotonic() + timeout)
             except (StoreError, OSError, ValueError) as e:
                 error = e
-            left = self.spool.pending()
+            left = self.spool.pending() if self.spool.has_pending() else []
             if left:
                 raise SpoolForOtherStore(
                     f"cannot move recording from {old.url} to {store.url}: {len(left)} object(s) in the "
@@ -119,6 +119,7 @@ class Recording:
                     + "; recording goes on to the old store until they are uploaded"
                 )
             self.spool.rebind(new_url)
+            self.spool.close_segment()  # the old store's segments go once shipped
 
         try:
             self.journal.move_to(new_url, finish)
@@ -166,6 +167,11 @@ class Recording:
             self.journal.checkpoint()
         except Exception as e:
             log.error("recording: cannot spool the shutdown checkpoint: %s", e)
+        try:
+            # head.json names the last record, and the last segment can go once shipped.
+            self.spool.close_segment()
+        except SpoolError as e:
+            log.error("recording: %s", e)
         deadline = time.monotonic() + timeout
         try:
             self.uploader.upload_pending(deadline)
@@ -177,7 +183,8 @@ class Recording:
                 e,
             )
             return False
-        left = self.spool.pending()
-        if left:
+        if self.spool.has_pending():
+            left = self.spool.pending()
             log.warning("recording: %d object(s) stay in the spool %s for the next start", len(left), self.spool.root)
-        return not left
+            return False
+        return True

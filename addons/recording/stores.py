@@ -15,7 +15,8 @@ import base64
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,9 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from gatehouse.common.durable import fsync_dir, makedirs_durable, write_exclusive
+
+# How many files `LocalStore.put_batch` has open at once.
+PUT_BATCH_FILES = 64
 
 # S3 Object Lock's retention modes.
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
@@ -135,6 +139,52 @@ class LocalStore:
             return write_exclusive(self.path(key), data, mode=0o400)
         except OSError as e:
             raise StoreError(f"{self.url}: cannot write {key}: {e.strerror or e}") from None
+
+    def put_batch(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """`put` for many objects, durable together (the uploader's batches): each is written
+        to a temporary file, all are fsynced, then linked to their names in order (exclusive:
+        False where the name exists, also for a key repeated in `items`), and each directory
+        that gained a name is fsynced once. A name never appears without its data."""
+        if len(items) > PUT_BATCH_FILES:  # bounded: each file of a chunk holds a descriptor
+            return [
+                made
+                for i in range(0, len(items), PUT_BATCH_FILES)
+                for made in self.put_batch(items[i : i + PUT_BATCH_FILES])
+            ]
+        paths = [self.path(key) for key, _ in items]
+        temps: list[tuple[int, str]] = []
+        try:
+            for parent in dict.fromkeys(p.parent for p in paths):
+                makedirs_durable(parent)
+            for path, (_key, data) in zip(paths, items, strict=True):
+                fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+                temps.append((fd, name))
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, 0o400)
+            for fd, _name in temps:
+                os.fsync(fd)
+            created = []
+            for path, (_fd, name) in zip(paths, temps, strict=True):
+                try:
+                    os.link(name, path)
+                    created.append(True)
+                except FileExistsError:
+                    created.append(False)
+            done, temps = temps, []
+            for fd, name in done:
+                os.close(fd)
+                os.unlink(name)
+            for parent in dict.fromkeys(p.parent for p, made in zip(paths, created, strict=True) if made):
+                fsync_dir(parent)
+            return created
+        except OSError as e:
+            raise StoreError(f"{self.url}: cannot write {len(items)} object(s): {e.strerror or e}") from None
+        finally:
+            for fd, name in temps:  # a failure before the links: nothing named, nothing left
+                os.close(fd)
+                Path(name).unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         try:

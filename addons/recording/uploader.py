@@ -1,8 +1,10 @@
 """From the spool to the store: the uploader thread, its retries, and the retention it sets.
 
-Objects go in order (public keys, records by chain and seq, checkpoints after the records
-they name) and a record's blobs before it, so the store never holds a record whose blobs or
-key are missing. A blob or key that several records rely on is written once and its
+Objects go in the order they were spooled (a public key before the records it signs, a
+record's blobs before it, records by chain and seq, checkpoints after the records they name),
+so the store never holds a record whose blobs or key are missing. They go in batches; the
+spool's cursor moves past a batch once the store holds it (re-uploading after a crash is safe:
+puts are exclusive, and an object already stored with the same bytes counts as uploaded). A blob or key that several records rely on is written once and its
 retention extended as newer records need it. Blocks on disk and network: it runs in its own
 thread.
 """
@@ -19,9 +21,9 @@ from datetime import UTC, datetime, timedelta
 from gatehouse.common.lru import Lru
 from gatehouse.recording.canonical import parse_json, ref_hex
 from gatehouse.recording.journal import Journal
-from gatehouse.recording.layout import blob_key, parse_key
+from gatehouse.recording.layout import blob_key
 from gatehouse.recording.reader import blob_refs
-from gatehouse.recording.spool import Spool
+from gatehouse.recording.spool import Frame, Spool
 from gatehouse.recording.stores import NotFound, Store
 
 log = logging.getLogger("gatehouse.recording")
@@ -103,7 +105,7 @@ class Uploader:
         deadline = time.monotonic() + timeout
         self.wake()
         while time.monotonic() < deadline:
-            if not self.spool.pending() and self._idle.is_set():
+            if not self.spool.has_pending() and self._idle.is_set():
                 return True
             if not self.running:
                 try:
@@ -113,7 +115,7 @@ class Uploader:
                     return False
                 continue
             time.sleep(0.02)
-        return not self.spool.pending()
+        return not self.spool.has_pending()
 
     # -- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -161,69 +163,81 @@ class Uploader:
         return now + timedelta(days=self.retention_days or 0)
 
     def upload_pending(self, deadline: float | None = None) -> int:
-        """Upload everything spooled, in order; raise on the first failure. Returns the count.
-        With a `deadline` (time.monotonic()), stop there, including waiting for a pass the
-        thread has under way."""
+        """Upload everything spooled, in order; raise on the first failure. Returns how many
+        records, checkpoints and keys went. With a `deadline` (time.monotonic()), stop there,
+        including waiting for a pass the thread has under way."""
         timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
         if not self._pass_lock.acquire(timeout=timeout):
             return 0
         try:
             n = 0
-            for key in self.spool.pending():
-                if deadline is not None and time.monotonic() > deadline:
+            while deadline is None or time.monotonic() <= deadline:
+                batch = self.spool.next_batch()
+                if batch is None:
                     break
-                self._upload(key)
-                n += 1
+                n += self._ship(batch.frames)
+                self.spool.advance(batch)
             return n
         finally:
             self._pass_lock.release()
 
-    def _upload(self, key: str) -> None:
-        try:
-            data = self.spool.read(key)
-        except FileNotFoundError:
-            return
-        kind = parse_key(key).kind  # type: ignore[union-attr] - pending() lists parsed keys
+    def _ship(self, frames: list[Frame]) -> int:
+        """Put one batch of frames into the store, in their order. A store that can (the local
+        one) makes the whole batch durable together (`LocalStore.put_batch`)."""
         until = self._needed_until()
-        if kind == "key":
-            self._put_shared(key, data, until, content_type="application/x-pem-file")
-            self.spool.remove(key)
-            return
-        if kind == "record":
-            for ref in blob_refs(parse_json(data)):
-                self._ensure_blob(ref_hex(ref), until)
-        if not self.store.put(key, data, retain_until=until):
-            existing = self.store.get(key)
-            if existing != data:
+        shared_until = until + self.blob_retention_slack
+        puts: list[tuple[str, str, bytes, datetime, str]] = []  # (kind, store key, data, retain, type)
+        in_batch: set[str] = set()
+        for kind, key, data in frames:
+            if kind == "blob":
+                puts.append((kind, blob_key(key), data, shared_until, "application/json"))
+                in_batch.add(key)
+            elif kind == "key":
+                puts.append((kind, key, data, shared_until, "application/x-pem-file"))
+            elif kind == "record":
+                for ref in blob_refs(parse_json(data)):
+                    hx = ref_hex(ref)
+                    if hx not in in_batch:  # stored by an earlier record: its retention is extended
+                        self._ensure_blob(hx, until)
+                puts.append((kind, key, data, until, "application/json"))
+            elif kind == "checkpoint":
+                puts.append((kind, key, data, until, "application/json"))
+        put_batch = getattr(self.store, "put_batch", None)
+        created_all = put_batch([(k, d) for _kind, k, d, _u, _t in puts]) if put_batch is not None else None
+        n = 0
+        for i, (kind, key, data, retain, content_type) in enumerate(puts):
+            if created_all is not None:
+                created = created_all[i]
+            else:
+                created = self.store.put(key, data, retain_until=retain, content_type=content_type)
+            if kind in ("blob", "key"):
+                # Shared by several records: written once, its retention extended as needed.
+                if not created:
+                    self.store.extend_retention(key, retain)
+                self._retained.put(key, retain)
+                if kind == "blob":
+                    self.spool.uploaded.put(key.rsplit("/", 1)[1][: -len(".json")], True)
+                else:
+                    n += 1
+                continue
+            if not created and self.store.get(key) != data:
                 # Never overwritten and never dropped: kept aside for an operator to look at.
-                target = self.spool.set_aside(key)
+                target = self.spool.set_aside(key, data)
                 log.error(
                     "recording: %s already exists in %s with different content; kept the spooled copy at %s",
                     key,
                     self.store.url,
                     target,
                 )
-                return
-        self.spool.remove(key)
-        self.uploaded += 1
-
-    def _put_shared(self, key: str, data: bytes, until: datetime, *, content_type: str = "application/json") -> None:
-        """An object several records rely on (a blob, a public key): written once, and its
-        retention extended when a newer record needs it longer."""
-        target = until + self.blob_retention_slack
-        if not self.store.put(key, data, retain_until=target, content_type=content_type):
-            self.store.extend_retention(key, target)
-        self._retained.put(key, target)
+                continue
+            self.uploaded += 1
+            n += 1
+        return n
 
     def _ensure_blob(self, hx: str, until: datetime) -> None:
         key = blob_key(hx)
         known = self._retained.get(key)
         if known is not None and known >= until:
-            return
-        if self.spool.has_blob(hx):
-            self._put_shared(key, self.spool.read_blob(hx), until)
-            self.spool.uploaded.put(hx, True)
-            self.spool.remove_blob(hx)
             return
         # Not spooled: an earlier record uploaded it (the journal skips blobs it knows are stored).
         target = until + self.blob_retention_slack

@@ -144,6 +144,8 @@ class _DirectSpool:
     written are the same, but nothing is durable until the OS flushes it.
     """
 
+    epoch = 0  # writes are never lost (see `Spool.epoch`)
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self._blobs: set[str] = set()
@@ -161,19 +163,23 @@ class _DirectSpool:
             f.write(data)
         return True
 
-    def put(self, key: str, data: bytes) -> bool:
-        return self._create(self.root / key, data)
+    def needs_blob(self, hx: str) -> bool:
+        return hx not in self._blobs
 
-    def put_blob(self, hx: str, data: bytes) -> None:
-        if hx not in self._blobs:
-            self._blobs.add(hx)
-            self._create(self.root / blob_key(hx), data)
+    def write(self, frames: Sequence[tuple[str, str, bytes]], *, epoch: int | None = None) -> None:
+        for kind, key, data in frames:
+            if kind == "blob":
+                if key not in self._blobs:
+                    self._blobs.add(key)
+                    self._create(self.root / blob_key(key), data)
+            elif kind != "head":  # the chain's head is for the next run's spool: there is none
+                self._create(self.root / key, data)
+
+    def sync(self, token: None) -> None:
+        pass
 
     def read_head(self) -> dict[str, Any] | None:
         return None
-
-    def write_head(self, head: dict[str, Any]) -> None:
-        pass
 
 
 @dataclass

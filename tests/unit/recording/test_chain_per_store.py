@@ -176,6 +176,9 @@ class DownStore(LocalStore):
     def put(self, key, data, **kw):  # type: ignore[no-untyped-def]
         raise StoreError(f"{self.url}: unreachable")
 
+    def put_batch(self, items):  # type: ignore[no-untyped-def]
+        raise StoreError(f"{self.url}: unreachable")
+
 
 def test_a_reload_to_another_store_is_refused_while_the_old_one_has_not_taken_everything(
     tmp_path: Path, key: SigningKey, recordings: list[Path]

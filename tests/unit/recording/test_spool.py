@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from gatehouse.recording.journal import Journal
-from gatehouse.recording.layout import record_key
+from gatehouse.recording.layout import public_key_key, record_key
 from gatehouse.recording.signing import SigningKey
-from gatehouse.recording.spool import Spool, SpoolError, SpoolLocked
+from gatehouse.recording.spool import Spool, SpoolError, SpoolLocked, read_spooled
 from gatehouse.recording.stores import LocalStore
 from gatehouse.recording.verify import verify_store
 from support.records import numbered_record, open_recording
@@ -25,20 +25,29 @@ def test_append_is_durable_before_upload_and_upload_empties_the_spool(
     rec.spool.open()  # no uploader started: everything stays spooled
     a = rec.append(numbered_record(1))
     assert (a.seq, a.chain) == (1, rec.journal.chain_id)
-    outbox = sorted(
-        p.relative_to(tmp_path / "spool/outbox").as_posix() for p in (tmp_path / "spool/outbox").rglob("*.json")
-    )
-    assert outbox == [record_key(a.chain, 0), record_key(a.chain, 1)]
-    assert len(list((tmp_path / "spool/blobs").rglob("*.json"))) == 2
-    head = json.loads((tmp_path / "spool/head.json").read_text())
-    assert head == {"chain": a.chain, "seq": 1, "hash": a.hash, "store": store.url}
+    # Durable in the spool, in upload order: the public key, then each record after its blobs.
+    spooled = [k for k, _ in rec.spool.spooled()]
+    assert [k for k in spooled if not k.startswith("blobs/")] == [
+        public_key_key(key.key_id),
+        record_key(a.chain, 0),
+        record_key(a.chain, 1),
+    ]
+    assert rec.spool.pending() == [public_key_key(key.key_id), record_key(a.chain, 0), record_key(a.chain, 1)]
+    assert len([k for k in spooled if k.startswith("blobs/")]) == 2
+    assert spooled.index(record_key(a.chain, 1)) > max(i for i, k in enumerate(spooled) if k.startswith("blobs/"))
+    assert read_spooled(tmp_path / "spool") == rec.spool.spooled()  # as another process reads it
+    assert rec.spool.read_head() == {"chain": a.chain, "seq": 1, "hash": a.hash, "store": store.url}
     assert list(store.list("")) == []
 
     rec.uploader.start()
     rec.append(numbered_record(2))
     assert rec.uploader.flush(10)
-    assert rec.spool.pending() == [] and not list((tmp_path / "spool/blobs").rglob("*.json"))
+    assert rec.spool.pending() == [] and rec.spool.spooled() == []
     assert rec.shutdown()
+    # Shut down: every segment shipped and deleted; head.json names the chain's last record.
+    assert not list((tmp_path / "spool/segments").iterdir())
+    head = json.loads((tmp_path / "spool/head.json").read_text())
+    assert (head["chain"], head["seq"], head["store"]) == (a.chain, 2, store.url)
     result = verify_store(store, trusted_keys={key.key_id: key.public_key})
     assert result.ok, result.problems
     assert (result.records, result.blobs, result.checkpoints) == (3, 3, 1)

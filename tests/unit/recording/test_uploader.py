@@ -29,14 +29,13 @@ def test_a_blob_reused_by_later_records_is_spooled_and_stored_once(
     rec = open_recording(tmp_path / "spool", store, key, recordings)
     rec.start()
     writes: list[str] = []
-    original = rec.spool.put_blob
+    original = rec.spool.write
 
-    def counting(hx: str, data: bytes) -> None:
-        if not rec.spool.has_blob(hx) and hx not in rec.spool.uploaded:
-            writes.append(hx)
-        original(hx, data)
+    def counting(frames: Any, **kw: Any) -> Any:
+        writes.extend(k for kind, k, _ in frames if kind == "blob")
+        return original(frames, **kw)
 
-    rec.spool.put_blob = counting  # type: ignore[method-assign]
+    rec.spool.write = counting  # type: ignore[method-assign]
     for i in range(5):
         rec.append(numbered_record(i))
         assert rec.uploader.flush(10)
@@ -56,6 +55,13 @@ class FlakyStore(LocalStore):
             self.failures -= 1
             raise StoreError("simulated outage")
         return super().put(key, data, **kw)
+
+    def put_batch(self, items: Any) -> list[bool]:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("simulated outage")
+        return super().put_batch(items)
 
 
 def test_uploader_retries_with_backoff(tmp_path: Path, key: SigningKey) -> None:
