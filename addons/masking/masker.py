@@ -23,18 +23,22 @@ import binascii
 import copy
 import json
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import re2
 
+from gatehouse.common.lru import Lru
 from gatehouse.exchange import Finding
 from gatehouse.masking.byte_identical import EXEMPT_BY_TYPE, TOOL_BLOCK_TYPES, child_slot, is_binary_media
 from gatehouse.masking.config import MaskingPolicy
 from gatehouse.masking.fingerprints import fingerprint, fingerprint_key_for, mask_token
 from gatehouse.masking.rules import Hit
 from gatehouse.masking.text_stream import MAX_HOLD_CHARS, TextStream
+
+if TYPE_CHECKING:  # only its type: the caller parses the document
+    from gatehouse.wire.jsonbody import Spanned
 
 # Content lists: the adjacent texts of a list under one of these keys (a message's content,
 # the system list, a response's content, at any depth outside tool inputs) are also scanned
@@ -52,6 +56,91 @@ _CLEAN_CACHE_MAX_LEN = 64
 _CLEAN_CACHE_SIZE = 16384
 
 _NO_KEY = object()
+
+# `Masker.mask_spanned` remembers this many parts in which nothing was masked (each entry is a
+# digest and a few findings' worth: ~200 bytes), and this many with something masked, which
+# keep their masked copy and text, up to this size each (in characters of JSON).
+SEEN_LIMIT = 65536
+SEEN_MASKED_LIMIT = 512
+_SEEN_MASKED_MAX_CHARS = 128 * 1024
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON, non-ASCII as is: how the gateway writes a body it changed."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """What masking one part of a document gave, remembered by the digest of its text."""
+
+    masked: Any  # the masked value; None when nothing in it changed
+    text: str | None  # its compact JSON, when it changed
+    findings: tuple[tuple[str, str, str], ...]  # (rule, `where` after the part's own path, fingerprint)
+
+
+class _Seen:
+    """The parts `mask_spanned` remembers: two bounded maps, the clean parts and the masked ones."""
+
+    def __init__(self, limit: int, masked_limit: int) -> None:
+        self.clean: Lru[tuple[Any, ...], _Unit] = Lru(limit)
+        self.masked: Lru[tuple[Any, ...], _Unit] = Lru(masked_limit)
+
+    def get(self, key: tuple[Any, ...]) -> _Unit | None:
+        return self.clean.get(key) or self.masked.get(key)
+
+    def put(self, key: tuple[Any, ...], unit: _Unit) -> None:
+        (self.clean if unit.masked is None else self.masked).put(key, unit)
+
+
+@dataclass
+class MaskedDocument:
+    """What `Masker.mask_spanned` made of a document: its findings, in the walk's order; each
+    member's masked value (`values`; the split list's items also in `items`); the digests of
+    the parts (`member_digests`, `item_digests`: None for a document walked whole), which name
+    them for the recorder's cache; and what changed, for `encode`."""
+
+    doc: Spanned
+    record: bool
+    findings: list[Finding] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+    items: list[Any] | None = None
+    item_digests: list[bytes] | None = None
+    member_digests: dict[str, bytes] = field(default_factory=dict)
+    # Member -> its masked JSON text (None: the split list, spliced from `changed_items`).
+    changed: dict[str, str | None] = field(default_factory=dict)
+    changed_items: dict[int, str] = field(default_factory=dict)
+    whole: bool = False
+
+    def full(self, root: dict[str, Any]) -> None:
+        """The document was walked whole, in place (no parts, no digests)."""
+        self.whole = True
+        self.values = root
+        split = root.get(self.doc.split)
+        self.items = split if isinstance(split, list) else None
+        self.item_digests = None
+        self.member_digests = {}
+
+    def encode(self) -> str:
+        """The masked document as JSON text: the parts that did not change are the original's
+        text as it came, the others their compact masked JSON."""
+        if not self.findings:  # nothing masked, nothing changed
+            return self.doc.text
+        if self.whole:
+            return _dumps(self.values)
+        text = self.doc.text
+        parts: list[str] = []
+        for k, a, b in self.doc.members:
+            if k not in self.changed:
+                vt = text[a:b]
+            elif self.changed[k] is not None:
+                vt = self.changed[k]  # type: ignore[assignment]
+            else:
+                spans = self.doc.items or ()
+                got = self.changed_items
+                vt = "[" + ",".join(got[i] if i in got else text[ia:ib] for i, (ia, ib) in enumerate(spans)) + "]"
+            parts.append(f"{_dumps(k)}:{vt}")
+        return "{" + ",".join(parts) + "}"
 
 
 def format_where(path: tuple[str | int, ...]) -> str:
@@ -167,6 +256,9 @@ class Masker:
         self.scanner = policy.scanner
         self._key = fingerprint_key
         self._clean: set[str] = set()
+        # Parts of documents masked before (`mask_spanned`): the clean ones (most) and the
+        # ones with something masked, which hold their masked copy, apart and fewer.
+        self._seen: _Seen = _Seen(SEEN_LIMIT, SEEN_MASKED_LIMIT)
         # Adjacent texts are scanned across their boundary over this many characters on each
         # side (grown while a match reaches the window's edge, up to MAX_HOLD_CHARS).
         self.join_window = max(policy.hold_back_chars, 64)
@@ -311,12 +403,15 @@ class Masker:
         join: bool,
         free: bool = False,
         block: bool = False,
+        group_root: bool = False,
     ) -> None:
         """Mask, in place, every string value and every object key inside the dict or list
         `root`. `exempt`: leave `BYTE_IDENTICAL_FIELDS` as they are (False for the record);
         `join`: scan the adjacent texts of content lists across their boundaries; `free`: the
         root is free JSON (a tool input): no exemption applies; `block`: the root is a content
-        block. Iterative; each string is scanned once (plus boundary windows of joined texts).
+        block; `group_root`: the root is a content list (under `content` or `system`) whose
+        adjacent texts are joined. Iterative; each string is scanned once (plus boundary windows
+        of joined texts).
 
         An exemption applies only where the API puts such an object (a "slot"): a block of a
         message's or a response's content list, the block or delta of a streamed event, the
@@ -331,6 +426,9 @@ class Masker:
         # (node, path node, free, group, slot); node None: the end of `group`, whose texts are
         # joined. `slot`: a dict sits where the API puts blocks; a list's items do.
         stack: list[tuple[Any, Any, bool, Any, bool]] = [(root, base, free, None, block)]
+        if group_root:
+            g: list[Any] = []
+            stack = [(None, None, False, g, False), (root, base, free, g, block)]
         while stack:
             node, pnode, free, group, slot = stack.pop()
             if node is None:
@@ -380,7 +478,7 @@ class Masker:
                             continue
                         cslot = child_slot(t, k, tv is list, slot)
                         if join and group is None and tv is list and k in _GROUP_KEYS:
-                            g: list[Any] = []
+                            g = []
                             children.append((v, (pnode, mk), False, g, cslot))
                             children.append((None, None, False, g, False))
                         else:
@@ -592,6 +690,133 @@ class Masker:
             return out
         self._walk(msg, out, None, exempt=True, join=join_adjacent)
         return out
+
+    # -- documents with parts seen before ----------------------------------------------------
+
+    def mask_spanned(self, doc: Spanned, *, record: bool = False, where: str = "") -> MaskedDocument:
+        """Mask a JSON object parsed with `loads_spanned`, remembering each part by the digest
+        of its exact text: a part seen before (with the same context) is not walked again; its
+        masked form and findings come from the cache, the findings' `where` rebuilt for where
+        the part is now (a message's index changes from turn to turn).
+
+        The parts are the object's container members (``system``, ``tools``...) and the items
+        of its `doc.split` list (each message). The result equals the walk's: `mask_request` on
+        the object (`record` False) or, with `record` True, `mask_for_record` of an object
+        holding it under the key `where` (``"body"``): same masked values, same findings, in
+        the same order. An object the shortcut does not cover (a ``type`` member, a key that
+        holds a secret) is walked whole. `doc.value` is masked in part in place: use the
+        result's `values`, `items` and `encode()`."""
+        exempt = not record
+        base = (None, where) if where else None
+        shape_base = (where,) if where else ()
+        result = MaskedDocument(doc, record)
+        root = doc.value
+        if not self.enabled:
+            result.full(root)
+            return result
+        if type(root.get("type")) is str or any(type(k) is str and k and self._hits(k) for k in root):
+            if record:
+                self._walk(root, result.findings, base, exempt=False, join=True)
+            else:
+                result.findings.extend(self.mask_request(root))
+            result.full(root)
+            return result
+        out = result.findings
+        # The walk masks an object's own strings before it goes into its members: here they
+        # are masked as an object of their own, with the same paths.
+        own = {k: v for k, v in root.items() if type(v) is str and v}
+        if record:
+            self._walk(own, out, base, exempt=False, join=True)
+        else:
+            out.extend(self.mask_request(own))
+        for k, v in root.items():
+            if k in own and own[k] != v:
+                root[k] = own[k]
+                result.changed[k] = _dumps(own[k])
+            result.values[k] = root[k]
+        for k, a, b in doc.members:
+            v = root[k]
+            tv = type(v)
+            if tv is not dict and tv is not list:
+                continue
+            pnode = (base, k)
+            free = k == "error"  # an error carries the upstream's words: nothing in it is exempt
+            slot = False if free else child_slot(None, k, tv is list, False)
+            grouped = not free and tv is list and k in _GROUP_KEYS
+            if k == doc.split and doc.items is not None and not free and not grouped:
+                result.items = items = list(v)
+                result.item_digests = digests = [b""] * len(items)
+                for i, item in enumerate(items):  # strings first, as the walk does
+                    if type(item) is str and item:
+                        hits = self._hits(item)
+                        if hits:
+                            self._put_masked(items, i, item, hits, (pnode, i), out)
+                            result.changed_items[i] = _dumps(items[i])
+                for i, item in enumerate(items):
+                    ti = type(item)
+                    ia, ib = doc.items[i]
+                    digests[i] = doc.digest(ia, ib)
+                    if ti is dict or ti is list:
+                        shape = (*shape_base, k, int)
+                        items[i], text = self._unit(
+                            item, digests[i], (pnode, i), shape, exempt, False, slot and ti is dict, False, out, ib - ia
+                        )
+                        if text is not None:
+                            result.changed_items[i] = text
+                result.values[k] = items
+                if result.changed_items:
+                    result.changed[k] = None  # spliced from its items by `encode`
+                continue
+            digest = doc.digest(a, b)
+            result.member_digests[k] = digest
+            result.values[k], text = self._unit(
+                v, digest, pnode, (*shape_base, k), exempt, free, slot, grouped, out, b - a
+            )
+            if text is not None:
+                result.changed[k] = text
+        return result
+
+    def _unit(
+        self,
+        value: Any,
+        digest: bytes,
+        pnode: Any,
+        shape: tuple[Any, ...],
+        exempt: bool,
+        free: bool,
+        slot: bool,
+        grouped: bool,
+        out: list[Finding],
+        size: int,
+    ) -> tuple[Any, str | None]:
+        """One part of `mask_spanned`: (its masked value, its masked JSON text or None when
+        unchanged), findings onto `out`. Remembered by everything the walk of it depends on:
+        the mode, where it sits (its path's shape, not its index), and its text's digest."""
+        key = (exempt, shape, free, slot, grouped, digest)
+        prefix = _where(pnode)
+        hit = self._seen.get(key)
+        if hit is not None:
+            out.extend(Finding(rule, prefix + rest, fp) for rule, rest, fp in hit.findings)
+            if hit.masked is None:
+                return value, None
+            return hit.masked, hit.text
+        found: list[Finding] = []
+        self._walk(value, found, pnode, exempt=exempt, join=True, free=free, block=slot, group_root=grouped)
+        out.extend(found)
+        text = _dumps(value) if found else None
+        if found and size > _SEEN_MASKED_MAX_CHARS:
+            return value, text
+        n = len(prefix)
+        rel: list[tuple[str, str, str]] = []
+        for f in found:
+            w = f.where
+            # A `where` cut short ("...", a part nested very deeply) cannot be rebuilt elsewhere.
+            if not w.startswith(prefix) or w[n : n + 1] not in ("", ".", "["):
+                return value, text
+            rel.append((f.rule, w[n:], f.fingerprint))
+        unit = _Unit(value if found else None, text, tuple(rel))
+        self._seen.put(key, unit)
+        return value, text
 
     def mask_for_record(self, obj: Any) -> tuple[Any, list[Finding]]:
         """A deep copy of `obj` with every string masked (dict keys too), thinking and

@@ -109,13 +109,23 @@ def _inspect_request(masker: Masker, req: http.Request) -> Inspected:
     the request; the caller applies the result on the event loop."""
     what = "the request body"
     bodies.require_json_media(_media_type(req.headers), what)
-    body = bodies.parse_json(_decoded(req, what), what)
+    raw = _decoded(req, what)
     if bodies.is_message_endpoint(req.path):
+        # Parsed with where each message is in the text: the masker skips the messages it
+        # has masked before (Claude Code resends the whole conversation every turn).
+        body, doc = bodies.parse_json_spanned(raw, what)
         if not isinstance(body, dict):
             return Inspected(error="the request body is not a JSON object")
+        if doc is not None:
+            masked = masker.mask_spanned(doc)
+            return Inspected(
+                content=masked.encode().encode("utf-8") if masked.findings else None,
+                findings=masked.findings,
+                asks_for_stream=bodies.asks_for_stream(masked.values),
+            )
         findings = masker.mask_request(body)
     else:
-        body, findings = masker.mask_json_value(body)
+        body, findings = masker.mask_json_value(bodies.parse_json(raw, what))
     return Inspected(
         content=bodies.encode_json(body) if findings else None,
         findings=findings,

@@ -37,6 +37,7 @@ from gatehouse.recording.config import RecordingPolicy
 from gatehouse.recording.records import (
     BuiltRequest,
     ExchangeInput,
+    PartCache,
     RequestInput,
     ResponseInput,
     build_record,
@@ -123,6 +124,9 @@ class Recorder:
         self.policy_sha256: str | None = None
         self.gateway_version = __version__
         self.tracker = SessionTracker()
+        # The blobs of request parts recorded before (Claude Code resends the conversation
+        # every turn): one cache per masker, since the record's copy is masked.
+        self.parts = PartCache(None)
         self.healthy = True
         self.probe_interval = PROBE_INTERVAL
         self._last_probe = 0.0
@@ -174,6 +178,8 @@ class Recorder:
             self.recording.shutdown(timeout=5.0)
             Recording.forget(self.recording.spool.root)
         self.policy = policy
+        if masker is not self.masker or self.recording is not recording:
+            self.parts = PartCache(masker)
         self.masker = masker
         self.policy_sha256 = policy_sha256
         self.gateway_version = gateway_version
@@ -280,6 +286,7 @@ class Recorder:
             identity=ex.identity.to_dict() if ex.identity else None,
             at=flow.request.timestamp_start,
             tracker=self.tracker,
+            cache=self.parts,
         )
         return inp, built
 
@@ -344,6 +351,7 @@ class Recorder:
             policy_sha256=self.policy_sha256,
             tracker=self.tracker,
             built_request=built,
+            cache=self.parts,
         )
         self.recording.append(record)
 

@@ -12,23 +12,29 @@ it into its chain and signs it (`chain.seal_record`). Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gatehouse.masking.masker import Masker
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.recording.canonical import RecordError, canonical_json, iso_time, json_safe, parse_json
 from gatehouse.recording.sessions import SessionTracker, derive_session
 from gatehouse.wire.assembler import assemble_message
 from gatehouse.wire.bodies import media_type
+from gatehouse.wire.jsonbody import Spanned, loads_spanned
 from gatehouse.wire.sse import parse_sse
 
-if TYPE_CHECKING:  # only its type: the recorder hands the policy's masker in
-    from gatehouse.masking.masker import Masker
+if TYPE_CHECKING:
+    from gatehouse.masking.masker import MaskedDocument
 
 # A JSON body (or the rest of one, once its blobs are taken out) up to this size stays in the
 # record; a larger one becomes a blob so records stay small enough to list and read quickly.
 INLINE_BODY_LIMIT = 8 * 1024
+# What a recorder's `PartCache` holds at most: about a session of 10 MB, or 30 of 1 MB.
+PART_CACHE_BYTES = 32 * 1024 * 1024
 
 
 # Recorded request headers: an allowlist, so an auth header (x-api-key, authorization,
@@ -134,6 +140,50 @@ class BuiltRecord:
     blobs: dict[str, bytes]  # hex -> canonical bytes
 
 
+class PartCache:
+    """The blobs of request parts recorded before (the system prompt, the tools, each message),
+    by the digest of the part's text as the recorder received it: Claude Code resends the whole
+    conversation every turn, and a part seen before is not masked, encoded and hashed again.
+
+    Valid for one masker (`masker`): the record's copy of a part is masked, and masking is
+    deterministic for a given policy and fingerprint key. Bounded by the bytes it holds, least
+    recently used out first; thread-safe."""
+
+    def __init__(self, masker: Masker | None, max_bytes: int = PART_CACHE_BYTES) -> None:
+        self.masker = masker
+        self.max_bytes = max_bytes
+        self._d: OrderedDict[tuple[Any, ...], tuple[str, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> tuple[str, bytes] | None:
+        """(hex digest, canonical bytes) of the blob of a part seen before."""
+        with self._lock:
+            found = self._d.get(key)
+            if found is not None:
+                self._d.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], hx: str, data: bytes) -> None:
+        # A part bigger than a sixteenth of the cache is not kept: it would push out many.
+        size = len(data) + 200
+        if size > self.max_bytes // 16:
+            return
+        with self._lock:
+            old = self._d.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[1]) + 200
+            self._d[key] = (hx, data)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, d) = self._d.popitem(last=False)
+                self._bytes -= len(d) + 200
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._d)
+
+
 class _Blobs:
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
@@ -141,6 +191,10 @@ class _Blobs:
     def add(self, value: Any) -> str:
         data = canonical_json(value)
         hx = hashlib.sha256(data).hexdigest()
+        self.blobs.setdefault(hx, data)
+        return "sha256:" + hx
+
+    def known(self, hx: str, data: bytes) -> str:
         self.blobs.setdefault(hx, data)
         return "sha256:" + hx
 
@@ -155,8 +209,16 @@ def _content_type(headers: Iterable[tuple[str, str]]) -> str:
 
 def _decode_body(body: bytes | None, content_type: str) -> tuple[str, Any]:
     """("none"|"json"|"text"|"binary", value)."""
+    kind, value, _ = _decode_body_spanned(body, content_type, spanned=False)
+    return kind, value
+
+
+def _decode_body_spanned(
+    body: bytes | None, content_type: str, *, spanned: bool = True
+) -> tuple[str, Any, Spanned | None]:
+    """("none"|"json"|"text"|"binary", value, where a JSON object's parts are in its text)."""
     if not body:
-        return "none", None
+        return "none", None, None
     # Broader than `is_json_media` on purpose (text/json, application/x-ndjson...): that test
     # decides what the gateway refuses; this one only whether to try keeping the body's
     # structure in the record, and a body that does not parse is recorded as text.
@@ -164,13 +226,18 @@ def _decode_body(body: bytes | None, content_type: str) -> tuple[str, Any]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return "binary", None
+        return "binary", None, None
     if looks_json:
+        # Duplicate keys (which the masking addon refuses) make `loads_spanned` give up: such a
+        # body is parsed as before, the last copy kept.
+        doc = loads_spanned(text, allow_nan=False) if spanned else None
+        if doc is not None:
+            return "json", doc.value, doc
         try:
-            return "json", parse_json(text)
+            return "json", parse_json(text), None
         except ValueError:
             pass
-    return "text", text
+    return "text", text, None
 
 
 def _mask(masker: Masker | None, obj: Any) -> tuple[Any, list[dict[str, Any]]]:
@@ -191,6 +258,62 @@ def _put_body(target: dict[str, Any], value: Any, blobs: _Blobs) -> None:
         target["body_blob"] = blobs.add(value)
 
 
+class _Parts:
+    """The blobs of one request body's parts, through the `PartCache` (None: no cache)."""
+
+    def __init__(self, md: MaskedDocument | None, doc: Spanned, cache: PartCache | None, blobs: _Blobs) -> None:
+        self.blobs = blobs
+        self.cache = cache
+        if md is None:  # no masker: the parts as they came
+            self.member_digests = {k: doc.digest(a, b) for k, a, b in doc.members}
+            self.item_digests: list[bytes] | None = (
+                [doc.digest(a, b) for a, b in doc.items] if doc.items is not None else None
+            )
+        else:
+            self.member_digests = md.member_digests
+            self.item_digests = md.item_digests
+
+    def _add(self, value: Any, key: tuple[Any, ...] | None) -> str:
+        if key is None or self.cache is None:
+            return self.blobs.add(value)
+        found = self.cache.get(key)
+        if found is not None:
+            return self.blobs.known(found[0], found[1])
+        data = canonical_json(value)
+        hx = hashlib.sha256(data).hexdigest()
+        self.cache.put(key, hx, data)
+        return self.blobs.known(hx, data)
+
+    def add(self, value: Any, member: str) -> str:
+        digest = self.member_digests.get(member)
+        return self._add(value, None if digest is None else ("member", member, digest))
+
+    def add_items(self, items: list[Any]) -> list[str]:
+        digests = self.item_digests
+        if digests is None or len(digests) != len(items):
+            return [self.blobs.add(m) for m in items]
+        return [self._add(m, ("item", d)) for m, d in zip(items, digests, strict=True)]
+
+
+def _mask_parts(
+    masker: Masker | None, envelope: dict[str, Any], doc: Spanned, cache: PartCache | None, blobs: _Blobs
+) -> tuple[dict[str, Any], list[dict[str, Any]], _Parts]:
+    """`_mask(masker, envelope)` for an envelope whose ``body`` is the JSON object `doc`, with
+    the body's parts masked through the masker's memory of parts (`Masker.mask_spanned`):
+    the same masked copy and findings, in the same order (the envelope's members before
+    ``body``, the body, the members after it)."""
+    if masker is None:
+        return envelope, [], _Parts(None, doc, cache, blobs)
+    keys = list(envelope)
+    at = keys.index("body")
+    head, found_head = masker.mask_for_record({k: envelope[k] for k in keys[:at]})
+    md = masker.mask_spanned(doc, record=True, where="body")
+    tail, found_tail = masker.mask_for_record({k: envelope[k] for k in keys[at + 1 :]})
+    masked = {**head, "body": md.values, **tail}
+    findings = [json_safe(f) for f in (*found_head, *md.findings, *found_tail)]
+    return masked, findings, _Parts(md, doc, cache, blobs)
+
+
 def build_request(
     req: RequestInput,
     *,
@@ -198,9 +321,12 @@ def build_request(
     identity: dict[str, Any] | None,
     at: float,
     tracker: SessionTracker | None,
+    cache: PartCache | None = None,
 ) -> BuiltRequest:
+    """The request part of a record. With a `cache` (made for this `masker`), the parts of
+    the body seen in earlier requests are not masked, encoded and hashed again."""
     headers = {n.lower(): v for n, v in req.headers}
-    kind, value = _decode_body(req.body, _content_type(req.headers))
+    kind, value, doc = _decode_body_spanned(req.body, _content_type(req.headers))
     session = derive_session(headers, value if kind == "json" else None, identity, at, tracker)
     beta = headers.get("anthropic-beta")
     client = {
@@ -222,23 +348,27 @@ def build_request(
             url_findings = [json_safe(f) for f in found]
         except UnmaskableUrl:
             path = "/[MASKED:url]"
-    masked, findings = _mask(
-        masker,
-        {
-            "method": req.method,
-            "host": req.host,
-            "path": path,
-            "headers": selected,
-            "body": value,
-            "session": session,
-            "client": client,
-        },
-    )
+    envelope = {
+        "method": req.method,
+        "host": req.host,
+        "path": path,
+        "headers": selected,
+        "body": value,
+        "session": session,
+        "client": client,
+    }
+    blobs = _Blobs()
+    parts: _Parts | None = None
+    # The parts' shortcut needs the gateway's own masker (or none); any other masker (a test's
+    # stand-in) masks the envelope whole.
+    if doc is not None and (masker is None or isinstance(masker, Masker)) and (cache is None or cache.masker is masker):
+        masked, findings, parts = _mask_parts(masker, envelope, doc, cache, blobs)
+    else:
+        masked, findings = _mask(masker, envelope)
     findings = url_findings + findings
     body = masked["body"]
     session, client = masked["session"], masked["client"]
 
-    blobs = _Blobs()
     part: dict[str, Any] = {
         "method": masked["method"],
         "scheme": req.scheme,
@@ -257,13 +387,14 @@ def build_request(
     }
     if kind == "json" and isinstance(body, dict):
         rest = dict(body)
-        if "system" in rest:
-            part["system"] = blobs.add(rest.pop("system"))
-        if "tools" in rest:
-            part["tools"] = blobs.add(rest.pop("tools"))
+        for name in ("system", "tools"):
+            if name in rest:
+                v = rest.pop(name)
+                part[name] = blobs.add(v) if parts is None else parts.add(v, name)
         if isinstance(rest.get("messages"), list):
             # In order: the report shows each turn's new messages by comparing these lists.
-            part["messages"] = [blobs.add(m) for m in rest.pop("messages")]
+            items = rest.pop("messages")
+            part["messages"] = [blobs.add(m) for m in items] if parts is None else parts.add_items(items)
         if isinstance(rest.get("model"), str):
             part["model"] = rest["model"]
         if isinstance(rest.get("stream"), bool):
@@ -341,6 +472,7 @@ def build_record(
     policy_sha256: str | None,
     tracker: SessionTracker | None = None,
     built_request: BuiltRequest | None = None,
+    cache: PartCache | None = None,
 ) -> BuiltRecord:
     """The unsigned body of a record (the journal links and signs it) and its blobs.
 
@@ -350,7 +482,7 @@ def build_record(
     if inp.kind not in ("request", "exchange", "refusal"):
         raise RecordError(f"unknown record kind {inp.kind!r}")
     req = built_request or build_request(
-        inp.request, masker=masker, identity=inp.identity, at=inp.request_at, tracker=tracker
+        inp.request, masker=masker, identity=inp.identity, at=inp.request_at, tracker=tracker, cache=cache
     )
     blobs = dict(req.blobs)
     response = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from gatehouse.wire import jsonbody
-from gatehouse.wire.jsonbody import DuplicateKey
+from gatehouse.wire.jsonbody import DuplicateKey, Spanned
 from gatehouse.wire.sse import compact_json
 
 # Request bodies the Messages API walker knows (the rest get the same generic walk).
@@ -67,7 +67,20 @@ def decode_text(raw: bytes, what: str) -> str:
 def parse_json(raw: bytes, what: str) -> Any:
     """The JSON value of a UTF-8 body, duplicate keys refused (`jsonbody.loads`), or
     `UnparseableBody` saying why not (where, never what)."""
+    return _parse_text(decode_text(raw, what), what)
+
+
+def parse_json_spanned(raw: bytes, what: str) -> tuple[Any, Spanned | None]:
+    """`parse_json`, and, when the body is a JSON object, where its parts are in its text
+    (`jsonbody.loads_spanned`: the masker remembers the parts it has seen by their text)."""
     text = decode_text(raw, what)
+    doc = jsonbody.loads_spanned(text)
+    if doc is not None:
+        return doc.value, doc
+    return _parse_text(text, what), None
+
+
+def _parse_text(text: str, what: str) -> Any:
     try:
         return jsonbody.loads(text)
     except DuplicateKey as e:

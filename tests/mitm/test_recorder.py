@@ -27,6 +27,7 @@ from gatehouse.recording.layout import checkpoint_key
 from gatehouse.recording.reader import expand_request_body, iter_records, response_message
 from gatehouse.recording.registry import Recording
 from gatehouse.recording.signing import STATE_KEY_FILE, SigningKey
+from gatehouse.recording.spool import read_spooled
 from gatehouse.recording.stores import LocalStore
 from gatehouse.recording.verify import verify_store
 from gatehouse.wire.apierrors import permission
@@ -137,10 +138,8 @@ def run(coro: Any) -> Any:
 
 
 def spooled_records(state: Path) -> list[dict[str, Any]]:
-    out = []
-    for p in sorted((state / "spool" / "outbox" / "records").rglob("*.json")):
-        out.append(json.loads(p.read_bytes()))
-    return out
+    """The records durable in the spool (its segments), in the order they were written."""
+    return [json.loads(data) for key, data in read_spooled(state / "spool") if key.startswith("records/")]
 
 
 def stored(rec: Recorder, tmp_path: Path) -> LocalStore:
