@@ -107,8 +107,9 @@ def check_body_allowed(method: str, has_body: bool) -> ApiError | None:
     return None
 
 
-def requested_model(path: str, body: bytes) -> str | None:
-    """The `model` of a Messages API request body, or None when the endpoint carries none.
+def model_body(path: str, body: bytes) -> dict[str, Any] | None:
+    """The parsed body of a request whose endpoint names a model (None for other endpoints),
+    parsed once for the model and the server-tool checks.
 
     Raises ValueError for a body that should name a model and cannot be read.
     """
@@ -120,10 +121,18 @@ def requested_model(path: str, body: bytes) -> str | None:
         raise ValueError("the request body is JSON nested too deeply to inspect") from None
     if not isinstance(doc, dict):
         raise ValueError("the request body is not a JSON object")
-    model = doc.get("model")
-    if not isinstance(model, str):
+    if not isinstance(doc.get("model"), str):
         raise ValueError("the request body has no string `model`")
-    return model
+    return doc
+
+
+def requested_model(path: str, body: bytes) -> str | None:
+    """The `model` of a Messages API request body, or None when the endpoint carries none.
+
+    Raises ValueError for a body that should name a model and cannot be read.
+    """
+    doc = model_body(path, body)
+    return None if doc is None else doc["model"]
 
 
 def check_model(policy: Policy, model: str, identity: Identity | None) -> ApiError | None:

@@ -21,10 +21,13 @@ from gatehouse.common.hosts import normalise_host
 from gatehouse.exchange import Exchange
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
 from gatehouse.mitm.state import GatewayState
-from gatehouse.wire import apierrors, jsonbody
+from gatehouse.wire import apierrors
 from gatehouse.wire.apierrors import ApiError
 
 log = logging.getLogger(__name__)
+
+# Request bodies larger than this are parsed on a worker thread (as Masking does).
+OFFLOAD_BYTES = 256 * 1024
 
 
 class Access:
@@ -125,8 +128,12 @@ class Access:
             refuse(flow, err, "access", rule="max_body_bytes")
             return
         if policy.groups and ex.identity is not None:
+            content = flow.request.content or b""
             try:
-                model = access.requested_model(path, flow.request.content or b"")
+                if len(content) > OFFLOAD_BYTES:  # megabytes take milliseconds: off the event loop
+                    doc = await asyncio.to_thread(access.model_body, path, content)
+                else:
+                    doc = access.model_body(path, content)
             except ValueError as e:
                 refuse(
                     flow,
@@ -134,20 +141,16 @@ class Access:
                     "access",
                 )
                 return
+            model = doc["model"] if doc is not None else None
             if model is not None and (err := access.check_model(policy, model, ex.identity)):
                 if not await self._just_in_time(flow, ex, err, "model", model=model):
                     return
-            if model is not None and (err := self._server_tools(policy, flow)):
+            # Tools that run on Anthropic's side act without a tool_use reaching the client:
+            # allowed per group (`server_tools`, `mcp_servers`).
+            if doc is not None and (err := access.check_server_tools(policy, doc, ex.identity)):
                 refuse(flow, err, "access", rule="server_tools")
                 return
         ex.decide("access", "allow")
-
-    @staticmethod
-    def _server_tools(policy, flow: http.HTTPFlow) -> ApiError | None:
-        """Tools that run on Anthropic's side act without a tool_use reaching the client: allowed
-        per group (`server_tools`, `mcp_servers`). The body parsed already for its model."""
-        doc = jsonbody.loads(flow.request.content or b"")
-        return access.check_server_tools(policy, doc, exchange_of(flow).identity) if isinstance(doc, dict) else None
 
     async def _just_in_time(
         self,
