@@ -107,6 +107,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("id", help="the approval id (ga_...)")
         a.add_argument("--reason", default="", help="why (recorded, and shown to the requester on a deny)")
         a.add_argument("--json", action="store_true", help="print the request's new status as JSON")
+        a.add_argument(
+            "--sha",
+            metavar="PREFIX",
+            help="decide only if the call's input hash starts with this (as `show` printed it): "
+            "the call you read is the call you decide",
+        )
+        a.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
     p.set_defaults(func=run)
 
 
@@ -307,6 +314,20 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None, out: Any
         digest = st.get("input_sha256") if isinstance(st, dict) else None
         if not isinstance(digest, str):
             raise ConnectionProblem("the gateway's answer has no input_sha256")
+        if args.sha and not digest.startswith(args.sha.strip().lower()):
+            print(
+                f"gatehouse approvals: {args.id}'s input hash is {digest[:16]}..., not {args.sha}: "
+                "this is not the call you read; nothing was decided",
+                file=sys.stderr,
+            )
+            return 1
+        # The approver decides on the whole call, not on a summary: it is shown in full first.
+        print_status(st, sys.stderr)
+        if not args.yes and sys.stdin.isatty():
+            answer = input(f"{args.action} this call? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                print("gatehouse approvals: nothing was decided", file=sys.stderr)
+                return 1
         st = call(gw, "POST", _path(args.id, args.action), {"input_sha256": digest, "reason": args.reason})
         if args.json:
             print(json.dumps(st, indent=2, ensure_ascii=False), file=out)

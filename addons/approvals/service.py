@@ -385,6 +385,18 @@ class ApprovalService:
             self._settled.pop(approval_id)  # another flow or replica used it first
         return None
 
+    def claim_approved(self, approval_id: str, requester: Identity, exchange_id: str | None) -> bool:
+        """Spend the grant of this approved request on the flow it held (mode hold). False when
+        it is not approved, or its grant was already used (by an identical call elsewhere)."""
+        st = self.status(approval_id)
+        if st.state != "approved" or st.uses or person_key(st.request.requester) != person_key(requester):
+            return False
+        if self.store.put_claim(Claim(approval_id, exchange_id, person_of(requester), self.clock())):
+            self._settled.put(approval_id, dataclasses.replace(st, uses=1))
+            return True
+        self._settled.pop(approval_id)
+        return False
+
     def active_access_grant(self, requester: Identity, rule: str, target: str) -> Status | None:
         """An approved access request of this requester, for this rule and target, whose grant
         has not expired (access grants are time-limited, not used up)."""

@@ -104,8 +104,19 @@ def _match(rule: CommandRule, tool_input: Any, commands: dict[str, _Command]) ->
     return _NO
 
 
+# A tool's input is always a JSON object. One that is not (a stream cut short by max_tokens,
+# partial JSON) cannot be matched by field, yet the SDKs partial-parse it and an agent loop
+# may still run it: it is blocked, never let through by the default.
+UNREADABLE_INPUT_MESSAGE = (
+    "The tool call's input is not a complete JSON object (the response was cut short?), so "
+    "Gatehouse could not check it against the policy."
+)
+
+
 def judge_call(policy: CommandsPolicy, tool: str, tool_input: Any, groups: Iterable[str]) -> Verdict:
     """The verdict on one call of `tool` with `tool_input` (masked) by a caller in `groups`."""
+    if not isinstance(tool_input, dict):
+        return Verdict("block", None, UNREADABLE_INPUT_MESSAGE, None)
     caller = frozenset(groups)
     commands: dict[str, _Command] = {}
     for rule in policy.rules:

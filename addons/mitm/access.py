@@ -14,11 +14,13 @@ from mitmproxy import http, tls
 
 from gatehouse.access import checks as access
 from gatehouse.access.checks import HostRoute
+from gatehouse.access.endpoints import allowed as endpoint_allowed
 from gatehouse.access.rules import jit_rule_for, jit_target
 from gatehouse.approvals import INTERNAL_HOST
 from gatehouse.commands.judge import call_sha256
 from gatehouse.common.hosts import normalise_host
 from gatehouse.exchange import Exchange
+from gatehouse.mitm.approvals import internal_problem, is_internal
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
 from gatehouse.mitm.state import GatewayState
 from gatehouse.wire import apierrors
@@ -59,14 +61,9 @@ class Access:
         if flow.response is not None:
             return
         policy = self.state.require_policy()
-        if normalise_host(flow.request.pretty_host) == INTERNAL_HOST:
-            if flow.request.scheme != "https":
-                refuse(
-                    flow,
-                    apierrors.invalid_request(f"The approvals API is served on https://{INTERNAL_HOST} only."),
-                    "access",
-                    rule="https_only",
-                )
+        if is_internal(flow):
+            if problem := internal_problem(flow):
+                refuse(flow, apierrors.invalid_request(problem), "access", rule="internal_host")
             return  # answered by the approvals API (gatehouse.mitm.approvals)
         route = access.route_host(policy, flow.request.host)
         if route is HostRoute.DENY:
@@ -108,7 +105,7 @@ class Access:
         if flow.response is not None:
             return
         policy = self.state.require_policy()
-        if normalise_host(flow.request.pretty_host) == INTERNAL_HOST:
+        if is_internal(flow):
             return
         if access.route_host(policy, flow.request.host) is not HostRoute.API:
             return
@@ -116,9 +113,13 @@ class Access:
         path = flow.request.path
         method = flow.request.method
         if err := access.check_endpoint(policy, method, path, ex.identity):
-            if not await self._just_in_time(
-                flow, ex, err, "endpoint", method=method.upper(), path=path.split("?", 1)[0]
-            ):
+            bare = path.split("?", 1)[0]
+            # Just in time lifts a group's limits, never the gateway's own endpoint allowlist
+            # (an endpoint outside it, such as batch results, is not inspected like messages).
+            if not endpoint_allowed(method.upper(), bare, policy.gateway.allowed_endpoints):
+                refuse(flow, err, "access", rule="endpoint")
+                return
+            if not await self._just_in_time(flow, ex, err, "endpoint", method=method.upper(), path=bare):
                 return
         body = flow.request.raw_content or b""
         if err := access.check_body_allowed(flow.request.method, bool(body)):

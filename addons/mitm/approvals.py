@@ -27,8 +27,28 @@ from gatehouse.wire import apierrors
 log = logging.getLogger(__name__)
 
 
+# A decision is a few hundred bytes: the API never needs to read a large body.
+MAX_BODY_BYTES = 64 * 1024
+
+
 def is_internal(flow: http.HTTPFlow) -> bool:
-    return normalise_host(flow.request.pretty_host) == INTERNAL_HOST
+    """The flow is for the gateway's own host, by its tunnel (CONNECT target) or its Host
+    header: either is enough, so that no name the policy routes elsewhere can carry it."""
+    return INTERNAL_HOST in (normalise_host(flow.request.host), normalise_host(flow.request.pretty_host))
+
+
+def internal_problem(flow: http.HTTPFlow) -> str | None:
+    """Why a flow for the gateway's own host is refused before it is read, or None."""
+    if normalise_host(flow.request.host) != normalise_host(flow.request.pretty_host):
+        return f"A request to {INTERNAL_HOST} must name it both as its tunnel and as its Host header."
+    if not flow.client_conn.tls_established:
+        # Approvers send their tokens: only inside TLS (mitmproxy's scheme follows the upstream
+        # side in reverse mode, so the client's own connection is checked).
+        return f"The approvals API is served on https://{INTERNAL_HOST} only."
+    length = flow.request.headers.get("content-length", "")
+    if (length.isdigit() and int(length) > MAX_BODY_BYTES) or "transfer-encoding" in flow.request.headers:
+        return f"A request to the approvals API carries at most {MAX_BODY_BYTES} bytes, with a Content-Length."
+    return None
 
 
 class ApprovalsApi:

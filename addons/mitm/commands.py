@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 # worker thread in buffered responses (a stream's judge runs inside mitmproxy's stream modifier
 # and cannot be moved off the event loop).
 OFFLOAD_INPUT_CHARS = 16 * 1024
+# Buffered bodies larger than this are parsed and rewritten on a worker thread.
+OFFLOAD_BYTES = 256 * 1024
 
 
 def _person(p: dict[str, Any] | None) -> str:
@@ -56,6 +58,23 @@ def _person(p: dict[str, Any] | None) -> str:
 
 def _approve_cli(approval_id: str) -> str:
     return f"gatehouse approvals approve {approval_id}"
+
+
+def _tool_calls(media: str, raw: bytes) -> tuple[dict | None, list[tuple[int, dict]]] | None:
+    """The tool_use blocks of a buffered 2xx body: (None, calls) for an SSE body, (message,
+    calls) for a JSON message, None for a body that holds no message (count_tokens, a list).
+    Any JSON object with a `content` list counts as a message: the SDKs do not check `type`.
+    Raises ValueError for a body that cannot be read."""
+    if media == "text/event-stream":
+        calls = toolcalls.sse_tool_uses(raw)
+        return (None, calls) if calls else None
+    if not raw:
+        return None
+    doc = json.loads(raw)
+    if not isinstance(doc, dict) or not isinstance(doc.get("content"), list):
+        return None
+    calls = toolcalls.tool_use_blocks(doc)
+    return (doc, calls) if calls else None
 
 
 @dataclass
@@ -127,18 +146,20 @@ class Commands:
         resp = flow.response
         if resp is None or not self._judged(flow) or resp.stream:
             return  # a streamed response was judged by its pipeline
-        if resp.status_code != 200:
-            return
-        raw = resp.get_content(strict=False) or b""
+        if not 200 <= resp.status_code < 300:
+            return  # the SDKs read a message only from a 2xx; an error body carries no call
+        try:
+            raw = resp.get_content(strict=True) or b""
+        except ValueError:
+            raw = None  # a Content-Encoding nobody here can decode: never forwarded unjudged
         media = bodies.media_type(resp.headers.get("content-type", ""))
         try:
-            if media == "text/event-stream":
-                calls = toolcalls.sse_tool_uses(raw)
+            if raw is None:
+                raise ValueError("undecodable")
+            if len(raw) > OFFLOAD_BYTES:
+                found = await asyncio.to_thread(_tool_calls, media, raw)
             else:
-                doc = json.loads(raw) if raw else None
-                if not isinstance(doc, dict) or doc.get("type") != "message":
-                    return
-                calls = toolcalls.tool_use_blocks(doc)
+                found = _tool_calls(media, raw)
         except ValueError:
             refuse(
                 flow,
@@ -147,12 +168,13 @@ class Commands:
                 rule="unreadable_response",
             )
             return
-        if not calls:
+        if found is None:
             return
+        doc, calls = found
         replacements = await self._judge_buffered(flow, calls)
         if not replacements:
             return
-        if media == "text/event-stream":
+        if doc is None:
             resp.content = toolcalls.replace_in_sse(raw, replacements)
         else:
             resp.content = bodies.encode_json(toolcalls.replace_in_message(doc, replacements))
@@ -288,10 +310,12 @@ class Commands:
         rule_id = p.request.rule
         detail = {**self._call_detail(p.block, removed=status.state != "approved"), "approval_id": p.request.id}
         if status.state == "approved":
-            # Spend the grant on this response, so that it cannot let another call through.
-            await asyncio.to_thread(
-                approvals.claim_call_grant, ex.identity, name, p.request.input_sha256, ex.exchange_id
-            )
+            # Spend the grant on this response, so that it cannot let another call through. An
+            # identical call (in this response, or another flow) may have spent it first: then
+            # this one was not approved, and asks again.
+            spent = await asyncio.to_thread(approvals.claim_approved, p.request.id, ex.identity, ex.exchange_id)
+            if not spent:
+                return self._retry_notice(ex, p, "its approval was used by an identical call")
             ex.decide(
                 "approvals",
                 "approve",

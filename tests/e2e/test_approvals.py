@@ -111,6 +111,14 @@ def test_only_other_people_in_the_approver_groups_decide(gateway_factory, upstre
         gw, p.bob, "POST", "/v1/approvals/ga_doesnotexist/approve", {"input_sha256": item["input_sha256"]}
     )
     assert status == 404
+    stale = approvals_cli(gw, p.bob, "approve", item["id"], "--sha", "deadbeef")
+    assert stale.returncode == 1 and "not the call you read" in stale.stderr
+    # Another real request, approved, releases its own flow only.
+    enqueue_call(upstream, "deploy api")
+    other = ask_in_background(gw, p.alice, "deploy api")
+    [second] = [i for i in wait_for_pending(gw, p.bob, 2) if i["id"] != item["id"]]
+    assert approvals_cli(gw, p.bob, "approve", second["id"]).returncode == 0
+    assert other.result(timeout=30).content[-1].input == {"command": "deploy api"}
     time.sleep(1.5)
     assert not held.done()  # none of these released it
 

@@ -29,7 +29,7 @@ from gatehouse.wire.pipeline import SsePipeline
 from gatehouse.wire.sse import parse_sse
 from support.flows import ISSUER, api_flow, api_response, fire, gateway_state, identify
 from support.secrets import FINGERPRINT_KEY
-from support.sse_events import encode, ending, message_start, text_block, tool_block
+from support.sse_events import encode, ending, ev, message_start, text_block, tool_block
 
 RULES = (
     ISSUER
@@ -193,3 +193,57 @@ def test_the_approvals_api_says_when_no_rule_asks_anyone(tctx, tmp_path):
     fire(tctx, api, HttpRequestHook(flow))
     assert flow.response.status_code == 404
     assert "no approve rule" in json.loads(flow.response.content)["error"]["message"]
+
+
+def test_one_approval_releases_one_of_two_identical_held_calls(tctx, state):
+    addon = Commands(state)
+    flow = api_flow()
+    identify(flow, "developers")
+    fire(tctx, addon, HttpRequestHook(flow))
+    flow.response = api_response(message(bash("deploy web", 0), bash("deploy web", 1)))
+
+    def approve() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pending = state.approvals.pending()
+            if pending:
+                req = pending[0].request
+                state.approvals.decide(req.id, BOB, "approve", reason="ok", input_sha256=req.input_sha256)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=approve)
+    t.start()
+    fire(tctx, addon, HttpResponseHeadersHook(flow), HttpResponseHook(flow))
+    t.join()
+    doc = json.loads(flow.response.content)
+    assert [b["type"] for b in doc["content"]] == ["tool_use", "text"]  # the grant is spent once
+    assert "approval" in doc["content"][1]["text"].lower()
+
+
+def test_a_cut_short_tool_input_is_blocked(tctx, state):
+    addon = Commands(state)
+    # The input's JSON is cut short, as max_tokens does: the SDKs still partial-parse it.
+    body = encode(
+        [
+            message_start(),
+            ev(
+                "content_block_start",
+                index=0,
+                content_block={"type": "tool_use", "id": "t", "name": "Bash", "input": {}},
+            ),
+            ev(
+                "content_block_delta",
+                index=0,
+                delta={"type": "input_json_delta", "partial_json": '{"command": "rm -rf /tmp'},
+            ),
+            ev("content_block_stop", index=0),
+            *ending("max_tokens"),
+        ]
+    )
+    flow = api_flow(response=api_response(body, "text/event-stream"))
+    identify(flow, "sre")
+    fire(tctx, addon, HttpRequestHook(flow), HttpResponseHeadersHook(flow), HttpResponseHook(flow))
+    msg = assemble_message(parse_sse(flow.response.content))
+    assert [b["type"] for b in msg["content"]] == ["text"], msg
+    assert "not a complete JSON object" in msg["content"][0]["text"]

@@ -71,7 +71,7 @@ def test_a_non_string_field_is_matched_as_json_and_a_missing_one_never_matches()
     p = policy(rule(tool="*", field="/edits", pattern='"new_string":"[^"]*password'))
     assert verdict(p, "MultiEdit", {"edits": [{"old_string": "a", "new_string": "password=1"}]}).action == "block"
     assert verdict(p, "MultiEdit", {"file_path": "x"}).action == "allow"
-    assert verdict(p, "MultiEdit", "not an object").action == "allow"
+    assert verdict(p, "MultiEdit", "not an object").action == "block"  # unreadable: never allowed
 
 
 def test_a_rule_with_neither_pattern_nor_path_matches_any_call_that_has_its_field():
@@ -152,3 +152,14 @@ def test_call_sha256_is_of_the_canonical_call():
     assert call_sha256("Bash", {"a": 1, "command": "ls"}) == expected
     assert call_sha256("Bash", {"command": "ls"}) != call_sha256("bash", {"command": "ls"})
     assert call_sha256("Bash", {"command": "ls"}) != call_sha256("Bash", {"command": "ls "})
+
+
+def test_an_input_that_is_not_a_json_object_is_blocked_not_allowed_by_default():
+    from gatehouse.commands.config import CommandsPolicy
+    from gatehouse.commands.judge import judge_call
+
+    policy = CommandsPolicy(default="allow")
+    for cut in ('{"command": "rm -rf /', "rm -rf /", ["rm"], None):
+        verdict = judge_call(policy, "Bash", cut, ())
+        assert verdict.action == "block" and verdict.rule is None and "not a complete JSON object" in verdict.message
+    assert judge_call(policy, "Bash", {"command": "ls"}, ()).action == "allow"
