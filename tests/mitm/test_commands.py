@@ -247,3 +247,21 @@ def test_a_cut_short_tool_input_is_blocked(tctx, state):
     msg = assemble_message(parse_sse(flow.response.content))
     assert [b["type"] for b in msg["content"]] == ["text"], msg
     assert "not a complete JSON object" in msg["content"][0]["text"]
+
+
+def test_a_hold_without_decision_turns_into_a_retry_notice_by_default(tctx, tmp_path):
+    st = gateway_state(tmp_path, RULES.replace('timeout_seconds = 5\non_timeout = "deny"', "timeout_seconds = 1"))
+    st.approvals = ApprovalService(
+        ApprovalStore(LocalStore(tmp_path / "store")), st.require_policy().approvals, notifier=Notifier(None)
+    )
+    addon = Commands(st)
+    flow = api_flow()
+    identify(flow, "developers")
+    fire(tctx, addon, HttpRequestHook(flow))
+    flow.response = api_response(message(bash("deploy web")))
+    fire(tctx, addon, HttpResponseHeadersHook(flow), HttpResponseHook(flow))
+    [block] = json.loads(flow.response.content)["content"]
+    [pending] = st.approvals.pending()
+    assert block["type"] == "text" and pending.request.id in block["text"]
+    assert "gatehouse approvals approve" in block["text"]
+    assert [(d.stage, d.action) for d in exchange_of(flow).decisions][-1] == ("approvals", "retry")
