@@ -129,7 +129,10 @@ def test_no_key_configured_is_a_clear_api_error(gateway_factory, upstream):
     "policy, expected",
     [
         ('[gateway]\nmax_body_bytes = "lots"\n', "gateway.max_body_bytes: expected an integer"),
-        ('[approvals]\napprovers = ["sre"]\n', "approvals: not supported by this version"),
+        (
+            '[[commands.rules]]\nid = "x"\ntool = "Bash"\naction = "approve"\nmessage = "m"\n',
+            "commands.rules[0]: an approve rule needs at least one [[issuers]] entry",
+        ),
     ],
 )
 def test_bad_policy_fails_startup(gateway_factory, policy, expected):
