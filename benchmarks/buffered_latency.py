@@ -206,11 +206,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=100, help="per size and path (default 100)")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra mitmdump argument for the gateway (repeat it), e.g. --gateway-arg=-s --gateway-arg=probe.py",
+    )
+    ap.add_argument("--sizes", default="200,1000", help="request sizes in KB, comma-separated (default 200,1000)")
     args = ap.parse_args()
 
-    sizes = {"200 KB": claude_code_request(200_000, stream=False), "1 MB": claude_code_request(1_000_000, stream=False)}
+    sizes = {
+        (f"{kb // 1000} MB" if kb % 1000 == 0 else f"{kb} KB"): claude_code_request(kb * 1000, stream=False)
+        for kb in (int(k) for k in args.sizes.split(","))
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(Path(tmp))
+        bench = Bench(Path(tmp), gateway_args=args.gateway_arg)
         try:
             paths = [bench.bare, bench.full]
             clients = {p.name: p.client() for p in paths}

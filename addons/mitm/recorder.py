@@ -5,8 +5,11 @@ registry's journal and uploader, stores) in a worker thread, so no other flow ev
 one's disk or network I/O.
 
 - `request`: for a request that asks for a stream, a ``request`` record is spooled before
-  the request goes upstream (a stream cannot be held back at its end). When the spool has
-  failed and `[recording] on_record_failure = "refuse"`, new requests are refused.
+  the request goes upstream (a stream cannot be held back at its end). A buffered request is
+  captured as it will be forwarded and its part of the record is built in a worker thread
+  while the upstream answers, so building it adds nothing to the request's way upstream.
+  When the spool has failed and `[recording] on_record_failure = "refuse"`, new requests are
+  refused.
 - `response`: the full record is spooled, and only then does the hook return, which is
   what releases a buffered response to the client.
 - `error`: a flow that ended without a response (upstream unreachable, client gone) is
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mitmproxy import exceptions, http
+from mitmproxy.net import encoding
 
 from gatehouse import __version__
 from gatehouse.exchange import Exchange
@@ -50,6 +54,7 @@ from gatehouse.recording.spool import SpoolError, SpoolLocked
 from gatehouse.recording.stores import StoreError, open_store
 from gatehouse.wire.apierrors import api_error
 from gatehouse.wire.bodies import asks_for_stream
+from gatehouse.wire.jsonbody import Spanned
 
 if TYPE_CHECKING:  # only its type: the policy loader hands the masker in
     from gatehouse.masking.masker import Masker
@@ -75,6 +80,20 @@ def _body(message: http.Message) -> bytes | None:
     return message.get_content(strict=False)
 
 
+def _decoded(raw: bytes | None, content_encoding: str | None) -> bytes | None:
+    """A captured body without its Content-Encoding, as `get_content(strict=False)` gives it
+    (the body as it came when it cannot be decoded)."""
+    if not raw:
+        return None
+    if not content_encoding:
+        return raw
+    try:
+        content = encoding.decode(raw, content_encoding)
+    except ValueError:
+        return raw
+    return content if isinstance(content, bytes) else raw
+
+
 def _capture_request(flow: http.HTTPFlow) -> RequestInput:
     req = flow.request
     return RequestInput(
@@ -88,6 +107,22 @@ def _capture_request(flow: http.HTTPFlow) -> RequestInput:
     )
 
 
+def _snapshot_request(flow: http.HTTPFlow) -> tuple[RequestInput, str | None]:
+    """The request as it goes upstream, taken on the event loop without decoding its body
+    (`RequestInput.body` holds the raw bytes until `_decoded`), with its Content-Encoding."""
+    req = flow.request
+    inp = RequestInput(
+        method=req.method,
+        scheme=req.scheme,
+        host=req.pretty_host,
+        port=req.port,
+        path=req.path,
+        headers=_headers(req.headers),
+        body=req.raw_content or None,
+    )
+    return inp, req.headers.get("content-encoding")
+
+
 def _capture_response(resp: http.Response, ex: Exchange) -> ResponseInput:
     streamed = bool(resp.stream)
     # The masking addon hands over the message the client received (post-masking) when the
@@ -99,6 +134,19 @@ def _capture_response(resp: http.Response, ex: Exchange) -> ResponseInput:
         streamed=streamed,
         assembled=ex.streamed_message if streamed else None,
     )
+
+
+# Request bodies parsed before the recorder sees them, by flow (see `offer_parsed_request`).
+_PARSED: weakref.WeakKeyDictionary[http.HTTPFlow, Spanned] = weakref.WeakKeyDictionary()
+
+
+def offer_parsed_request(flow: http.HTTPFlow, doc: Spanned) -> None:
+    """Offer the recorder the parse (`loads_spanned`) of `flow`'s request body: the masking
+    addon's, for a body it forwards unchanged, so the record's copy does not parse the same
+    megabyte again. Taken only if it is the parse of exactly the body as it goes upstream
+    (`records.build_request` compares the text), so a body changed afterwards is parsed anew.
+    The recorder may mask the document's value in place: the caller must be done with it."""
+    _PARSED[flow] = doc
 
 
 def _wants_stream(ex: Exchange, body: bytes | None) -> bool:
@@ -130,8 +178,12 @@ class Recorder:
         self.healthy = True
         self.probe_interval = PROBE_INTERVAL
         self._last_probe = 0.0
-        # Per flow: the request part built in `request`, reused by the final record.
+        # Per flow: the request part built in `request`, reused by the final record, or (a
+        # buffered request) the worker thread's task building it while the upstream answers.
         self._requests: weakref.WeakKeyDictionary[http.HTTPFlow, BuiltRequest] = weakref.WeakKeyDictionary()
+        self._building: weakref.WeakKeyDictionary[http.HTTPFlow, asyncio.Future[BuiltRequest | None]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._recorded: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
 
     # -- configuration --------------------------------------------------------------------------
@@ -210,13 +262,33 @@ class Recorder:
         if self.recording is None or flow.response is not None or flow.request.method == "CONNECT":
             return  # a refusal by an earlier addon is recorded in `response`
         ex = exchange_of(flow)
+        parsed = _PARSED.pop(flow, None)
         if not await self._spool_usable():
             if self._failed(flow, ex, SpoolError("the recording spool is unavailable"), can_refuse=True):
                 return
+        if ex.request_streams is False and flow.request.raw_content:
+            # Buffered (as the masking addon found): nothing needs spooling before it goes
+            # upstream, so its part of the record is built meanwhile; `response` (or `error`)
+            # awaits it before the record is spooled and the response released.
+            inp, content_encoding = _snapshot_request(flow)
+            self._building[flow] = asyncio.ensure_future(
+                asyncio.to_thread(self._build_captured, inp, content_encoding, ex, flow.request.timestamp_start, parsed)
+            )
+            return
         try:
-            await asyncio.to_thread(self._record_request, flow, ex)
+            await asyncio.to_thread(self._record_request, flow, ex, parsed)
         except Exception as e:
             self._failed(flow, ex, e, can_refuse=True)
+
+    async def _built(self, flow: http.HTTPFlow) -> None:
+        """Wait for the request part being built for `flow` (if any) and keep it for the record.
+        Its failure is the record's failure: raised here, for the hook to apply."""
+        task = self._building.pop(flow, None)
+        if task is None:
+            return
+        built = await task
+        if built is not None:
+            self._requests[flow] = built
 
     @fail_closed("recording")
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -227,6 +299,7 @@ class Recorder:
         ex = exchange_of(flow)
         kind = "refusal" if ex.refused else "exchange"
         try:
+            await self._built(flow)
             await asyncio.to_thread(self._record_exchange, flow, ex, kind)
         except Exception as e:
             # A buffered response is still ours to withhold; a streamed one reached the client.
@@ -239,6 +312,7 @@ class Recorder:
             return
         ex = exchange_of(flow)
         try:
+            await self._built(flow)
             await asyncio.to_thread(self._record_exchange, flow, ex, "refusal" if ex.refused else "exchange")
         except Exception as e:
             self._failed(flow, ex, e, can_refuse=False)
@@ -278,7 +352,9 @@ class Recorder:
         self.healthy = True
         return True
 
-    def _build_request(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[RequestInput, BuiltRequest]:
+    def _build_request(
+        self, flow: http.HTTPFlow, ex: Exchange, parsed: Spanned | None = None
+    ) -> tuple[RequestInput, BuiltRequest]:
         inp = _capture_request(flow)
         built = build_request(
             inp,
@@ -287,14 +363,32 @@ class Recorder:
             at=flow.request.timestamp_start,
             tracker=self.tracker,
             cache=self.parts,
+            parsed=parsed,
         )
         return inp, built
 
-    def _record_request(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+    def _build_captured(
+        self, inp: RequestInput, content_encoding: str | None, ex: Exchange, at: float, parsed: Spanned | None
+    ) -> BuiltRequest | None:
+        """The request part of a request captured by `_snapshot_request`."""
+        inp.body = _decoded(inp.body, content_encoding)
+        if not inp.body:
+            return None
+        return build_request(
+            inp,
+            masker=self.masker,
+            identity=ex.identity.to_dict() if ex.identity else None,
+            at=at,
+            tracker=self.tracker,
+            cache=self.parts,
+            parsed=parsed,
+        )
+
+    def _record_request(self, flow: http.HTTPFlow, ex: Exchange, parsed: Spanned | None = None) -> None:
         """Build (and cache) the request part; spool a ``request`` record when it will stream."""
         if not flow.request.raw_content:
             return
-        inp, built = self._build_request(flow, ex)
+        inp, built = self._build_request(flow, ex, parsed)
         self._requests[flow] = built
         if _wants_stream(ex, inp.body):
             self._append(self._input(flow, ex, "request", inp), built)

@@ -213,10 +213,20 @@ def _decode_body(body: bytes | None, content_type: str) -> tuple[str, Any]:
     return kind, value
 
 
+def _reusable(parsed: Spanned | None, text: str) -> Spanned | None:
+    """`parsed` when it is the parse of exactly `text`, split by ``messages``; else None (the
+    body is parsed again). It may hold NaN or Infinity, which `loads_spanned(allow_nan=False)`
+    refuses: `canonical_json` refuses them too, and `build_request` then parses again."""
+    if parsed is None or parsed.split != "messages" or parsed.text != text:
+        return None
+    return parsed
+
+
 def _decode_body_spanned(
-    body: bytes | None, content_type: str, *, spanned: bool = True
+    body: bytes | None, content_type: str, *, spanned: bool = True, parsed: Spanned | None = None
 ) -> tuple[str, Any, Spanned | None]:
-    """("none"|"json"|"text"|"binary", value, where a JSON object's parts are in its text)."""
+    """("none"|"json"|"text"|"binary", value, where a JSON object's parts are in its text).
+    `parsed`: the body already parsed by `loads_spanned` (see `build_request`)."""
     if not body:
         return "none", None, None
     # Broader than `is_json_media` on purpose (text/json, application/x-ndjson...): that test
@@ -230,7 +240,9 @@ def _decode_body_spanned(
     if looks_json:
         # Duplicate keys (which the masking addon refuses) make `loads_spanned` give up: such a
         # body is parsed as before, the last copy kept.
-        doc = loads_spanned(text, allow_nan=False) if spanned else None
+        doc = None
+        if spanned:
+            doc = _reusable(parsed, text) or loads_spanned(text, allow_nan=False)
         if doc is not None:
             return "json", doc.value, doc
         try:
@@ -322,11 +334,37 @@ def build_request(
     at: float,
     tracker: SessionTracker | None,
     cache: PartCache | None = None,
+    parsed: Spanned | None = None,
 ) -> BuiltRequest:
     """The request part of a record. With a `cache` (made for this `masker`), the parts of
-    the body seen in earlier requests are not masked, encoded and hashed again."""
+    the body seen in earlier requests are not masked, encoded and hashed again.
+
+    `parsed`: the body as `loads_spanned` parsed it already (the masking addon's parse of a
+    body it forwarded unchanged), used instead of parsing it again when it is the parse of
+    exactly this body; its value may be masked in place, as the recorder's copy."""
+    if parsed is not None:
+        try:
+            return _build_request(req, masker, identity, at, tracker, cache, parsed)
+        except ValueError:
+            # Every value of the body goes through `canonical_json` here (a part found in the
+            # cache did before), which refuses NaN and Infinity: a body holding one, parsed by a
+            # parser that allows them, is parsed again as the record parses it (and recorded as
+            # text). Nothing before the refusal changed anything the second build depends on.
+            pass
+    return _build_request(req, masker, identity, at, tracker, cache, None)
+
+
+def _build_request(
+    req: RequestInput,
+    masker: Masker | None,
+    identity: dict[str, Any] | None,
+    at: float,
+    tracker: SessionTracker | None,
+    cache: PartCache | None,
+    parsed: Spanned | None,
+) -> BuiltRequest:
     headers = {n.lower(): v for n, v in req.headers}
-    kind, value, doc = _decode_body_spanned(req.body, _content_type(req.headers))
+    kind, value, doc = _decode_body_spanned(req.body, _content_type(req.headers), parsed=parsed)
     session = derive_session(headers, value if kind == "json" else None, identity, at, tracker)
     beta = headers.get("anthropic-beta")
     client = {

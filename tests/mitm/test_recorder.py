@@ -21,7 +21,7 @@ from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
 from gatehouse.mitm.flowutil import exchange_of, refuse
 from gatehouse.mitm.masking import Masking
-from gatehouse.mitm.recorder import Recorder
+from gatehouse.mitm.recorder import Recorder, offer_parsed_request
 from gatehouse.recording.config import RecordingPolicy
 from gatehouse.recording.layout import checkpoint_key
 from gatehouse.recording.reader import expand_request_body, iter_records, response_message
@@ -31,6 +31,7 @@ from gatehouse.recording.spool import read_spooled
 from gatehouse.recording.stores import LocalStore
 from gatehouse.recording.verify import verify_store
 from gatehouse.wire.apierrors import permission
+from gatehouse.wire.jsonbody import loads_spanned
 from gatehouse.wire.pipeline import SsePipeline
 from support.records import SECRET, FakeMasker, assistant_message
 from support.s3_server import S3Server
@@ -181,6 +182,90 @@ def test_buffered_exchange_is_spooled_before_the_hook_returns(tmp_path: Path, st
     full = list(iter_records(store, kinds=("exchange",)))[0]
     assert expand_request_body(full, store)["messages"] == [{"role": "user", "content": "hello"}]
     assert response_message(full, store)["content"][0]["text"] == "hi there"
+
+
+def test_a_buffered_request_is_recorded_as_it_went_upstream(tmp_path: Path, state: Path) -> None:
+    """A buffered request (the masking addon says so) goes upstream at once: its part of the
+    record is built meanwhile, from the request as it was when it left, and spooled with the
+    response before the response is released."""
+    rec = configured(tmp_path, state)
+    rec.recording.uploader.stop()
+    f = make_flow(response=False)
+    exchange_of(f).request_streams = False
+
+    async def go() -> None:
+        await rec.request(f)
+        assert [r["kind"] for r in spooled_records(state) if r["kind"] != "start"] == []
+        f.request.content = request_body(text="changed after it went upstream")
+        f.response = make_flow().response
+        await rec.response(f)
+
+    run(go())
+    assert [r["kind"] for r in spooled_records(state)] == ["start", "exchange"]
+    rec.recording.uploader.start()
+    store = stored(rec, tmp_path)
+    full = list(iter_records(store, kinds=("exchange",)))[0]
+    assert expand_request_body(full, store)["messages"] == [{"role": "user", "content": "hello"}]
+
+
+def test_a_buffered_response_is_withheld_when_its_request_part_cannot_be_built(tmp_path: Path, state: Path) -> None:
+    rec = configured(tmp_path, state, on_record_failure="refuse")
+    f = make_flow(response=False)
+    exchange_of(f).request_streams = False
+
+    def broken(*args: Any) -> None:
+        raise ValueError("cannot build")
+
+    rec._build_captured = broken  # type: ignore[method-assign]
+    run(rec.request(f))
+    f.response = make_flow().response
+    run(rec.response(f))
+    assert f.response.status_code == 500 and b"cannot record this exchange" in f.response.content
+
+
+def test_a_flow_that_errs_waits_for_its_request_part(tmp_path: Path, state: Path) -> None:
+    rec = configured(tmp_path, state)
+    f = make_flow(response=False)
+    exchange_of(f).request_streams = False
+    run(rec.request(f))
+    f.error = tflow.terr("Connection refused.")
+    run(rec.error(f))
+    r = spooled_records(state)[-1]
+    assert r["kind"] == "exchange" and r["request"]["model"] == "claude-sonnet-4-5" and r["response"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_masking_addons_parse_is_recorded_as_the_recorder_would_parse(
+    tmp_path: Path, state: Path, stream: bool
+) -> None:
+    """`offer_parsed_request`: the masking addon's parse of a body it forwards unchanged; the
+    record made with it is the record made without it, and a parse of another body (the body
+    changed since) is not used."""
+    bodies = []
+    for offer in ("none", "same", "other"):
+        rec = configured(tmp_path / offer, state / offer)
+        rec.recording.uploader.stop()
+        f = make_flow(stream=stream, text="hello", response=False)
+        exchange_of(f).request_streams = stream
+        if offer == "same":
+            offer_parsed_request(f, loads_spanned(f.request.content.decode()))
+        elif offer == "other":
+            offer_parsed_request(f, loads_spanned(request_body(stream, text="not what went upstream").decode()))
+
+        async def go(rec: Recorder = rec, f: http.HTTPFlow = f) -> None:
+            await rec.request(f)
+            f.response = make_flow().response
+            await rec.response(f)
+
+        run(go())
+        rec.recording.uploader.start()
+        store = stored(rec, tmp_path / offer)
+        full = list(iter_records(store, kinds=("exchange",)))[0]
+        bodies.append(expand_request_body(full, store))
+        rec.done()
+        Recording.forget(state / offer / "spool")
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert bodies[0]["messages"] == [{"role": "user", "content": "hello"}]
 
 
 def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, state: Path) -> None:

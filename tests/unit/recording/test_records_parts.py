@@ -9,6 +9,7 @@ import random
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
 from gatehouse.recording.records import PartCache, RequestInput, build_request
+from gatehouse.wire.jsonbody import loads_spanned
 from support.secrets import FINGERPRINT_KEY, fake_secret
 
 SECRET = fake_secret("github-pat", random.Random(3))
@@ -84,3 +85,41 @@ def test_the_cache_holds_at_most_its_bytes():
     assert len(cache) <= 64 * 1024 // 1200 + 1
     cache.put(("big",), "0" * 64, b"x" * 10_000)  # more than a sixteenth: not kept
     assert cache.get(("big",)) is None
+
+
+def test_a_body_parsed_already_is_recorded_as_if_parsed_here():
+    """`parsed` (the masking addon's parse of a body it forwarded unchanged) saves parsing it
+    again: the part, blobs, findings and session are those of a build that parses itself,
+    turn after turn."""
+    masker = Masker(parse_masking(None), FINGERPRINT_KEY)
+    cache = PartCache(masker)
+    for n in range(4):
+        req = request(turns(n))
+        fresh = built(req, Masker(parse_masking(None), FINGERPRINT_KEY), None)
+        doc = loads_spanned(req.body.decode())
+        b = build_request(req, masker=masker, identity=None, at=1.0, tracker=None, cache=cache, parsed=doc)
+        assert (b.part, b.blobs, b.findings, b.session) == fresh
+        assert SECRET not in json.dumps(b.part) + repr(b.blobs)
+
+
+def test_a_parse_of_another_body_is_not_used():
+    masker = Masker(parse_masking(None), FINGERPRINT_KEY)
+    req = request(turns(1))
+    other = loads_spanned(json.dumps({"model": "claude-other", "messages": [{"role": "user", "content": "x"}]}))
+    b = build_request(req, masker=masker, identity=None, at=1.0, tracker=None, cache=PartCache(masker), parsed=other)
+    assert (b.part, b.blobs, b.findings, b.session) == built(req, Masker(parse_masking(None), FINGERPRINT_KEY), None)
+    assert b.part["model"] == "claude-sonnet-4-6"
+
+
+def test_a_parse_that_allowed_nan_is_not_recorded_as_json():
+    """The masking addon's parser allows NaN and Infinity; the record has no encoding of them, and
+    such a body is recorded as text, as when the recorder parses it itself."""
+    masker = Masker(parse_masking(None), FINGERPRINT_KEY)
+    cache = PartCache(masker)
+    text = json.dumps({"model": "m", "temperature": float("nan"), "messages": turns(1)})
+    req = RequestInput("POST", "https", "api.anthropic.com", 443, "/v1/messages", [], text.encode())
+    doc = loads_spanned(text)  # allow_nan: True, as the masking addon parses
+    assert doc is not None
+    b = build_request(req, masker=masker, identity=None, at=1.0, tracker=None, cache=cache, parsed=doc)
+    fresh = build_request(req, masker=masker, identity=None, at=1.0, tracker=None, cache=None)
+    assert b.part["encoding"] == "text" and (b.part, b.blobs, b.findings) == (fresh.part, fresh.blobs, fresh.findings)
