@@ -42,9 +42,11 @@ from gatehouse.masking.config import MaskingPolicy
 from gatehouse.masking.masker import Masker
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
+from gatehouse.mitm.recorder import offer_parsed_request
 from gatehouse.wire import apierrors, bodies, headers
 from gatehouse.wire.apierrors import ApiError
 from gatehouse.wire.bodies import UnparseableBody
+from gatehouse.wire.jsonbody import Spanned
 from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class Inspected:
     internal: bool = False
     # The request body is a JSON object with "stream": true (any endpoint); None: not parsed.
     asks_for_stream: bool | None = None
+    # The parse of a request body forwarded unchanged, for the recorder to reuse.
+    parsed: Spanned | None = None
 
 
 def _inspection_fails_closed(fn: Any) -> Any:
@@ -122,6 +126,7 @@ def _inspect_request(masker: Masker, req: http.Request) -> Inspected:
                 content=masked.encode().encode("utf-8") if masked.findings else None,
                 findings=masked.findings,
                 asks_for_stream=bodies.asks_for_stream(masked.values),
+                parsed=None if masked.findings else doc,
             )
         findings = masker.mask_request(body)
     else:
@@ -224,6 +229,8 @@ class Masking:
             result,
             lambda why: apierrors.invalid_request(f"Gatehouse could not inspect this request for secrets: {why}."),
         )
+        if result.parsed is not None and result.content is None and not exchange_of(flow).refused:
+            offer_parsed_request(flow, result.parsed)  # the recorder need not parse it again
         if forwarded_uninspected:
             log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
         exchange_of(flow).request_streams = result.asks_for_stream

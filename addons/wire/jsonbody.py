@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.decoder import scanstring
 from typing import Any
 
@@ -61,10 +61,17 @@ class Spanned:
     members: tuple[tuple[str, int, int], ...]
     split: str
     items: tuple[tuple[int, int], ...] | None
+    # Digests already taken, by span: the masker and the recorder hash the same parts.
+    _digests: dict[tuple[int, int], bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def digest(self, start: int, end: int) -> bytes:
         """The SHA-256 of the exact text (UTF-8) of one part: equal digests, equal parts."""
-        return hashlib.sha256(self.text[start:end].encode("utf-8", "surrogatepass")).digest()
+        d = self._digests.get((start, end))
+        if d is None:
+            d = self._digests[(start, end)] = hashlib.sha256(
+                self.text[start:end].encode("utf-8", "surrogatepass")
+            ).digest()
+        return d
 
 
 def loads_spanned(text: str, *, split: str = "messages", allow_nan: bool = True) -> Spanned | None:
