@@ -56,6 +56,10 @@ class PolicyLoader:
         masker = build_masker(policy.masking, policy.gateway.state_dir)
         self.masking.configure_masker(masker, policy.masking)
         self.state.masker = masker  # log lines are masked with it too (gatehouse.mitm.logsafety)
+        if masker is not None and masker.enabled:
+            # The stream guard (which text can be released) is built on first use: ~20 ms, paid
+            # here rather than by the first streamed answer.
+            masker.scanner.stream_guard.live_start(b"warm up")
         assert policy.recording is not None
         # Last: it opens the store and the spool, and checks S3 Object Lock.
         self.recorder.configure_recording(

@@ -2,10 +2,10 @@
 
 mitmproxy accepts one stream modifier per flow (`flow.response.stream`), so `SsePipeline`
 is the single place where everything that must see a streamed response happens, in order:
-parse (chunks split anywhere, even inside a UTF-8 character), mask text deltas with a
-hold-back window, hold each tool block until it is complete and mask it, let a judge replace
-a tool_use block after masking (the hook for command rules), fix `stop_reason` when no
-tool_use is left, scan every other event with the masker's generic walk (deny by default),
+parse (chunks split anywhere, even inside a UTF-8 character), mask text deltas (held only
+where a secret could still be under way), hold each tool block until it is complete and mask
+it, let a judge replace a tool_use block after masking (the hook for command rules), fix
+`stop_reason` when no tool_use is left, scan every other event with the masker's generic walk (deny by default),
 end a malformed stream, and re-assemble what the client received (for the recorder). Pure:
 no mitmproxy import.
 
@@ -69,8 +69,8 @@ class SsePipeline:
     (`Masker.mask_document`: every string value and key, except its byte-identical list),
     with three exceptions:
 
-    - text deltas of a text block go through a `TextStream` per block (hold-back window,
-      private-key hold, bounded hold that masks and swallows);
+    - text deltas of a text block go through a `TextStream` per block (released as soon as
+      no secret can still begin in it, private-key hold, bounded hold that masks and swallows);
     - thinking and signature deltas pass byte-identical (the API checks them when they come
       back);
     - a tool block (tool_use, server/MCP tool use) is held from its start to its stop (its

@@ -50,24 +50,56 @@ def test_scan_from_pos_sees_context_and_min_end(builtin):
     assert len(builtin.scanner.scan(text, min_end=len(secret) + 3)) == 1
 
 
+def test_a_scan_from_inside_a_step_sees_other_matches_and_spans_say_where(builtin):
+    """A rule's search steps from one match to the end of its secret: the rejected value
+    ``password`` hides the match that begins at the second ``password``, so a scan from
+    inside that step finds a match the whole text's scan does not (and could miss one it
+    finds). `spans` names the steps; a scan from a position inside none of them finds
+    exactly the whole text's hits from there on."""
+    text = "Lorem ipsum dolor sit amet, password = password = token: and more"
+    whole = [(h.rule.id, h.start, h.end) for h in builtin.scanner.scan(text)]
+    assert whole == []  # the second `password` is the rejected value of the first match
+    inside = text.index("password", 30) - 1  # the space before the second `password`
+    assert [h.secret for h in builtin.scanner.scan(text, pos=inside)] == ["token:"]
+    spans: list[tuple[int, int]] = []
+    builtin.scanner.scan(text, spans=spans)
+    assert any(ms < inside < resume for ms, resume in spans)
+    for pos in range(len(text)):
+        if not any(ms < pos < resume for ms, resume in spans):
+            got = [(h.rule.id, h.start, h.end) for h in builtin.scanner.scan(text, pos=pos)]
+            assert got == [w for w in whole if w[1] >= pos], pos
+
+
+def test_spans_are_character_offsets(builtin):
+    text = "é日🔑 password = hunter22x and ghp_" + "a1" * 18
+    spans: list[tuple[int, int]] = []
+    hits = builtin.scanner.scan(text, spans=spans)
+    assert [h.secret for h in hits] == ["hunter22x", "ghp_" + "a1" * 18]
+    assert (text.index(" password"), text.index(" and")) in spans
+
+
 # --------------------------------------------------------------------------------------------
 # One pass, not one per rule; linear time
 # --------------------------------------------------------------------------------------------
 
 
 def naive_scan(scanner: Scanner, text: str):
-    """Every rule run on its own over the whole text: the reference for the RE2 Set."""
+    """Every rule run on its own over the whole text: the reference for the RE2 Set. Each
+    rule steps as the scanner does: the next search begins where the secret ends."""
     hits = []
     for rule in scanner.rules:
         if rule.keywords and not any(k in text.lower() for k in rule.keywords):
             continue
-        for m in rule.regex.finditer(text):
+        at = 0
+        while at <= len(text) and (m := rule.regex.search(text, at)) is not None:
             g = rule.secret_group
             if g is None:
                 g = next((i for i in range(1, rule.groups + 1) if m.start(i) >= 0), 0)
             s, e = m.span(g)
             if s < 0 or e <= s:
+                at = m.end() if m.end() > m.start() else m.start() + 1
                 continue
+            at = e
             secret = text[s:e]
             if scanner._accept(rule, secret, lambda m=m: m.group(0)):
                 hits.append(Hit(rule, s, e, m.start(), m.end(), secret))

@@ -39,13 +39,21 @@ def test_stream_catches_a_secret_split_across_deltas(masker):
     assert not survives(s, "".join(released))
 
 
-def test_stream_releases_text_once_it_is_safe(masker):
+def test_stream_releases_text_once_no_secret_can_begin_in_it(masker):
     ts = masker.text_stream("w", 64)
-    assert ts.push("a" * 40) == ""  # within the window: held
-    out = ts.push("b" * 100)
-    assert out and out == ("a" * 40 + "b" * 100)[: len(out)]
-    assert ts.pending <= 64 + 32
-    assert out + ts.flush() == "a" * 40 + "b" * 100
+    # Only the last word is held: it could still become ``wor_password = ...``.
+    assert ts.push("Hello, wor") == "Hello,"
+    assert ts.push("ld. The") == " world."
+    assert ts.push(" end") == " The"
+    assert ts.flush() == " end"
+    # A run of word characters is held to its end, however long (up to the hold limit)...
+    ts = masker.text_stream("w", 64)
+    assert ts.push("a" * 40) == "" and ts.push("b" * 100) == ""
+    assert ts.push(" next") == "a" * 40 + "b" * 100
+    # ...and so is what could be a secret's context, until it is clearly not one.
+    ts = masker.text_stream("w", 64)
+    assert ts.push("my_pass") == ""
+    assert ts.push("word is long; ") == "my_password is long;"
 
 
 def test_stream_holds_private_key_until_end_marker(masker):
