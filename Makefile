@@ -65,6 +65,12 @@ bench: install
 	$(PY) benchmarks/token_verify.py
 	$(PY) benchmarks/recording_size.py
 	$(PY) benchmarks/report_scale.py
+	$(PY) benchmarks/command_rules.py
+	$(PY) benchmarks/stream_delay.py
+	$(PY) benchmarks/buffered_latency.py
+	$(PY) benchmarks/session_cpu.py
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/recording_path.py
 
 # A scripted agent session through a real gateway and fake upstream, then its report.
 demo: install
