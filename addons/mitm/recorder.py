@@ -271,9 +271,13 @@ class Recorder:
             # upstream, so its part of the record is built meanwhile; `response` (or `error`)
             # awaits it before the record is spooled and the response released.
             inp, content_encoding = _snapshot_request(flow)
-            self._building[flow] = asyncio.ensure_future(
+            task = asyncio.ensure_future(
                 asyncio.to_thread(self._build_captured, inp, content_encoding, ex, flow.request.timestamp_start, parsed)
             )
+            # A flow that never gets to `response` or `error` (a reload) must not leave asyncio
+            # to log the task's exception, whose text may quote content: it is retrieved here.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._building[flow] = task
             return
         try:
             await asyncio.to_thread(self._record_request, flow, ex, parsed)

@@ -88,9 +88,13 @@ class Journal:
             self.policy_sha256 = policy_sha256
             self.retention_days = retention_days
 
-    def _write(self, body: dict[str, Any]) -> tuple[Token, Appended]:
+    def _write(
+        self, body: dict[str, Any], *, blobs: dict[str, bytes] | None = None, blobs_epoch: int | None = None
+    ) -> tuple[Token, Appended]:
         """Seal `body` (after a ``start`` record when the chain has not begun) and write it to the
-        spool, not yet durable: the caller syncs the token. Caller holds the lock."""
+        spool, not yet durable: the caller syncs the token. `blobs`, written by the caller at
+        `blobs_epoch`: spooled again with the record when writes were lost since. Caller holds
+        the lock."""
         if self.spool.epoch != self._epoch:
             # Writes this chain relied on were lost (a failed fdatasync): a new chain starts,
             # naming the last record that is durable.
@@ -98,6 +102,10 @@ class Journal:
             self._published, self._checkpointed = set(), -1
             self._epoch = self.spool.epoch
         frames: list[Frame] = []
+        if blobs and blobs_epoch != self._epoch:
+            # The blobs written before may be among the lost writes: they go with the record,
+            # in the same write, which fails as a whole if the epoch moves again.
+            frames.extend(("blob", hx, data) for hx, data in blobs.items() if self.spool.needs_blob(hx))
         if self.key.key_id not in self._published:
             frames.append(("key", public_key_key(self.key.key_id), self.key.public_pem()))
         chain_id, seq, prev = self.chain_id, self.seq + 1, self.head
@@ -169,15 +177,11 @@ class Journal:
         if blobs:
             self.spool.write(blobs, epoch=epoch)
         with self._lock:
-            if self._moves != moves or self.spool.epoch != epoch:
+            if self._moves != moves:
                 # The chain moved to another store meanwhile (a blob skipped as uploaded was
-                # uploaded to the old store), or the blobs written may be lost: again.
-                again: list[Frame] = [
-                    ("blob", hx, data) for hx, data in built.blobs.items() if self.spool.needs_blob(hx)
-                ]
-                if again:
-                    self.spool.write(again)
-            token, appended = self._write(built.body)
+                # uploaded to the old store): the record's blobs go with it again.
+                epoch = -1
+            token, appended = self._write(built.body, blobs=built.blobs, blobs_epoch=epoch)
         self.spool.sync(token)
         return appended
 

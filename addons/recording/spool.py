@@ -55,6 +55,8 @@ log = logging.getLogger("gatehouse.recording")
 
 # A segment is rotated once it holds this much (the next append opens a new one).
 SEGMENT_BYTES = 64 * 1024 * 1024
+# How many spooled-but-not-uploaded blob names are remembered (64-hex keys: a few MB).
+SPOOLED_BLOBS_KEPT = 100_000
 # A frame longer than this is damage, not data (blobs are far smaller).
 MAX_FRAME = 1 << 30
 
@@ -273,7 +275,10 @@ class Spool:
         self._head_saved = True
         # Blobs in a segment not yet uploaded: a later record that uses one need not spool it
         # again (its frame is uploaded first).
-        self._spooled: set[str] = set()
+        # Blobs spooled and not yet uploaded, bounded: one forgotten is spooled again (harmless:
+        # an identical object in the store counts as uploaded), while a store down for a day
+        # must not grow this without end.
+        self._spooled: Lru[str, bool] = Lru(SPOOLED_BLOBS_KEPT)
         # Bumped when writes that were not yet durable were lost (a failed fdatasync): the
         # journal starts a new chain instead of linking to a record that is gone.
         self.epoch = 0
@@ -331,7 +336,7 @@ class Spool:
         with self._cond:
             self._close_active()
             cur_n, cur_off = _read_cursor(self.root)
-            self._segs, self._spooled = {}, set()
+            self._segs, self._spooled = {}, Lru(SPOOLED_BLOBS_KEPT)
             head = self._read_head_file()
             found_records = False
             for n, path in _segment_names(self.segments_dir):
@@ -356,7 +361,7 @@ class Spool:
                 buf = path.read_bytes()
                 for _p, _e, kind, key, _d in _frames(buf, start):
                     if kind == "blob":
-                        self._spooled.add(key)
+                        self._spooled.put(key, True)
                 if s.last_head is not None:
                     head = {k: v for k, v in (head or {}).items() if k not in ("store", "stores")}
                     head.update(s.last_head)
@@ -421,7 +426,7 @@ class Spool:
             # What was uploaded to the old store is not in the new one.
             self.uploaded = Lru(100_000)
             with self._cond:
-                self._spooled = set()
+                self._spooled = Lru(SPOOLED_BLOBS_KEPT)
 
     def bound_store(self) -> str | None:
         """The url in store.json: the store the spool uploads to (None: not bound yet)."""
@@ -501,14 +506,21 @@ class Spool:
         them. With `epoch`, refuse (SpoolError) if writes were lost since the caller read it."""
         buf = encode_frames(frames)
         with self._cond:
-            if epoch is not None and epoch != self.epoch:
-                raise SpoolError("the recording spool lost writes that were not yet durable (see the log); retrying")
-            seg = self._active
-            if seg is not None and seg.end > 0 and seg.end + len(buf) > SEGMENT_BYTES:
-                self._retire_active()
-                seg = None
-            if seg is None:
-                seg = self._new_segment()
+            while True:
+                # Checked again after every wait: a sync may fail (and cut writes) meanwhile.
+                if epoch is not None and epoch != self.epoch:
+                    raise SpoolError(
+                        "the recording spool lost writes that were not yet durable (see the log); retrying"
+                    )
+                seg = self._active
+                if seg is not None and seg.end > 0 and seg.end + len(buf) > SEGMENT_BYTES:
+                    # Retiring may wait for a sync in flight (the lock is released): another
+                    # writer may rotate first, so look at the active segment again after it.
+                    self._retire_active()
+                    continue
+                if seg is None:
+                    seg = self._new_segment()
+                break
             try:
                 view = memoryview(buf)
                 while view:
@@ -524,7 +536,7 @@ class Spool:
             seg.end += len(buf)
             for kind, key, data in frames:
                 if kind == "blob":
-                    self._spooled.add(key)
+                    self._spooled.put(key, True)
                 elif kind == "record":
                     p = parse_key(key)
                     if p is not None:
@@ -586,10 +598,11 @@ class Spool:
                 self._head = {**(self._head or {}), **s.last_record}
         # The closed segment can go once shipped: head.json must name its last record first.
         self._rotated_head, self._head_saved = self._head, False
-        self._spooled = set()
+        self._spooled = Lru(SPOOLED_BLOBS_KEPT)
 
     def _new_segment(self) -> _Segment:
         """Open the next segment for appends. Caller holds the lock."""
+        assert self._active is None, "a segment is already active"
         n = self._next_n
         path = self.segments_dir / f"{n:012d}.seg"
         try:
@@ -781,7 +794,7 @@ class Spool:
             self._cursor = (batch.segment, batch.end)
             for kind, key, _data in batch.frames:
                 if kind == "blob":
-                    self._spooled.discard(key)
+                    self._spooled.pop(key)
             self._drop_shipped()
             cursor = self._cursor
         # Not fsynced: a cursor lost in a crash only means uploading again, which the store

@@ -176,7 +176,9 @@ class LocalStore:
             for fd, name in done:
                 os.close(fd)
                 os.unlink(name)
-            for parent in dict.fromkeys(p.parent for p, made in zip(paths, created, strict=True) if made):
+            # Every directory of the batch, not only those that gained a name now: a name linked
+            # by an earlier attempt that failed before its fsync reports "exists" on the retry.
+            for parent in dict.fromkeys(p.parent for p in paths):
                 fsync_dir(parent)
             return created
         except OSError as e:

@@ -291,3 +291,48 @@ def test_full_segments_rotate_and_go_once_shipped_while_the_head_stays_known(
     assert start["previous"] == {"chain": last.chain, "seq": 12, "hash": last.hash}
     result = verify_store(store, trusted_keys=trusted(key))
     assert result.ok, [str(p) for p in result.problems]
+
+
+def test_writers_rotating_at_once_leave_no_segment_unsynced_or_open(tmp_path, monkeypatch):
+    """Two writers that both find the active segment full while its sync is in flight: the
+    second must see the first one's new segment, never open a third and orphan the second."""
+    import os as _os
+    import threading as _threading
+    import time as _time
+
+    import gatehouse.recording.spool as sp
+
+    monkeypatch.setattr(sp, "SEGMENT_BYTES", 1000)
+    spool = sp.Spool(tmp_path / "spool")
+    spool.open()
+    gate, real = _threading.Event(), _os.fdatasync
+    first = [True]
+
+    def slow(fd):
+        if first[0]:
+            first[0] = False
+            gate.wait()
+        return real(fd)
+
+    monkeypatch.setattr(sp.os, "fdatasync", slow)
+    t0 = spool.write([("blob", "a" * 64, b"x" * 600)])
+    syncing = _threading.Thread(target=spool.sync, args=(t0,))
+    syncing.start()
+    _time.sleep(0.2)
+    tokens = {}
+
+    def write(name):
+        tokens[name] = spool.write([("record", f"records/c/{name}", b"y" * 600)])
+
+    writers = [_threading.Thread(target=write, args=(n,)) for n in ("A", "B")]
+    for t in writers:
+        t.start()
+        _time.sleep(0.2)
+    gate.set()
+    for t in (syncing, *writers):
+        t.join()
+    inactive = [seg for seg in spool._segs.values() if seg is not spool._active]
+    assert all(seg.fd is None and seg.synced == seg.end for seg in inactive)
+    for tok in tokens.values():
+        spool.sync(tok)
+    assert all(seg.synced == seg.end for seg in spool._segs.values())
