@@ -141,8 +141,11 @@ def _frames(buf: bytes, start: int = 0) -> Iterator[tuple[int, int, str, str, me
         pos = end
 
 
-def _scan(path: Path) -> _Scan:
+def _scan(path: Path, limit: int | None = None) -> _Scan:
+    """The frames of a segment (the first `limit` bytes of it: what is known to be valid)."""
     buf = path.read_bytes()
+    if limit is not None:
+        buf = buf[:limit]
     s = _Scan(size=len(buf))
     for _pos, end, kind, key, data in _frames(buf):
         s.end = end
@@ -345,11 +348,16 @@ class Spool:
                     continue
                 s = _scan(path)
                 if s.end < s.size:
+                    # Usually a write cut by a crash, never acknowledged. But damage in the middle
+                    # looks the same and hides the frames after it: the segment is kept whole in
+                    # failed/ before it can be deleted as shipped, for an operator to look at.
+                    kept = self._keep_damaged(path)
                     log.warning(
                         "recording spool: %s ends with %d byte(s) that are not a whole frame (a write "
-                        "cut by a crash, never acknowledged); ignored",
+                        "cut by a crash, never acknowledged); ignored%s",
                         path,
                         s.size - s.end,
+                        f" (the segment is kept as {kept})" if kept else "",
                     )
                 if n == cur_n and cur_off not in s.boundaries:
                     log.warning(
@@ -589,8 +597,8 @@ class Spool:
         self._close_active()
         self.epoch += 1
         self._head = self._rotated_head
-        for n in sorted(self._segs):  # the head as far as it is durable
-            s = _scan(self._segs[n].path)
+        for n in sorted(self._segs):  # the head as far as it is durable (never past `end`)
+            s = _scan(self._segs[n].path, self._segs[n].end)
             if s.last_head is not None:
                 self._head = {k: v for k, v in (self._head or {}).items() if k not in ("store", "stores")}
                 self._head.update(s.last_head)
@@ -599,6 +607,18 @@ class Spool:
         # The closed segment can go once shipped: head.json must name its last record first.
         self._rotated_head, self._head_saved = self._head, False
         self._spooled = Lru(SPOOLED_BLOBS_KEPT)
+
+    def _keep_damaged(self, path: Path) -> Path | None:
+        """A copy of a segment whose tail does not parse, in failed/segments/ (once)."""
+        dest = self.root / "failed" / "segments" / path.name
+        try:
+            if not dest.exists():
+                makedirs_durable(dest.parent)
+                shutil.copyfile(path, dest)
+            return dest
+        except OSError as e:
+            log.error("recording spool: cannot keep a copy of %s (%s)", path, e.strerror or e)
+            return None
 
     def _new_segment(self) -> _Segment:
         """Open the next segment for appends. Caller holds the lock."""

@@ -116,6 +116,8 @@ def test_a_torn_tail_is_dropped_and_what_came_before_survives(
     rec = open_recording(tmp_path / "spool", store, key, recordings)
     rec.spool.open()
     assert rec.spool.read_head() == {"chain": last.chain, "seq": 3, "hash": last.hash, "store": store.url}
+    # Damage in the middle would look the same: the whole segment is kept for an operator.
+    assert (tmp_path / "spool/failed/segments" / segment.name).read_bytes() == whole + bytes(bad)
     rec.start()
     rec.append(numbered_record(10))
     assert rec.shutdown()
