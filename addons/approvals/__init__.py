@@ -15,3 +15,5 @@ from __future__ import annotations
 
 # The reserved host of the approvals API: answered by the gateway itself, never sent upstream.
 INTERNAL_HOST = "gatehouse.internal"
+# The header a request's session id comes from (Claude Code's), kept with an approval request.
+SESSION_HEADER = "x-claude-code-session-id"

@@ -168,6 +168,12 @@ class ApprovalService:
         self.notifier.announce(req)
         return req
 
+    def file(self, **request: Any) -> ApprovalRequest:
+        """The open request of the same requester for the same call, or a new one (`request`'s
+        keywords): asking twice for one call files it once."""
+        pending = self.pending_call(request["requester"], request["kind"], request["tool"], request["input_sha256"])
+        return pending if pending is not None else self.request(**request)
+
     # -- reading ------------------------------------------------------------------------------
     def _request(self, approval_id: str) -> ApprovalRequest:
         req = self._requests.get(approval_id)

@@ -16,7 +16,7 @@ from gatehouse.access import checks as access
 from gatehouse.access.checks import HostRoute
 from gatehouse.access.endpoints import allowed as endpoint_allowed
 from gatehouse.access.rules import jit_rule_for, jit_target
-from gatehouse.approvals import INTERNAL_HOST
+from gatehouse.approvals import INTERNAL_HOST, SESSION_HEADER
 from gatehouse.commands.judge import call_sha256
 from gatehouse.common.hosts import normalise_host
 from gatehouse.exchange import Exchange
@@ -196,27 +196,25 @@ class Access:
         ap = policy.approvals
         tool_input = {"model": model} if model is not None else {"method": method, "path": path}
         digest = call_sha256(target, tool_input)
-        request = await asyncio.to_thread(approvals.pending_call, ex.identity, "access", target, digest)
         approvers = tuple(rule.approvers or ap.approvers)
-        if request is None:
-            request = await asyncio.to_thread(
-                lambda: approvals.request(
-                    kind="access",
-                    requester=ex.identity,
-                    session=flow.request.headers.get("x-claude-code-session-id"),
-                    exchange_id=ex.exchange_id,
-                    tool=target,
-                    tool_input=tool_input,
-                    input_sha256=digest,
-                    rule=rule.id,
-                    message=err.message,
-                    approvers=approvers,
-                    approvals_required=rule.approvals_required or ap.approvals_required,
-                    mode="retry",
-                    timeout_seconds=None,
-                    grant_seconds=rule.grant_seconds or ap.grant_seconds,
-                )
+        request = await asyncio.to_thread(
+            lambda: approvals.file(
+                kind="access",
+                requester=ex.identity,
+                session=flow.request.headers.get(SESSION_HEADER),
+                exchange_id=ex.exchange_id,
+                tool=target,
+                tool_input=tool_input,
+                input_sha256=digest,
+                rule=rule.id,
+                message=err.message,
+                approvers=approvers,
+                approvals_required=rule.approvals_required or ap.approvals_required,
+                mode="retry",
+                timeout_seconds=None,
+                grant_seconds=rule.grant_seconds or ap.grant_seconds,
             )
+        )
         refuse(
             flow,
             apierrors.permission(

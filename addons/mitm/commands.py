@@ -30,6 +30,7 @@ from typing import Any
 
 from mitmproxy import http
 
+from gatehouse.approvals import SESSION_HEADER
 from gatehouse.approvals.model import ApprovalRequest, Status
 from gatehouse.commands import notices
 from gatehouse.commands.judge import Verdict, call_sha256, judge_call, may_need_approval
@@ -278,26 +279,24 @@ class Commands:
         mode = (rule.mode if rule is not None else None) or policy.mode
         approvers = tuple((rule.approvers if rule is not None else None) or policy.approvers)
         required = (rule.approvals_required if rule is not None else None) or policy.approvals_required
-        request = await asyncio.to_thread(approvals.pending_call, ex.identity, "tool_call", name, digest)
-        if request is None:
-            request = await asyncio.to_thread(
-                lambda: approvals.request(
-                    kind="tool_call",
-                    requester=ex.identity,
-                    session=flow.request.headers.get("x-claude-code-session-id"),
-                    exchange_id=ex.exchange_id,
-                    tool=name,
-                    tool_input=tool_input,
-                    input_sha256=digest,
-                    rule=rule_id,
-                    message=verdict.message,
-                    approvers=approvers,
-                    approvals_required=required,
-                    mode=mode,
-                    timeout_seconds=policy.timeout_seconds,
-                    grant_seconds=policy.grant_seconds,
-                )
+        request = await asyncio.to_thread(
+            lambda: approvals.file(
+                kind="tool_call",
+                requester=ex.identity,
+                session=flow.request.headers.get(SESSION_HEADER),
+                exchange_id=ex.exchange_id,
+                tool=name,
+                tool_input=tool_input,
+                input_sha256=digest,
+                rule=rule_id,
+                message=verdict.message,
+                approvers=approvers,
+                approvals_required=required,
+                mode=mode,
+                timeout_seconds=policy.timeout_seconds,
+                grant_seconds=policy.grant_seconds,
             )
+        )
         self._record_verdict(
             ex, block, verdict, approval_id=request.id, input_sha256=digest, mode=mode, approvers=list(approvers)
         )

@@ -78,6 +78,24 @@ def state(tmp_path):
     return st
 
 
+def approve_when_filed(state) -> threading.Thread:
+    """Bob approves the first request filed (in a thread: the hold runs in the test's loop)."""
+
+    def approve() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pending = state.approvals.pending()
+            if pending:
+                req = pending[0].request
+                state.approvals.decide(req.id, BOB, "approve", reason="ok", input_sha256=req.input_sha256)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=approve)
+    t.start()
+    return t
+
+
 def message(*blocks: dict, stop_reason: str = "tool_use") -> bytes:
     return json.dumps(
         {
@@ -150,18 +168,7 @@ def test_a_held_call_is_released_by_an_approval(tctx, state):
     assert exchange_of(flow).buffer_response
     flow.response = api_response(message(bash("deploy web")))
 
-    def approve() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pending = state.approvals.pending()
-            if pending:
-                req = pending[0].request
-                state.approvals.decide(req.id, BOB, "approve", reason="ok", input_sha256=req.input_sha256)
-                return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=approve)
-    t.start()
+    t = approve_when_filed(state)
     fire(tctx, addon, HttpResponseHeadersHook(flow), HttpResponseHook(flow))
     t.join()
     doc = json.loads(flow.response.content)
@@ -202,18 +209,7 @@ def test_one_approval_releases_one_of_two_identical_held_calls(tctx, state):
     fire(tctx, addon, HttpRequestHook(flow))
     flow.response = api_response(message(bash("deploy web", 0), bash("deploy web", 1)))
 
-    def approve() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pending = state.approvals.pending()
-            if pending:
-                req = pending[0].request
-                state.approvals.decide(req.id, BOB, "approve", reason="ok", input_sha256=req.input_sha256)
-                return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=approve)
-    t.start()
+    t = approve_when_filed(state)
     fire(tctx, addon, HttpResponseHeadersHook(flow), HttpResponseHook(flow))
     t.join()
     doc = json.loads(flow.response.content)
