@@ -12,7 +12,7 @@ from gatehouse.access.endpoints import BODILESS_METHODS, METHODS, allowed, path_
 from gatehouse.common.hosts import host_matches, normalise_host
 from gatehouse.exchange import Identity
 from gatehouse.policy.gateway import API_HOST
-from gatehouse.wire import apierrors, jsonbody
+from gatehouse.wire import apierrors
 from gatehouse.wire.apierrors import ApiError
 from gatehouse.wire.sse import compact_json
 
@@ -107,32 +107,22 @@ def check_body_allowed(method: str, has_body: bool) -> ApiError | None:
     return None
 
 
-def model_body(path: str, body: bytes) -> dict[str, Any] | None:
-    """The parsed body of a request whose endpoint names a model (None for other endpoints),
-    parsed once for the model and the server-tool checks.
+def names_model(path: str) -> bool:
+    """Whether requests to `path` carry a `model` the policy checks."""
+    return path.split("?", 1)[0] in MODEL_ENDPOINTS
 
-    Raises ValueError for a body that should name a model and cannot be read.
+
+def model_body(value: Any) -> dict[str, Any]:
+    """The parsed body of a request to an endpoint that names a model (`names_model`), checked
+    to be an object with a string `model`: read once for the model and the server-tool checks.
+
+    Raises ValueError for a body that does not say which model it asks for.
     """
-    if path.split("?", 1)[0] not in MODEL_ENDPOINTS:
-        return None
-    try:
-        doc = jsonbody.loads(body)
-    except RecursionError:
-        raise ValueError("the request body is JSON nested too deeply to inspect") from None
-    if not isinstance(doc, dict):
+    if not isinstance(value, dict):
         raise ValueError("the request body is not a JSON object")
-    if not isinstance(doc.get("model"), str):
+    if not isinstance(value.get("model"), str):
         raise ValueError("the request body has no string `model`")
-    return doc
-
-
-def requested_model(path: str, body: bytes) -> str | None:
-    """The `model` of a Messages API request body, or None when the endpoint carries none.
-
-    Raises ValueError for a body that should name a model and cannot be read.
-    """
-    doc = model_body(path, body)
-    return None if doc is None else doc["model"]
+    return value
 
 
 def check_model(policy: Policy, model: str, identity: Identity | None) -> ApiError | None:

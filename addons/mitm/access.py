@@ -20,6 +20,7 @@ from gatehouse.approvals import INTERNAL_HOST, SESSION_HEADER
 from gatehouse.commands.judge import call_sha256
 from gatehouse.common.hosts import normalise_host
 from gatehouse.exchange import Exchange
+from gatehouse.mitm import requestjson
 from gatehouse.mitm.approvals import internal_problem, is_internal
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
 from gatehouse.mitm.state import GatewayState
@@ -30,6 +31,23 @@ log = logging.getLogger(__name__)
 
 # Request bodies larger than this are parsed on a worker thread (as Masking does).
 OFFLOAD_BYTES = 256 * 1024
+
+
+async def _parsed_body(flow: http.HTTPFlow) -> requestjson.ParsedRequest:
+    """The flow's request body parsed (kept for masking and the recorder, `requestjson`).
+    Raises ValueError (`UnparseableBody`) for a body that is not JSON."""
+    if (parsed := requestjson.cached(flow)) is not None:
+        return parsed
+    raw = flow.request.raw_content or b""  # uncompressed: `requestheaders` refuses the rest
+    try:
+        if len(raw) > OFFLOAD_BYTES:  # megabytes take milliseconds: off the event loop
+            parsed = await asyncio.to_thread(requestjson.parse, raw)
+        else:
+            parsed = requestjson.parse(raw)
+    except RecursionError:
+        raise ValueError("the request body is JSON nested too deeply to inspect") from None
+    requestjson.remember(flow, raw, parsed)
+    return parsed
 
 
 class Access:
@@ -129,12 +147,8 @@ class Access:
             refuse(flow, err, "access", rule="max_body_bytes")
             return
         if policy.groups and ex.identity is not None:
-            content = flow.request.content or b""
             try:
-                if len(content) > OFFLOAD_BYTES:  # megabytes take milliseconds: off the event loop
-                    doc = await asyncio.to_thread(access.model_body, path, content)
-                else:
-                    doc = access.model_body(path, content)
+                doc = access.model_body((await _parsed_body(flow)).value) if access.names_model(path) else None
             except ValueError as e:
                 refuse(
                     flow,

@@ -41,12 +41,11 @@ from gatehouse.exchange import Exchange, Finding
 from gatehouse.masking.config import MaskingPolicy
 from gatehouse.masking.masker import Masker
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
+from gatehouse.mitm import requestjson
 from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
-from gatehouse.mitm.recorder import offer_parsed_request
 from gatehouse.wire import apierrors, bodies, headers
 from gatehouse.wire.apierrors import ApiError
 from gatehouse.wire.bodies import UnparseableBody
-from gatehouse.wire.jsonbody import Spanned
 from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ class Inspected:
     # The request body is a JSON object with "stream": true (any endpoint); None: not parsed.
     asks_for_stream: bool | None = None
     # The parse of a request body forwarded unchanged, for the recorder to reuse.
-    parsed: Spanned | None = None
+    parsed: requestjson.ParsedRequest | None = None
 
 
 def _inspection_fails_closed(fn: Any) -> Any:
@@ -108,16 +107,18 @@ def _inspection_fails_closed(fn: Any) -> Any:
 
 
 @_inspection_fails_closed
-def _inspect_request(masker: Masker, req: http.Request) -> Inspected:
-    """Parse and mask a request body. Runs on a worker thread for big bodies: it only reads
-    the request; the caller applies the result on the event loop."""
-    what = "the request body"
+def _inspect_request(masker: Masker, req: http.Request, parsed: requestjson.ParsedRequest | None) -> Inspected:
+    """Parse and mask a request body (`parsed`: its parse by an earlier addon, if any). Runs on
+    a worker thread for big bodies: it only reads the request; the caller applies the result on
+    the event loop."""
+    what = requestjson.WHAT
     bodies.require_json_media(_media_type(req.headers), what)
-    raw = _decoded(req, what)
     if bodies.is_message_endpoint(req.path):
         # Parsed with where each message is in the text: the masker skips the messages it
         # has masked before (Claude Code resends the whole conversation every turn).
-        body, doc = bodies.parse_json_spanned(raw, what)
+        if parsed is None:
+            parsed = requestjson.parse(_decoded(req, what))
+        body, doc = parsed.value, parsed.spanned
         if not isinstance(body, dict):
             return Inspected(error="the request body is not a JSON object")
         if doc is not None:
@@ -126,11 +127,11 @@ def _inspect_request(masker: Masker, req: http.Request) -> Inspected:
                 content=masked.encode().encode("utf-8") if masked.findings else None,
                 findings=masked.findings,
                 asks_for_stream=bodies.asks_for_stream(masked.values),
-                parsed=None if masked.findings else doc,
+                parsed=None if masked.findings else parsed,
             )
         findings = masker.mask_request(body)
     else:
-        body, findings = masker.mask_json_value(bodies.parse_json(raw, what))
+        body, findings = masker.mask_json_value(bodies.parse_json(_decoded(req, what), what))
     return Inspected(
         content=bodies.encode_json(body) if findings else None,
         findings=findings,
@@ -216,12 +217,14 @@ class Masking:
         req = flow.request
         if not req.raw_content and not bodies.is_message_endpoint(req.path):
             return  # nothing to inspect (Access refuses bodies where none belongs)
-        if len(req.raw_content) > OFFLOAD_BYTES:
+        raw = req.raw_content
+        parsed = requestjson.cached(flow)  # Access's, when it read the model
+        if len(raw or b"") > OFFLOAD_BYTES:
             # Parsing and masking megabytes takes milliseconds to seconds: off the event loop,
             # so that other flows are not stalled meanwhile.
-            result = await asyncio.to_thread(_inspect_request, masker, req)
+            result = await asyncio.to_thread(_inspect_request, masker, req, parsed)
         else:
-            result = _inspect_request(masker, req)
+            result = _inspect_request(masker, req, parsed)
         forwarded_uninspected = self._apply_inspection(
             flow,
             req,
@@ -230,7 +233,7 @@ class Masking:
             lambda why: apierrors.invalid_request(f"Gatehouse could not inspect this request for secrets: {why}."),
         )
         if result.parsed is not None and result.content is None and not exchange_of(flow).refused:
-            offer_parsed_request(flow, result.parsed)  # the recorder need not parse it again
+            requestjson.remember(flow, raw, result.parsed)  # the recorder need not parse it again
         if forwarded_uninspected:
             log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
         exchange_of(flow).request_streams = result.asks_for_stream

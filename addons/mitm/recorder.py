@@ -35,6 +35,7 @@ from mitmproxy.net import encoding
 
 from gatehouse import __version__
 from gatehouse.exchange import Exchange
+from gatehouse.mitm import requestjson
 from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
 from gatehouse.recording.canonical import RecordError, parse_json
 from gatehouse.recording.config import RecordingPolicy
@@ -134,19 +135,6 @@ def _capture_response(resp: http.Response, ex: Exchange) -> ResponseInput:
         streamed=streamed,
         assembled=ex.streamed_message if streamed else None,
     )
-
-
-# Request bodies parsed before the recorder sees them, by flow (see `offer_parsed_request`).
-_PARSED: weakref.WeakKeyDictionary[http.HTTPFlow, Spanned] = weakref.WeakKeyDictionary()
-
-
-def offer_parsed_request(flow: http.HTTPFlow, doc: Spanned) -> None:
-    """Offer the recorder the parse (`loads_spanned`) of `flow`'s request body: the masking
-    addon's, for a body it forwards unchanged, so the record's copy does not parse the same
-    megabyte again. Taken only if it is the parse of exactly the body as it goes upstream
-    (`records.build_request` compares the text), so a body changed afterwards is parsed anew.
-    The recorder may mask the document's value in place: the caller must be done with it."""
-    _PARSED[flow] = doc
 
 
 def _wants_stream(ex: Exchange, body: bytes | None) -> bool:
@@ -262,7 +250,8 @@ class Recorder:
         if self.recording is None or flow.response is not None or flow.request.method == "CONNECT":
             return  # a refusal by an earlier addon is recorded in `response`
         ex = exchange_of(flow)
-        parsed = _PARSED.pop(flow, None)
+        # The parse Access or masking made of exactly this body, if any: not parsed again.
+        parsed = taken.spanned if (taken := requestjson.take(flow)) is not None else None
         if not await self._spool_usable():
             if self._failed(flow, ex, SpoolError("the recording spool is unavailable"), can_refuse=True):
                 return

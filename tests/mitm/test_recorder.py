@@ -19,9 +19,10 @@ from mitmproxy.test import taddons, tflow, tutils
 from gatehouse.exchange import Finding, Identity
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
+from gatehouse.mitm import requestjson
 from gatehouse.mitm.flowutil import exchange_of, refuse
 from gatehouse.mitm.masking import Masking
-from gatehouse.mitm.recorder import Recorder, offer_parsed_request
+from gatehouse.mitm.recorder import Recorder
 from gatehouse.recording.config import RecordingPolicy
 from gatehouse.recording.layout import checkpoint_key
 from gatehouse.recording.reader import expand_request_body, iter_records, response_message
@@ -238,9 +239,8 @@ def test_a_flow_that_errs_waits_for_its_request_part(tmp_path: Path, state: Path
 def test_the_masking_addons_parse_is_recorded_as_the_recorder_would_parse(
     tmp_path: Path, state: Path, stream: bool
 ) -> None:
-    """`offer_parsed_request`: the masking addon's parse of a body it forwards unchanged; the
-    record made with it is the record made without it, and a parse of another body (the body
-    changed since) is not used."""
+    """`requestjson`: an earlier addon's parse of a body forwarded unchanged; the record made
+    with it is the record made without it, and a parse of another text is not used."""
     bodies = []
     for offer in ("none", "same", "other"):
         rec = configured(tmp_path / offer, state / offer)
@@ -248,9 +248,10 @@ def test_the_masking_addons_parse_is_recorded_as_the_recorder_would_parse(
         f = make_flow(stream=stream, text="hello", response=False)
         exchange_of(f).request_streams = stream
         if offer == "same":
-            offer_parsed_request(f, loads_spanned(f.request.content.decode()))
+            requestjson.remember(f, f.request.raw_content, requestjson.parse(f.request.raw_content))
         elif offer == "other":
-            offer_parsed_request(f, loads_spanned(request_body(stream, text="not what went upstream").decode()))
+            other = loads_spanned(request_body(stream, text="not what went upstream").decode())
+            requestjson.remember(f, f.request.raw_content, requestjson.ParsedRequest(other.value, other))
 
         async def go(rec: Recorder = rec, f: http.HTTPFlow = f) -> None:
             await rec.request(f)
