@@ -50,6 +50,10 @@ from gatehouse.wire.pipeline import SsePipeline, mask_sse_body
 
 log = logging.getLogger(__name__)
 
+# The fingerprint key of the masker event streams go through when masking is off: it has no
+# rules, so it never fingerprints anything.
+_NO_RULES_KEY = b"gatehouse: masking off, no fingerprints"
+
 # Bodies larger than this are parsed and masked on a worker thread.
 OFFLOAD_BYTES = 256 * 1024
 
@@ -168,6 +172,7 @@ class Masking:
     def __init__(self, masker: Masker | None = None, policy: MaskingPolicy | None = None) -> None:
         self.masker: Masker | None = None
         self.policy: MaskingPolicy | None = None
+        self._streamer: Masker | None = None  # what event streams are piped through
         if masker is not None:
             self.configure_masker(masker, policy or masker.policy)
 
@@ -176,6 +181,12 @@ class Masking:
     def configure_masker(self, masker: Masker | None, policy_masking: MaskingPolicy | None) -> None:
         self.masker = masker
         self.policy = policy_masking
+        # With masking off (no rules: `build_masker` gives None), event streams still go
+        # through a pipeline (`responseheaders`), with a masker that has no rules and so never
+        # takes a fingerprint: the key is never used.
+        self._streamer = masker
+        if masker is None and policy_masking is not None:
+            self._streamer = Masker(policy_masking, _NO_RULES_KEY)
         if masker is not None and policy_masking is not None:
             log.info(
                 f"gatehouse: masking {'on' if masker.enabled else 'off'} "
@@ -249,7 +260,11 @@ class Masking:
         if resp is None or ex.refused or ex.passthrough:
             return
         self._filter_headers(resp, masker, ex)
-        if masker is None or _media_type(resp.headers) != "text/event-stream":
+        # An event stream goes through the pipeline even with masking off: it is what streams
+        # it at all (mitmproxy would buffer the whole answer), what gives the commands addon
+        # each tool call, and what hands the recorder the message.
+        streamer = self._streamer
+        if streamer is None or _media_type(resp.headers) != "text/event-stream":
             return
         if ex.buffer_response:
             return  # an approval may hold it: buffered, masked whole in `response`
@@ -266,7 +281,7 @@ class Masking:
                 resp.headers["transfer-encoding"] = "chunked"
         # The pipeline (masker and held-back text included) lives on the response only, never on
         # the Exchange, which mitmproxy deep-copies with the flow's metadata.
-        resp.stream = SsePipeline(masker, hold_back_chars=self.policy.hold_back_chars)
+        resp.stream = SsePipeline(streamer, hold_back_chars=self.policy.hold_back_chars)
 
     @staticmethod
     def _filter_headers(resp: http.Response, masker: Masker | None, ex: Exchange) -> None:

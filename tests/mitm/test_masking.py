@@ -352,6 +352,35 @@ def test_event_stream_goes_through_the_pipeline(tctx, addon):
     assert SECRET not in metadata_text(f) and PAT not in metadata_text(f)
 
 
+def test_with_masking_off_an_event_stream_still_streams_unchanged(tctx):
+    """No rules: nothing is masked, but the answer is still streamed event by event (not
+    buffered to its end, as mitmproxy does a response nobody streams), through the pipeline
+    the commands addon judges tool calls in and the recorder reads the message from."""
+    addon = Masking()
+    addon.configure_masker(None, rules_only())  # as the policy loader does: no rules, no masker
+    f = api_flow(body=body_with_secret(stream=True))
+    fire(tctx, addon, HttpRequestHook(f))
+    f.response = api_response(b"", ctype="text/event-stream")
+    fire(tctx, addon, HttpResponseHeadersHook(f))
+    pipe = f.response.stream
+    assert isinstance(pipe, SsePipeline)
+    data = sse_with_secret()
+    events = data.split(b"\n\n")
+    out = b""
+    for event in events[:-1]:
+        r = pipe(event + b"\n\n")
+        out += r if isinstance(r, bytes) else b"".join(r)
+        if b"text_delta" in event:
+            assert out.endswith(b"\n\n") and b"text_delta" in out  # released as it came
+    out += pipe(b"")
+    fire(tctx, addon, HttpResponseHook(f))
+    # The same message (a tool block is re-framed as one delta once whole, as always).
+    assert assemble_message(parse_sse(out)) == assemble_message(parse_sse(data))
+    assert SECRET in assemble_message(parse_sse(out))["content"][0]["text"]  # masking is off
+    assert exchange_of(f).response_findings == []
+    assert exchange_of(f).streamed_message == assemble_message(parse_sse(data))
+
+
 def test_stream_with_a_content_length_is_re_framed(tctx, addon):
     f = api_flow(body=body_with_secret(stream=True))
     f.response = api_response(b"", ctype="text/event-stream", content_length="1234")
