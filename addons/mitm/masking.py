@@ -245,6 +245,8 @@ class Masking:
         )
         if result.parsed is not None and result.content is None and not exchange_of(flow).refused:
             requestjson.remember(flow, raw, result.parsed)  # the recorder need not parse it again
+        else:
+            requestjson.take(flow)  # masking may have changed the shared parse in place: dropped
         if forwarded_uninspected:
             log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
         exchange_of(flow).request_streams = result.asks_for_stream
