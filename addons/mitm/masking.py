@@ -270,7 +270,7 @@ class Masking:
             return
         if ex.buffer_response:
             return  # an approval may hold it: buffered, masked whole in `response`
-        if resp.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+        if not bodies.is_uncompressed(resp.headers.get("content-encoding", "")):
             # The upstream compressed it anyway: buffer it (mitmproxy decodes) and mask it whole.
             log.warning("gatehouse: upstream compressed an event stream; masking it buffered")
             return

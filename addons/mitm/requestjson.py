@@ -44,7 +44,7 @@ _CACHE: weakref.WeakKeyDictionary[http.HTTPFlow, _Entry] = weakref.WeakKeyDictio
 
 
 def _uncompressed(req: http.Request) -> bool:
-    return req.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+    return bodies.is_uncompressed(req.headers.get("content-encoding", ""))
 
 
 def parse(raw: bytes) -> ParsedRequest:

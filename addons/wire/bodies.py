@@ -46,6 +46,11 @@ def is_message_endpoint(path: str) -> bool:
     return any(p == e or p.endswith(e) for e in MESSAGE_ENDPOINTS)
 
 
+def is_uncompressed(content_encoding: str) -> bool:
+    """Whether a Content-Encoding header's value (``""`` when absent) leaves the body as sent."""
+    return content_encoding.strip().lower() in ("", "identity")
+
+
 def asks_for_stream(body: Any) -> bool:
     """Whether a parsed request body asks for a streamed (SSE) response: ``"stream": true``."""
     return isinstance(body, dict) and body.get("stream") is True

@@ -326,13 +326,20 @@ def sse_with_secret() -> bytes:
     )
 
 
-def test_event_stream_goes_through_the_pipeline(tctx, addon):
+def streamed_flow(tctx, addon: Masking, ctype: str = "text/event-stream") -> tuple[http.HTTPFlow, SsePipeline]:
+    """A streaming request through `addon`, answered with an event stream: the flow and the
+    pipeline its response goes through."""
     f = api_flow(body=body_with_secret(stream=True))
     fire(tctx, addon, HttpRequestHook(f))
-    f.response = api_response(b"", ctype="text/event-stream; charset=utf-8")
+    f.response = api_response(b"", ctype=ctype)
     fire(tctx, addon, HttpResponseHeadersHook(f))
     pipe = f.response.stream
     assert isinstance(pipe, SsePipeline)
+    return f, pipe
+
+
+def test_event_stream_goes_through_the_pipeline(tctx, addon):
+    f, pipe = streamed_flow(tctx, addon, "text/event-stream; charset=utf-8")
     data = sse_with_secret()
     out = b""
     for i in range(0, len(data), 33):
@@ -358,12 +365,7 @@ def test_with_masking_off_an_event_stream_still_streams_unchanged(tctx):
     the commands addon judges tool calls in and the recorder reads the message from."""
     addon = Masking()
     addon.configure_masker(None, rules_only())  # as the policy loader does: no rules, no masker
-    f = api_flow(body=body_with_secret(stream=True))
-    fire(tctx, addon, HttpRequestHook(f))
-    f.response = api_response(b"", ctype="text/event-stream")
-    fire(tctx, addon, HttpResponseHeadersHook(f))
-    pipe = f.response.stream
-    assert isinstance(pipe, SsePipeline)
+    f, pipe = streamed_flow(tctx, addon)
     data = sse_with_secret()
     events = data.split(b"\n\n")
     out = b""
