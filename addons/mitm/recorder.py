@@ -247,11 +247,14 @@ class Recorder:
 
     @fail_closed("recording")
     async def request(self, flow: http.HTTPFlow) -> None:
+        # The parse Access or masking made of exactly this body, if any: not parsed again. The
+        # last reader of it, this addon takes it even when it does not record, so that a late
+        # turn's parse is not kept while the upstream answers.
+        taken = requestjson.take(flow)
         if self.recording is None or flow.response is not None or flow.request.method == "CONNECT":
             return  # a refusal by an earlier addon is recorded in `response`
         ex = exchange_of(flow)
-        # The parse Access or masking made of exactly this body, if any: not parsed again.
-        parsed = taken.spanned if (taken := requestjson.take(flow)) is not None else None
+        parsed = taken.spanned if taken is not None else None
         if not await self._spool_usable():
             if self._failed(flow, ex, SpoolError("the recording spool is unavailable"), can_refuse=True):
                 return

@@ -269,6 +269,15 @@ def test_the_masking_addons_parse_is_recorded_as_the_recorder_would_parse(
     assert bodies[0]["messages"] == [{"role": "user", "content": "hello"}]
 
 
+def test_a_recorder_that_does_not_record_still_drops_the_shared_parse() -> None:
+    """The recorder is the parse's last reader: with recording off it is not kept (megabytes of
+    objects on a late turn) while the upstream answers."""
+    f = make_flow(text="hello", response=False)
+    requestjson.remember(f, f.request.raw_content, requestjson.parse(f.request.raw_content))
+    run(Recorder().request(f))
+    assert requestjson.cached(f) is None
+
+
 def test_streamed_request_is_spooled_before_it_goes_upstream(tmp_path: Path, state: Path) -> None:
     rec = configured(tmp_path, state)
     rec.recording.uploader.stop()
