@@ -29,25 +29,15 @@ from gatehouse.wire.apierrors import ApiError
 
 log = logging.getLogger(__name__)
 
-# Request bodies larger than this are parsed on a worker thread (as Masking does).
-OFFLOAD_BYTES = 256 * 1024
-
 
 async def _parsed_body(flow: http.HTTPFlow) -> requestjson.ParsedRequest:
-    """The flow's request body parsed (kept for masking and the recorder, `requestjson`).
-    Raises ValueError (`UnparseableBody`) for a body that is not JSON."""
-    if (parsed := requestjson.cached(flow)) is not None:
-        return parsed
-    raw = flow.request.raw_content or b""  # uncompressed: `requestheaders` refuses the rest
+    """The flow's request body parsed (kept for masking and the recorder, `requestjson`);
+    uncompressed: `requestheaders` refuses the rest. Raises ValueError (`UnparseableBody`) for a
+    body that is not JSON."""
     try:
-        if len(raw) > OFFLOAD_BYTES:  # megabytes take milliseconds: off the event loop
-            parsed = await asyncio.to_thread(requestjson.parse, raw)
-        else:
-            parsed = requestjson.parse(raw)
+        return await requestjson.read(flow)
     except RecursionError:
         raise ValueError("the request body is JSON nested too deeply to inspect") from None
-    requestjson.remember(flow, raw, parsed)
-    return parsed
 
 
 class Access:

@@ -54,9 +54,6 @@ log = logging.getLogger(__name__)
 # rules, so it never fingerprints anything.
 _NO_RULES_KEY = b"gatehouse: masking off, no fingerprints"
 
-# Bodies larger than this are parsed and masked on a worker thread.
-OFFLOAD_BYTES = 256 * 1024
-
 
 def _media_type(headers: http.Headers) -> str:
     return bodies.media_type(headers.get("content-type", ""))
@@ -185,7 +182,7 @@ class Masking:
         # through a pipeline (`responseheaders`), with a masker that has no rules and so never
         # takes a fingerprint: the key is never used.
         self._streamer = masker
-        if masker is None and policy_masking is not None:
+        if masker is None and policy_masking is not None and not policy_masking.enabled:
             self._streamer = Masker(policy_masking, _NO_RULES_KEY)
         if masker is not None and policy_masking is not None:
             log.info(
@@ -222,15 +219,18 @@ class Masking:
 
     @fail_closed("masking")
     async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or exchange_of(flow).passthrough:
+            return
         masker = self._active()
-        if masker is None or flow.response is not None or exchange_of(flow).passthrough:
+        if masker is None:
+            await self._find_stream_unmasked(flow)
             return
         req = flow.request
         if not req.raw_content and not bodies.is_message_endpoint(req.path):
             return  # nothing to inspect (Access refuses bodies where none belongs)
         raw = req.raw_content
         parsed = requestjson.cached(flow)  # Access's, when it read the model
-        if len(raw or b"") > OFFLOAD_BYTES:
+        if len(raw or b"") > requestjson.OFFLOAD_BYTES:
             # Parsing and masking megabytes takes milliseconds to seconds: off the event loop,
             # so that other flows are not stalled meanwhile.
             result = await asyncio.to_thread(_inspect_request, masker, req, parsed)
@@ -249,10 +249,31 @@ class Masking:
             requestjson.take(flow)  # masking may have changed the shared parse in place: dropped
         if forwarded_uninspected:
             log.warning(f"gatehouse: forwarding a request the gateway could not inspect: {result.error}")
-        exchange_of(flow).request_streams = result.asks_for_stream
-        if result.asks_for_stream and bodies.is_message_endpoint(req.path):
-            # A compressed stream cannot be inspected chunk by chunk.
-            req.headers["accept-encoding"] = "identity"
+        self._note_stream(flow, result.asks_for_stream)
+
+    @staticmethod
+    def _note_stream(flow: http.HTTPFlow, asks_for_stream: bool | None) -> None:
+        exchange_of(flow).request_streams = asks_for_stream
+        if asks_for_stream and bodies.is_message_endpoint(flow.request.path):
+            # A compressed stream cannot go through the pipeline chunk by chunk.
+            flow.request.headers["accept-encoding"] = "identity"
+
+    async def _find_stream_unmasked(self, flow: http.HTTPFlow) -> None:
+        """With masking off, a Messages API request is still read for whether it asks for a
+        stream: its answer must come uncompressed to stream through the pipeline (which hands
+        the commands addon each tool call), and the recorder spools a streamed request before it
+        goes upstream. The parse is left for the recorder. A body that does not parse is not this
+        addon's to refuse with masking off: the recorder reads it as it is."""
+        req = flow.request
+        if not req.raw_content or not bodies.is_message_endpoint(req.path):
+            return
+        if not bodies.is_uncompressed(req.headers.get("content-encoding", "")):
+            return
+        try:
+            parsed = await requestjson.read(flow)
+        except (UnparseableBody, RecursionError):
+            return
+        self._note_stream(flow, bodies.asks_for_stream(parsed.value))
 
     @fail_closed("masking")
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -321,7 +342,7 @@ class Masking:
             return
         assert self.policy is not None
         hold_back = self.policy.hold_back_chars
-        if len(resp.raw_content or b"") > OFFLOAD_BYTES:
+        if len(resp.raw_content or b"") > requestjson.OFFLOAD_BYTES:
             result = await asyncio.to_thread(_inspect_response, masker, resp, hold_back)
         else:
             result = _inspect_response(masker, resp, hold_back)

@@ -13,6 +13,7 @@ the dictionary holds flows weakly, so a flow that ends takes its parse with it.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ from gatehouse.wire import bodies
 from gatehouse.wire.jsonbody import Spanned
 
 WHAT = "the request body"
+# Bodies larger than this are parsed on a worker thread: a megabyte takes milliseconds, which
+# would stall every other flow on the event loop.
+OFFLOAD_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,21 @@ def cached(flow: http.HTTPFlow) -> ParsedRequest | None:
         del _CACHE[flow]
         return None
     return entry.parsed
+
+
+async def read(flow: http.HTTPFlow) -> ParsedRequest:
+    """The flow's request body (uncompressed: the caller checks) parsed: the kept parse, or a
+    new one (on a worker thread for a big body) kept for the next reader. Raises
+    `UnparseableBody`, and RecursionError for JSON nested too deeply."""
+    if (parsed := cached(flow)) is not None:
+        return parsed
+    raw = flow.request.raw_content or b""
+    if len(raw) > OFFLOAD_BYTES:
+        parsed = await asyncio.to_thread(parse, raw)
+    else:
+        parsed = parse(raw)
+    remember(flow, raw, parsed)
+    return parsed
 
 
 def take(flow: http.HTTPFlow) -> ParsedRequest | None:

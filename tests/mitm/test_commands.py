@@ -23,12 +23,13 @@ from gatehouse.masking.masker import Masker
 from gatehouse.mitm.approvals import ApprovalsApi
 from gatehouse.mitm.commands import Commands
 from gatehouse.mitm.flowutil import exchange_of
+from gatehouse.mitm.masking import Masking
 from gatehouse.recording.stores import LocalStore
 from gatehouse.wire.assembler import assemble_message
 from gatehouse.wire.pipeline import SsePipeline
 from gatehouse.wire.sse import parse_sse
 from support.flows import ISSUER, api_flow, api_response, fire, gateway_state, identify
-from support.secrets import FINGERPRINT_KEY
+from support.secrets import FINGERPRINT_KEY, rules_only
 from support.sse_events import encode, ending, ev, message_start, text_block, tool_block
 
 RULES = (
@@ -158,6 +159,26 @@ def test_callers_an_approve_rule_can_match_are_buffered_others_get_a_stream_judg
     out = sre.response.stream(encode(stream))
     out = (out if isinstance(out, bytes) else b"".join(out)) + sre.response.stream(b"")
     assert b"Gatehouse blocked" in out and b'tool_use"' not in out.split(b"message_delta")[0]
+
+
+def test_with_masking_off_a_streamed_call_is_still_judged(tctx, state):
+    """Masking off (no rules: the policy loader gives it no masker): the Masking addon still
+    puts the stream through the pipeline, and the judge blocks the call in it."""
+    masking = Masking()
+    masking.configure_masker(None, rules_only())
+    commands = Commands(state)
+    flow = api_flow(body={"model": "claude-sonnet-4-5", "max_tokens": 8, "stream": True, "messages": []})
+    identify(flow, "sre")
+    for addon in (masking, commands):
+        fire(tctx, addon, HttpRequestHook(flow))
+    flow.response = api_response(b"", "text/event-stream")
+    for addon in (masking, commands):
+        fire(tctx, addon, HttpResponseHeadersHook(flow))
+    stream = [message_start(), *tool_block(0, "Bash", {"command": "rm -rf /"}, random.Random(1)), *ending("tool_use")]
+    out = flow.response.stream(encode(stream))
+    out = (out if isinstance(out, bytes) else b"".join(out)) + flow.response.stream(b"")
+    msg = assemble_message(parse_sse(out))
+    assert [b["type"] for b in msg["content"]] == ["text"] and "no-rm" in msg["content"][0]["text"]
 
 
 def test_a_held_call_is_released_by_an_approval(tctx, state):

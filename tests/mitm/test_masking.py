@@ -27,6 +27,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from gatehouse.exchange import METADATA_KEY
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
+from gatehouse.mitm import requestjson
 from gatehouse.mitm.flowutil import exchange_of
 from gatehouse.mitm.masking import Masking
 from gatehouse.wire.assembler import assemble_message
@@ -359,6 +360,11 @@ def test_event_stream_goes_through_the_pipeline(tctx, addon):
     assert SECRET not in metadata_text(f) and PAT not in metadata_text(f)
 
 
+def streamed_text(data: bytes) -> str:
+    """The text deltas' text in an SSE body, in order."""
+    return "".join(d.get("delta", {}).get("text", "") for _, d in parse_sse(data))
+
+
 def test_with_masking_off_an_event_stream_still_streams_unchanged(tctx):
     """No rules: nothing is masked, but the answer is still streamed event by event (not
     buffered to its end, as mitmproxy does a response nobody streams), through the pipeline
@@ -366,14 +372,20 @@ def test_with_masking_off_an_event_stream_still_streams_unchanged(tctx):
     addon = Masking()
     addon.configure_masker(None, rules_only())  # as the policy loader does: no rules, no masker
     f, pipe = streamed_flow(tctx, addon)
+    assert f.request.headers["accept-encoding"] == "identity"  # so that it can stream
+    assert exchange_of(f).request_streams is True
     data = sse_with_secret()
     events = data.split(b"\n\n")
     out = b""
+    sent_text = ""
     for event in events[:-1]:
         r = pipe(event + b"\n\n")
         out += r if isinstance(r, bytes) else b"".join(r)
+        sent_text += streamed_text(event + b"\n\n")
         if b"text_delta" in event:
-            assert out.endswith(b"\n\n") and b"text_delta" in out  # released as it came
+            # Released as it came: with no rules, nothing is held back.
+            assert streamed_text(out) == sent_text
+    assert sent_text
     out += pipe(b"")
     fire(tctx, addon, HttpResponseHook(f))
     # The same message (a tool block is re-framed as one delta once whole, as always).
@@ -381,6 +393,24 @@ def test_with_masking_off_an_event_stream_still_streams_unchanged(tctx):
     assert SECRET in assemble_message(parse_sse(out))["content"][0]["text"]  # masking is off
     assert exchange_of(f).response_findings == []
     assert exchange_of(f).streamed_message == assemble_message(parse_sse(data))
+
+
+def test_with_masking_off_a_request_is_read_for_a_stream_only(tctx):
+    """Masking off: a Messages request is parsed to know whether it streams (its answer must come
+    uncompressed, and the recorder spools it first), and the parse is left for the recorder;
+    nothing is refused or changed."""
+    addon = Masking()
+    addon.configure_masker(None, rules_only())
+    buffered = api_flow(body=body_with_secret())
+    fire(tctx, addon, HttpRequestHook(buffered))
+    assert exchange_of(buffered).request_streams is False
+    assert "accept-encoding" not in buffered.request.headers
+    assert requestjson.take(buffered) is not None  # for the recorder: not parsed again
+    assert SECRET.encode() in buffered.request.raw_content
+    broken = api_flow(body=b'{"stream": true, ' + SECRET.encode())
+    fire(tctx, addon, HttpRequestHook(broken))
+    assert broken.response is None and exchange_of(broken).request_streams is None
+    assert requestjson.take(broken) is None
 
 
 def test_stream_with_a_content_length_is_re_framed(tctx, addon):
