@@ -21,9 +21,14 @@ from typing import Any
 from mitmproxy import http
 
 from gatehouse.wire import bodies
-from gatehouse.wire.jsonbody import Spanned
+from gatehouse.wire.jsonbody import KnownItems, Spanned
 
 WHAT = "the request body"
+# The messages parsed before, by their exact text (`jsonbody.KnownItems`), shared by every flow:
+# a late turn's megabyte of earlier messages is copied from here instead of being decoded and
+# hashed again. Bounded by characters kept (about twice that many bytes, texts and values):
+# room for the conversations of some tens of sessions at once.
+KNOWN_MESSAGES = KnownItems(max_chars=32 * 1024 * 1024)
 # Bodies larger than this are parsed on a worker thread: a megabyte takes milliseconds, which
 # would stall every other flow on the event loop.
 OFFLOAD_BYTES = 256 * 1024
@@ -54,7 +59,7 @@ def _uncompressed(req: http.Request) -> bool:
 def parse(raw: bytes) -> ParsedRequest:
     """Parse an (uncompressed) request body: duplicate keys refused, `UnparseableBody` saying
     why not. Pure: safe on a worker thread."""
-    value, spanned = bodies.parse_json_spanned(raw, WHAT)
+    value, spanned = bodies.parse_json_spanned(raw, WHAT, KNOWN_MESSAGES)
     return ParsedRequest(value, spanned)
 
 

@@ -24,7 +24,7 @@ from gatehouse.recording.canonical import RecordError, canonical_json, iso_time,
 from gatehouse.recording.sessions import SessionTracker, derive_session
 from gatehouse.wire.assembler import assemble_message
 from gatehouse.wire.bodies import media_type
-from gatehouse.wire.jsonbody import Spanned, loads_spanned
+from gatehouse.wire.jsonbody import KnownItems, Spanned, loads_spanned
 from gatehouse.wire.sse import parse_sse
 
 if TYPE_CHECKING:
@@ -149,8 +149,13 @@ class PartCache:
     deterministic for a given policy and fingerprint key. Bounded by the bytes it holds, least
     recently used out first; thread-safe."""
 
-    def __init__(self, masker: Masker | None, max_bytes: int = PART_CACHE_BYTES) -> None:
+    def __init__(
+        self, masker: Masker | None, max_bytes: int = PART_CACHE_BYTES, known: KnownItems | None = None
+    ) -> None:
         self.masker = masker
+        # The messages parsed before (shared with the gateway's other parses), for a body the
+        # recorder parses itself: one that masking changed.
+        self.known = known
         self.max_bytes = max_bytes
         self._d: OrderedDict[tuple[Any, ...], tuple[str, bytes]] = OrderedDict()
         self._bytes = 0
@@ -223,10 +228,16 @@ def _reusable(parsed: Spanned | None, text: str) -> Spanned | None:
 
 
 def _decode_body_spanned(
-    body: bytes | None, content_type: str, *, spanned: bool = True, parsed: Spanned | None = None
+    body: bytes | None,
+    content_type: str,
+    *,
+    spanned: bool = True,
+    parsed: Spanned | None = None,
+    known: KnownItems | None = None,
 ) -> tuple[str, Any, Spanned | None]:
     """("none"|"json"|"text"|"binary", value, where a JSON object's parts are in its text).
-    `parsed`: the body already parsed by `loads_spanned` (see `build_request`)."""
+    `parsed`: the body already parsed by `loads_spanned` (see `build_request`); `known`, the
+    messages it has parsed before."""
     if not body:
         return "none", None, None
     # Broader than `is_json_media` on purpose (text/json, application/x-ndjson...): that test
@@ -242,7 +253,7 @@ def _decode_body_spanned(
         # body is parsed as before, the last copy kept.
         doc = None
         if spanned:
-            doc = _reusable(parsed, text) or loads_spanned(text, allow_nan=False)
+            doc = _reusable(parsed, text) or loads_spanned(text, allow_nan=False, known=known)
         if doc is not None:
             return "json", doc.value, doc
         try:
@@ -364,7 +375,8 @@ def _build_request(
     parsed: Spanned | None,
 ) -> BuiltRequest:
     headers = {n.lower(): v for n, v in req.headers}
-    kind, value, doc = _decode_body_spanned(req.body, _content_type(req.headers), parsed=parsed)
+    known = cache.known if cache is not None else None
+    kind, value, doc = _decode_body_spanned(req.body, _content_type(req.headers), parsed=parsed, known=known)
     session = derive_session(headers, value if kind == "json" else None, identity, at, tracker)
     beta = headers.get("anthropic-beta")
     client = {

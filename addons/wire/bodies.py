@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from gatehouse.wire import jsonbody
-from gatehouse.wire.jsonbody import DuplicateKey, Spanned
+from gatehouse.wire.jsonbody import DuplicateKey, KnownItems, Spanned
 from gatehouse.wire.sse import compact_json
 
 # Request bodies the Messages API walker knows (the rest get the same generic walk).
@@ -75,11 +75,12 @@ def parse_json(raw: bytes, what: str) -> Any:
     return _parse_text(decode_text(raw, what), what)
 
 
-def parse_json_spanned(raw: bytes, what: str) -> tuple[Any, Spanned | None]:
+def parse_json_spanned(raw: bytes, what: str, known: KnownItems | None = None) -> tuple[Any, Spanned | None]:
     """`parse_json`, and, when the body is a JSON object, where its parts are in its text
-    (`jsonbody.loads_spanned`: the masker remembers the parts it has seen by their text)."""
+    (`jsonbody.loads_spanned`: the masker remembers the parts it has seen by their text; with
+    `known`, the messages parsed before are not decoded again)."""
     text = decode_text(raw, what)
-    doc = jsonbody.loads_spanned(text)
+    doc = jsonbody.loads_spanned(text, known=known)
     if doc is not None:
         return doc.value, doc
     return _parse_text(text, what), None

@@ -8,17 +8,21 @@ that reads the first copy would get what the gateway never inspected. Such bodie
 member's value, and each item of one list member (a request's ``messages``), lies in the text:
 the exact text of each part, which names it (`Spanned.digest`) without encoding it again. Claude
 Code resends its whole conversation every turn; the masker and the recorder remember the parts
-they have seen by that name.
+they have seen by that name, and with `KnownItems` the parse itself recognises an item whose
+exact text it parsed before: it is neither decoded nor hashed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 from dataclasses import dataclass, field
 from json.decoder import scanstring
 from typing import Any
+
+from gatehouse.common.lru import Lru
 
 
 class DuplicateKey(ValueError):
@@ -68,18 +72,75 @@ class Spanned:
         """The SHA-256 of the exact text (UTF-8) of one part: equal digests, equal parts."""
         d = self._digests.get((start, end))
         if d is None:
-            d = self._digests[(start, end)] = hashlib.sha256(
-                self.text[start:end].encode("utf-8", "surrogatepass")
-            ).digest()
+            d = self._digests[(start, end)] = _digest(self.text[start:end])
         return d
 
 
-def loads_spanned(text: str, *, split: str = "messages", allow_nan: bool = True) -> Spanned | None:
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownItem:
+    text: str
+    digest: bytes
+    pickled: bytes  # the parsed value as it was parsed: unpickled anew for every body
+    # No NaN or Infinity in it (none of those words in its text at all): it parses the same
+    # where they are refused.
+    plain: bool
+
+
+class KnownItems:
+    """Items of split lists (a conversation's messages) whose exact text was parsed before, for
+    `loads_spanned` to take instead of decoding and hashing them again: a late turn of a Claude
+    Code session resends a megabyte of messages, all but the newest seen on the previous turn.
+
+    An item is looked up by the text where it would start (its first `HEAD` characters) and taken
+    only when the body holds its whole text there, followed by the list's next `,` or its `]`.
+    JSON values delimit themselves, so that text parses to the same value, ending in the same
+    place: the parse is the one `loads_spanned` would make. Each taker gets a fresh copy of the
+    value (unpickled), since readers mask values in place. Bounded by `max_chars` (the texts and
+    their pickles); shared between threads."""
+
+    HEAD = 256
+
+    def __init__(self, max_chars: int) -> None:
+        self._items: Lru[str, _KnownItem] = Lru(max_chars, weight=lambda k: len(k.text) + len(k.pickled))
+
+    def match(self, text: str, start: int, allow_nan: bool) -> tuple[Any, int, bytes] | None:
+        """The item whose text starts at `start` (value, end, digest), if known."""
+        known = self._items.get(text[start : start + self.HEAD])
+        if known is None or not (allow_nan or known.plain) or not text.startswith(known.text, start):
+            return None
+        end = start + len(known.text)
+        j = _WS.match(text, end).end()
+        if text[j : j + 1] not in (",", "]"):
+            return None  # a number's text is a prefix of a longer number's
+        return pickle.loads(known.pickled), end, known.digest
+
+    def add(self, text: str, start: int, end: int, value: Any, allow_nan: bool) -> bytes:
+        """Remember the item `value` parsed from `text[start:end]`; its digest."""
+        item_text = text[start:end]
+        digest = _digest(item_text)
+        try:
+            pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except RecursionError:
+            return digest  # nested too deeply to copy this way: parsed every time
+        plain = not allow_nan or ("NaN" not in item_text and "Infinity" not in item_text)
+        self._items.put(text[start : start + self.HEAD], _KnownItem(item_text, digest, pickled, plain))
+        return digest
+
+
+def loads_spanned(
+    text: str, *, split: str = "messages", allow_nan: bool = True, known: KnownItems | None = None
+) -> Spanned | None:
     """Parse `text` as `loads` does (duplicate keys refused, at any depth) when it is a JSON
     object, with the spans of its parts. None when it is not an object or is not valid JSON:
-    the caller parses it with `loads` (or its own parser), which says why."""
+    the caller parses it with `loads` (or its own parser), which says why. With `known`, items of
+    `split` parsed before are taken from it (with their digests) and new ones are added."""
     decode = (_DECODER if allow_nan else _DECODER_NO_NAN).raw_decode
     ws = _WS.match
+    digests: dict[tuple[int, int], bytes] = {}
     try:
         i = ws(text, 0).end()
         if text[i : i + 1] != "{":
@@ -110,7 +171,13 @@ def loads_spanned(text: str, *, split: str = "messages", allow_nan: bool = True)
                         i += 1
                     else:
                         while True:
-                            item, end = decode(text, i)
+                            hit = known.match(text, i, allow_nan) if known is not None else None
+                            if hit is not None:
+                                item, end, digests[(i, hit[1])] = hit
+                            else:
+                                item, end = decode(text, i)
+                                if known is not None:
+                                    digests[(i, end)] = known.add(text, i, end, item, allow_nan)
                             lst.append(item)
                             spans.append((i, end))
                             i = ws(text, end).end()
@@ -139,4 +206,4 @@ def loads_spanned(text: str, *, split: str = "messages", allow_nan: bool = True)
             return None
     except (ValueError, RecursionError):
         return None
-    return Spanned(value, text, tuple(members), split, items)
+    return Spanned(value, text, tuple(members), split, items, digests)

@@ -26,6 +26,21 @@ def test_lru_with_no_room_keeps_nothing():
     assert lru.get("a") is None and len(lru) == 0
 
 
+def test_lru_with_a_weight_bounds_the_sum_of_weights():
+    lru: Lru[str, str] = Lru(10, weight=len)
+    lru.put("a", "xxxx")
+    lru.put("b", "yyyy")
+    lru.put("a", "xxxxx")  # replaced: its old weight no longer counts
+    assert len(lru) == 2
+    lru.put("c", "zz")  # 5 + 4 + 2 > 10: b, the least recently used, goes
+    assert "b" not in lru and lru.get("a") == "xxxxx" and lru.get("c") == "zz"
+    lru.put("big", "w" * 11)  # heavier than the whole limit: not kept, nothing evicted for it
+    assert "big" not in lru and len(lru) == 2
+    assert lru.pop("a") == "xxxxx"
+    lru.put("d", "dddddddd")  # 2 + 8 fits once a's weight is gone
+    assert lru.get("c") == "zz" and lru.get("d") == "dddddddd"
+
+
 def test_lru_stays_bounded_under_threads():
     lru: Lru[int, int] = Lru(50)
 

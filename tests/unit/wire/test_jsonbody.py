@@ -1,0 +1,111 @@
+"""`jsonbody.KnownItems`: a conversation's messages parsed before are taken from memory by
+`loads_spanned`, and the parse is exactly the parse without it: same value, same spans, same
+digests, whatever the turns look like; each taker gets a copy of its own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gatehouse.wire.jsonbody import KnownItems, loads, loads_spanned
+
+
+def parse_both(text: str, known: KnownItems, allow_nan: bool = True):
+    """The parse with `known` and without: asserted equal (value, spans, digests)."""
+    want = loads_spanned(text, allow_nan=allow_nan)
+    got = loads_spanned(text, allow_nan=allow_nan, known=known)
+    assert (got is None) == (want is None)
+    if want is None:
+        return None
+    # Compared as JSON text: NaN is not equal to itself.
+    assert json.dumps(got.value) == json.dumps(want.value)
+    assert got.members == want.members and got.items == want.items
+    if want.items is not None:
+        assert [got.digest(a, b) for a, b in got.items] == [want.digest(a, b) for a, b in want.items]
+    return got
+
+
+def test_a_late_turn_takes_the_earlier_messages_from_memory():
+    known = KnownItems(1 << 20)
+    turn = [{"role": "user", "content": "fix it"}, {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
+    parse_both(json.dumps({"model": "m", "messages": turn}), known)
+    later = {"model": "m", "messages": [*turn, {"role": "user", "content": "and now?"}]}
+    doc = parse_both(json.dumps(later), known)
+    assert doc.value == later
+    # Taken, not decoded: a known item's digest is there before anyone asks for it.
+    assert all(span in doc._digests for span in doc.items)
+
+
+def test_each_parse_gets_its_own_copy_of_a_known_message():
+    known = KnownItems(1 << 20)
+    text = json.dumps({"messages": [{"role": "user", "content": "AKIA secret"}]})
+    first = loads_spanned(text, known=known)
+    first.value["messages"][0]["content"] = "[MASKED]"  # readers mask values in place
+    second = loads_spanned(text, known=known)
+    assert second.value["messages"][0]["content"] == "AKIA secret"
+    assert second.value["messages"][0] is not first.value["messages"][0]
+
+
+@pytest.mark.parametrize(
+    ("seen", "text", "value"),
+    [
+        # A known item whose text is a prefix of what is there now is not taken.
+        ('{"messages":[1]}', '{"messages":[12]}', [12]),
+        # ... even when the two agree in all the characters an item is looked up by.
+        ('{"messages":[' + "1" * 300 + "]}", '{"messages":[' + "1" * 300 + "2]}", [int("1" * 300 + "2")]),
+        ('{"messages":[1]}', '{"messages":[1.5, 2]}', [1.5, 2]),
+        ('{"messages":[true]}', '{"messages":[true ]}', [True]),
+        ('{"messages":[{"a":1}]}', '{"messages":[{"a":1} , {"a":1}]}', [{"a": 1}, {"a": 1}]),
+    ],
+)
+def test_a_known_text_is_taken_only_where_it_ends_an_item(seen, text, value):
+    known = KnownItems(1 << 20)
+    loads_spanned(seen, known=known)
+    assert parse_both(text, known).value["messages"] == value
+
+
+def test_what_is_refused_stays_refused_with_known_messages():
+    known = KnownItems(1 << 20)
+    loads_spanned('{"messages":[{"x":1}, NaN]}', known=known)
+    for text in ('{"messages":[{"x":1,"x":2}]}', '{"messages":[{"x":1}]} x', '{"messages":[{"x":1},]}'):
+        assert loads_spanned(text, known=known) is None
+        with pytest.raises(ValueError):
+            loads(text)
+    # NaN parsed where it is allowed is not taken where it is not.
+    assert loads_spanned('{"messages":[NaN]}', known=known) is not None
+    assert loads_spanned('{"messages":[NaN]}', allow_nan=False, known=known) is None
+
+
+def test_memory_is_bounded_by_characters():
+    known = KnownItems(4096)
+    for i in range(200):
+        loads_spanned(json.dumps({"messages": [{"content": f"{i} " + "x" * 500}]}), known=known)
+    # Each item costs its text and its pickle (about 1 KB here): a few fit, the rest are gone.
+    assert 1 <= len(known._items) <= 8
+
+
+_scalars = st.one_of(st.integers(-5, 1000), st.booleans(), st.none(), st.text(max_size=8), st.floats())
+_json = st.recursive(
+    _scalars,
+    lambda kids: st.one_of(st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=3), kids, max_size=3)),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(turns=st.lists(st.lists(_json, max_size=5), min_size=1, max_size=4), spacing=st.sampled_from([None, 1]))
+def test_any_sequence_of_turns_parses_as_without_memory(turns, spacing):
+    """Turns that resend, reorder, extend and change messages (numbers that are prefixes of
+    others, NaN and Infinity, strings, nested values), compact or spaced, parsed where NaN is
+    allowed and where it is not: every parse is the plain one."""
+    known = KnownItems(1 << 16)
+    conversation: list = []
+    for new in turns:
+        conversation = conversation + new
+        for messages in (conversation, list(reversed(conversation))):
+            text = json.dumps({"model": "m", "messages": messages}, indent=spacing)
+            parse_both(text, known, allow_nan=True)
+            parse_both(text, known, allow_nan=False)
