@@ -68,6 +68,7 @@ REFUSAL_MESSAGE = (
 )
 # At most one spool probe per this many seconds; requests in between use its result.
 PROBE_INTERVAL = 1.0
+SPOOL_UNAVAILABLE = "the recording spool is unavailable"
 
 
 def _headers(h: http.Headers) -> list[tuple[str, str]]:
@@ -255,13 +256,23 @@ class Recorder:
             return  # a refusal by an earlier addon is recorded in `response`
         ex = exchange_of(flow)
         parsed = taken.spanned if taken is not None else None
+        if flow.request.raw_content and ex.request_streams is not False:
+            # It may stream: its request record is spooled (durably) before it goes upstream,
+            # and that write is the spool's probe. One worker-thread call, before the first byte.
+            try:
+                await asyncio.to_thread(self._record_request, flow, ex, parsed)
+            except Exception as e:
+                self._failed(flow, ex, e, can_refuse=True)
+            return
+        # Else nothing is spooled before it goes upstream; the spool is probed first (at most
+        # once per `probe_interval`): a request whose record cannot be kept is not sent.
         if not await self._spool_usable():
-            if self._failed(flow, ex, SpoolError("the recording spool is unavailable"), can_refuse=True):
+            if self._failed(flow, ex, SpoolError(SPOOL_UNAVAILABLE), can_refuse=True):
                 return
-        if ex.request_streams is False and flow.request.raw_content:
-            # Buffered (as the masking addon found): nothing needs spooling before it goes
-            # upstream, so its part of the record is built meanwhile; `response` (or `error`)
-            # awaits it before the record is spooled and the response released.
+        if flow.request.raw_content:
+            # Buffered (as the masking addon found): its part of the record is built while the
+            # upstream answers; `response` (or `error`) awaits it before the record is spooled
+            # and the response released.
             inp, content_encoding = _snapshot_request(flow)
             task = asyncio.ensure_future(
                 asyncio.to_thread(self._build_captured, inp, content_encoding, ex, flow.request.timestamp_start, parsed)
@@ -270,11 +281,6 @@ class Recorder:
             # to log the task's exception, whose text may quote content: it is retrieved here.
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             self._building[flow] = task
-            return
-        try:
-            await asyncio.to_thread(self._record_request, flow, ex, parsed)
-        except Exception as e:
-            self._failed(flow, ex, e, can_refuse=True)
 
     async def _built(self, flow: http.HTTPFlow) -> None:
         """Wait for the request part being built for `flow` (if any) and keep it for the record.
@@ -321,12 +327,21 @@ class Recorder:
     def _refuses(self) -> bool:
         return self.policy is None or self.policy.refuse_on_failure
 
+    def _probe_due(self) -> bool:
+        """Whether the spool's last probe (or durable write) is `probe_interval` old."""
+        return time.monotonic() - self._last_probe >= self.probe_interval
+
     async def _spool_usable(self) -> bool:
         """Whether the spool takes files, probed at most once per `probe_interval` (a failed
         write in between marks it unusable at once)."""
-        if time.monotonic() - self._last_probe < self.probe_interval:
-            return self.healthy
-        return await asyncio.to_thread(self._probe)
+        return await asyncio.to_thread(self._probe) if self._probe_due() else self.healthy
+
+    def _spool_worked(self) -> None:
+        """A durable write to the spool succeeded: as good as a probe."""
+        self._last_probe = time.monotonic()
+        if not self.healthy:
+            log.warning("gatehouse: the recording spool works again")
+            self.healthy = True
 
     # -- worker-thread side ---------------------------------------------------------------------
     def _probe(self, force: bool = False) -> bool:
@@ -381,13 +396,15 @@ class Recorder:
         )
 
     def _record_request(self, flow: http.HTTPFlow, ex: Exchange, parsed: Spanned | None = None) -> None:
-        """Build (and cache) the request part; spool a ``request`` record when it will stream."""
-        if not flow.request.raw_content:
-            return
+        """Build (and cache) the request part of a request with a body; spool a ``request``
+        record when it will stream, else probe the spool (raising SpoolError if unusable)."""
         inp, built = self._build_request(flow, ex, parsed)
         self._requests[flow] = built
         if _wants_stream(ex, inp.body):
             self._append(self._input(flow, ex, "request", inp), built)
+            self._spool_worked()
+        elif not (self._probe() if self._probe_due() else self.healthy):
+            raise SpoolError(SPOOL_UNAVAILABLE)
 
     def _record_exchange(self, flow: http.HTTPFlow, ex: Exchange, kind: str) -> None:
         built = self._requests.pop(flow, None)

@@ -377,6 +377,39 @@ def test_unwritable_spool_with_refuse_refuses_requests(tmp_path: Path, state: Pa
     assert h.response is None
 
 
+def test_a_streamed_request_is_refused_when_its_record_cannot_be_spooled_even_between_probes(
+    tmp_path: Path, state: Path
+) -> None:
+    rec = configured(tmp_path, state, on_record_failure="refuse")
+    rec.probe_interval = 3600  # the start-up probe said the spool works; none is due since
+    break_spool(state)
+    f = make_flow(stream=True, response=False)
+    run(rec.request(f))
+    assert f.response is not None and f.response.status_code == 500
+    assert b"cannot record this exchange" in f.response.content
+
+
+def test_a_streamed_record_spooled_shows_the_spool_works_again(tmp_path: Path, state: Path) -> None:
+    rec = configured(tmp_path, state, on_record_failure="refuse")
+    rec.probe_interval = 0
+    break_spool(state)
+    refused = make_flow(response=False)
+    run(rec.request(refused))
+    assert refused.response is not None and refused.response.status_code == 500
+
+    # The spool comes back; no probe is due for an hour.
+    (state / "spool").unlink()
+    rec.probe_interval = 3600
+    streamed = make_flow(stream=True, response=False)
+    run(rec.request(streamed))
+    assert streamed.response is None  # its request record was spooled: it goes upstream
+    assert [r["kind"] for r in spooled_records(state)][-1] == "request"
+    buffered = make_flow(response=False)
+    exchange_of(buffered).request_streams = False
+    run(rec.request(buffered))
+    assert buffered.response is None  # that write showed the spool works: not refused
+
+
 def test_unwritable_spool_with_continue_passes_and_says_so(tmp_path: Path, state: Path) -> None:
     rec = configured(tmp_path, state, on_record_failure="continue")
     rec.probe_interval = 0
