@@ -12,7 +12,8 @@ Spool layout::
                                   as of the last segment rotation or shutdown (the segments hold
                                   anything newer)
     <spool>/segments/<n>.seg      append-only segments of frames (n: 12 digits, in write order)
-    <spool>/cursor.json           {"segment","offset"}: everything before it is in the store
+    <spool>/cursor.json           {"segment","offset"}: everything before it is in the store (it
+                                  may lag the upload by a second: what follows goes again)
     <spool>/failed/<store key>    objects the store already holds with different bytes (kept)
 
 A frame is ``length:u32 crc32:u32`` (big-endian) then `length` bytes of payload:
@@ -40,6 +41,7 @@ import re
 import shutil
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,9 @@ log = logging.getLogger("gatehouse.recording")
 SEGMENT_BYTES = 64 * 1024 * 1024
 # How many spooled-but-not-uploaded blob names are remembered (64-hex keys: a few MB).
 SPOOLED_BLOBS_KEPT = 100_000
+# cursor.json is rewritten at most this often: a file created and renamed per upload batch
+# competes with the appends' fdatasync for the disk's journal.
+CURSOR_SAVE_SECONDS = 1.0
 # A frame longer than this is damage, not data (blobs are far smaller).
 MAX_FRAME = 1 << 30
 
@@ -272,6 +277,10 @@ class Spool:
         self._active: _Segment | None = None
         self._next_n = 0
         self._cursor = (0, 0)
+        # cursor.json lags the upload (see `advance`): when it was last written, and whether
+        # the cursor moved since.
+        self._cursor_saved_at = float("-inf")
+        self._cursor_unsaved = False
         self._head: dict[str, Any] | None = None
         # The head as of the last rotation (durable), and whether head.json holds it yet.
         self._rotated_head: dict[str, Any] | None = None
@@ -482,6 +491,8 @@ class Spool:
                 self.close_segment()
             except SpoolError as e:
                 log.warning("recording: %s", e)
+            if self._cursor_unsaved:
+                self.save_cursor()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -809,16 +820,27 @@ class Spool:
 
     def advance(self, batch: Batch) -> None:
         """Everything in `batch` is in the store: move the cursor past it (and delete a segment
-        that is shipped and no longer appended to)."""
+        that is shipped and no longer appended to). cursor.json follows at most once per
+        `CURSOR_SAVE_SECONDS` (and at `close`)."""
         with self._cond:
             self._cursor = (batch.segment, batch.end)
             for kind, key, _data in batch.frames:
                 if kind == "blob":
                     self._spooled.pop(key)
             self._drop_shipped()
+            self._cursor_unsaved = True
+            if time.monotonic() - self._cursor_saved_at < CURSOR_SAVE_SECONDS:
+                return
+        self.save_cursor()
+
+    def save_cursor(self) -> None:
+        """Write cursor.json. Not fsynced, and behind the upload by up to `CURSOR_SAVE_SECONDS`:
+        a cursor behind (or lost in a crash) only means uploading again, which the store takes
+        (an object already there with the same bytes counts as uploaded)."""
+        with self._cond:
             cursor = self._cursor
-        # Not fsynced: a cursor lost in a crash only means uploading again, which the store
-        # takes (an object already there with the same bytes counts as uploaded).
+            self._cursor_saved_at = time.monotonic()
+            self._cursor_unsaved = False
         tmp = self.root / f".tmp-cursor.json.{os.getpid()}"
         try:
             tmp.write_bytes(json.dumps({"segment": cursor[0], "offset": cursor[1]}).encode())

@@ -33,6 +33,12 @@ log = logging.getLogger("gatehouse.recording")
 # than on every turn, and never expires before a record that references it.
 BLOB_RETENTION_SLACK = timedelta(days=1)
 
+# Woken by an append while idle, the uploader waits this long for the appends that follow to
+# join its batch: every object of a batch is written on its own, but its directories and the
+# spool's cursor once (`LocalStore.put_batch`), and those writes compete with the appends'
+# fdatasync for the disk. A record is durable in the spool meanwhile.
+UPLOAD_LINGER = 0.1
+
 
 class Uploader:
     """Moves spooled objects to the store in a daemon thread, retrying with backoff."""
@@ -49,6 +55,7 @@ class Uploader:
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         blob_retention_slack: timedelta = BLOB_RETENTION_SLACK,
+        linger: float = UPLOAD_LINGER,
     ) -> None:
         self.spool = spool
         self.store = store
@@ -59,6 +66,7 @@ class Uploader:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.blob_retention_slack = blob_retention_slack
+        self.linger = linger
         self.uploaded = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -67,6 +75,7 @@ class Uploader:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._idle = threading.Event()
+        self._hurry = threading.Event()  # a flush or a stop: no lingering
         self._pass_lock = threading.Lock()
 
     # -- control ------------------------------------------------------------------------------
@@ -84,6 +93,7 @@ class Uploader:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._hurry.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -103,19 +113,24 @@ class Uploader:
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until the spool is empty; False on timeout (objects stay spooled)."""
         deadline = time.monotonic() + timeout
+        self._hurry.set()
         self.wake()
-        while time.monotonic() < deadline:
-            if not self.spool.has_pending() and self._idle.is_set():
-                return True
-            if not self.running:
-                try:
-                    self.upload_pending(deadline)
-                except Exception as e:
-                    self._note_failure(e)
-                    return False
-                continue
-            time.sleep(0.02)
-        return not self.spool.has_pending()
+        try:
+            while time.monotonic() < deadline:
+                if not self.spool.has_pending() and self._idle.is_set():
+                    return True
+                if not self.running:
+                    try:
+                        self.upload_pending(deadline)
+                    except Exception as e:
+                        self._note_failure(e)
+                        return False
+                    continue
+                time.sleep(0.02)
+            return not self.spool.has_pending()
+        finally:
+            if not self._stop.is_set():
+                self._hurry.clear()
 
     # -- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -143,7 +158,8 @@ class Uploader:
             backoff = self.initial_backoff
             self._idle.set()
             wait = max(0.05, min(1.0, next_checkpoint - time.monotonic()))
-            self._wake.wait(wait)
+            if self._wake.wait(wait) and not self._hurry.is_set():
+                self._hurry.wait(self.linger)
 
     def _note_failure(self, e: Exception) -> None:
         self.failures += 1

@@ -103,6 +103,66 @@ def test_checkpoints_are_written_periodically(tmp_path: Path, key: SigningKey, r
     assert len(list(store.list("checkpoints/"))) == 1
 
 
+class CountingStore(LocalStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.batches: list[int] = []
+
+    def put_batch(self, items: Any) -> list[bool]:
+        self.batches.append(len(items))
+        return super().put_batch(items)
+
+
+def test_appends_that_follow_each_other_are_uploaded_in_one_batch(
+    tmp_path: Path, key: SigningKey, recordings: list[Path]
+) -> None:
+    store = CountingStore(tmp_path / "store")
+    rec = open_recording(tmp_path / "spool", store, key, recordings)
+    rec.uploader.linger = 2.0  # generous: the appends below take milliseconds
+    rec.start()
+    assert rec.uploader.flush(10)  # the start record, uploaded
+    store.batches.clear()
+    for i in range(5):
+        rec.append(numbered_record(i))  # each one wakes the uploader
+    deadline = time.monotonic() + 20
+    while rec.spool.has_pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not rec.spool.has_pending()
+    assert len(store.batches) == 1 and store.batches[0] >= 5
+    assert verify_store(store, trusted_keys={key.key_id: key.public_key}).ok
+
+
+def test_a_flush_does_not_wait_for_the_linger(tmp_path: Path, key: SigningKey, recordings: list[Path]) -> None:
+    store = LocalStore(tmp_path / "store")
+    rec = open_recording(tmp_path / "spool", store, key, recordings)
+    rec.uploader.linger = 3600.0
+    rec.start()
+    rec.append(numbered_record(0))
+    assert rec.uploader.flush(30)  # would time out if the flush waited an hour
+    assert record_key(rec.journal.chain_id, 1) in set(store.list("records/"))
+
+
+def test_the_cursor_lags_the_upload_and_is_saved_at_close(tmp_path: Path, key: SigningKey) -> None:
+    store = LocalStore(tmp_path / "store")
+    sp = Spool(tmp_path / "spool")
+    journal = Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=None)
+    up = Uploader(sp, store, retention_days=None)
+    journal.append(numbered_record(0))
+    up.upload_pending()
+    first = (tmp_path / "spool/cursor.json").read_bytes()  # the first batch saves it
+    journal.append(numbered_record(1))
+    up.upload_pending()
+    assert (tmp_path / "spool/cursor.json").read_bytes() == first  # within the second: not rewritten
+    sp.close()
+    assert (tmp_path / "spool/cursor.json").read_bytes() != first
+
+    # Opened again, nothing goes twice: the saved cursor is past everything.
+    sp = Spool(tmp_path / "spool")
+    sp.open()
+    assert not sp.has_pending()
+    sp.close()
+
+
 # -- faults and retention against a real S3 endpoint ------------------------------------------
 
 
