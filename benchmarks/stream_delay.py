@@ -33,6 +33,7 @@ numbers across runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import socket
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -306,16 +308,24 @@ SHORT_REQUEST = json.dumps({**json.loads(REQUEST), "max_tokens": SHORT_REQUEST_T
 SHORT_DELTAS = 3
 
 
+@contextlib.contextmanager
+def streamed_post(client: httpx.Client, url: str, body: bytes) -> Iterator[tuple[httpx.Response, float, float]]:
+    """POST `body`: (the response, when the request was sent, when its headers arrived); a
+    status other than 200 ends the benchmark."""
+    t_send = time.perf_counter()
+    with client.stream("POST", url, content=body, headers=HEADERS) as r:
+        t_headers = time.perf_counter()
+        if r.status_code != 200:
+            raise SystemExit(f"{url}: HTTP {r.status_code}: {r.read()[:300]!r}")
+        yield r, t_send, t_headers
+
+
 def fetch(client: httpx.Client, url: str, pacing: Pacing) -> Run:
     arrivals: list[tuple[int, float]] = []  # (text length so far, time it arrived)
     text = ""
     buf = b""
     first_event = None
-    t_send = time.perf_counter()
-    with client.stream("POST", url, content=REQUEST, headers=HEADERS) as r:
-        t_headers = time.perf_counter()
-        if r.status_code != 200:
-            raise SystemExit(f"{url}: HTTP {r.status_code}: {r.read()[:300]!r}")
+    with streamed_post(client, url, REQUEST) as (r, t_send, t_headers):
         for chunk in r.iter_raw():
             now = time.perf_counter()
             buf += chunk
@@ -351,11 +361,7 @@ def fetch(client: httpx.Client, url: str, pacing: Pacing) -> Run:
 
 def first_byte(client: httpx.Client, url: str) -> float:
     """Request sent -> response headers of a short streamed answer (read to its end)."""
-    t_send = time.perf_counter()
-    with client.stream("POST", url, content=SHORT_REQUEST, headers=HEADERS) as r:
-        t_headers = time.perf_counter()
-        if r.status_code != 200:
-            raise SystemExit(f"{url}: HTTP {r.status_code}: {r.read()[:300]!r}")
+    with streamed_post(client, url, SHORT_REQUEST) as (r, t_send, t_headers):
         for _chunk in r.iter_raw():
             pass
     return t_headers - t_send
