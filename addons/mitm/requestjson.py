@@ -26,9 +26,10 @@ from gatehouse.wire.jsonbody import KnownItems, Spanned
 WHAT = "the request body"
 # The messages parsed before, by their exact text (`jsonbody.KnownItems`), shared by every flow:
 # a late turn's megabyte of earlier messages is copied from here instead of being decoded and
-# hashed again. Bounded by characters kept (about twice that many bytes, texts and values):
-# room for the conversations of some tens of sessions at once.
-KNOWN_MESSAGES = KnownItems(max_chars=32 * 1024 * 1024)
+# hashed again. Bounded by the memory it holds (texts and their parsed values, ~2 MB for a
+# 1 MB conversation): room for the conversations of some tens of sessions at once. Unmasked
+# text, in memory only, as the flows themselves hold it.
+KNOWN_MESSAGES = KnownItems(max_bytes=96 * 1024 * 1024)
 # Bodies larger than this are parsed on a worker thread: a megabyte takes milliseconds, which
 # would stall every other flow on the event loop.
 OFFLOAD_BYTES = 256 * 1024

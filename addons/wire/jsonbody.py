@@ -18,6 +18,7 @@ import hashlib
 import json
 import pickle
 import re
+import sys
 from dataclasses import dataclass, field
 from json.decoder import scanstring
 from typing import Any
@@ -89,45 +90,69 @@ class _KnownItem:
     # where they are refused.
     plain: bool
 
+    @property
+    def weight(self) -> int:
+        """About the bytes it holds: its text as Python stores it, its pickle, the rest."""
+        return sys.getsizeof(self.text) + len(self.pickled) + _ITEM_OVERHEAD
+
+
+_ITEM_OVERHEAD = 400  # the lookup key (up to HEAD characters), the objects, the map's entry
+
 
 class KnownItems:
     """Items of split lists (a conversation's messages) whose exact text was parsed before, for
     `loads_spanned` to take instead of decoding and hashing them again: a late turn of a Claude
     Code session resends a megabyte of messages, all but the newest seen on the previous turn.
 
-    An item is looked up by the text where it would start (its first `HEAD` characters) and taken
-    only when the body holds its whole text there, followed by the list's next `,` or its `]`.
-    JSON values delimit themselves, so that text parses to the same value, ending in the same
-    place: the parse is the one `loads_spanned` would make. Each taker gets a fresh copy of the
-    value (unpickled), since readers mask values in place. Bounded by `max_chars` (the texts and
-    their pickles); shared between threads."""
+    An item is looked up by the text where it would start (its first `HEAD` characters: a few
+    items that share them are kept side by side) and taken only when the body holds its whole
+    text there, followed by the list's next `,` or its `]`. JSON values delimit themselves, so
+    that text parses to the same value, ending in the same place: the parse is the one
+    `loads_spanned` would make. Each taker gets a fresh copy of the value (unpickled), since
+    readers mask values in place. Items shorter than `min_chars` are not kept: they are cheap
+    to parse, and a body of a million tiny items must not fill the map. Bounded by `max_bytes`
+    (about what the texts and their pickles take); shared between threads. `hits` and `misses`
+    count the items taken and parsed (approximate across threads)."""
 
     HEAD = 256
+    MIN_CHARS = 256
+    SHARING_A_HEAD = 4  # items kept under one HEAD, most recently parsed first
 
-    def __init__(self, max_chars: int) -> None:
-        self._items: Lru[str, _KnownItem] = Lru(max_chars, weight=lambda k: len(k.text) + len(k.pickled))
+    def __init__(self, max_bytes: int, *, min_chars: int = MIN_CHARS) -> None:
+        self._items: Lru[str, tuple[_KnownItem, ...]] = Lru(max_bytes, weight=lambda v: sum(k.weight for k in v))
+        self.min_chars = min_chars
+        self.hits = 0
+        self.misses = 0
 
     def match(self, text: str, start: int, allow_nan: bool) -> tuple[Any, int, bytes] | None:
         """The item whose text starts at `start` (value, end, digest), if known."""
-        known = self._items.get(text[start : start + self.HEAD])
-        if known is None or not (allow_nan or known.plain) or not text.startswith(known.text, start):
-            return None
-        end = start + len(known.text)
-        j = _WS.match(text, end).end()
-        if text[j : j + 1] not in (",", "]"):
-            return None  # a number's text is a prefix of a longer number's
-        return pickle.loads(known.pickled), end, known.digest
+        candidates = self._items.get(text[start : start + self.HEAD])
+        for known in candidates or ():
+            if not (allow_nan or known.plain) or not text.startswith(known.text, start):
+                continue
+            end = start + len(known.text)
+            j = _WS.match(text, end).end()
+            if text[j : j + 1] not in (",", "]"):
+                continue  # a number's text is a prefix of a longer number's
+            self.hits += 1
+            return pickle.loads(known.pickled), end, known.digest
+        return None
 
     def add(self, text: str, start: int, end: int, value: Any, allow_nan: bool) -> bytes:
         """Remember the item `value` parsed from `text[start:end]`; its digest."""
+        self.misses += 1
         item_text = text[start:end]
         digest = _digest(item_text)
+        if end - start < self.min_chars:
+            return digest
         try:
             pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         except RecursionError:
             return digest  # nested too deeply to copy this way: parsed every time
         plain = not allow_nan or ("NaN" not in item_text and "Infinity" not in item_text)
-        self._items.put(text[start : start + self.HEAD], _KnownItem(item_text, digest, pickled, plain))
+        head = text[start : start + self.HEAD]
+        others = tuple(k for k in self._items.get(head) or () if k.text != item_text)
+        self._items.put(head, (_KnownItem(item_text, digest, pickled, plain), *others[: self.SHARING_A_HEAD - 1]))
         return digest
 
 

@@ -28,24 +28,50 @@ def parse_both(text: str, known: KnownItems, allow_nan: bool = True):
     return got
 
 
+def message(role: str, text: str) -> dict:
+    """A message long enough to be remembered (`KnownItems.MIN_CHARS`)."""
+    return {"role": role, "content": [{"type": "text", "text": text + " " + "details " * 40}]}
+
+
 def test_a_late_turn_takes_the_earlier_messages_from_memory():
     known = KnownItems(1 << 20)
-    turn = [{"role": "user", "content": "fix it"}, {"role": "assistant", "content": [{"type": "text", "text": "ok"}]}]
+    turn = [message("user", "fix it"), message("assistant", "ok")]
     parse_both(json.dumps({"model": "m", "messages": turn}), known)
-    later = {"model": "m", "messages": [*turn, {"role": "user", "content": "and now?"}]}
+    assert known.hits == 0
+    later = {"model": "m", "messages": [*turn, message("user", "and now?")]}
     doc = parse_both(json.dumps(later), known)
     assert doc.value == later
-    # Taken, not decoded: a known item's digest is there before anyone asks for it.
+    assert known.hits == 2  # the two earlier messages; the new one is parsed
+    # Taken with their digests: there before anyone asks for one.
     assert all(span in doc._digests for span in doc.items)
+
+
+def test_messages_that_begin_alike_are_all_remembered():
+    known = KnownItems(1 << 20)
+    preamble = "<system-reminder>" + "context " * 40  # longer than the characters looked up by
+    turn = [message("user", preamble + f"question {i}") for i in range(3)]
+    text = json.dumps({"messages": turn})
+    parse_both(text, known)
+    parse_both(text, known)
+    assert known.hits == 3
+
+
+def test_short_items_are_parsed_every_time_and_not_kept():
+    known = KnownItems(1 << 20)
+    text = json.dumps({"messages": list(range(10_000))})  # a body of many tiny items
+    for _ in range(2):
+        assert parse_both(text, known).value["messages"] == list(range(10_000))
+    assert known.hits == 0 and len(known._items) == 0
 
 
 def test_each_parse_gets_its_own_copy_of_a_known_message():
     known = KnownItems(1 << 20)
-    text = json.dumps({"messages": [{"role": "user", "content": "AKIA secret"}]})
+    text = json.dumps({"messages": [message("user", "AKIA secret")]})
     first = loads_spanned(text, known=known)
     first.value["messages"][0]["content"] = "[MASKED]"  # readers mask values in place
     second = loads_spanned(text, known=known)
-    assert second.value["messages"][0]["content"] == "AKIA secret"
+    assert known.hits == 1
+    assert second.value["messages"][0]["content"][0]["text"].startswith("AKIA secret")
     assert second.value["messages"][0] is not first.value["messages"][0]
 
 
@@ -62,13 +88,13 @@ def test_each_parse_gets_its_own_copy_of_a_known_message():
     ],
 )
 def test_a_known_text_is_taken_only_where_it_ends_an_item(seen, text, value):
-    known = KnownItems(1 << 20)
+    known = KnownItems(1 << 20, min_chars=0)
     loads_spanned(seen, known=known)
     assert parse_both(text, known).value["messages"] == value
 
 
 def test_what_is_refused_stays_refused_with_known_messages():
-    known = KnownItems(1 << 20)
+    known = KnownItems(1 << 20, min_chars=0)
     loads_spanned('{"messages":[{"x":1}, NaN]}', known=known)
     for text in ('{"messages":[{"x":1,"x":2}]}', '{"messages":[{"x":1}]} x', '{"messages":[{"x":1},]}'):
         assert loads_spanned(text, known=known) is None
@@ -79,12 +105,13 @@ def test_what_is_refused_stays_refused_with_known_messages():
     assert loads_spanned('{"messages":[NaN]}', allow_nan=False, known=known) is None
 
 
-def test_memory_is_bounded_by_characters():
-    known = KnownItems(4096)
+def test_memory_is_bounded():
+    known = KnownItems(8192)
     for i in range(200):
         loads_spanned(json.dumps({"messages": [{"content": f"{i} " + "x" * 500}]}), known=known)
-    # Each item costs its text and its pickle (about 1 KB here): a few fit, the rest are gone.
-    assert 1 <= len(known._items) <= 8
+    # Each item costs its text, its pickle and the map's entry (about 1.5 KB here): a few fit.
+    assert 1 <= len(known._items) <= 6
+    assert known._items._total <= 8192
 
 
 _scalars = st.one_of(st.integers(-5, 1000), st.booleans(), st.none(), st.text(max_size=8), st.floats())
@@ -101,7 +128,7 @@ def test_any_sequence_of_turns_parses_as_without_memory(turns, spacing):
     """Turns that resend, reorder, extend and change messages (numbers that are prefixes of
     others, NaN and Infinity, strings, nested values), compact or spaced, parsed where NaN is
     allowed and where it is not: every parse is the plain one."""
-    known = KnownItems(1 << 16)
+    known = KnownItems(1 << 16, min_chars=0)
     conversation: list = []
     for new in turns:
         conversation = conversation + new
