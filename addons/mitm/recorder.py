@@ -167,6 +167,9 @@ class Recorder:
         self.healthy = True
         self.probe_interval = PROBE_INTERVAL
         self._last_probe = 0.0
+        # Counts the spool failures seen: a write that succeeded only shows the spool works if
+        # none failed while it was under way.
+        self._spool_failures = 0
         # Per flow: the request part built in `request`, reused by the final record, or (a
         # buffered request) the worker thread's task building it while the upstream answers.
         self._requests: weakref.WeakKeyDictionary[http.HTTPFlow, BuiltRequest] = weakref.WeakKeyDictionary()
@@ -336,8 +339,11 @@ class Recorder:
         write in between marks it unusable at once)."""
         return await asyncio.to_thread(self._probe) if self._probe_due() else self.healthy
 
-    def _spool_worked(self) -> None:
-        """A durable write to the spool succeeded: as good as a probe."""
+    def _spool_worked(self, failures_before: int) -> None:
+        """A durable write to the spool succeeded: as good as a probe, unless another write or
+        probe failed since it began (`failures_before`: `_spool_failures` then)."""
+        if self._spool_failures != failures_before:
+            return
         self._last_probe = time.monotonic()
         if not self.healthy:
             log.warning("gatehouse: the recording spool works again")
@@ -356,6 +362,7 @@ class Recorder:
                 )
             elif self.healthy:
                 log.error(f"gatehouse: {e}")
+            self._spool_failures += 1
             self.healthy = False
             return False
         if not self.healthy:
@@ -401,8 +408,9 @@ class Recorder:
         inp, built = self._build_request(flow, ex, parsed)
         self._requests[flow] = built
         if _wants_stream(ex, inp.body):
+            failures = self._spool_failures
             self._append(self._input(flow, ex, "request", inp), built)
-            self._spool_worked()
+            self._spool_worked(failures)
         elif not (self._probe() if self._probe_due() else self.healthy):
             raise SpoolError(SPOOL_UNAVAILABLE)
 
@@ -466,6 +474,7 @@ class Recorder:
     def _failed(self, flow: http.HTTPFlow, ex: Exchange, err: Exception, *, can_refuse: bool) -> bool:
         """Apply `on_record_failure`; True when the flow was refused."""
         if isinstance(err, (SpoolError, OSError)):
+            self._spool_failures += 1
             self.healthy = False
         log.error(f"gatehouse: exchange {ex.exchange_id} could not be recorded: {err}")
         if can_refuse and self.policy is not None and self.policy.refuse_on_failure:

@@ -13,7 +13,7 @@ Spool layout::
                                   anything newer)
     <spool>/segments/<n>.seg      append-only segments of frames (n: 12 digits, in write order)
     <spool>/cursor.json           {"segment","offset"}: everything before it is in the store (it
-                                  may lag the upload by a second: what follows goes again)
+                                  may lag the upload by a second or two: what follows goes again)
     <spool>/failed/<store key>    objects the store already holds with different bytes (kept)
 
 A frame is ``length:u32 crc32:u32`` (big-endian) then `length` bytes of payload:
@@ -432,6 +432,9 @@ class Spool:
         """Bind the spool to another store (a reload that changed the policy's store); nothing
         may wait for upload (SpoolForOtherStore otherwise). Caller holds the process lock."""
         with self._open_lock:
+            # The old store's objects are all uploaded: the cursor must say so before the spool
+            # names the new store, or a crash now would upload them again, to the new one.
+            self.save_cursor()
             try:
                 self._bind(store_url)
             except SpoolForOtherStore:
@@ -491,8 +494,7 @@ class Spool:
                 self.close_segment()
             except SpoolError as e:
                 log.warning("recording: %s", e)
-            if self._cursor_unsaved:
-                self.save_cursor()
+            self.save_cursor()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -821,7 +823,7 @@ class Spool:
     def advance(self, batch: Batch) -> None:
         """Everything in `batch` is in the store: move the cursor past it (and delete a segment
         that is shipped and no longer appended to). cursor.json follows at most once per
-        `CURSOR_SAVE_SECONDS` (and at `close`)."""
+        `CURSOR_SAVE_SECONDS` (see `save_cursor`)."""
         with self._cond:
             self._cursor = (batch.segment, batch.end)
             for kind, key, _data in batch.frames:
@@ -829,15 +831,19 @@ class Spool:
                     self._spooled.pop(key)
             self._drop_shipped()
             self._cursor_unsaved = True
-            if time.monotonic() - self._cursor_saved_at < CURSOR_SAVE_SECONDS:
-                return
-        self.save_cursor()
+        self.save_cursor(only_if_due=True)
 
-    def save_cursor(self) -> None:
-        """Write cursor.json. Not fsynced, and behind the upload by up to `CURSOR_SAVE_SECONDS`:
-        a cursor behind (or lost in a crash) only means uploading again, which the store takes
-        (an object already there with the same bytes counts as uploaded)."""
+    def save_cursor(self, *, only_if_due: bool = False) -> None:
+        """Write cursor.json if the cursor moved since it was last written (`only_if_due`: and
+        that was `CURSOR_SAVE_SECONDS` ago). The uploader saves it when due, and a shutdown, a
+        store change and `close` do at once. Not fsynced: a cursor behind the upload (or lost
+        in a crash) only means uploading again, which the store takes (an object already there
+        with the same bytes counts as uploaded)."""
         with self._cond:
+            if not self._cursor_unsaved:
+                return
+            if only_if_due and time.monotonic() - self._cursor_saved_at < CURSOR_SAVE_SECONDS:
+                return
             cursor = self._cursor
             self._cursor_saved_at = time.monotonic()
             self._cursor_unsaved = False

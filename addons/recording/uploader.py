@@ -88,6 +88,7 @@ class Uploader:
         if self.running:
             return
         self._stop.clear()
+        self._hurry.clear()
         self._thread = threading.Thread(target=self._run, name="gatehouse-uploader", daemon=True)
         self._thread.start()
 
@@ -156,6 +157,7 @@ class Uploader:
                 log.warning("recording: store %s reachable again; spooled records uploaded", self.store.url)
                 self.last_error = None
             backoff = self.initial_backoff
+            self.spool.save_cursor(only_if_due=True)
             self._idle.set()
             wait = max(0.05, min(1.0, next_checkpoint - time.monotonic()))
             if self._wake.wait(wait) and not self._hurry.is_set():

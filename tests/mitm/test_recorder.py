@@ -391,6 +391,7 @@ def test_a_streamed_request_is_refused_when_its_record_cannot_be_spooled_even_be
 
 def test_a_streamed_record_spooled_shows_the_spool_works_again(tmp_path: Path, state: Path) -> None:
     rec = configured(tmp_path, state, on_record_failure="refuse")
+    rec.recording.uploader.stop()  # so the spool, not the store, holds the request record
     rec.probe_interval = 0
     break_spool(state)
     refused = make_flow(response=False)
@@ -408,6 +409,28 @@ def test_a_streamed_record_spooled_shows_the_spool_works_again(tmp_path: Path, s
     exchange_of(buffered).request_streams = False
     run(rec.request(buffered))
     assert buffered.response is None  # that write showed the spool works: not refused
+
+
+def test_a_write_that_began_before_a_spool_failure_does_not_say_it_works(tmp_path: Path, state: Path) -> None:
+    rec = configured(tmp_path, state, on_record_failure="refuse")
+    rec.probe_interval = 3600
+    append = rec.recording.append
+
+    def failing_meanwhile(built: Any) -> Any:
+        # While this write is under way, another flow's write fails (a full disk).
+        other = make_flow(response=False)
+        rec._failed(other, exchange_of(other), OSError(28, "No space left on device"), can_refuse=True)
+        return append(built)
+
+    rec.recording.append = failing_meanwhile  # type: ignore[method-assign]
+    streamed = make_flow(stream=True, response=False)
+    run(rec.request(streamed))
+    assert streamed.response is None  # its own record was spooled
+    rec.recording.append = append  # type: ignore[method-assign]
+    buffered = make_flow(response=False)
+    exchange_of(buffered).request_streams = False
+    run(rec.request(buffered))
+    assert buffered.response is not None and buffered.response.status_code == 500  # not sent
 
 
 def test_unwritable_spool_with_continue_passes_and_says_so(tmp_path: Path, state: Path) -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from gatehouse.recording import spool as spool_module
 from gatehouse.recording.canonical import canonical_json
 from gatehouse.recording.journal import Journal
 from gatehouse.recording.layout import blob_key, checkpoint_key, record_key
 from gatehouse.recording.records import BuiltRecord
+from gatehouse.recording.registry import Recording
 from gatehouse.recording.signing import SigningKey
 from gatehouse.recording.spool import Spool
 from gatehouse.recording.stores import LocalStore, StoreError, open_store
@@ -142,25 +147,29 @@ def test_a_flush_does_not_wait_for_the_linger(tmp_path: Path, key: SigningKey, r
     assert record_key(rec.journal.chain_id, 1) in set(store.list("records/"))
 
 
-def test_the_cursor_lags_the_upload_and_is_saved_at_close(tmp_path: Path, key: SigningKey) -> None:
+def test_the_cursor_lags_the_upload_and_is_saved_at_shutdown(
+    tmp_path: Path, key: SigningKey, recordings: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "CURSOR_SAVE_SECONDS", 3600.0)
     store = LocalStore(tmp_path / "store")
-    sp = Spool(tmp_path / "spool")
-    journal = Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=None)
-    up = Uploader(sp, store, retention_days=None)
-    journal.append(numbered_record(0))
-    up.upload_pending()
-    first = (tmp_path / "spool/cursor.json").read_bytes()  # the first batch saves it
-    journal.append(numbered_record(1))
-    up.upload_pending()
-    assert (tmp_path / "spool/cursor.json").read_bytes() == first  # within the second: not rewritten
-    sp.close()
-    assert (tmp_path / "spool/cursor.json").read_bytes() != first
+    rec = open_recording(tmp_path / "spool", store, key, recordings)
+    rec.append(numbered_record(0))
+    rec.uploader.upload_pending()
+    cursor = tmp_path / "spool/cursor.json"
+    first = cursor.read_bytes()  # the first batch saves it
+    rec.append(numbered_record(1))
+    rec.uploader.upload_pending()
+    assert cursor.read_bytes() == first  # not due again for an hour
+    assert rec.shutdown()
+    saved = json.loads(cursor.read_bytes())
+    assert saved != json.loads(first)
 
     # Opened again, nothing goes twice: the saved cursor is past everything.
-    sp = Spool(tmp_path / "spool")
-    sp.open()
-    assert not sp.has_pending()
-    sp.close()
+    Recording.forget(tmp_path / "spool")
+    again = Spool(tmp_path / "spool")
+    again.open()
+    assert not again.has_pending()
+    again.close()
 
 
 # -- faults and retention against a real S3 endpoint ------------------------------------------
