@@ -793,13 +793,15 @@ class Masker:
         unchanged), findings onto `out`. Remembered by everything the walk of it depends on:
         the mode, where it sits (its path's shape, not its index), and its text's digest."""
         key = (exempt, shape, free, slot, grouped, digest)
-        prefix = _where(pnode)
         hit = self._seen.get(key)
         if hit is not None:
-            out.extend(Finding(rule, prefix + rest, fp) for rule, rest, fp in hit.findings)
+            if hit.findings:  # the path is spelled out only when a finding names it
+                prefix = _where(pnode)
+                out.extend(Finding(rule, prefix + rest, fp) for rule, rest, fp in hit.findings)
             if hit.masked is None:
                 return value, None
             return hit.masked, hit.text
+        prefix = _where(pnode)
         found: list[Finding] = []
         self._walk(value, found, pnode, exempt=exempt, join=True, free=free, block=slot, group_root=grouped)
         out.extend(found)
