@@ -183,14 +183,12 @@ class PacingHandler(BaseHTTPRequestHandler):
         times: list[float] = []
         t0 = time.perf_counter() + p.pace
         for i, piece in enumerate(p.pieces[:SHORT_DELTAS] if short else p.pieces):
-            if short:
-                write(sse("content_block_delta", _text_delta(piece)))
-                continue
             # An absolute schedule: a late wake-up does not push every later delta back.
             wait = t0 + i * p.pace - time.perf_counter()
-            if wait > 0:
+            if wait > 0 and not short:
                 time.sleep(wait)
-            data = sse("content_block_delta", _text_delta(piece))
+            ev = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+            data = sse("content_block_delta", ev)
             times.append(time.perf_counter())
             write(data)
         write(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
@@ -210,10 +208,6 @@ class PacingHandler(BaseHTTPRequestHandler):
         if not short:
             with p.lock:
                 p.writes.append(times)
-
-
-def _text_delta(piece: str) -> dict[str, Any]:
-    return {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
 
 
 class PacingServer(ThreadingHTTPServer):

@@ -345,9 +345,16 @@ class Recorder:
         if self._spool_failures != failures_before:
             return
         self._last_probe = time.monotonic()
-        if not self.healthy:
-            log.warning("gatehouse: the recording spool works again")
-            self.healthy = True
+        self._mark_spool(usable=True)
+
+    def _mark_spool(self, *, usable: bool) -> None:
+        """What a probe, a write or a failure found: recovery is logged, a failure counted."""
+        if usable:
+            if not self.healthy:
+                log.warning("gatehouse: the recording spool works again")
+        else:
+            self._spool_failures += 1
+        self.healthy = usable
 
     # -- worker-thread side ---------------------------------------------------------------------
     def _probe(self, force: bool = False) -> bool:
@@ -362,12 +369,9 @@ class Recorder:
                 )
             elif self.healthy:
                 log.error(f"gatehouse: {e}")
-            self._spool_failures += 1
-            self.healthy = False
+            self._mark_spool(usable=False)
             return False
-        if not self.healthy:
-            log.warning("gatehouse: the recording spool works again")
-        self.healthy = True
+        self._mark_spool(usable=True)
         return True
 
     def _build_request(
@@ -474,8 +478,7 @@ class Recorder:
     def _failed(self, flow: http.HTTPFlow, ex: Exchange, err: Exception, *, can_refuse: bool) -> bool:
         """Apply `on_record_failure`; True when the flow was refused."""
         if isinstance(err, (SpoolError, OSError)):
-            self._spool_failures += 1
-            self.healthy = False
+            self._mark_spool(usable=False)
         log.error(f"gatehouse: exchange {ex.exchange_id} could not be recorded: {err}")
         if can_refuse and self.policy is not None and self.policy.refuse_on_failure:
             refuse(flow, api_error(REFUSAL_MESSAGE), "recording")

@@ -176,7 +176,6 @@ class Recording:
         try:
             self.uploader.upload_pending(deadline)
         except (StoreError, OSError, ValueError) as e:
-            self.spool.save_cursor()
             log.warning(
                 "recording: %d object(s) stay in the spool %s for the next start: %s",
                 len(self.spool.pending()),
@@ -184,7 +183,8 @@ class Recording:
                 e,
             )
             return False
-        self.spool.save_cursor()
+        finally:
+            self.spool.save_cursor()  # as far as the upload got
         if self.spool.has_pending():
             left = self.spool.pending()
             log.warning("recording: %d object(s) stay in the spool %s for the next start", len(left), self.spool.root)

@@ -111,8 +111,8 @@ class KnownItems:
     `loads_spanned` would make. Each taker gets a fresh copy of the value (unpickled), since
     readers mask values in place. Items shorter than `min_chars` are not kept: they are cheap
     to parse, and a body of a million tiny items must not fill the map. Bounded by `max_bytes`
-    (about what the texts and their pickles take); shared between threads. `hits` and `misses`
-    count the items taken and parsed (approximate across threads)."""
+    (about what the texts and their pickles take); shared between threads. `hits` counts the
+    items taken (approximate across threads)."""
 
     HEAD = 256
     MIN_CHARS = 256
@@ -122,7 +122,6 @@ class KnownItems:
         self._items: Lru[str, tuple[_KnownItem, ...]] = Lru(max_bytes, weight=lambda v: sum(k.weight for k in v))
         self.min_chars = min_chars
         self.hits = 0
-        self.misses = 0
 
     def match(self, text: str, start: int, allow_nan: bool) -> tuple[Any, int, bytes] | None:
         """The item whose text starts at `start` (value, end, digest), if known."""
@@ -140,7 +139,6 @@ class KnownItems:
 
     def add(self, text: str, start: int, end: int, value: Any, allow_nan: bool) -> bytes:
         """Remember the item `value` parsed from `text[start:end]`; its digest."""
-        self.misses += 1
         item_text = text[start:end]
         digest = _digest(item_text)
         if end - start < self.min_chars:
