@@ -22,6 +22,7 @@ import base64
 import binascii
 import copy
 import json
+import sys
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,10 @@ _JOIN_SLACK = 96
 # "user"): a body repeats them thousands of times, and a set lookup is ~50x cheaper than a scan.
 _CLEAN_CACHE_MAX_LEN = 64
 _CLEAN_CACHE_SIZE = 16384
+# Longer texts found clean, by their exact text, up to this many bytes in all: the newest turn's
+# texts (a tool's output, a file read) are walked twice, for the wire and for the record, and
+# a scan costs ~50 µs per KB. Unmasked text, in memory only, as the flows themselves hold it.
+CLEAN_TEXT_BYTES = 16 * 1024 * 1024
 
 _NO_KEY = object()
 
@@ -256,6 +261,7 @@ class Masker:
         self.scanner = policy.scanner
         self._key = fingerprint_key
         self._clean: set[str] = set()
+        self._clean_texts: Lru[str, int] = Lru(CLEAN_TEXT_BYTES, weight=lambda size: size)
         # Parts of documents masked before (`mask_spanned`): the clean ones (most) and the
         # ones with something masked, which hold their masked copy, apart and fewer.
         self._seen: _Seen = _Seen(SEEN_LIMIT, SEEN_MASKED_LIMIT)
@@ -279,16 +285,22 @@ class Masker:
         return mask_token(rule_id, self.fingerprint(secret))
 
     def _hits(self, s: str) -> list[Hit]:
-        """`scanner.scan(s)`, skipping short strings already seen clean."""
-        short = len(s) <= _CLEAN_CACHE_MAX_LEN
-        if short and s in self._clean:
+        """`scanner.scan(s)`, skipping strings already seen clean (the same text scans the same)."""
+        if len(s) <= _CLEAN_CACHE_MAX_LEN:
+            if s in self._clean:
+                return []
+            hits = self.scanner.scan(s)
+            if not hits:
+                clean = self._clean
+                if len(clean) >= _CLEAN_CACHE_SIZE:
+                    clean.clear()
+                clean.add(s)
+            return hits
+        if self._clean_texts.get(s) is not None:
             return []
         hits = self.scanner.scan(s)
-        if short and not hits:
-            clean = self._clean
-            if len(clean) >= _CLEAN_CACHE_SIZE:
-                clean.clear()
-            clean.add(s)
+        if not hits:
+            self._clean_texts.put(s, sys.getsizeof(s))
         return hits
 
     def _apply(self, text: str, hits: list[Hit]) -> tuple[str, list[tuple[Hit, str]]]:

@@ -229,6 +229,70 @@ def test_disabled_policy_changes_nothing():
 
 
 # --------------------------------------------------------------------------------------------
+# Texts found clean before
+# --------------------------------------------------------------------------------------------
+
+
+class CountingScanner:
+    """The masker's scanner, counting the texts it scans by their length."""
+
+    def __init__(self, scanner) -> None:
+        self._scanner = scanner
+        self.scanned: list[int] = []
+
+    def scan(self, text, *args, **kwargs):
+        self.scanned.append(len(text))
+        return self._scanner.scan(text, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._scanner, name)
+
+
+def counting(masker: Masker) -> tuple[Masker, CountingScanner]:
+    m = Masker(masker.policy, FINGERPRINT_KEY)
+    m.scanner = counter = CountingScanner(m.scanner)
+    return m, counter
+
+
+def tool_result(text: str) -> dict:
+    return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": text}]}
+
+
+def test_a_long_clean_text_is_scanned_once_for_the_wire_and_the_record(masker):
+    m, counter = counting(masker)
+    output = "line of build output\n" * 400  # a tool's output: long, nothing secret in it
+    m.mask_request({"messages": [tool_result(output)]})
+    m.mask_for_record({"body": {"messages": [tool_result(output)]}})
+    assert counter.scanned.count(len(output)) == 1
+
+
+def test_a_long_text_with_a_secret_is_masked_every_time(masker):
+    m, counter = counting(masker)
+    output = "line of build output\n" * 400 + f"AWS_ACCESS_KEY_ID={aws()}\n"
+    for _ in range(2):
+        body = {"messages": [tool_result(output)]}
+        found = m.mask_request(body)
+        assert [f.rule for f in found] == ["aws-access-key-id"]
+        assert aws() not in json.dumps(body)
+    assert counter.scanned.count(len(output)) == 2
+
+
+def test_texts_found_clean_are_kept_within_their_bound(masker, monkeypatch):
+    import gatehouse.masking.masker as masker_module
+
+    monkeypatch.setattr(masker_module, "CLEAN_TEXT_BYTES", 64 * 1024)
+    m, counter = counting(masker)
+    texts = [f"output {i:02d}: " + "x" * 8000 for i in range(20)]  # ~160 KB in all, one length
+    for t in texts:
+        m.mask_request({"messages": [tool_result(t)]})
+    scans = len(counter.scanned)
+    m.mask_request({"messages": [tool_result(texts[-1])]})  # the newest is still known
+    assert len(counter.scanned) == scans
+    m.mask_request({"messages": [tool_result(texts[0])]})  # the oldest was let go: scanned again
+    assert counter.scanned[scans:].count(len(texts[0])) == 1
+
+
+# --------------------------------------------------------------------------------------------
 # Responses and the recorder's copy
 # --------------------------------------------------------------------------------------------
 
