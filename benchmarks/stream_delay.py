@@ -407,6 +407,13 @@ def main() -> None:
         default=40,
         help="short answers per path for first byte (each connection kind)",
     )
+    ap.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra mitmdump argument for both Gatehouse stacks (repeat it), e.g. --gateway-arg=-s --gateway-arg=probe.py",
+    )
     args = ap.parse_args()
 
     pacing = Pacing(answer_text(args.chars), args.delta_chars, args.pace_ms / 1000)
@@ -430,7 +437,7 @@ def main() -> None:
                 workdir=workdir,
                 upstream=base_url,
                 upstream_ca=str(tls.ca_cert),
-                extra_args=["-q"],
+                extra_args=["-q", *args.gateway_arg],
                 env={"ANTHROPIC_API_KEY": GATEWAY_KEY},
             ).start()
         try:
