@@ -320,7 +320,7 @@ class Masker:
         """`text` with every secret replaced, and one Finding per replacement."""
         if not text:
             return text, []
-        hits = self.scanner.scan(text)
+        hits = self._hits(text)
         if not hits:
             return text, []
         masked, done = self._apply(text, hits)
@@ -328,7 +328,7 @@ class Masker:
 
     def mask_spans(self, text: str) -> tuple[str, list[Span]]:
         """Like `mask_text`, with the character offsets (in `text`) of what was replaced."""
-        hits = self.scanner.scan(text) if text else []
+        hits = self._hits(text) if text else []
         if not hits:
             return text, []
         masked, done = self._apply(text, hits)

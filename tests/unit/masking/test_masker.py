@@ -277,6 +277,18 @@ def test_a_long_text_with_a_secret_is_masked_every_time(masker):
     assert counter.scanned.count(len(output)) == 2
 
 
+def test_mask_text_scans_a_repeated_clean_text_once_and_a_secret_every_time(masker):
+    m, counter = counting(masker)
+    agent = "claude-cli/2.0.14 (external, cli)"  # a header value every request repeats
+    secret = f"token {aws()}"
+    for _ in range(3):
+        assert m.mask_text(agent) == (agent, [])
+        masked, found = m.mask_text(secret, "request.headers.x-note")
+        assert aws() not in masked and [f.rule for f in found] == ["aws-access-key-id"]
+    assert counter.scanned.count(len(agent)) == 1
+    assert counter.scanned.count(len(secret)) == 3
+
+
 def test_texts_found_clean_are_kept_within_their_bound(masker, monkeypatch):
     import gatehouse.masking.masker as masker_module
 
