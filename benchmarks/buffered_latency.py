@@ -91,10 +91,14 @@ class Bench:
         self.workdir = workdir
         self._procs: list[subprocess.Popen] = []
         self.gateway: Gateway | None = None
-        up, self.upstream, self.upstream_ca = start_upstream(workdir / "certs")
-        self._procs.append(up)
-        self.bare = self._start_bare(stream_baseline, bare_args or [])
-        self.full = self._start_gateway(gateway_args or [])
+        try:
+            up, self.upstream, self.upstream_ca = start_upstream(workdir / "certs")
+            self._procs.append(up)
+            self.bare = self._start_bare(stream_baseline, bare_args or [])
+            self.full = self._start_gateway(gateway_args or [])
+        except BaseException:
+            self.close()  # what did start must not outlive the run (it holds our stdout open)
+            raise
 
     def _start_bare(self, stream: bool, extra: list[str], name: str = "bare") -> Path_:
         port = free_port()

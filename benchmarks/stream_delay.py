@@ -429,18 +429,19 @@ def main() -> None:
         base_url = f"https://127.0.0.1:{server.server_port}"
         bare_proc, bare_port, bare_ca = start_bare_mitmdump(tmp, tls.ca_cert)
         gateways: dict[str, Gateway] = {}
-        for name, policy in (("unmasked", "[masking]\npacks = []\n"), ("gateway", "")):
-            workdir = tmp / name
-            workdir.mkdir()
-            gateways[name] = Gateway(
-                policy_path=write_policy(workdir, policy),
-                workdir=workdir,
-                upstream=base_url,
-                upstream_ca=str(tls.ca_cert),
-                extra_args=["-q", *args.gateway_arg],
-                env={"ANTHROPIC_API_KEY": GATEWAY_KEY},
-            ).start()
         try:
+            for name, policy in (("unmasked", "[masking]\npacks = []\n"), ("gateway", "")):
+                workdir = tmp / name
+                workdir.mkdir()
+                gateways[name] = Gateway(
+                    policy_path=write_policy(workdir, policy),
+                    workdir=workdir,
+                    upstream=base_url,
+                    upstream_ca=str(tls.ca_cert),
+                    extra_args=["-q", *args.gateway_arg],
+                    env={"ANTHROPIC_API_KEY": GATEWAY_KEY},
+                )
+                gateways[name].start()  # kept before it starts: a failed start is stopped too
             # Where each path is: (proxy URL, the CA it presents, the URL to ask).
             targets = {"bare": (f"http://127.0.0.1:{bare_port}", str(bare_ca), f"{base_url}/v1/messages")}
             for name, gw in gateways.items():
