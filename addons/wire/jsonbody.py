@@ -53,6 +53,7 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 _DECODER_NO_NAN = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
 _WS = re.compile(r"[ \t\n\r]*")  # what `json` skips between tokens
+_MEMBER_CLOSERS = (",", "}")  # what may follow an object member's value
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +101,10 @@ _ITEM_OVERHEAD = 400  # the lookup key (up to HEAD characters), the objects, the
 
 
 class KnownItems:
-    """Items of split lists (a conversation's messages) whose exact text was parsed before, for
-    `loads_spanned` to take instead of decoding and hashing them again: a late turn of a Claude
-    Code session resends a megabyte of messages, all but the newest seen on the previous turn.
+    """Items of split lists (a conversation's messages), and object or list members (its tools,
+    its system prompt), whose exact text was parsed before, for `loads_spanned` to take instead
+    of decoding and hashing them again: a late turn of a Claude Code session resends a megabyte
+    of messages, all but the newest seen on the previous turn, with the same tools and system.
 
     An item is looked up by the text where it would start (its first `HEAD` characters: a few
     items that share them are kept side by side) and taken only when the body holds its whole
@@ -123,15 +125,18 @@ class KnownItems:
         self.min_chars = min_chars
         self.hits = 0
 
-    def match(self, text: str, start: int, allow_nan: bool) -> tuple[Any, int, bytes] | None:
-        """The item whose text starts at `start` (value, end, digest), if known."""
+    def match(
+        self, text: str, start: int, allow_nan: bool, closers: tuple[str, str] = (",", "]")
+    ) -> tuple[Any, int, bytes] | None:
+        """The item whose text starts at `start` (value, end, digest), if known: followed by one
+        of `closers` (a list item's; a member's are ``,`` and ``}``)."""
         candidates = self._items.get(text[start : start + self.HEAD])
         for known in candidates or ():
             if not (allow_nan or known.plain) or not text.startswith(known.text, start):
                 continue
             end = start + len(known.text)
             j = _WS.match(text, end).end()
-            if text[j : j + 1] not in (",", "]"):
+            if text[j : j + 1] not in closers:
                 continue  # a number's text is a prefix of a longer number's
             self.hits += 1
             return pickle.loads(known.pickled), end, known.digest
@@ -160,7 +165,8 @@ def loads_spanned(
     """Parse `text` as `loads` does (duplicate keys refused, at any depth) when it is a JSON
     object, with the spans of its parts. None when it is not an object or is not valid JSON:
     the caller parses it with `loads` (or its own parser), which says why. With `known`, items of
-    `split` parsed before are taken from it (with their digests) and new ones are added."""
+    `split` and members that are objects or lists, parsed before, are taken from it (with their
+    digests) and new ones are added."""
     decode = (_DECODER if allow_nan else _DECODER_NO_NAN).raw_decode
     ws = _WS.match
     digests: dict[tuple[int, int], bytes] = {}
@@ -213,6 +219,15 @@ def loads_spanned(
                             i = ws(text, i).end()
                     v: Any = lst
                     items = tuple(spans)
+                elif known is not None and text[i : i + 1] in ("[", "{"):
+                    # A container member (a request's tools, its system prompt) is the same
+                    # every turn too: remembered like an item.
+                    hit = known.match(text, i, allow_nan, _MEMBER_CLOSERS)
+                    if hit is not None:
+                        v, i, digests[(start, hit[1])] = hit
+                    else:
+                        v, i = decode(text, i)
+                        digests[(start, i)] = known.add(text, start, i, v, allow_nan)
                 else:
                     v, i = decode(text, i)
                 value[key] = v

@@ -25,6 +25,7 @@ def parse_both(text: str, known: KnownItems, allow_nan: bool = True):
     assert got.members == want.members and got.items == want.items
     if want.items is not None:
         assert [got.digest(a, b) for a, b in got.items] == [want.digest(a, b) for a, b in want.items]
+    assert [got.digest(a, b) for _, a, b in got.members] == [want.digest(a, b) for _, a, b in want.members]
     return got
 
 
@@ -44,6 +45,33 @@ def test_a_late_turn_takes_the_earlier_messages_from_memory():
     assert known.hits == 2  # the two earlier messages; the new one is parsed
     # Taken with their digests: there before anyone asks for one.
     assert all(span in doc._digests for span in doc.items)
+
+
+def test_the_tools_and_system_prompt_are_taken_from_memory_too():
+    known = KnownItems(1 << 20)
+    tools = [
+        {"name": f"Tool{i}", "description": "does things " * 20, "input_schema": {"type": "object"}} for i in range(3)
+    ]
+    system = [{"type": "text", "text": "You are Claude Code. " * 20}]
+    body = {"model": "m", "system": system, "tools": tools, "messages": [message("user", "hi")]}
+    parse_both(json.dumps(body), known)
+    assert known.hits == 0
+    body["messages"].append(message("user", "and now?"))
+    doc = parse_both(json.dumps(body), known)
+    assert doc.value == body
+    assert known.hits == 3  # system, tools and the first message
+    # A member known before is taken only where its value ends: here another key follows it.
+    changed = {"model": "m", "system": system, "tools": [*tools, {"name": "New"}], "messages": []}
+    assert parse_both(json.dumps(changed), known).value == changed
+
+
+def test_a_known_member_is_taken_only_where_it_ends_the_value():
+    known = KnownItems(1 << 20, min_chars=0)
+    loads_spanned('{"tools":[1]}', known=known)
+    for text, value in (('{"tools":[1] }', [1]), ('{"tools":[1],"x":{}}', [1])):
+        assert parse_both(text, known).value["tools"] == value
+    assert loads_spanned('{"tools":[1]]}', known=known) is None  # what follows is not JSON
+    assert loads_spanned('{"tools":[1]x}', known=known) is None
 
 
 def test_messages_that_begin_alike_are_all_remembered():
@@ -133,6 +161,8 @@ def test_any_sequence_of_turns_parses_as_without_memory(turns, spacing):
     for new in turns:
         conversation = conversation + new
         for messages in (conversation, list(reversed(conversation))):
-            text = json.dumps({"model": "m", "messages": messages}, indent=spacing)
-            parse_both(text, known, allow_nan=True)
-            parse_both(text, known, allow_nan=False)
+            # Container members too: the same each turn, or the turn's messages again.
+            for tools in (conversation[:1], messages):
+                text = json.dumps({"model": "m", "tools": tools, "messages": messages, "x": {}}, indent=spacing)
+                parse_both(text, known, allow_nan=True)
+                parse_both(text, known, allow_nan=False)
