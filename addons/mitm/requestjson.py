@@ -24,7 +24,7 @@ from gatehouse.wire import bodies
 from gatehouse.wire.jsonbody import KnownItems, Spanned
 
 WHAT = "the request body"
-# The messages parsed before, by their exact text (`jsonbody.KnownItems`), shared by every flow:
+# The messages (and tools, system prompts) parsed before, by their exact text (`jsonbody.KnownItems`), shared by every flow:
 # a late turn's megabyte of earlier messages is copied from here instead of being decoded and
 # hashed again. Bounded by the memory it holds (texts and their parsed values, ~2 MB for a
 # 1 MB conversation): room for the conversations of some tens of sessions at once. Unmasked
