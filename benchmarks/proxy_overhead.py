@@ -77,6 +77,35 @@ def start_bare_mitmdump(workdir: Path, upstream_ca: str) -> tuple[subprocess.Pop
     return proc, port
 
 
+# The two Gatehouse stacks the overhead benchmarks compare with bare mitmdump: masking off (the
+# rest of the stack) and the full stack.
+STACKS = (("unmasked", "[masking]\npacks = []\n"), ("gateway", ""))
+
+
+def start_gateways(workdir: Path, upstream: str, upstream_ca: str, extra_args: list[str]) -> dict[str, Gateway]:
+    """Start `STACKS` in folders of `workdir`, in front of `upstream`. If one fails to start,
+    those started are stopped before the error goes on (they would outlive the run)."""
+    gateways: dict[str, Gateway] = {}
+    try:
+        for name, policy in STACKS:
+            stack_dir = workdir / name
+            stack_dir.mkdir()
+            gateways[name] = gw = Gateway(
+                policy_path=write_policy(stack_dir, policy),
+                workdir=stack_dir,
+                upstream=upstream,
+                upstream_ca=upstream_ca,
+                extra_args=["-q", *extra_args],
+                env={"ANTHROPIC_API_KEY": GATEWAY_KEY},
+            )
+            gw.start()
+    except BaseException:
+        for gw in gateways.values():
+            gw.stop()
+        raise
+    return gateways
+
+
 def measure(client: httpx.Client, url: str, body: bytes, n: int, stream: bool) -> list[float]:
     headers = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": "caller"}
     times = []
@@ -120,19 +149,9 @@ def main() -> None:
         tmp = Path(tmp)
         up_proc, base_url, up_ca = start_upstream(tmp / "certs")
         bare_proc, bare_port = start_bare_mitmdump(tmp, up_ca)
-        gateways = {}
-        for name, policy in (("unmasked", "[masking]\npacks = []\n"), ("gateway", "")):
-            workdir = tmp / name
-            workdir.mkdir()
-            gateways[name] = Gateway(
-                policy_path=write_policy(workdir, policy),
-                workdir=workdir,
-                upstream=base_url,
-                upstream_ca=up_ca,
-                extra_args=["-q"],
-                env={"ANTHROPIC_API_KEY": GATEWAY_KEY},
-            ).start()
+        gateways: dict[str, Gateway] = {}
         try:
+            gateways = start_gateways(tmp, base_url, up_ca, [])
             results = {}
             up_ctx = ssl.create_default_context(cafile=up_ca)
             with httpx.Client(verify=up_ctx, timeout=60) as c:

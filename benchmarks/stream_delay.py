@@ -55,7 +55,9 @@ import httpx2 as httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from support.harness import GATEWAY_KEY, Gateway, free_port, mitmdump_bin, write_policy  # noqa: E402
+from proxy_overhead import start_gateways  # noqa: E402  (the script folder is on sys.path)
+
+from support.harness import Gateway, free_port, mitmdump_bin  # noqa: E402
 from support.tls_certs import TLSFiles, server_ssl_context, write_tls_files  # noqa: E402
 
 # The bare baseline: mitmdump streams the response instead of buffering it (else the whole
@@ -430,18 +432,7 @@ def main() -> None:
         bare_proc, bare_port, bare_ca = start_bare_mitmdump(tmp, tls.ca_cert)
         gateways: dict[str, Gateway] = {}
         try:
-            for name, policy in (("unmasked", "[masking]\npacks = []\n"), ("gateway", "")):
-                workdir = tmp / name
-                workdir.mkdir()
-                gateways[name] = Gateway(
-                    policy_path=write_policy(workdir, policy),
-                    workdir=workdir,
-                    upstream=base_url,
-                    upstream_ca=str(tls.ca_cert),
-                    extra_args=["-q", *args.gateway_arg],
-                    env={"ANTHROPIC_API_KEY": GATEWAY_KEY},
-                )
-                gateways[name].start()  # kept before it starts: a failed start is stopped too
+            gateways = start_gateways(tmp, base_url, str(tls.ca_cert), args.gateway_arg)
             # Where each path is: (proxy URL, the CA it presents, the URL to ask).
             targets = {"bare": (f"http://127.0.0.1:{bare_port}", str(bare_ca), f"{base_url}/v1/messages")}
             for name, gw in gateways.items():
