@@ -97,7 +97,7 @@ class Bench:
             self.bare = self._start_bare(stream_baseline, bare_args or [])
             self.full = self._start_gateway(gateway_args or [])
         except BaseException:
-            self.close()  # what did start must not outlive the run (it holds our stdout open)
+            self.close()  # what did start must not outlive the run (the upstream holds our stderr open)
             raise
 
     def _start_bare(self, stream: bool, extra: list[str], name: str = "bare") -> Path_:
@@ -215,7 +215,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="ARG",
-        help="an extra mitmdump argument for the gateway (repeat it), e.g. --gateway-arg=-s --gateway-arg=probe.py",
+        help="an extra mitmdump argument for the gateway (repeat it), e.g. --gateway-arg=-s --gateway-arg=$PWD/benchmarks/hook_times.py (an absolute path)",
     )
     ap.add_argument("--sizes", default="200,1000", help="request sizes in KB, comma-separated (default 200,1000)")
     args = ap.parse_args()

@@ -12,10 +12,11 @@ Load it into the gateway of a benchmark, then print what it wrote:
 includes what it awaits (a worker thread, the spool's sync). `GATEHOUSE_HOOK_FUNCS` also times
 functions inside them, e.g.
 ``gatehouse.recording.journal:Journal.append,gatehouse.mitm.requestjson:parse`` (module:name,
-the name as the caller looks it up). The file holds, per name, the count, median and p90 in ms;
+the name as the caller looks it up; a plain function or method, not a static or class
+method). The file holds, per name, the count, median and p90 in ms;
 with several processes writing one file, the last one to stop wins.
 
-A probe, not a baseline: it adds ~2 µs per call, and its figures are for finding where the
+A probe, not a baseline: it adds ~1 µs per call, and its figures are for finding where the
 difference to bare mitmdump goes, not for comparing across runs on this shared machine.
 """
 
@@ -25,6 +26,8 @@ import functools
 import importlib
 import inspect
 import json
+import logging
+import math
 import os
 import statistics
 import sys
@@ -78,7 +81,7 @@ def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
         out[name] = {
             "n": len(ts),
             "median_ms": statistics.median(ts) * 1000,
-            "p90_ms": ordered[int(len(ordered) * 0.9)] * 1000,
+            "p90_ms": ordered[math.ceil(0.9 * len(ordered)) - 1] * 1000,  # nearest rank
         }
     return out
 
@@ -93,9 +96,19 @@ def _time_functions(spec: str) -> None:
         setattr(owner, last, timed(attr, getattr(owner, last)))
 
 
+def _name(addon: Any) -> str:
+    """An addon's class name; a script's module name (every script module is a `module`)."""
+    return addon.__name__ if inspect.ismodule(addon) else type(addon).__name__
+
+
 class HookTimes:
     def running(self) -> None:
         from mitmproxy import ctx  # only inside mitmdump: the printing side below needs no mitmproxy
+
+        out = os.environ.get(OUT_ENV, "")
+        if not os.path.isabs(out):
+            # The gateway runs in a folder of its own (removed with it): a relative path is lost.
+            logging.warning(f"hook_times: {OUT_ENV} is {'not an absolute path' if out else 'not set'}; writing nothing")
 
         seen: set[int] = set()
         stack = list(ctx.master.addons.chain)
@@ -107,12 +120,12 @@ class HookTimes:
             for hook in HOOKS:
                 fn = getattr(addon, hook, None)
                 if fn is not None:
-                    setattr(addon, hook, timed(f"{type(addon).__name__}.{hook}", fn))
+                    setattr(addon, hook, timed(f"{_name(addon)}.{hook}", fn))
             stack.extend(getattr(addon, "addons", None) or [])
 
     def done(self) -> None:
-        out = os.environ.get(OUT_ENV)
-        if out:
+        out = os.environ.get(OUT_ENV, "")
+        if os.path.isabs(out):
             with _lock:
                 data = summary(_times)
             with open(out, "w") as f:

@@ -414,7 +414,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="ARG",
-        help="an extra mitmdump argument for both Gatehouse stacks (repeat it), e.g. --gateway-arg=-s --gateway-arg=probe.py",
+        help="an extra mitmdump argument for both Gatehouse stacks (repeat it), e.g. --gateway-arg=-s --gateway-arg=$PWD/benchmarks/hook_times.py (an absolute path)",
     )
     args = ap.parse_args()
 

@@ -55,10 +55,15 @@ _JOIN_SLACK = 96
 # "user"): a body repeats them thousands of times, and a set lookup is ~50x cheaper than a scan.
 _CLEAN_CACHE_MAX_LEN = 64
 _CLEAN_CACHE_SIZE = 16384
-# Longer texts found clean, by their exact text, up to this many bytes in all: the newest turn's
-# texts (a tool's output, a file read) are walked twice, for the wire and for the record, and
-# a scan costs ~50 µs per KB. Unmasked text, in memory only, as the flows themselves hold it.
+# Long texts found clean, by their exact text, up to about this many bytes in all (a text over a
+# sixteenth of it is not kept): the newest turn's texts (a tool's output, a file read) are walked
+# twice, for the wire and for the record, and each walk scanned them (a few µs per KB, more
+# before RE2's automaton has warmed up). Shorter texts are mostly unique (log lines, URLs,
+# streamed deltas): remembering them would cost more than a scan. Unmasked text, in memory
+# only, as the flows themselves hold it.
 CLEAN_TEXT_BYTES = 16 * 1024 * 1024
+_CLEAN_TEXT_MIN_LEN = 1024
+_CLEAN_TEXT_OVERHEAD = 112  # the map's entry and the size it holds, beside the text itself
 
 _NO_KEY = object()
 
@@ -296,11 +301,15 @@ class Masker:
                     clean.clear()
                 clean.add(s)
             return hits
+        if len(s) < _CLEAN_TEXT_MIN_LEN or not self.enabled:
+            return self.scanner.scan(s)
         if self._clean_texts.get(s) is not None:
             return []
         hits = self.scanner.scan(s)
         if not hits:
-            self._clean_texts.put(s, sys.getsizeof(s))
+            size = sys.getsizeof(s) + _CLEAN_TEXT_OVERHEAD
+            if size <= CLEAN_TEXT_BYTES // 16:
+                self._clean_texts.put(s, size)
         return hits
 
     def _apply(self, text: str, hits: list[Hit]) -> tuple[str, list[tuple[Hit, str]]]:

@@ -163,7 +163,7 @@ class Recorder:
         self.tracker = SessionTracker()
         # The blobs of request parts recorded before (Claude Code resends the conversation
         # every turn): one cache per masker, since the record's copy is masked.
-        self.parts = PartCache(None, known=requestjson.KNOWN_MESSAGES)
+        self.parts = PartCache(None, known=requestjson.KNOWN_PARTS)
         self.healthy = True
         self.probe_interval = PROBE_INTERVAL
         self._last_probe = 0.0
@@ -223,7 +223,7 @@ class Recorder:
             Recording.forget(self.recording.spool.root)
         self.policy = policy
         if masker is not self.masker or self.recording is not recording:
-            self.parts = PartCache(masker, known=requestjson.KNOWN_MESSAGES)
+            self.parts = PartCache(masker, known=requestjson.KNOWN_PARTS)
         self.masker = masker
         self.policy_sha256 = policy_sha256
         self.gateway_version = gateway_version

@@ -24,12 +24,13 @@ from gatehouse.wire import bodies
 from gatehouse.wire.jsonbody import KnownItems, Spanned
 
 WHAT = "the request body"
-# The messages (and tools, system prompts) parsed before, by their exact text (`jsonbody.KnownItems`), shared by every flow:
-# a late turn's megabyte of earlier messages is copied from here instead of being decoded and
-# hashed again. Bounded by the memory it holds (texts and their parsed values, ~2 MB for a
-# 1 MB conversation): room for the conversations of some tens of sessions at once. Unmasked
-# text, in memory only, as the flows themselves hold it.
-KNOWN_MESSAGES = KnownItems(max_bytes=96 * 1024 * 1024)
+# The parts of request bodies parsed before (a conversation's messages, its tools and system
+# prompt), by their exact text (`jsonbody.KnownItems`), shared by every flow: a late turn's
+# megabyte of earlier messages is copied from here instead of being decoded and hashed again.
+# Bounded by the memory it holds (texts and their parsed values, ~2 MB for a 1 MB conversation;
+# no part over a sixteenth of it): room for the conversations of some tens of sessions at once.
+# Unmasked text, in memory only, as the flows themselves hold it.
+KNOWN_PARTS = KnownItems(max_bytes=96 * 1024 * 1024)
 # Bodies larger than this are parsed on a worker thread: a megabyte takes milliseconds, which
 # would stall every other flow on the event loop.
 OFFLOAD_BYTES = 256 * 1024
@@ -60,7 +61,7 @@ def _uncompressed(req: http.Request) -> bool:
 def parse(raw: bytes) -> ParsedRequest:
     """Parse an (uncompressed) request body: duplicate keys refused, `UnparseableBody` saying
     why not. Pure: safe on a worker thread."""
-    value, spanned = bodies.parse_json_spanned(raw, WHAT, KNOWN_MESSAGES)
+    value, spanned = bodies.parse_json_spanned(raw, WHAT, KNOWN_PARTS)
     return ParsedRequest(value, spanned)
 
 

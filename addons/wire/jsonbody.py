@@ -8,8 +8,9 @@ that reads the first copy would get what the gateway never inspected. Such bodie
 member's value, and each item of one list member (a request's ``messages``), lies in the text:
 the exact text of each part, which names it (`Spanned.digest`) without encoding it again. Claude
 Code resends its whole conversation every turn; the masker and the recorder remember the parts
-they have seen by that name, and with `KnownItems` the parse itself recognises an item whose
-exact text it parsed before: it is neither decoded nor hashed again.
+they have seen by that name, and with `KnownItems` the parse itself recognises a part (a
+message, the tools, the system prompt) whose exact text it parsed before: it is neither decoded
+nor hashed again.
 """
 
 from __future__ import annotations
@@ -108,13 +109,17 @@ class KnownItems:
 
     An item is looked up by the text where it would start (its first `HEAD` characters: a few
     items that share them are kept side by side) and taken only when the body holds its whole
-    text there, followed by the list's next `,` or its `]`. JSON values delimit themselves, so
-    that text parses to the same value, ending in the same place: the parse is the one
-    `loads_spanned` would make. Each taker gets a fresh copy of the value (unpickled), since
-    readers mask values in place. Items shorter than `min_chars` are not kept: they are cheap
-    to parse, and a body of a million tiny items must not fill the map. Bounded by `max_bytes`
-    (about what the texts and their pickles take); shared between threads. `hits` counts the
-    items taken (approximate across threads)."""
+    text there, followed by what may follow it there (a list's next `,` or its `]`; for a
+    member, `,` or `}`). JSON values delimit themselves, so that text parses to the same value,
+    ending in the same place: the parse is the one `loads_spanned` would make. (The closer
+    matters for a scalar, whose text may be the start of a longer one; an object or a list
+    closes itself, and whatever follows it is checked by the parse that goes on.) Each taker
+    gets a fresh copy of the value (unpickled), since readers mask values in place. Items
+    shorter than `min_chars` are not kept: they are cheap to parse, and a body of a million tiny
+    items must not fill the map. Bounded by `max_bytes` (about what the texts and their pickles
+    take), no item over a sixteenth of it, so that one huge part cannot push out every
+    conversation's; shared between threads. `hits` counts the items taken (approximate across
+    threads)."""
 
     HEAD = 256
     MIN_CHARS = 256
@@ -123,6 +128,7 @@ class KnownItems:
     def __init__(self, max_bytes: int, *, min_chars: int = MIN_CHARS) -> None:
         self._items: Lru[str, tuple[_KnownItem, ...]] = Lru(max_bytes, weight=lambda v: sum(k.weight for k in v))
         self.min_chars = min_chars
+        self.max_item_bytes = max_bytes // 16
         self.hits = 0
 
     def match(
@@ -146,16 +152,19 @@ class KnownItems:
         """Remember the item `value` parsed from `text[start:end]`; its digest."""
         item_text = text[start:end]
         digest = _digest(item_text)
-        if end - start < self.min_chars:
+        if end - start < self.min_chars or sys.getsizeof(item_text) > self.max_item_bytes:
             return digest
         try:
             pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         except RecursionError:
             return digest  # nested too deeply to copy this way: parsed every time
         plain = not allow_nan or ("NaN" not in item_text and "Infinity" not in item_text)
+        item = _KnownItem(item_text, digest, pickled, plain)
+        if item.weight > self.max_item_bytes:
+            return digest
         head = text[start : start + self.HEAD]
         others = tuple(k for k in self._items.get(head) or () if k.text != item_text)
-        self._items.put(head, (_KnownItem(item_text, digest, pickled, plain), *others[: self.SHARING_A_HEAD - 1]))
+        self._items.put(head, (item, *others[: self.SHARING_A_HEAD - 1]))
         return digest
 
 

@@ -266,6 +266,33 @@ def test_a_long_clean_text_is_scanned_once_for_the_wire_and_the_record(masker):
     assert counter.scanned.count(len(output)) == 1
 
 
+def test_a_text_like_a_clean_one_but_for_a_secret_is_masked(masker):
+    """Remembered by the whole text: one of the same length and beginning, with a secret at its
+    end, is scanned and masked."""
+    m, _ = counting(masker)
+    secret = "line of build output\n" * 400 + f"K={aws()}"
+    clean = "line of build output\n" * 400 + "x" * (len(secret) - 8400)
+    assert len(clean) == len(secret)
+    assert m.mask_request({"messages": [tool_result(clean)]}) == []
+    assert m.mask_text(clean) == (clean, [])
+    body = {"messages": [tool_result(secret)]}
+    assert [f.rule for f in m.mask_request(body)] == ["aws-access-key-id"]
+    assert aws() not in json.dumps(body)
+    masked, found = m.mask_text(secret)
+    assert aws() not in masked and [f.rule for f in found] == ["aws-access-key-id"]
+
+
+def test_a_text_too_big_to_remember_is_scanned_every_time(masker, monkeypatch):
+    import gatehouse.masking.masker as masker_module
+
+    monkeypatch.setattr(masker_module, "CLEAN_TEXT_BYTES", 64 * 1024)  # a text over 4 KB is not kept
+    m, counter = counting(masker)
+    output = "x" * 8000
+    for _ in range(2):
+        m.mask_text(output)
+    assert counter.scanned.count(len(output)) == 2
+
+
 def test_a_long_text_with_a_secret_is_masked_every_time(masker):
     m, counter = counting(masker)
     output = "line of build output\n" * 400 + f"AWS_ACCESS_KEY_ID={aws()}\n"
@@ -292,9 +319,9 @@ def test_mask_text_scans_a_repeated_clean_text_once_and_a_secret_every_time(mask
 def test_texts_found_clean_are_kept_within_their_bound(masker, monkeypatch):
     import gatehouse.masking.masker as masker_module
 
-    monkeypatch.setattr(masker_module, "CLEAN_TEXT_BYTES", 64 * 1024)
+    monkeypatch.setattr(masker_module, "CLEAN_TEXT_BYTES", 256 * 1024)
     m, counter = counting(masker)
-    texts = [f"output {i:02d}: " + "x" * 8000 for i in range(20)]  # ~160 KB in all, one length
+    texts = [f"output {i:02d}: " + "x" * 8000 for i in range(40)]  # ~320 KB in all, one length
     for t in texts:
         m.mask_request({"messages": [tool_result(t)]})
     scans = len(counter.scanned)

@@ -60,12 +60,26 @@ def test_the_tools_and_system_prompt_are_taken_from_memory_too():
     doc = parse_both(json.dumps(body), known)
     assert doc.value == body
     assert known.hits == 3  # system, tools and the first message
-    # A member known before is taken only where its value ends: here another key follows it.
+    # Taken with their digests, as the messages are.
+    assert all((a, b) in doc._digests for key, a, b in doc.members if key in ("system", "tools"))
+    # Tools that grew by one: their text is not the one known, so they are parsed.
     changed = {"model": "m", "system": system, "tools": [*tools, {"name": "New"}], "messages": []}
     assert parse_both(json.dumps(changed), known).value == changed
+    assert known.hits == 4  # the system prompt only
 
 
-def test_a_known_member_is_taken_only_where_it_ends_the_value():
+def test_each_parse_gets_its_own_copy_of_known_tools():
+    known = KnownItems(1 << 20)
+    text = json.dumps({"tools": [{"name": "Bash", "description": "AKIA secret " + "runs " * 60}]})
+    first = loads_spanned(text, known=known)
+    first.value["tools"][0]["description"] = "[MASKED]"
+    second = loads_spanned(text, known=known)
+    assert known.hits == 1
+    assert second.value["tools"][0]["description"].startswith("AKIA secret")
+    assert second.value["tools"] is not first.value["tools"]
+
+
+def test_a_known_member_is_taken_whatever_follows_it_and_the_parse_still_checks_that():
     known = KnownItems(1 << 20, min_chars=0)
     loads_spanned('{"tools":[1]}', known=known)
     for text, value in (('{"tools":[1] }', [1]), ('{"tools":[1],"x":{}}', [1])):
@@ -134,12 +148,22 @@ def test_what_is_refused_stays_refused_with_known_messages():
 
 
 def test_memory_is_bounded():
-    known = KnownItems(8192)
+    known = KnownItems(32768)
     for i in range(200):
         loads_spanned(json.dumps({"messages": [{"content": f"{i} " + "x" * 500}]}), known=known)
     # Each item costs its text, its pickle and the map's entry (about 1.5 KB here): a few fit.
-    assert 1 <= len(known._items) <= 6
-    assert known._items._total <= 8192
+    assert 10 <= len(known._items) <= 22
+    assert known._items._total <= 32768
+
+
+def test_a_part_over_a_sixteenth_of_the_memory_is_not_kept():
+    known = KnownItems(64 * 1024)  # 4 KB at most per part
+    small = {"content": "x" * 1000}
+    big = {"content": "y" * 5000}
+    text = json.dumps({"tools": big, "messages": [small, big]})
+    for _ in range(2):
+        parse_both(text, known)
+    assert known.hits == 1  # the small message, the second time; the big parts every time parsed
 
 
 _scalars = st.one_of(st.integers(-5, 1000), st.booleans(), st.none(), st.text(max_size=8), st.floats())
