@@ -53,6 +53,19 @@ class SseParser:
     def _lines(self, final: bool) -> list[RawEvent]:
         buf = self._buf
         events: list[RawEvent] = []
+        if b"\r" not in buf:
+            # Every line so far ends in LF (the API's own streams): split at once. The last piece
+            # is a line still under way (empty when the buffer ends with a LF).
+            *lines, rest = buf.split(b"\n")
+            for line in lines:
+                if not line:
+                    ev = self._dispatch()
+                    if ev is not None:
+                        events.append(ev)
+                else:
+                    self._field(bytes(line))
+            del buf[: len(buf) - len(rest)]
+            return events
         start = 0
         n = len(buf)
         while start < n:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatehouse.wire.sse import SseParser, encode_event, parse_sse
 
@@ -19,6 +22,51 @@ def test_parser_line_endings_comments_and_multiline_data(nl):
         p = SseParser()
         evs = p.feed(raw[:split]) + p.feed(raw[split:]) + p.finish()
         assert [(e.name, e.data) for e in evs] == [("a", '{"x":\n1}'), (None, '{"type": "ping"}'), (None, "{}")]
+
+
+def reference_parse(raw: bytes) -> list[tuple[str | None, str]]:
+    """The WHATWG rules, read literally, on the whole input at once."""
+    events, name, data = [], None, None
+    for line in re.split(rb"\r\n|\r|\n", raw):
+        if not line:
+            if data is not None:
+                events.append((name, b"\n".join(data).decode("utf-8", "replace")))
+            name, data = None, None
+            continue
+        if line.startswith(b":"):
+            continue
+        field, sep, value = line.partition(b":")
+        value = value[1:] if sep and value.startswith(b" ") else value
+        if field == b"data":
+            data = [*(data or []), value]
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    if data is not None:
+        events.append((name, b"\n".join(data).decode("utf-8", "replace")))
+    return events
+
+
+_lines = st.lists(
+    st.tuples(
+        st.sampled_from(["data: ", "data:", "event: ", ": ", "id: ", ""]),
+        st.text(alphabet="ab{}é :", max_size=6),
+        st.sampled_from(["\n", "\n", "\n", "\r\n", "\r"]),  # mostly LF, as the API sends
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=_lines, cuts=st.lists(st.integers(0, 200), max_size=3))
+def test_parser_matches_the_rules_whatever_the_line_endings_and_chunks(lines, cuts):
+    """LF-only stretches (split at once) and stretches with CR (read line by line) in any order,
+    cut into chunks anywhere: the events are those of the whole input."""
+    raw = "".join(f"{field}{value}{end}" for field, value, end in lines).encode()
+    bounds = sorted({min(c, len(raw)) for c in cuts})
+    pieces = [raw[a:b] for a, b in zip([0, *bounds], [*bounds, len(raw)], strict=True)]
+    p = SseParser()
+    got = [e for piece in pieces for e in p.feed(piece)] + p.finish()
+    assert [(e.name, e.data) for e in got] == reference_parse(raw)
 
 
 def test_parser_delivers_a_last_event_without_blank_line_at_the_end():
