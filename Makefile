@@ -71,6 +71,7 @@ bench: install
 	$(PY) benchmarks/session_cpu.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/recording_path.py
+	$(PY) benchmarks/core_costs.py
 
 # A scripted agent session through a real gateway and fake upstream, then its report.
 demo: install
