@@ -58,9 +58,9 @@ _CLEAN_CACHE_SIZE = 16384
 # Long texts found clean, by their exact text, up to about this many bytes in all (a text over a
 # sixteenth of it is not kept): the newest turn's texts (a tool's output, a file read) are walked
 # twice, for the wire and for the record, and each walk scanned them (a few µs per KB, more
-# before RE2's automaton has warmed up). Shorter texts are mostly unique (log lines, URLs,
-# streamed deltas): remembering them would cost more than a scan. Unmasked text, in memory
-# only, as the flows themselves hold it.
+# before RE2's automaton has warmed up). Texts under 1024 characters are mostly unique (log
+# lines, URLs, streamed deltas): a miss and a put for each would be overhead for nothing.
+# Unmasked text, in memory only, as the flows themselves hold it.
 CLEAN_TEXT_BYTES = 16 * 1024 * 1024
 _CLEAN_TEXT_MIN_LEN = 1024
 _CLEAN_TEXT_OVERHEAD = 112  # the map's entry and the size it holds, beside the text itself
@@ -267,6 +267,7 @@ class Masker:
         self._key = fingerprint_key
         self._clean: set[str] = set()
         self._clean_texts: Lru[str, int] = Lru(CLEAN_TEXT_BYTES, weight=lambda size: size)
+        self._clean_text_max = CLEAN_TEXT_BYTES // 16
         # Parts of documents masked before (`mask_spanned`): the clean ones (most) and the
         # ones with something masked, which hold their masked copy, apart and fewer.
         self._seen: _Seen = _Seen(SEEN_LIMIT, SEEN_MASKED_LIMIT)
@@ -308,7 +309,7 @@ class Masker:
         hits = self.scanner.scan(s)
         if not hits:
             size = sys.getsizeof(s) + _CLEAN_TEXT_OVERHEAD
-            if size <= CLEAN_TEXT_BYTES // 16:
+            if size <= self._clean_text_max:
                 self._clean_texts.put(s, size)
         return hits
 

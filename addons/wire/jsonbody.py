@@ -117,7 +117,7 @@ class KnownItems:
     gets a fresh copy of the value (unpickled), since readers mask values in place. Items
     shorter than `min_chars` are not kept: they are cheap to parse, and a body of a million tiny
     items must not fill the map. Bounded by `max_bytes` (about what the texts and their pickles
-    take), no item over a sixteenth of it, so that one huge part cannot push out every
+    take), no item weighing over a sixteenth of it, so that one huge part cannot push out every
     conversation's; shared between threads. `hits` counts the items taken (approximate across
     threads)."""
 
@@ -152,7 +152,8 @@ class KnownItems:
         """Remember the item `value` parsed from `text[start:end]`; its digest."""
         item_text = text[start:end]
         digest = _digest(item_text)
-        if end - start < self.min_chars or sys.getsizeof(item_text) > self.max_item_bytes:
+        # Its weight is about twice its text (the text and its pickle): too heavy, not pickled.
+        if end - start < self.min_chars or 2 * sys.getsizeof(item_text) + _ITEM_OVERHEAD > self.max_item_bytes:
             return digest
         try:
             pickled = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
