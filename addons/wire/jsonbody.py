@@ -54,6 +54,7 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 _DECODER_NO_NAN = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
 _WS = re.compile(r"[ \t\n\r]*")  # what `json` skips between tokens
+_ITEM_CLOSERS = (",", "]")  # what may follow a list item
 _MEMBER_CLOSERS = (",", "}")  # what may follow an object member's value
 
 
@@ -132,7 +133,7 @@ class KnownItems:
         self.hits = 0
 
     def match(
-        self, text: str, start: int, allow_nan: bool, closers: tuple[str, str] = (",", "]")
+        self, text: str, start: int, allow_nan: bool, closers: tuple[str, str] = _ITEM_CLOSERS
     ) -> tuple[Any, int, bytes] | None:
         """The item whose text starts at `start` (value, end, digest), if known: followed by one
         of `closers` (a list item's; a member's are ``,`` and ``}``)."""
@@ -167,6 +168,30 @@ class KnownItems:
         others = tuple(k for k in self._items.get(head) or () if k.text != item_text)
         self._items.put(head, (item, *others[: self.SHARING_A_HEAD - 1]))
         return digest
+
+
+def _part(
+    text: str,
+    i: int,
+    decode: Any,
+    known: KnownItems | None,
+    allow_nan: bool,
+    closers: tuple[str, str],
+    digests: dict[tuple[int, int], bytes],
+) -> tuple[Any, int]:
+    """The value at `i` (a split list's item, or a member) and where it ends: taken from `known`
+    when it holds that text there, else decoded (and remembered); its digest, when `known`
+    gives one, goes into `digests`."""
+    if known is not None:
+        hit = known.match(text, i, allow_nan, closers)
+        if hit is not None:
+            value, end, digest = hit
+            digests[(i, end)] = digest
+            return value, end
+    value, end = decode(text, i)
+    if known is not None:
+        digests[(i, end)] = known.add(text, i, end, value, allow_nan)
+    return value, end
 
 
 def loads_spanned(
@@ -210,13 +235,7 @@ def loads_spanned(
                         i += 1
                     else:
                         while True:
-                            hit = known.match(text, i, allow_nan) if known is not None else None
-                            if hit is not None:
-                                item, end, digests[(i, hit[1])] = hit
-                            else:
-                                item, end = decode(text, i)
-                                if known is not None:
-                                    digests[(i, end)] = known.add(text, i, end, item, allow_nan)
+                            item, end = _part(text, i, decode, known, allow_nan, _ITEM_CLOSERS, digests)
                             lst.append(item)
                             spans.append((i, end))
                             i = ws(text, end).end()
@@ -232,12 +251,7 @@ def loads_spanned(
                 elif known is not None and text[i : i + 1] in ("[", "{"):
                     # A container member (a request's tools, its system prompt) is the same
                     # every turn too: remembered like an item.
-                    hit = known.match(text, i, allow_nan, _MEMBER_CLOSERS)
-                    if hit is not None:
-                        v, i, digests[(start, hit[1])] = hit
-                    else:
-                        v, i = decode(text, i)
-                        digests[(start, i)] = known.add(text, start, i, v, allow_nan)
+                    v, i = _part(text, i, decode, known, allow_nan, _MEMBER_CLOSERS, digests)
                 else:
                     v, i = decode(text, i)
                 value[key] = v
