@@ -58,12 +58,7 @@ class SseParser:
             # is a line still under way (empty when the buffer ends with a LF).
             *lines, rest = buf.split(b"\n")
             for line in lines:
-                if not line:
-                    ev = self._dispatch()
-                    if ev is not None:
-                        events.append(ev)
-                else:
-                    self._field(bytes(line))
+                self._line(bytes(line), events)
             del buf[: len(buf) - len(rest)]
             return events
         start = 0
@@ -83,17 +78,18 @@ class SseParser:
                 end, nxt = lf, lf + 1
             else:
                 break
-            line = bytes(buf[start:end])
+            self._line(bytes(buf[start:end]), events)
             start = nxt
-            if not line:
-                ev = self._dispatch()
-                if ev is not None:
-                    events.append(ev)
-            else:
-                self._field(line)
         if start:
             del buf[:start]
         return events
+
+    def _line(self, line: bytes, events: list[RawEvent]) -> None:
+        """One complete line: an empty one ends an event (onto `events`), any other is a field."""
+        if line:
+            self._field(line)
+        elif (ev := self._dispatch()) is not None:
+            events.append(ev)
 
     def _field(self, line: bytes) -> None:
         if line.startswith(b":"):
