@@ -58,6 +58,7 @@ from gatehouse.recording.stores import LocalStore  # noqa: E402
 from gatehouse.wire.pipeline import SsePipeline  # noqa: E402
 from gatehouse.wire.sse import encode_event, parse_sse  # noqa: E402
 from support.fake_upstream.sse import encode_sse, sse_events  # noqa: E402
+from support.scanning import CountingScanner  # noqa: E402
 
 HEADERS = [("content-type", "application/json"), ("anthropic-version", "2023-06-01"), ("user-agent", "bench")]
 IDENTITY = {"sub": "bench", "issuer": "dev", "groups": ["developers"]}
@@ -76,21 +77,6 @@ RESPONSE = json.dumps(
 STAGES = ("parse", "mask", "request", "record", "append")
 
 
-class CountingScanner:
-    """The masker's scanner, counting the characters it scans."""
-
-    def __init__(self, scanner: Any) -> None:
-        self._scanner = scanner
-        self.chars = 0
-
-    def scan(self, text: str, *args: Any, **kwargs: Any) -> Any:
-        self.chars += len(text)
-        return self._scanner.scan(text, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._scanner, name)
-
-
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
@@ -101,7 +87,7 @@ def one_turn(
     body: bytes, i: int, masker: Masker, counter: CountingScanner, rec: Recording, parts: PartCache, tracker: Any
 ) -> dict[str, float]:
     times: dict[str, float] = {}
-    counter.chars = 0
+    counter.scanned.clear()
     _, times["json.loads"] = timed(lambda: json.loads(body))
     parsed, times["parse"] = timed(lambda: requestjson.parse(body))
     assert parsed.spanned is not None
@@ -140,7 +126,7 @@ def one_turn(
         )
     )
     _, times["append"] = timed(lambda: rec.append(record))
-    times["scanned"] = counter.chars
+    times["scanned"] = sum(counter.scanned)
     return times
 
 

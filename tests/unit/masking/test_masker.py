@@ -12,6 +12,7 @@ import re
 import pytest
 
 from gatehouse.masking.masker import Masker, format_where
+from support.scanning import CountingScanner
 from support.secrets import (
     FINGERPRINT_KEY,
     fake_pem,
@@ -231,21 +232,6 @@ def test_disabled_policy_changes_nothing():
 # --------------------------------------------------------------------------------------------
 # Texts found clean before
 # --------------------------------------------------------------------------------------------
-
-
-class CountingScanner:
-    """The masker's scanner, counting the texts it scans by their length."""
-
-    def __init__(self, scanner) -> None:
-        self._scanner = scanner
-        self.scanned: list[int] = []
-
-    def scan(self, text, *args, **kwargs):
-        self.scanned.append(len(text))
-        return self._scanner.scan(text, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._scanner, name)
 
 
 def counting(masker: Masker) -> tuple[Masker, CountingScanner]:
