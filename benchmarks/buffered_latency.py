@@ -46,14 +46,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from payloads import claude_code_request  # noqa: E402  (the script folder is on sys.path)
-from proxy_overhead import start_upstream  # noqa: E402
+from percentiles import percentile  # noqa: E402
+from proxy_overhead import start_bare_mitmdump, start_upstream  # noqa: E402
 
-from support.harness import GATEWAY_KEY, Gateway, free_port, mitmdump_bin, stop_process  # noqa: E402
+from support.harness import GATEWAY_KEY, Gateway, stop_process  # noqa: E402
 from support.rawwire import DEV_POLICY, gatehouse_token  # noqa: E402
 
-# The streamed baseline: mitmdump streams the response instead of buffering it
-# (../shared/DESIGN.md, "Facts measured on this machine").
-STREAM_SCRIPT = "def responseheaders(flow):\n    flow.response.stream = True\n"
 HEADERS = {"content-type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": "caller"}
 GATEWAY_URL = "https://api.anthropic.com/v1/messages"
 
@@ -101,21 +99,8 @@ class Bench:
             raise
 
     def _start_bare(self, stream: bool, extra: list[str], name: str = "bare") -> Path_:
-        port = free_port()
-        confdir = self.workdir / f"{name}-mitmproxy"
-        args = [mitmdump_bin(), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port)]
-        args += ["--set", f"confdir={confdir}", "--set", f"ssl_verify_upstream_trusted_ca={self.upstream_ca}"]
-        if stream:
-            script = self.workdir / "bare_stream.py"
-            script.write_text(STREAM_SCRIPT)
-            args += ["-s", str(script)]
-        proc = subprocess.Popen(args + extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, port, ca = start_bare_mitmdump(self.workdir, self.upstream_ca, name=name, stream=stream, extra=extra)
         self._procs.append(proc)
-        ca = confdir / "mitmproxy-ca-cert.pem"
-        deadline = time.monotonic() + 30
-        while not ca.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
         return Path_(name, proc.pid, f"http://127.0.0.1:{port}", str(ca), f"{self.upstream}/v1/messages")
 
     def start_bare(self, stream: bool, extra: list[str], name: str) -> Path_:
@@ -202,8 +187,7 @@ def post(client: httpx.Client, p: Path_, body: bytes, stream: bool = False, head
 
 
 def stats(times: list[float]) -> tuple[float, float]:
-    s = sorted(times)
-    return statistics.median(s), s[min(len(s) - 1, int(len(s) * 0.99))]
+    return statistics.median(times), percentile(times, 0.99)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 The same fake upstream (TLS, separate process) answers the same ~200 KB Claude Code-shaped
 request three ways:
   direct   client -> upstream
-  bare     client -> mitmdump (no addons) -> upstream
+  bare     client -> mitmdump (no addons; with --stream, it streams the answer) -> upstream
   unmasked client -> the Gatehouse stack with masking off ([masking] packs = []) -> upstream
   gateway  client -> the full Gatehouse stack (masking and recording on) -> upstream
 and the script prints median and p99 latency of each, and the ratio gateway/bare. The
@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx2 as httpx
@@ -34,8 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from payloads import claude_code_request  # noqa: E402  (the script folder is on sys.path)
+from percentiles import percentile  # noqa: E402
 
 from support.harness import GATEWAY_KEY, Gateway, free_port, mitmdump_bin, write_policy  # noqa: E402
+
+# The streamed baseline: mitmdump streams the response instead of buffering it
+# (../shared/DESIGN.md, "Facts measured on this machine").
+STREAM_SCRIPT = "def responseheaders(flow):\n    flow.response.stream = True\n"
 
 
 def start_upstream(cert_dir: Path) -> tuple[subprocess.Popen, str, str]:
@@ -51,30 +58,35 @@ def start_upstream(cert_dir: Path) -> tuple[subprocess.Popen, str, str]:
     return proc, base_url, ca
 
 
-def start_bare_mitmdump(workdir: Path, upstream_ca: str) -> tuple[subprocess.Popen, int]:
+def start_bare_mitmdump(
+    workdir: Path, upstream_ca: str | Path, *, name: str = "bare", stream: bool = False, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen, int, Path]:
+    """The baseline: mitmdump with no addons of ours (with `stream`, only
+    ``flow.response.stream = True`` in `responseheaders`, else it buffers the answer), trusting
+    the fake upstream's CA. Returns once it accepts connections: (process, port, its CA file)."""
     port = free_port()
-    confdir = workdir / "bare-mitmproxy"
-    proc = subprocess.Popen(
-        [
-            mitmdump_bin(),
-            "-q",
-            "--listen-host",
-            "127.0.0.1",
-            "--listen-port",
-            str(port),
-            "--set",
-            f"confdir={confdir}",
-            "--set",
-            f"ssl_verify_upstream_trusted_ca={upstream_ca}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    confdir = workdir / f"{name}-mitmproxy"
+    args = [mitmdump_bin(), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port)]
+    args += ["--set", f"confdir={confdir}", "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
+    if stream:
+        script = workdir / f"{name}_stream.py"
+        script.write_text(STREAM_SCRIPT)
+        args += ["-s", str(script)]
+    proc = subprocess.Popen([*args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ca = confdir / "mitmproxy-ca-cert.pem"
     deadline = time.monotonic() + 30
-    while not (confdir / "mitmproxy-ca-cert.pem").exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name}: mitmdump exited with {proc.returncode} at start")
+        if ca.exists():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return proc, port, ca
+            except OSError:
+                pass
         time.sleep(0.1)
-    time.sleep(0.5)
-    return proc, port
+    proc.terminate()
+    raise SystemExit(f"{name}: mitmdump did not start listening on port {port} within 30 s")
 
 
 # The two Gatehouse stacks the overhead benchmarks compare with bare mitmdump: masking off (the
@@ -128,9 +140,8 @@ def measure(client: httpx.Client, url: str, body: bytes, n: int, stream: bool) -
 
 
 def summarize(name: str, times: list[float]) -> dict[str, float]:
-    times = sorted(times)
     med = statistics.median(times)
-    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    p99 = percentile(times, 0.99)
     print(f"{name:8s} median {med * 1000:7.2f} ms   p99 {p99 * 1000:7.2f} ms   (n={len(times)})")
     return {"median": med, "p99": p99}
 
@@ -148,7 +159,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         up_proc, base_url, up_ca = start_upstream(tmp / "certs")
-        bare_proc, bare_port = start_bare_mitmdump(tmp, up_ca)
+        bare_proc, bare_port, bare_ca = start_bare_mitmdump(tmp, up_ca, stream=args.stream)
         gateways: dict[str, Gateway] = {}
         try:
             gateways = start_gateways(tmp, base_url, up_ca, [])
@@ -158,7 +169,7 @@ def main() -> None:
                 results["direct"] = summarize(
                     "direct", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream)
                 )
-            bare_ctx = ssl.create_default_context(cafile=str(tmp / "bare-mitmproxy" / "mitmproxy-ca-cert.pem"))
+            bare_ctx = ssl.create_default_context(cafile=str(bare_ca))
             with httpx.Client(proxy=f"http://127.0.0.1:{bare_port}", verify=bare_ctx, timeout=60) as c:
                 results["bare"] = summarize(
                     "bare", measure(c, f"{base_url}/v1/messages", body, args.requests, args.stream)

@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from payloads import claude_code_request
+from percentiles import percentile
 
 from gatehouse.recording.records import BuiltRecord, ExchangeInput, RequestInput, ResponseInput, build_record
 from gatehouse.recording.registry import Recording
@@ -136,10 +137,6 @@ def timed(threads: int, jobs: list, fn) -> tuple[list[float], float]:  # type: i
     return sorted(lat), time.perf_counter() - t0
 
 
-def p99(lat: list[float]) -> float:
-    return lat[max(0, int(len(lat) * 0.99) - 1)]
-
-
 def run(n: int, threads: int, key: SigningKey) -> None:
     records = built_records(n + 1)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
@@ -184,17 +181,17 @@ def run(n: int, threads: int, key: SigningKey) -> None:
     ms = 1e3
     print(f"\n{threads} concurrent appender(s), {n} exchanges, {len(chunk) / 1e3:.1f} kB spooled per exchange")
     print(
-        f"  baseline  median {statistics.median(base_lat) * ms:7.2f} ms  p99 {p99(base_lat) * ms:7.2f} ms  "
+        f"  baseline  median {statistics.median(base_lat) * ms:7.2f} ms  p99 {percentile(base_lat, 0.99) * ms:7.2f} ms  "
         f"{n / base_wall:7.0f}/s   ({base_syncs.per(n)} per exchange)"
     )
     print(
-        f"  spool     median {statistics.median(spool_lat) * ms:7.2f} ms  p99 {p99(spool_lat) * ms:7.2f} ms  "
+        f"  spool     median {statistics.median(spool_lat) * ms:7.2f} ms  p99 {percentile(spool_lat, 0.99) * ms:7.2f} ms  "
         f"{n / spool_wall:7.0f}/s   ({spool_syncs.per(n)} per exchange; "
         f"process CPU {spool_cpu / n * ms:.2f} ms per exchange)"
     )
     print(
         f"  ratio spool/baseline: median {statistics.median(spool_lat) / statistics.median(base_lat):.2f}x, "
-        f"p99 {p99(spool_lat) / p99(base_lat):.2f}x, throughput {(n / spool_wall) / (n / base_wall):.2f}x"
+        f"p99 {percentile(spool_lat, 0.99) / percentile(base_lat, 0.99):.2f}x, throughput {(n / spool_wall) / (n / base_wall):.2f}x"
     )
     print(
         f"  uploader  {upload_s / n * ms:7.2f} ms per exchange into the local store ({upload_syncs.per(n)} per exchange)"

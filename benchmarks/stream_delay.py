@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import json
 import random
-import socket
 import socketserver
 import ssl
 import statistics
@@ -55,15 +54,11 @@ import httpx2 as httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from proxy_overhead import start_gateways  # noqa: E402  (the script folder is on sys.path)
+from percentiles import percentile  # noqa: E402  (the script folder is on sys.path)
+from proxy_overhead import start_bare_mitmdump, start_gateways  # noqa: E402
 
-from support.harness import Gateway, free_port, mitmdump_bin  # noqa: E402
+from support.harness import Gateway  # noqa: E402
 from support.tls_certs import TLSFiles, server_ssl_context, write_tls_files  # noqa: E402
-
-# The bare baseline: mitmdump streams the response instead of buffering it (else the whole
-# answer would arrive at once, at its end).
-BARE_SCRIPT = "def responseheaders(flow):\n    flow.response.stream = True\n"
-
 
 # ----------------------------------------------------------------------------------------
 # The answer the model "writes"
@@ -244,44 +239,6 @@ class PacingServer(ThreadingHTTPServer):
 # ----------------------------------------------------------------------------------------
 
 
-def start_bare_mitmdump(workdir: Path, upstream_ca: Path) -> tuple[Any, int, Path]:
-    import subprocess
-
-    port = free_port()
-    confdir = workdir / "bare-mitmproxy"
-    script = workdir / "stream_responses.py"
-    script.write_text(BARE_SCRIPT)
-    proc = subprocess.Popen(
-        [
-            mitmdump_bin(),
-            "-q",
-            "--listen-host",
-            "127.0.0.1",
-            "--listen-port",
-            str(port),
-            "-s",
-            str(script),
-            "--set",
-            f"confdir={confdir}",
-            "--set",
-            f"ssl_verify_upstream_trusted_ca={upstream_ca}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-            if (confdir / "mitmproxy-ca-cert.pem").exists():
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return proc, port, confdir / "mitmproxy-ca-cert.pem"
-
-
 @dataclass
 class Run:
     headers: float  # request sent -> response headers (s)
@@ -367,23 +324,18 @@ def first_byte_summary(name: str, warm: list[float], cold: list[float]) -> dict[
     out = {"warm": statistics.median(warm), "cold": statistics.median(cold)}
     print(
         f"{name:8s} first byte (request sent -> headers): kept-alive connection median {out['warm'] * 1e3:6.2f} ms "
-        f"p90 {pct(warm, 0.9) * 1e3:6.2f} ms | new connection median {out['cold'] * 1e3:6.2f} ms "
-        f"p90 {pct(cold, 0.9) * 1e3:6.2f} ms ({len(warm)} each)"
+        f"p90 {percentile(warm, 0.9) * 1e3:6.2f} ms | new connection median {out['cold'] * 1e3:6.2f} ms "
+        f"p90 {percentile(cold, 0.9) * 1e3:6.2f} ms ({len(warm)} each)"
     )
     return out
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * q))]
 
 
 def summarize(name: str, runs: list[Run]) -> dict[str, float]:
     delays = [d for r in runs for d in r.delays]
     out = {
         "median": statistics.median(delays),
-        "p90": pct(delays, 0.90),
-        "p99": pct(delays, 0.99),
+        "p90": percentile(delays, 0.90),
+        "p99": percentile(delays, 0.99),
         "first": statistics.median(r.delays[0] for r in runs),
         "headers": statistics.median(r.headers for r in runs),
         "first_event": statistics.median(r.first_event for r in runs),
@@ -429,7 +381,7 @@ def main() -> None:
         server = PacingServer(pacing, tls)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         base_url = f"https://127.0.0.1:{server.server_port}"
-        bare_proc, bare_port, bare_ca = start_bare_mitmdump(tmp, tls.ca_cert)
+        bare_proc, bare_port, bare_ca = start_bare_mitmdump(tmp, tls.ca_cert, stream=True)
         gateways: dict[str, Gateway] = {}
         try:
             gateways = start_gateways(tmp, base_url, str(tls.ca_cert), args.gateway_arg)
