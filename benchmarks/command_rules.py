@@ -34,6 +34,17 @@ CALLS = {
     ],
     "Write 100 KB": [("Write", {"file_path": "src/app.py", "content": "x = 1\n" * 17000})],
     "Bash 16 KB one line": [("Bash", {"command": "echo " + "a" * 16000})],
+    # A file written through a heredoc, as Claude Code often does: every line is split again.
+    "Bash 16 KB heredoc": [
+        (
+            "Bash",
+            {
+                "command": "cat > notes.md <<'EOF'\n"
+                + "\n".join(f'- step {i}: run `make test` with "$HOME/.cache" kept' for i in range(320))
+                + "\nEOF"
+            },
+        )
+    ],
 }
 
 

@@ -3,10 +3,13 @@ however it is joined, nested or quoted, and odd input never raises."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gatehouse.commands import shell
 from gatehouse.commands.shell import MAX_DEPTH, command_texts, split_command, unquote, words
 
 
@@ -144,3 +147,50 @@ def test_property_never_raises_and_pieces_are_clean(text):
     command_texts(text)
     for piece in split_command(text):
         words(piece)
+
+
+# The scanners take runs of ordinary characters in one step (`shell._*_PLAIN`); with each
+# pattern cut to one character they read the text one character at a time, as they did before.
+def _one_character_at_a_time(monkeypatch):
+    for name in ("_SPLIT_PLAIN", "_DOUBLE_PLAIN", "_WORD_PLAIN"):
+        pattern = getattr(shell, name).pattern
+        assert pattern.endswith("]+"), pattern
+        monkeypatch.setattr(shell, name, re.compile(pattern[:-1]))
+
+
+SHELL_TEXT = st.text(alphabet=st.sampled_from(list("ab ;&|()$`'\"\\\n\r\t{}<>#=~-")) | st.characters(), max_size=300)
+
+
+@SETTINGS
+@given(SHELL_TEXT)
+def test_property_runs_read_as_one_character_at_a_time(text):
+    fast = (split_command(text), command_texts(text), [words(p) for p in split_command(text)], words(text))
+    with pytest.MonkeyPatch.context() as mp:
+        _one_character_at_a_time(mp)
+        slow = (split_command(text), command_texts(text), [words(p) for p in split_command(text)], words(text))
+    assert fast == slow
+
+
+def test_runs_keep_the_characters_that_matter_inside_them(monkeypatch):
+    # Each case has a run of ordinary text touching a character some branch looks at.
+    texts = [
+        "echo abc>|f; x",
+        "cmd 2>&1|tee log&& next",
+        'echo "a$(rm -rf /)b"c',
+        "echo a$'\\x72m'b",
+        "abc(def) && (rm x)",
+        "echo a<(ls)b >(cat)c",
+        "a\\\nb;c",
+        "x=1$y `id`z",
+    ]
+    fast = [(split_command(t), [words(p) for p in split_command(t)]) for t in texts]
+    _one_character_at_a_time(monkeypatch)
+    assert fast == [(split_command(t), [words(p) for p in split_command(t)]) for t in texts]
+    assert "rm -rf /" in fast[2][0] and "id" in fast[7][0]
+
+
+def test_a_long_heredoc_is_split_as_before():
+    body = "\n".join(f"line {i}: value = 'x' $HOME" for i in range(400))
+    text = f"cat > notes.txt <<'EOF'\n{body}\nEOF\nrm -rf /tmp/x"
+    assert "rm -rf /tmp/x" in split_command(text)
+    assert words("echo " + "a" * 20000) == ["echo", "a" * 20000]
