@@ -61,9 +61,8 @@ class _Command:
 
 
 def _command(text: str) -> _Command:
-    pieces = shell.split_command(text)
+    pieces, texts = shell.split_and_texts(text)
     forms = [(p, shell.unquote(p)) for p in pieces]
-    texts = shell.command_texts(text)
     # As written before unquoted, pieces before wholes: the notice then shows `rm -rf /`
     # rather than the whole line it was found in.
     ordered = [*pieces, *texts, *(plain for _, plain in forms), *(shell.unquote(t) for t in texts)]

@@ -72,18 +72,23 @@ def _analyse(text: str) -> _Acc:
 def split_command(text: str) -> list[str]:
     """The simple commands of `text`, stripped, in the order found, each once (nested ones
     usually before the command that contains them)."""
-    if not isinstance(text, str):
-        return []
-    return [p for p in _dedupe(_analyse(text).pieces) if p]
+    return split_and_texts(text)[0]
 
 
 def command_texts(text: str) -> list[str]:
     """`text` stripped, then every nested script (``$(...)``, ``bash -c``, subshells) and
     every line, each once: what a rule about a whole pipeline is searched in."""
+    return split_and_texts(text)[1]
+
+
+def split_and_texts(text: str) -> tuple[list[str], list[str]]:
+    """`split_command` and `command_texts` of `text`, from one reading of it (a long heredoc
+    takes tens of milliseconds to read)."""
     if not isinstance(text, str):
-        return []
+        return [], []
     acc = _analyse(text)
-    return _dedupe([text.strip(), *(s for s in acc.scripts if s)])
+    pieces = [p for p in _dedupe(acc.pieces) if p]
+    return pieces, _dedupe([text.strip(), *(s for s in acc.scripts if s)])
 
 
 # -- the scanner ---------------------------------------------------------------------------
