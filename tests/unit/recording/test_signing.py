@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gatehouse.recording.canonical import RecordError
+from gatehouse.recording.canonical import RecordError, canonical_json
 from gatehouse.recording.signing import (
     STATE_KEY_FILE,
     SigningKey,
@@ -21,6 +23,7 @@ from gatehouse.recording.signing import (
     load_public_key,
     load_signing_key,
     seal,
+    signed_payload,
 )
 
 
@@ -35,6 +38,32 @@ def test_seal_and_check_signature() -> None:
     assert "does not verify" in check_signature(parsed, trusted)
     assert "not a trusted key" in check_signature(json.loads(data), {})
     assert check_signature({"n": 1}, trusted) == "no signature"
+
+
+_KEY = SigningKey.generate()
+# Member names on both sides of "signature" (seal encodes the two runs apart), and the name
+# itself: a document that already has a signature is signed again.
+_NAMES = st.one_of(
+    st.sampled_from(["chain", "schema", "session", "sig", "signature", "signaturez", "status", "z", "", "é"]),
+    st.text(max_size=12),
+)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_NAMES, _VALUES, max_size=8))
+def test_seal_is_the_canonical_encoding_of_the_signed_document(doc: dict) -> None:
+    # The sealed bytes are what verify re-encodes and compares: exactly canonical_json of the
+    # document with its signature, and the signature covers exactly the rest.
+    data = seal(doc, _KEY)
+    assert data == canonical_json(doc)
+    assert json.loads(data) == doc
+    assert check_signature(json.loads(data), {_KEY.key_id: _KEY.public_key}) is None
+    assert base64.b64decode(doc["signature"]["value"]) == _KEY._private.sign(signed_payload(doc))
 
 
 def test_signing_key_sources(tmp_path: Path) -> None:
