@@ -12,6 +12,7 @@ policy's masking rules and a recording to a local store in a temporary folder:
   request    `build_request`: the record's request part (masked for the record, blobs)
   record     `build_record`: the record around it, with a short JSON response
   append     `Recording.append`: chained, signed, spooled with its `fdatasync`
+             (of which `seal`: `seal_record`, linking and signing the record, printed apart)
 
 against `json.loads` of the same body, the least any proxy that reads the body pays. Then a
 streamed answer (163 events: text in 8-character deltas and a tool call) through `SsePipeline`,
@@ -43,6 +44,7 @@ from payloads import claude_code_request  # noqa: E402
 from gatehouse.masking.masker import Masker, build_masker  # noqa: E402
 from gatehouse.mitm import requestjson  # noqa: E402
 from gatehouse.policy.loader import load_policy  # noqa: E402
+from gatehouse.recording.chain import seal_record  # noqa: E402
 from gatehouse.recording.records import (  # noqa: E402
     ExchangeInput,
     PartCache,
@@ -125,6 +127,9 @@ def one_turn(
             cache=parts,
         )
     )
+    _, times["seal"] = timed(
+        lambda: seal_record(record.body, chain_id="bench", seq=i + 1, prev=None, at=now, key=rec.journal.key)
+    )
     _, times["append"] = timed(lambda: rec.append(record))
     times["scanned"] = sum(counter.scanned)
     return times
@@ -162,6 +167,7 @@ def turns(label: str, kb: int, n: int, warmup: int, masker: Masker, counter: Cou
         f"({(core - med['append']) / med['json.loads']:.2f}x without append); "
         f"characters scanned per turn {med['scanned']:.0f}"
     )
+    print(f"  of append: seal {med['seal'] * 1000:.3f} ms (the record linked and signed, without the spool)")
 
 
 def stream(masker: Masker, policy_hold_back: int, n: int) -> None:
