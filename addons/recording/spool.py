@@ -33,6 +33,7 @@ Everything here blocks on disk: callers run it in worker threads.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -69,6 +70,8 @@ _HEADER = struct.Struct(">II")  # payload length, crc32(payload)
 _KIND = struct.Struct(">BH")  # kind, key length
 KINDS = {"key": 1, "blob": 2, "record": 3, "checkpoint": 4, "head": 5}
 _KIND_NAMES = {v: k for k, v in KINDS.items()}
+# The errors that mean a path is not there (those `Path.exists` reads as False).
+_NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 _SEGMENT_NAME = re.compile(r"^([0-9]{12})\.seg$")
 
 # (kind, key, data): what the journal appends.
@@ -270,8 +273,8 @@ class Spool:
         self.segments_dir = self.root / "segments"
         self.failed = self.root / "failed"
         self._lock_fd: int | None = None
-        # The lock file's path as a string: `open` checks it on every append, where pathlib's
-        # join and exists cost four times the stat.
+        # The lock file's path as a string: `open` checks it on every append (`_locked_here`),
+        # where pathlib's join and exists cost four times the stat.
         self._lock_path = str(self.root / ".lock")
         self._open_lock = threading.Lock()
         # Guards everything below; its condition wakes appends waiting for a sync.
@@ -312,10 +315,10 @@ class Spool:
         SpoolLocked if another process has the lock; SpoolForOtherStore if the spool still
         holds objects for another store than `store_url` (an empty spool is simply re-bound).
         """
-        if self._lock_fd is not None and self._bound and os.path.exists(self._lock_path):
+        if self._bound and self._locked_here():
             return
         with self._open_lock:
-            if self._lock_fd is not None and os.path.exists(self._lock_path):
+            if self._locked_here():
                 if not self._bound:  # (a second flock of our own lock file would fail)
                     self._bind(self.store_url)
                 return
@@ -345,6 +348,20 @@ class Spool:
             if self._lock_fd is not None and self._lock_fd != fd:
                 os.close(self._lock_fd)
             self._lock_fd = fd
+
+    def _locked_here(self) -> bool:
+        """Whether this process holds the spool's lock and its file is still there. An error
+        other than a missing file is raised, as `Path.exists` did (os.path.exists would say
+        False, and the spool would be opened again, its own lock mistaken for another's)."""
+        if self._lock_fd is None:
+            return False
+        try:
+            os.stat(self._lock_path)
+        except OSError as e:
+            if e.errno in _NOT_THERE:
+                return False
+            raise
+        return True
 
     def _load(self) -> None:
         """Read the spool's state from disk (at open, and again if the directory went away)."""

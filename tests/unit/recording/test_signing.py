@@ -44,7 +44,10 @@ _KEY = SigningKey.generate()
 # Member names on both sides of "signature" (seal encodes the two runs apart), and the name
 # itself: a document that already has a signature is signed again.
 _NAMES = st.one_of(
-    st.sampled_from(["chain", "schema", "session", "sig", "signature", "signaturez", "status", "z", "", "é"]),
+    st.sampled_from(
+        ["chain", "schema", "session", "sig", "signatur", "signature", "signature0", "signaturea", "status", "z", ""]
+        + ["é", "\U0001f600"]
+    ),
     st.text(max_size=12),
 )
 _VALUES = st.recursive(
