@@ -35,7 +35,7 @@ from gatehouse.approvals.model import ApprovalRequest, Status
 from gatehouse.commands import notices
 from gatehouse.commands.judge import Verdict, call_sha256, judge_call, may_need_approval
 from gatehouse.exchange import Exchange
-from gatehouse.mitm.flowutil import exchange_of, fail_closed, refuse
+from gatehouse.mitm.flowutil import exchange_of, fail_closed, off_loop, refuse
 from gatehouse.mitm.state import GatewayState
 from gatehouse.wire import apierrors, bodies, toolcalls
 from gatehouse.wire.pipeline import SsePipeline
@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 # worker thread in buffered responses (a stream's judge runs inside mitmproxy's stream modifier
 # and cannot be moved off the event loop).
 OFFLOAD_INPUT_CHARS = 16 * 1024
-# Buffered bodies larger than this are parsed and rewritten on a worker thread.
-OFFLOAD_BYTES = 256 * 1024
 
 
 def _person(p: dict[str, Any] | None) -> str:
@@ -157,10 +155,7 @@ class Commands:
         try:
             if raw is None:
                 raise ValueError("undecodable")
-            if len(raw) > OFFLOAD_BYTES:
-                found = await asyncio.to_thread(_tool_calls, media, raw)
-            else:
-                found = _tool_calls(media, raw)
+            found = await off_loop(len(raw), _tool_calls, media, raw)
         except ValueError:
             refuse(
                 flow,

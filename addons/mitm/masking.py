@@ -27,7 +27,6 @@ The masker comes from the policy: `PolicyLoader` calls `configure_masker(masker,
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -42,7 +41,16 @@ from gatehouse.masking.config import MaskingPolicy
 from gatehouse.masking.masker import Masker
 from gatehouse.masking.urlmask import UnmaskableUrl, mask_target
 from gatehouse.mitm import requestjson
-from gatehouse.mitm.flowutil import apply_headers, exchange_of, fail_closed, record_findings, refusal_response, refuse
+from gatehouse.mitm.flowutil import (
+    apply_headers,
+    body_size,
+    exchange_of,
+    fail_closed,
+    off_loop,
+    record_findings,
+    refusal_response,
+    refuse,
+)
 from gatehouse.wire import apierrors, bodies, headers
 from gatehouse.wire.apierrors import ApiError
 from gatehouse.wire.bodies import UnparseableBody
@@ -230,12 +238,7 @@ class Masking:
             return  # nothing to inspect (Access refuses bodies where none belongs)
         raw = req.raw_content
         parsed = requestjson.cached(flow)  # Access's, when it read the model
-        if len(raw or b"") > requestjson.OFFLOAD_BYTES:
-            # Parsing and masking megabytes takes milliseconds to seconds: off the event loop,
-            # so that other flows are not stalled meanwhile.
-            result = await asyncio.to_thread(_inspect_request, masker, req, parsed)
-        else:
-            result = _inspect_request(masker, req, parsed)
+        result = await off_loop(body_size(req), _inspect_request, masker, req, parsed)
         forwarded_uninspected = self._apply_inspection(
             flow,
             req,
@@ -342,10 +345,7 @@ class Masking:
             return
         assert self.policy is not None
         hold_back = self.policy.hold_back_chars
-        if len(resp.raw_content or b"") > requestjson.OFFLOAD_BYTES:
-            result = await asyncio.to_thread(_inspect_response, masker, resp, hold_back)
-        else:
-            result = _inspect_response(masker, resp, hold_back)
+        result = await off_loop(body_size(resp), _inspect_response, masker, resp, hold_back)
         self._apply_inspection(
             flow,
             resp,

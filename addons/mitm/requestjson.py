@@ -13,13 +13,13 @@ the dictionary holds flows weakly, so a flow that ends takes its parse with it.
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import http
 
+from gatehouse.mitm.flowutil import off_loop
 from gatehouse.wire import bodies
 from gatehouse.wire.jsonbody import KnownItems, Spanned
 
@@ -31,9 +31,6 @@ WHAT = "the request body"
 # no part over a sixteenth of it): room for the conversations of some tens of sessions at once.
 # Unmasked text, in memory only, as the flows themselves hold it.
 KNOWN_PARTS = KnownItems(max_bytes=96 * 1024 * 1024)
-# Bodies larger than this are parsed on a worker thread: a megabyte takes milliseconds, which
-# would stall every other flow on the event loop.
-OFFLOAD_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,10 +88,7 @@ async def read(flow: http.HTTPFlow) -> ParsedRequest:
     if (parsed := cached(flow)) is not None:
         return parsed
     raw = flow.request.raw_content or b""
-    if len(raw) > OFFLOAD_BYTES:
-        parsed = await asyncio.to_thread(parse, raw)
-    else:
-        parsed = parse(raw)
+    parsed = await off_loop(len(raw), parse, raw)
     remember(flow, raw, parsed)
     return parsed
 

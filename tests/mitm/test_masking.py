@@ -10,6 +10,7 @@ import json
 import logging
 import pickle
 import random
+import threading
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from gatehouse.exchange import METADATA_KEY
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
+from gatehouse.mitm import masking as masking_addon
 from gatehouse.mitm import requestjson
 from gatehouse.mitm.flowutil import exchange_of
 from gatehouse.mitm.masking import Masking
@@ -633,3 +635,25 @@ def test_json_escaped_secrets_in_text_responses_are_masked(tctx, addon, ctype):
     fire(tctx, addon, HttpResponseHook(f))
     out = f.response.content.decode("utf-8", "replace")
     assert PAT[1:] not in out and "[MASKED:github-pat:" in out
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_a_compressed_response_is_masked_off_the_event_loop_whatever_its_size(tctx, addon, monkeypatch, encoding):
+    """A few kilobytes of gzip can decode to megabytes: a compressed body is decoded and masked
+    on a worker thread, however small it is as sent; a small plain one on the loop."""
+    threads: list[int] = []
+    real = masking_addon._inspect_response
+
+    def inspect(*args):
+        threads.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(masking_addon, "_inspect_response", inspect)
+    doc = json.dumps({"type": "message", "content": [{"type": "text", "text": f"{SECRET} " + "x" * 300_000}]}).encode()
+    sent = gzip.compress(doc) if encoding == "gzip" else doc[:200] + doc[-40:]
+    f = api_flow(body=body_with_secret())
+    f.response = api_response(sent, content_encoding=encoding)
+    fire(tctx, addon, HttpResponseHook(f))
+    assert len(threads) == 1
+    assert (threads[0] == threading.get_ident()) == (encoding == "identity")
+    assert SECRET not in f.response.get_content().decode()

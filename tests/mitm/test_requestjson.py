@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from mitmproxy.test import taddons
 
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
+from gatehouse.mitm import masking as masking_addon
 from gatehouse.mitm import requestjson
 from gatehouse.mitm.access import Access
-from gatehouse.mitm.flowutil import exchange_of
+from gatehouse.mitm.flowutil import OFFLOAD_BYTES, exchange_of
 from gatehouse.mitm.masking import Masking
 from support.flows import ISSUER, api_flow, fire, gateway_state, identify
 from support.secrets import FINGERPRINT_KEY, fake_secret
@@ -90,3 +92,36 @@ def test_masking_hands_the_access_parse_on_when_it_changes_nothing(tmp_path: Pat
     fire(tctx, masking, HttpRequestHeadersHook(f), HttpRequestHook(f))
     assert f.response is None and exchange_of(f).request_findings == []
     assert requestjson.take(f) is kept  # the recorder's copy: still the one parse
+
+
+@pytest.mark.parametrize("size", [1024, OFFLOAD_BYTES + 1024])
+def test_a_large_body_is_parsed_and_masked_off_the_event_loop(tmp_path: Path, tctx, monkeypatch, size: int):
+    """A body over `OFFLOAD_BYTES` is parsed (Access) and scanned (masking) on a worker thread,
+    so that the event loop keeps serving other flows meanwhile; a small one on the loop itself.
+    Either way the secret is masked."""
+    threads: dict[str, int] = {}
+    real_parse, real_inspect = requestjson.parse, masking_addon._inspect_request
+
+    def parse(raw):
+        threads["parse"] = threading.get_ident()
+        return real_parse(raw)
+
+    def inspect(*args):
+        threads["mask"] = threading.get_ident()
+        return real_inspect(*args)
+
+    monkeypatch.setattr(requestjson, "parse", parse)
+    monkeypatch.setattr(masking_addon, "_inspect_request", inspect)
+    access = Access(gateway_state(tmp_path, GROUPS))
+    masking = Masking(Masker(parse_masking(None), FINGERPRINT_KEY))
+    text = f"deploy with {SECRET} " + "x" * size
+    f = api_flow(body=body(text))
+    assert (len(f.request.raw_content) > OFFLOAD_BYTES) == (size > OFFLOAD_BYTES)
+    identify(f, "developers")
+    fire(tctx, access, HttpRequestHeadersHook(f), HttpRequestHook(f))
+    fire(tctx, masking, HttpRequestHeadersHook(f), HttpRequestHook(f))
+
+    assert f.response is None and SECRET not in f.request.content.decode()
+    on_loop = {k for k, ident in threads.items() if ident == threading.get_ident()}
+    assert set(threads) == {"parse", "mask"}
+    assert on_loop == (set() if size > OFFLOAD_BYTES else {"parse", "mask"})
