@@ -61,11 +61,12 @@ class _Command:
 
 
 def _command(text: str) -> _Command:
-    pieces, texts = shell.split_and_texts(text)
-    forms = [(p, shell.unquote(p)) for p in pieces]
+    reading = shell.read_command(text)
+    pieces, texts, unquote = reading.pieces, reading.texts, reading.unquote
+    forms = [(p, unquote(p)) for p in pieces]
     # As written before unquoted, pieces before wholes: the notice then shows `rm -rf /`
     # rather than the whole line it was found in.
-    ordered = [*pieces, *texts, *(plain for _, plain in forms), *(shell.unquote(t) for t in texts)]
+    ordered = [*pieces, *texts, *(plain for _, plain in forms), *(unquote(t) for t in texts)]
     return _Command(candidates=list(dict.fromkeys(x for x in ordered if x)), piece_forms=forms)
 
 

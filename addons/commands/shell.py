@@ -48,12 +48,22 @@ _CRUDE = re.compile(r"[;&|\n\r()`]+")
 _SPLIT_PLAIN = re.compile(r"[^\\'\"$`<>()\n\r;|&]+")  # `_split`, outside quotes
 _DOUBLE_PLAIN = re.compile(r"[^\\\"`$]+")  # inside double quotes (`_double_end`, `words`)
 _WORD_PLAIN = re.compile(r"[^\s\\'\"$`]+")  # `words`, outside quotes
+_WORD_QUOTING = re.compile(r"[\\'\"$`]")  # what `words` does anything with but split
 
 
 @dataclass
 class _Acc:
     pieces: list[str] = field(default_factory=list)
     scripts: list[str] = field(default_factory=list)
+    deepest: int = 0  # the deepest `_split` so far
+    # `words` of each piece read so far: a heredoc's lines repeat the same `$(...)` hundreds
+    # of times, and the judge unquotes every piece again.
+    words: dict[str, list[str]] = field(default_factory=dict)
+
+    def words_of(self, piece: str) -> list[str]:
+        if (ws := self.words.get(piece)) is None:
+            ws = self.words[piece] = words(piece)
+        return ws
 
 
 def _dedupe(items: list[str]) -> list[str]:
@@ -72,23 +82,38 @@ def _analyse(text: str) -> _Acc:
 def split_command(text: str) -> list[str]:
     """The simple commands of `text`, stripped, in the order found, each once (nested ones
     usually before the command that contains them)."""
-    return split_and_texts(text)[0]
+    return read_command(text).pieces
 
 
 def command_texts(text: str) -> list[str]:
     """`text` stripped, then every nested script (``$(...)``, ``bash -c``, subshells) and
     every line, each once: what a rule about a whole pipeline is searched in."""
-    return split_and_texts(text)[1]
+    return read_command(text).texts
 
 
-def split_and_texts(text: str) -> tuple[list[str], list[str]]:
-    """`split_command` and `command_texts` of `text`, from one reading of it (a long heredoc
-    takes tens of milliseconds to read)."""
+@dataclass(frozen=True)
+class Reading:
+    """One reading of a command (a long heredoc takes milliseconds to read): `split_command`
+    and `command_texts` of it, and `unquote` remembering what it has unquoted before."""
+
+    pieces: list[str]
+    texts: list[str]
+    _acc: _Acc
+
+    def unquote(self, s: str) -> str:
+        """What `unquote` gives for `s`, from the words kept for it when it is a piece already
+        read (they are kept for the next call too)."""
+        return " ".join(self._acc.words_of(s))
+
+
+def read_command(text: str) -> Reading:
+    """`text` read once: its pieces (`split_command`), its texts (`command_texts`) and the
+    words of each piece. Not a string (a tool input's odd field): nothing."""
     if not isinstance(text, str):
-        return [], []
+        return Reading([], [], _Acc())
     acc = _analyse(text)
     pieces = [p for p in _dedupe(acc.pieces) if p]
-    return pieces, _dedupe([text.strip(), *(s for s in acc.scripts if s)])
+    return Reading(pieces, _dedupe([text.strip(), *(s for s in acc.scripts if s)]), acc)
 
 
 # -- the scanner ---------------------------------------------------------------------------
@@ -187,6 +212,16 @@ def _double_end(text: str, i: int, acc: _Acc | None, depth: int) -> int:
     return n
 
 
+def _has_line_end(s: str) -> bool:
+    return "\n" in s or "\r" in s
+
+
+def _clear_of_the_cut(acc: _Acc) -> bool:
+    """Whether splitting each line of the text again, one level deeper than the text was
+    split, stays clear of the cut at MAX_DEPTH."""
+    return acc.deepest < MAX_DEPTH
+
+
 def _unescape_backticks(body: str) -> str:
     # Inside backticks, a backslash before `, \ or $ is removed before the body runs.
     return re.sub(r"\\([`\\$])", r"\1", body)
@@ -204,6 +239,7 @@ def _split(text: str, acc: _Acc, depth: int, *, lines: bool = False) -> None:
         for part in _CRUDE.split(text):
             _emit(part, acc, depth, descend=False)
         return
+    acc.deepest = max(acc.deepest, depth)
     stripped = text.strip()
     if stripped:
         acc.scripts.append(stripped)
@@ -211,6 +247,7 @@ def _split(text: str, acc: _Acc, depth: int, *, lines: bool = False) -> None:
     cur_len = 0
     n = len(text)
     i = 0
+    spans_lines = False  # some quote, substitution or continuation went on past a line end
 
     def emit() -> None:
         nonlocal cur_len
@@ -228,37 +265,45 @@ def _split(text: str, acc: _Acc, depth: int, *, lines: bool = False) -> None:
         c = text[i]
         if c == "\\":
             if text.startswith("\\\n", i):  # a line continuation joins the lines
+                spans_lines = True
                 i += 2
                 continue
-            add(text[i : i + 2])
+            add(seg := text[i : i + 2])
+            spans_lines = spans_lines or "\r" in seg
             i += 2
         elif c == "'":
             j = text.find("'", i + 1)
             j = n if j < 0 else j + 1
-            add(text[i:j])
+            add(seg := text[i:j])
+            spans_lines = spans_lines or _has_line_end(seg)
             i = j
         elif c == "$" and text.startswith("$'", i):
             j = _ansi_end(text, i + 2)
-            add(text[i:j])
+            add(seg := text[i:j])
+            spans_lines = spans_lines or _has_line_end(seg)
             i = j
         elif c == '"':
             j = _double_end(text, i + 1, acc, depth)
-            add(text[i:j])
+            add(seg := text[i:j])
+            spans_lines = spans_lines or _has_line_end(seg)
             i = j
         elif c == "`":
             j = _backtick_end(text, i + 1)
             _split(_unescape_backticks(text[i + 1 : j]), acc, depth + 1)
-            add(text[i : j + 1])
+            add(seg := text[i : j + 1])
+            spans_lines = spans_lines or _has_line_end(seg)
             i = j + 1
         elif c in "$<>" and text.startswith("(", i + 1):
             # $(...) command substitution, <(...) and >(...) process substitution.
             j = find_close(text, i + 2)
             _split(text[i + 2 : j], acc, depth + 1)
-            add(text[i : j + 1])
+            add(seg := text[i : j + 1])
+            spans_lines = spans_lines or _has_line_end(seg)
             i = j + 1
         elif c == "(" and _at_command_start(cur, cur_len):
             j = find_close(text, i + 1)
             _split(text[i + 1 : j], acc, depth + 1)
+            spans_lines = spans_lines or _has_line_end(text[i : j + 1])
             i = j + 1
         elif c in "\n\r;)":
             emit()
@@ -290,10 +335,19 @@ def _split(text: str, acc: _Acc, depth: int, *, lines: bool = False) -> None:
                 i = m.end()
     emit()
 
-    if lines and ("\n" in text or "\r" in text):
+    if lines and _has_line_end(text):
+        # Each line is split again on its own, one level deeper, so that a quote left open on
+        # one line (a heredoc's apostrophe) cannot hide the next. When nothing crossed a line
+        # end, and the extra level cannot reach the cut at MAX_DEPTH, that gives exactly the
+        # pieces and scripts found above, once more: only each line, as a script, is new. (A
+        # 16 KB heredoc took as long again for that.)
+        again = spans_lines or not _clear_of_the_cut(acc)
         for line in re.split(r"[\r\n]+", text):
             if line.strip() and line.strip() != stripped:
-                _split(line, acc, depth + 1)
+                if again:
+                    _split(line, acc, depth + 1)
+                else:
+                    acc.scripts.append(line.strip())
 
 
 def _emit(raw: str, acc: _Acc, depth: int, *, descend: bool = True) -> None:
@@ -307,7 +361,7 @@ def _emit(raw: str, acc: _Acc, depth: int, *, descend: bool = True) -> None:
         return
     acc.pieces.append(piece)
     if descend:
-        script = _inner_script(words(piece))
+        script = _inner_script(acc.words_of(piece))
         if script is not None and script.strip():
             _split(script, acc, depth + 1)
 
@@ -391,6 +445,8 @@ def _ansi_decode(body: str) -> str:
 def words(piece: str) -> list[str]:
     """The words of a simple command with quotes and escapes removed, as the shell passes
     them; substitutions (``$(...)``, backticks) are kept as written."""
+    if _WORD_QUOTING.search(piece) is None:
+        return piece.split()  # nothing to remove: `str.split` splits where `\s` matches
     out: list[str] = []
     cur: list[str] = []
     have = False

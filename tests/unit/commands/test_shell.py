@@ -149,13 +149,16 @@ def test_property_never_raises_and_pieces_are_clean(text):
         words(piece)
 
 
-# The scanners take runs of ordinary characters in one step (`shell._*_PLAIN`); with each
-# pattern cut to one character they read the text one character at a time, as they did before.
+# The scanners take runs of ordinary characters in one step (`shell._*_PLAIN`), and `words`
+# splits a piece with no quoting at all with `str.split`; with each pattern cut to one
+# character, and every piece taken as quoted, they read the text one character at a time, as
+# they did before.
 def _one_character_at_a_time(monkeypatch):
     for name in ("_SPLIT_PLAIN", "_DOUBLE_PLAIN", "_WORD_PLAIN"):
         pattern = getattr(shell, name).pattern
         assert pattern.endswith("]+"), pattern
         monkeypatch.setattr(shell, name, re.compile(pattern[:-1]))
+    monkeypatch.setattr(shell, "_WORD_QUOTING", re.compile(r"(?s)."))
 
 
 SHELL_TEXT = st.text(alphabet=st.sampled_from(list("ab ;&|()$`'\"\\\n\r\t{}<>#=~-")) | st.characters(), max_size=300)
@@ -194,3 +197,40 @@ def test_a_long_heredoc_is_split_as_before():
     text = f"cat > notes.txt <<'EOF'\n{body}\nEOF\nrm -rf /tmp/x"
     assert "rm -rf /tmp/x" in split_command(text)
     assert words("echo " + "a" * 20000) == ["echo", "a" * 20000]
+
+
+# Lines are split again only when that can find something new: something crossed a line end,
+# or the cut at MAX_DEPTH is near (`shell._clear_of_the_cut`). Splitting them again always must
+# give the same pieces and texts, in the same order.
+MULTILINE_TEXT = st.lists(
+    st.lists(st.sampled_from([*"ab ;&|()$`'\"\\\r{}<>#-", "$(", "<<'EOF'", "bash -c '"]), max_size=12).map("".join),
+    max_size=8,
+).map("\n".join)
+
+
+@SETTINGS
+@given(SHELL_TEXT | MULTILINE_TEXT)
+def test_property_lines_are_split_again_only_when_it_matters(text):
+    fast = (split_command(text), command_texts(text))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shell, "_clear_of_the_cut", lambda acc: False)
+        slow = (split_command(text), command_texts(text))
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cat > f <<'EOF'\nit's here\nrm -rf /\nEOF",  # an apostrophe left open on a line
+        'echo "a\nb"; rm -rf /\nls',  # a string across a line end
+        "echo $(ls\nrm -rf /)\nls",  # a substitution across a line end
+        "a \\\nb\nc",  # a continuation
+        "a \\\rb\nc",
+        # At the cut, one level deeper splits at every operator character: more pieces.
+        "(" * MAX_DEPTH + "echo 'a;b'" + ")" * MAX_DEPTH + "\nls",
+    ],
+)
+def test_lines_are_split_again_when_something_crosses_a_line_end(text, monkeypatch):
+    fast = (split_command(text), command_texts(text))
+    monkeypatch.setattr(shell, "_clear_of_the_cut", lambda acc: False)
+    assert fast == (split_command(text), command_texts(text))
