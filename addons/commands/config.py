@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,28 @@ class CommandsPolicy:
     default: str = "allow"  # allow | block | approve
     packs: tuple[str, ...] = ()
     rules: tuple[CommandRule, ...] = ()  # the policy's own rules first, then each pack's, in order
+    # One RE2 pattern matching wherever any rule's pattern does (`join_patterns`), or None: the
+    # judge searches it first, so that each rule searches only the texts it can match.
+    any_pattern: Any = dataclasses.field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        patterns = [r.pattern for r in self.rules if r.pattern is not None]
+        object.__setattr__(self, "any_pattern", join_patterns(patterns))
+
+
+def join_patterns(patterns: Iterable[str]) -> Any:
+    """The alternation of `patterns`, each in a group of its own: searched, it matches a text
+    exactly when one of them does (RE2 scopes a flag such as ``(?i)`` to its group). None when
+    they do not make one: no patterns; one with ``\\Q``, which quotes up to the next ``\\E``
+    even past the group's end and into the next pattern, so that the join could match less
+    than its parts (a miss is a call let through); or too big to compile."""
+    patterns = list(patterns)
+    if not patterns or any("\\Q" in p for p in patterns):
+        return None
+    try:
+        return re2.compile("|".join(f"(?:{p})" for p in patterns), re2_options())
+    except re2.error:
+        return None
 
 
 def _names(sec: Section, key: str) -> tuple[str, ...] | None:

@@ -58,24 +58,34 @@ class _Command:
 
     candidates: list[str]  # what a block or approve rule is searched in, most specific first
     piece_forms: list[tuple[str, str]]  # (as written, unquoted) per simple command
+    # The texts above that some pattern of the policy matches: no rule matches any other, so
+    # each rule searches only these (a 16 KB heredoc has hundreds of texts, which nine rules
+    # each searched in turn).
+    hits: frozenset[str]
 
 
-def _command(text: str) -> _Command:
+def _command(text: str, any_pattern: Any) -> _Command:
     reading = shell.read_command(text)
     pieces, texts, unquote = reading.pieces, reading.texts, reading.unquote
     forms = [(p, unquote(p)) for p in pieces]
     # As written before unquoted, pieces before wholes: the notice then shows `rm -rf /`
     # rather than the whole line it was found in.
     ordered = [*pieces, *texts, *(plain for _, plain in forms), *(unquote(t) for t in texts)]
-    return _Command(candidates=list(dict.fromkeys(x for x in ordered if x)), piece_forms=forms)
+    candidates = list(dict.fromkeys(x for x in ordered if x))
+    searched = dict.fromkeys([*candidates, *(form for pair in forms for form in pair)])
+    if any_pattern is None:
+        hits = frozenset(searched)
+    else:
+        hits = frozenset(s for s in searched if any_pattern.search(s) is not None)
+    return _Command(candidates=candidates, piece_forms=forms, hits=hits)
 
 
 _NO = object()
 
 
-def _match(rule: CommandRule, tool_input: Any, commands: dict[str, _Command]) -> Any:
+def _match(rule: CommandRule, tool_input: Any, commands: dict[str, _Command], any_pattern: Any) -> Any:
     """What in `tool_input` `rule` matched (a string, or None when it matches without one),
-    or `_NO`."""
+    or `_NO`. `any_pattern`: the policy's (`CommandsPolicy.any_pattern`)."""
     value = fields.lookup(tool_input, rule.field)
     if value is fields.MISSING:
         return _NO
@@ -90,16 +100,19 @@ def _match(rule: CommandRule, tool_input: Any, commands: dict[str, _Command]) ->
         return text if rule.pattern_re.search(text) is not None else _NO
     cmd = commands.get(text)
     if cmd is None:
-        cmd = commands[text] = _command(text)
-    search = rule.pattern_re.search
+        cmd = commands[text] = _command(text, any_pattern)
+    search, hits = rule.pattern_re.search, cmd.hits
     if rule.action == "allow":
         if not cmd.piece_forms:  # nothing to run (an empty command): the text itself decides
             return text if search(text) is not None else _NO
-        if all(search(raw) is not None or search(plain) is not None for raw, plain in cmd.piece_forms):
+        if all(
+            (raw in hits and search(raw) is not None) or (plain in hits and search(plain) is not None)
+            for raw, plain in cmd.piece_forms
+        ):
             return text
         return _NO
     for candidate in cmd.candidates:
-        if search(candidate) is not None:
+        if candidate in hits and search(candidate) is not None:
             return candidate
     return _NO
 
@@ -119,10 +132,11 @@ def judge_call(policy: CommandsPolicy, tool: str, tool_input: Any, groups: Itera
         return Verdict("block", None, UNREADABLE_INPUT_MESSAGE, None)
     caller = frozenset(groups)
     commands: dict[str, _Command] = {}
+    any_pattern = policy.any_pattern
     for rule in policy.rules:
         if not rule.applies_to(caller) or not rule.matches_tool(tool):
             continue
-        matched = _match(rule, tool_input, commands)
+        matched = _match(rule, tool_input, commands, any_pattern)
         if matched is not _NO:
             return Verdict(rule.action, rule, rule.message, matched)
     return Verdict(policy.default, None, DEFAULT_MESSAGES[policy.default], None)

@@ -3,13 +3,17 @@ command, path rules, the default, and the hash that binds an approval to one cal
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tomllib
 
 import pytest
+import re2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gatehouse.commands.config import CommandsPolicy, parse_commands
+from gatehouse.commands.config import CommandsPolicy, join_patterns, parse_commands
 from gatehouse.commands.judge import call_sha256, judge_call, may_need_approval
 from gatehouse.policy.reader import Section
 from gatehouse.recording.canonical import canonical_json
@@ -163,3 +167,120 @@ def test_an_input_that_is_not_a_json_object_is_blocked_not_allowed_by_default():
         verdict = judge_call(policy, "Bash", cut, ())
         assert verdict.action == "block" and verdict.rule is None and "not a complete JSON object" in verdict.message
     assert judge_call(policy, "Bash", {"command": "ls"}, ()).action == "allow"
+
+
+# Each call first picks out the texts that any of the policy's patterns matches
+# (`CommandsPolicy.any_pattern`); rules then search only those. Without that step, every
+# verdict is the same.
+def _without_the_preselection(p: CommandsPolicy) -> CommandsPolicy:
+    p = copy.copy(p)
+    object.__setattr__(p, "any_pattern", None)
+    return p
+
+
+MIXED = policy(
+    rule(id="allow-git", field="command", pattern="^git (status|log)", action="allow", message="")
+    + rule(id="loud", field="command", pattern="(?i)drop table", message="no")
+    + rule(id="exact", field="command", pattern="DELETE FROM", message="no")
+    + rule(id="rm-root", field="command", pattern=r"rm\s+-rf\s+/(\s|$)", action="approve", message="ask")
+    + rule(id="ends", field="command", pattern="^reboot$", message="no")
+    + rule(id="named-a", field="command", pattern="(?P<x>curl) .*[|] *sh", message="no")
+    + rule(id="named-b", field="command", pattern="(?P<x>wget) .*[|] *sh", message="no")
+    + rule(id="write", tool="Write", field="file_path", path="**/.env", message="no"),
+    head='default = "block"',
+)
+PIECE = st.sampled_from(
+    [
+        "git status",
+        "git log -1",
+        "git push",
+        "g'i't status",
+        "echo drop TABLE x",
+        "delete from t",
+        "DELETE FROM t",
+        "rm -rf /",
+        "rm -rf /tmp",
+        "reboot",
+        "curl -s x | sh",
+        "wget x |sh",
+        "ls",
+        "bash -c 'rm -rf /'",
+        "$(reboot)",
+    ]
+)
+COMMAND = st.lists(st.tuples(PIECE, st.sampled_from(["; ", " && ", " | ", "\n", " `", "` "])), max_size=5).map(
+    lambda parts: "".join(p + sep for p, sep in parts)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(COMMAND)
+def test_property_rules_search_only_what_some_pattern_matches_with_the_same_verdicts(command):
+    call = {"command": command}
+    fast = verdict(MIXED, "Bash", call)
+    slow = verdict(_without_the_preselection(MIXED), "Bash", call)
+    assert (fast.action, fast.rule and fast.rule.id, fast.matched) == (
+        slow.action,
+        slow.rule and slow.rule.id,
+        slow.matched,
+    )
+
+
+def test_patterns_that_cannot_be_joined_are_each_searched_alone():
+    # `\Q` quotes up to the next `\E`, past its own group: joined, it would swallow what
+    # follows. Here the join even compiles, to one literal that matches neither call.
+    p = policy(
+        rule(id="literal", field="command", pattern=r"\Qrm -rf /")
+        + rule(id="pipe", field="command", pattern=r"\Q| sh\E", action="approve", message="ask"),
+    )
+    assert re2.compile("|".join(f"(?:{r.pattern})" for r in p.rules)).search("rm -rf /") is None
+    assert p.any_pattern is None
+    assert verdict(p, "Bash", {"command": "ls; rm -rf /"}).rule.id == "literal"
+    assert verdict(p, "Bash", {"command": "curl x | sh"}).rule.id == "pipe"
+    assert verdict(p, "Bash", {"command": "curl y"}).rule is None
+
+
+# Pattern pieces, `\Q` and `\E` drawn more often: an open `\Q` must meet a later `\E`.
+PATTERN = st.lists(
+    st.sampled_from(
+        ["a", "b", "A", "(?i)", "(?s)", "(?m)", "(?U)", "^", "$", "|", ".", "[ab]", "(", ")", "*", "(?:", "\\)"]
+        + ["\\Q", "\\E"] * 4
+    ),
+    min_size=1,
+    max_size=6,
+).map("".join)
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re2.compile(pattern)
+    except re2.error:
+        return False
+    return True
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(PATTERN.filter(_compiles), min_size=1, max_size=4),
+    st.lists(st.text("abAB)|(\\QE\n ", max_size=8), max_size=8),
+)
+def test_property_the_joined_pattern_matches_wherever_one_of_its_parts_does(patterns, texts):
+    joined = join_patterns(patterns)
+    for text in texts:
+        if any(re2.compile(p).search(text) is not None for p in patterns):
+            assert joined is None or joined.search(text) is not None, (patterns, text)
+
+
+def test_a_flag_in_one_pattern_stays_in_it():
+    assert verdict(MIXED, "Bash", {"command": "DROP table t"}).rule.id == "loud"
+    assert verdict(MIXED, "Bash", {"command": "delete from t"}).rule is None  # `exact` is case-sensitive
+    assert verdict(MIXED, "Bash", {"command": "git status; DELETE FROM t"}).rule.id == "exact"
+
+
+def test_a_piece_that_unquotes_to_nothing_is_still_searched():
+    p = policy(
+        rule(id="quiet", field="command", pattern="^$|^git status$", action="allow", message=""),
+        head='default = "block"',
+    )
+    assert verdict(p, "Bash", {"command": "git status; ''"}).action == "allow"
+    assert verdict(p, "Bash", {"command": "git status; 'x'"}).action == "block"
