@@ -42,11 +42,12 @@ from gatehouse.wire.pipeline import SsePipeline
 
 log = logging.getLogger(__name__)
 
-# Judging splits a command into pieces and runs every rule on each: microseconds for a normal
-# command, up to seconds for a hostile 100 KB one. Inputs larger than this are judged on a
-# worker thread in buffered responses (a stream's judge runs inside mitmproxy's stream modifier
-# and cannot be moved off the event loop).
-OFFLOAD_INPUT_CHARS = 16 * 1024
+# Judging splits a command into pieces and runs every rule on each: well under a millisecond
+# for a normal command, ~9 ms for a 16 KB heredoc, up to seconds for a hostile 100 KB one
+# (`benchmarks/command_rules.py`). Inputs larger than this are judged on a worker thread in
+# buffered responses (a stream's judge runs inside mitmproxy's stream modifier and cannot be
+# moved off the event loop).
+OFFLOAD_INPUT_CHARS = 4 * 1024
 
 
 def _person(p: dict[str, Any] | None) -> str:

@@ -20,8 +20,9 @@ from gatehouse.commands.judge import call_sha256
 from gatehouse.exchange import Identity
 from gatehouse.masking.config import parse_masking
 from gatehouse.masking.masker import Masker
+from gatehouse.mitm import commands as commands_addon
 from gatehouse.mitm.approvals import ApprovalsApi
-from gatehouse.mitm.commands import Commands
+from gatehouse.mitm.commands import OFFLOAD_INPUT_CHARS, Commands
 from gatehouse.mitm.flowutil import exchange_of
 from gatehouse.mitm.masking import Masking
 from gatehouse.recording.stores import LocalStore
@@ -282,3 +283,25 @@ def test_a_hold_without_decision_turns_into_a_retry_notice_by_default(tctx, tmp_
     assert block["type"] == "text" and pending.request.id in block["text"]
     assert "gatehouse approvals approve" in block["text"]
     assert [(d.stage, d.action) for d in exchange_of(flow).decisions][-1] == ("approvals", "retry")
+
+
+@pytest.mark.parametrize("chars", [200, OFFLOAD_INPUT_CHARS + 100])
+def test_a_long_call_in_a_buffered_body_is_judged_off_the_event_loop(tctx, state, monkeypatch, chars):
+    """A long heredoc takes milliseconds to judge: over `OFFLOAD_INPUT_CHARS` it is judged on a
+    worker thread, so that other flows keep being served; a short one on the loop. Either
+    way the verdict stands."""
+    judged_on: list[int] = []
+    real = commands_addon.judge_call
+
+    def judge(*args):
+        judged_on.append(threading.get_ident())
+        return real(*args)
+
+    monkeypatch.setattr(commands_addon, "judge_call", judge)
+    command = "cat > notes.md <<'EOF'\n" + "x" * chars + "\nEOF\nrm -rf /"
+    flow = api_flow(response=api_response(message(bash(command, 0))))
+    identify(flow, "sre")
+    fire(tctx, Commands(state), HttpRequestHook(flow), HttpResponseHeadersHook(flow), HttpResponseHook(flow))
+    assert json.loads(flow.response.content)["content"][0]["type"] == "text"  # blocked: no-rm
+    assert len(judged_on) == 1
+    assert (judged_on[0] == threading.get_ident()) == (chars < OFFLOAD_INPUT_CHARS)
