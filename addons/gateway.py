@@ -24,6 +24,7 @@ from gatehouse.mitm.masking import Masking
 from gatehouse.mitm.policyloader import PolicyLoader
 from gatehouse.mitm.protocols import ProtocolGuard
 from gatehouse.mitm.recorder import Recorder
+from gatehouse.mitm.runtime import Runtime
 from gatehouse.mitm.state import GatewayState
 
 state = GatewayState()
@@ -46,4 +47,5 @@ addons = [
     masking,
     Commands(state),  # after masking: tool calls are judged on what the client would get
     recorder,
+    Runtime(),  # last: its `running` comes after every other addon has started
 ]
