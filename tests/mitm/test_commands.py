@@ -32,6 +32,7 @@ from gatehouse.wire.sse import parse_sse
 from support.flows import ISSUER, api_flow, api_response, fire, gateway_state, identify
 from support.secrets import FINGERPRINT_KEY, rules_only
 from support.sse_events import encode, ending, ev, message_start, text_block, tool_block
+from support.threads import calls_in_threads
 
 RULES = (
     ISSUER
@@ -290,18 +291,10 @@ def test_a_long_call_in_a_buffered_body_is_judged_off_the_event_loop(tctx, state
     """A long heredoc takes milliseconds to judge: over `OFFLOAD_INPUT_CHARS` it is judged on a
     worker thread, so that other flows keep being served; a short one on the loop. Either
     way the verdict stands."""
-    judged_on: list[int] = []
-    real = commands_addon.judge_call
-
-    def judge(*args):
-        judged_on.append(threading.get_ident())
-        return real(*args)
-
-    monkeypatch.setattr(commands_addon, "judge_call", judge)
+    on_worker = calls_in_threads(monkeypatch, commands_addon, "judge_call")
     command = "cat > notes.md <<'EOF'\n" + "x" * chars + "\nEOF\nrm -rf /"
     flow = api_flow(response=api_response(message(bash(command, 0))))
     identify(flow, "sre")
     fire(tctx, Commands(state), HttpRequestHook(flow), HttpResponseHeadersHook(flow), HttpResponseHook(flow))
     assert json.loads(flow.response.content)["content"][0]["type"] == "text"  # blocked: no-rm
-    assert len(judged_on) == 1
-    assert (judged_on[0] == threading.get_ident()) == (chars < OFFLOAD_INPUT_CHARS)
+    assert on_worker == [chars > OFFLOAD_INPUT_CHARS]

@@ -10,7 +10,6 @@ import json
 import logging
 import pickle
 import random
-import threading
 import time
 from typing import Any
 
@@ -38,6 +37,7 @@ from gatehouse.wire.sse import encode_event, parse_sse
 from support.flows import api_flow, api_response, fire
 from support.secrets import FINGERPRINT_KEY, fake_secret, masking_section, rules_only
 from support.sse_events import encode, ending, message_start, text_block, tool_block
+from support.threads import calls_in_threads
 
 SECRET = fake_secret("aws-access-key-id", random.Random(42))
 PAT = fake_secret("github-pat", random.Random(43))
@@ -641,19 +641,11 @@ def test_json_escaped_secrets_in_text_responses_are_masked(tctx, addon, ctype):
 def test_a_compressed_response_is_masked_off_the_event_loop_whatever_its_size(tctx, addon, monkeypatch, encoding):
     """A few kilobytes of gzip can decode to megabytes: a compressed body is decoded and masked
     on a worker thread, however small it is as sent; a small plain one on the loop."""
-    threads: list[int] = []
-    real = masking_addon._inspect_response
-
-    def inspect(*args):
-        threads.append(threading.get_ident())
-        return real(*args)
-
-    monkeypatch.setattr(masking_addon, "_inspect_response", inspect)
+    on_worker = calls_in_threads(monkeypatch, masking_addon, "_inspect_response")
     doc = json.dumps({"type": "message", "content": [{"type": "text", "text": f"{SECRET} " + "x" * 300_000}]}).encode()
     sent = gzip.compress(doc) if encoding == "gzip" else doc[:200] + doc[-40:]
     f = api_flow(body=body_with_secret())
     f.response = api_response(sent, content_encoding=encoding)
     fire(tctx, addon, HttpResponseHook(f))
-    assert len(threads) == 1
-    assert (threads[0] == threading.get_ident()) == (encoding == "identity")
+    assert on_worker == [encoding == "gzip"]
     assert SECRET not in f.response.get_content().decode()

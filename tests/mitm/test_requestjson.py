@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from gatehouse.mitm.flowutil import OFFLOAD_BYTES, exchange_of
 from gatehouse.mitm.masking import Masking
 from support.flows import ISSUER, api_flow, fire, gateway_state, identify
 from support.secrets import FINGERPRINT_KEY, fake_secret
+from support.threads import calls_in_threads
 
 SECRET = fake_secret("aws-access-key-id", random.Random(7))
 GROUPS = ISSUER + '\n[groups.developers]\nmodels = ["claude-haiku-*"]\n'
@@ -99,19 +99,8 @@ def test_a_large_body_is_parsed_and_masked_off_the_event_loop(tmp_path: Path, tc
     """A body over `OFFLOAD_BYTES` is parsed (Access) and scanned (masking) on a worker thread,
     so that the event loop keeps serving other flows meanwhile; a small one on the loop itself.
     Either way the secret is masked."""
-    threads: dict[str, int] = {}
-    real_parse, real_inspect = requestjson.parse, masking_addon._inspect_request
-
-    def parse(raw):
-        threads["parse"] = threading.get_ident()
-        return real_parse(raw)
-
-    def inspect(*args):
-        threads["mask"] = threading.get_ident()
-        return real_inspect(*args)
-
-    monkeypatch.setattr(requestjson, "parse", parse)
-    monkeypatch.setattr(masking_addon, "_inspect_request", inspect)
+    parsed = calls_in_threads(monkeypatch, requestjson, "parse")
+    masked = calls_in_threads(monkeypatch, masking_addon, "_inspect_request")
     access = Access(gateway_state(tmp_path, GROUPS))
     masking = Masking(Masker(parse_masking(None), FINGERPRINT_KEY))
     text = f"deploy with {SECRET} " + "x" * size
@@ -122,6 +111,4 @@ def test_a_large_body_is_parsed_and_masked_off_the_event_loop(tmp_path: Path, tc
     fire(tctx, masking, HttpRequestHeadersHook(f), HttpRequestHook(f))
 
     assert f.response is None and SECRET not in f.request.content.decode()
-    on_loop = {k for k, ident in threads.items() if ident == threading.get_ident()}
-    assert set(threads) == {"parse", "mask"}
-    assert on_loop == (set() if size > OFFLOAD_BYTES else {"parse", "mask"})
+    assert parsed == masked == [size > OFFLOAD_BYTES]
