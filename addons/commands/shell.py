@@ -247,7 +247,9 @@ def _split(text: str, acc: _Acc, depth: int, *, lines: bool = False) -> None:
     cur_len = 0
     n = len(text)
     i = 0
-    spans_lines = False  # some quote, substitution or continuation went on past a line end
+    # Some quote, substitution or continuation went on past a line end: `add` notes what it
+    # takes in, the two branches that take text without adding it note it themselves.
+    spans_lines = False
 
     def emit() -> None:
         nonlocal cur_len
@@ -257,9 +259,10 @@ def _split(text: str, acc: _Acc, depth: int, *, lines: bool = False) -> None:
             cur_len = 0
 
     def add(s: str) -> None:
-        nonlocal cur_len
+        nonlocal cur_len, spans_lines
         cur.append(s)
         cur_len += len(s)
+        spans_lines = spans_lines or _has_line_end(s)
 
     while i < n:
         c = text[i]
@@ -268,37 +271,31 @@ def _split(text: str, acc: _Acc, depth: int, *, lines: bool = False) -> None:
                 spans_lines = True
                 i += 2
                 continue
-            add(seg := text[i : i + 2])
-            spans_lines = spans_lines or "\r" in seg
+            add(text[i : i + 2])
             i += 2
         elif c == "'":
             j = text.find("'", i + 1)
             j = n if j < 0 else j + 1
-            add(seg := text[i:j])
-            spans_lines = spans_lines or _has_line_end(seg)
+            add(text[i:j])
             i = j
         elif c == "$" and text.startswith("$'", i):
             j = _ansi_end(text, i + 2)
-            add(seg := text[i:j])
-            spans_lines = spans_lines or _has_line_end(seg)
+            add(text[i:j])
             i = j
         elif c == '"':
             j = _double_end(text, i + 1, acc, depth)
-            add(seg := text[i:j])
-            spans_lines = spans_lines or _has_line_end(seg)
+            add(text[i:j])
             i = j
         elif c == "`":
             j = _backtick_end(text, i + 1)
             _split(_unescape_backticks(text[i + 1 : j]), acc, depth + 1)
-            add(seg := text[i : j + 1])
-            spans_lines = spans_lines or _has_line_end(seg)
+            add(text[i : j + 1])
             i = j + 1
         elif c in "$<>" and text.startswith("(", i + 1):
             # $(...) command substitution, <(...) and >(...) process substitution.
             j = find_close(text, i + 2)
             _split(text[i + 2 : j], acc, depth + 1)
-            add(seg := text[i : j + 1])
-            spans_lines = spans_lines or _has_line_end(seg)
+            add(text[i : j + 1])
             i = j + 1
         elif c == "(" and _at_command_start(cur, cur_len):
             j = find_close(text, i + 1)
