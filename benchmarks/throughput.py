@@ -262,7 +262,16 @@ def main() -> None:
                             after = read_stalls(outs[p.name])
                             key = ("bare" if p is base else "gateway", stream, c)
                             acc = results.setdefault(
-                                key, {"n": 0, "wall": 0.0, "cpu": 0.0, "stalls": 0, "max": 0.0, "where": Counter()}
+                                key,
+                                {
+                                    "n": 0,
+                                    "wall": 0.0,
+                                    "cpu": 0.0,
+                                    "stalls": 0,
+                                    "max": 0.0,
+                                    "where": Counter(),
+                                    "gc_long": 0,
+                                },
                             )
                             acc["n"] += total
                             acc["wall"] += wall
@@ -272,7 +281,7 @@ def main() -> None:
                                 acc["max"], after["max_ms"] if after["stalls"] > before_stalls["stalls"] else 0
                             )
                             acc["where"] += Counter(after["where"]) - Counter(before_stalls["where"])
-                            acc["gc_long"] = acc.get("gc_long", 0) + after["gc_long"] - before_stalls["gc_long"]
+                            acc["gc_long"] += after["gc_long"] - before_stalls["gc_long"]
                             acc["gc_max"] = after["gc_max_ms"]
         finally:
             bench.close()
