@@ -12,11 +12,13 @@ built before the clock starts (building and masking are not measured here).
             durable write"
   spool     `Journal.append` (seal, sign, write the frames, wait for the group commit)
   uploader  `Uploader.upload_pending` into a `LocalStore` after the appends (batches made
-            durable together), per exchange
+            durable together: one ``syncfs`` before the names and one after), per exchange;
+            against the same upload with an fsync per file and per directory (the store's way on
+            a system without ``syncfs``), on a spool and store of their own
 
 At 1, 8 and 32 concurrent appenders it prints the median and p99 latency of baseline and spool,
-their ratio, exchanges per second, fdatasync/fsync calls per exchange of each phase and the
-spool's process CPU per exchange (sealing and signing are serial: a chain); then
+their ratio, exchanges per second, fdatasync/fsync/syncfs calls per exchange of each phase and
+the process CPU per exchange of the spool and the uploader (sealing and signing are serial: a chain); then
 `gatehouse verify`'s verdict on the store. Set BENCH_DIR to measure on another file system.
 
 Timings on a shared machine are noisy: compare ratios from one run, not numbers across runs.
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from payloads import claude_code_request
 from percentiles import percentile
 
+from gatehouse.common import durable
 from gatehouse.recording.records import BuiltRecord, ExchangeInput, RequestInput, ResponseInput, build_record
 from gatehouse.recording.registry import Recording
 from gatehouse.recording.signing import SigningKey
@@ -62,15 +65,16 @@ RESPONSE = json.dumps(
 
 
 class SyncCounter:
-    """Counts os.fsync / os.fdatasync calls (every thread) while installed."""
+    """Counts os.fsync / os.fdatasync calls and the local store's syncfs (`FileSystemSync`), in
+    every thread, while installed."""
 
     def __init__(self) -> None:
-        self.counts = {"fdatasync": 0, "fsync": 0}
+        self.counts = {"fdatasync": 0, "fsync": 0, "syncfs": 0}
         self._lock = threading.Lock()
-        self._real = (os.fsync, os.fdatasync)
+        self._real = (os.fsync, os.fdatasync, durable._SYNCFS)
 
     def __enter__(self) -> SyncCounter:
-        real_fsync, real_fdatasync = self._real
+        real_fsync, real_fdatasync, real_syncfs = self._real
 
         def fsync(fd: int) -> None:
             with self._lock:
@@ -82,11 +86,19 @@ class SyncCounter:
                 self.counts["fdatasync"] += 1
             real_fdatasync(fd)
 
+        def syncfs(fd: int) -> int:
+            with self._lock:
+                self.counts["syncfs"] += 1
+            assert real_syncfs is not None
+            return real_syncfs(fd)
+
         os.fsync, os.fdatasync = fsync, fdatasync
+        if real_syncfs is not None:
+            durable._SYNCFS = syncfs
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.fsync, os.fdatasync = self._real
+        os.fsync, os.fdatasync, durable._SYNCFS = self._real
 
     def per(self, n: int) -> str:
         return ", ".join(f"{k} {v / n:.2f}" for k, v in self.counts.items())
@@ -137,6 +149,38 @@ def timed(threads: int, jobs: list, fn) -> tuple[list[float], float]:  # type: i
     return sorted(lat), time.perf_counter() - t0
 
 
+def upload_fsync_per_file(records: list[BuiltRecord], key: SigningKey) -> tuple[float, float, SyncCounter]:
+    """The uploader's wall and CPU seconds for `records` (spooled first, untimed) into a local
+    store that fsyncs each file and directory, as it does without syncfs."""
+    real_syncfs = durable._SYNCFS
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        d = Path(tmp)
+        rec = Recording.open(
+            d / "spool",
+            store=LocalStore(d / "store"),
+            key=key,
+            retention_days=None,
+            gateway_version="bench",
+            policy_sha256=None,
+        )
+        try:
+            rec.spool.open()
+            rec.append(records[0])
+            rec.uploader.upload_pending()
+            for r in records[1:]:
+                rec.journal.append(r)
+            durable._SYNCFS = None
+            with SyncCounter() as syncs:
+                t = time.perf_counter()
+                cpu = time.process_time()
+                rec.uploader.upload_pending()
+                return time.perf_counter() - t, time.process_time() - cpu, syncs
+        finally:
+            durable._SYNCFS = real_syncfs
+            assert rec.shutdown()
+            Recording.forget(d / "spool")
+
+
 def run(n: int, threads: int, key: SigningKey) -> None:
     records = built_records(n + 1)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
@@ -157,7 +201,9 @@ def run(n: int, threads: int, key: SigningKey) -> None:
             written = sum(p.stat().st_size for p in (d / "spool/segments").iterdir()) - before
             with SyncCounter() as upload_syncs:
                 t = time.perf_counter()
+                cpu = time.process_time()
                 rec.uploader.upload_pending()
+                upload_cpu = time.process_time() - cpu
                 upload_s = time.perf_counter() - t
             assert rec.shutdown()
         finally:
@@ -194,8 +240,18 @@ def run(n: int, threads: int, key: SigningKey) -> None:
         f"p99 {percentile(spool_lat, 0.99) / percentile(base_lat, 0.99):.2f}x, throughput {(n / spool_wall) / (n / base_wall):.2f}x"
     )
     print(
-        f"  uploader  {upload_s / n * ms:7.2f} ms per exchange into the local store ({upload_syncs.per(n)} per exchange)"
+        f"  uploader  {upload_s / n * ms:7.2f} ms per exchange into the local store ({upload_syncs.per(n)} per exchange; "
+        f"process CPU {upload_cpu / n * ms:.2f} ms per exchange)"
     )
+    if durable._SYNCFS is not None:
+        per_file_s, per_file_cpu, per_file_syncs = upload_fsync_per_file(records, key)
+        print(
+            f"  uploader, fsync per file {per_file_s / n * ms:7.2f} ms per exchange ({per_file_syncs.per(n)} per "
+            f"exchange; process CPU {per_file_cpu / n * ms:.2f} ms per exchange)"
+        )
+        print(
+            f"  ratio uploader/fsync per file: wall {upload_s / per_file_s:.2f}x, CPU {upload_cpu / per_file_cpu:.2f}x"
+        )
     print(f"  verify: {'ok' if result.ok else 'FAILED'} ({result.records} records, {result.blobs} blobs)")
 
 

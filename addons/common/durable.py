@@ -3,12 +3,21 @@
 A file's data is fsynced before it gets its name, and the directory that holds the name is
 fsynced after: a crash never leaves a named file without its data, nor loses a name the
 caller was told exists. Used by the recording spool and local store, the state files and the dev issuer's JWKS.
+
+A batch of many small files (the local store's uploads) can instead be made durable with one
+``syncfs`` per file system (`FileSystemSync`): an fsync per file and per directory costs a
+journal commit each on ext4, and those compete with the spool's appends for the disk.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import platform
+import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -45,9 +54,10 @@ def _synced_temp(path: Path, data: bytes, mode: int) -> Path:
     return tmp
 
 
-def makedirs_durable(path: Path) -> None:
-    """mkdir -p, fsyncing each parent whose entries changed (a new directory is not durable
-    until its parent's directory entry is)."""
+def makedirs_durable(path: Path, *, fsync_parents: bool = True) -> None:
+    """mkdir -p, owner-only, fsyncing each parent whose entries changed (a new directory is not
+    durable until its parent's directory entry is). `fsync_parents=False`: the caller makes the
+    whole file system durable afterwards (`FileSystemSync`)."""
     missing = []
     p = path
     while not p.exists():
@@ -58,7 +68,8 @@ def makedirs_durable(path: Path) -> None:
             d.mkdir(mode=0o700)  # conversation content: owner only
         except FileExistsError:
             continue
-        fsync_dir(d.parent)
+        if fsync_parents:
+            fsync_dir(d.parent)
 
 
 def write_exclusive(path: Path, data: bytes, *, mode: int) -> bool:
@@ -113,3 +124,79 @@ def replace_durable(path: Path, data: bytes, *, mode: int) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)`` where it reports write-back errors to its caller (Linux 5.8 and
+    later; before, it could return 0 after a failed write-back), else None."""
+    if sys.platform != "linux":
+        return None
+    try:
+        major, minor = (int(n) for n in platform.release().split(".")[:2])
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (ValueError, OSError, AttributeError):
+        return None
+    if (major, minor) < (5, 8):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNCFS = _load_syncfs()
+
+
+class FileSystemSync:
+    """Makes everything written on the file systems holding some directories durable, with one
+    ``syncfs`` each: file data, new names, new directories, other processes' writes too.
+
+    Open it before the writes it is to cover: ``syncfs`` reports a write-back error that
+    happened since its descriptor was opened. `FileSystemSync.open` returns None where the
+    system has no such call (the caller fsyncs each file and directory instead)."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self._fds = fds
+
+    @staticmethod
+    def available() -> bool:
+        return _SYNCFS is not None
+
+    @classmethod
+    def open(cls, dirs: Iterable[Path]) -> FileSystemSync | None:
+        """One descriptor per file system among `dirs` (which must exist); None without syncfs."""
+        if _SYNCFS is None:
+            return None
+        fds: dict[int, int] = {}
+        try:
+            for d in dirs:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+                dev = os.fstat(fd).st_dev
+                if dev in fds:
+                    os.close(fd)
+                else:
+                    fds[dev] = fd
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        return cls(list(fds.values()))
+
+    def sync(self) -> None:
+        """Wait until everything written on these file systems is on disk; OSError if any
+        write-back failed since `open`."""
+        assert _SYNCFS is not None
+        for fd in self._fds:
+            if _SYNCFS(fd) != 0:
+                err = ctypes.get_errno() or errno.EIO
+                raise OSError(err, os.strerror(err))
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+    def __enter__(self) -> FileSystemSync:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

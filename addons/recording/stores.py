@@ -1,10 +1,11 @@
 """Where records end up: a local directory or an S3 bucket (with Object Lock).
 
 Both stores are write-once: `put` creates an object and never replaces one (it returns
-False when the key already exists). The local store creates each file exclusively, fsyncs it
-and its directory, and makes it read-only: tamper-evident (verify notices any change). S3
-with Object Lock is tamper-proof within the retention period: `PutObject` carries the lock
-mode and retain-until date, ``If-None-Match: *`` (no overwrite) and a SHA-256 checksum.
+False when the key already exists). The local store creates each file exclusively (its data
+durable before its name, the name durable before `put` returns) and makes it read-only:
+tamper-evident (verify notices any change). S3 with Object Lock is tamper-proof within the
+retention period: `PutObject` carries the lock mode and retain-until date, ``If-None-Match: *``
+(no overwrite) and a SHA-256 checksum.
 
 All methods block (disk or network): callers run them off the event loop.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from gatehouse.common.durable import fsync_dir, makedirs_durable, write_exclusive
+from gatehouse.common.durable import FileSystemSync, fsync_dir, makedirs_durable, write_exclusive
 
 # How many files `LocalStore.put_batch` has open at once.
 PUT_BATCH_FILES = 64
@@ -142,9 +143,12 @@ class LocalStore:
 
     def put_batch(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
         """`put` for many objects, durable together (the uploader's batches): each is written
-        to a temporary file, all are fsynced, then linked to their names in order (exclusive:
-        False where the name exists, also for a key repeated in `items`), and each directory
-        that gained a name is fsynced once. A name never appears without its data."""
+        to a temporary file, then linked to its name in order (exclusive: False where the name
+        exists, also for a key repeated in `items`). Every file's data is durable before any
+        name, and every name before the call returns: with one ``syncfs`` per file system
+        before the links and one after (`FileSystemSync`), or, on a system without it, an
+        fsync of each file before and of each directory after. A name never appears without
+        its data."""
         if len(items) > PUT_BATCH_FILES:  # bounded: each file of a chunk holds a descriptor
             return [
                 made
@@ -152,10 +156,15 @@ class LocalStore:
                 for made in self.put_batch(items[i : i + PUT_BATCH_FILES])
             ]
         paths = [self.path(key) for key, _ in items]
+        # Every directory of the batch, not only those that gain a name now: a name linked by
+        # an earlier attempt that failed before its sync reports "exists" on the retry.
+        parents = list(dict.fromkeys(p.parent for p in paths))
         temps: list[tuple[int, str]] = []
+        fs: FileSystemSync | None = None
         try:
-            for parent in dict.fromkeys(p.parent for p in paths):
-                makedirs_durable(parent)
+            for parent in parents:
+                makedirs_durable(parent, fsync_parents=not FileSystemSync.available())
+            fs = FileSystemSync.open(parents)  # before the writes: its sync reports their errors
             for path, (_key, data) in zip(paths, items, strict=True):
                 fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
                 temps.append((fd, name))
@@ -163,8 +172,11 @@ class LocalStore:
                 while view:
                     view = view[os.write(fd, view) :]
                 os.fchmod(fd, 0o400)
-            for fd, _name in temps:
-                os.fsync(fd)
+            if fs is not None:
+                fs.sync()
+            else:
+                for fd, _name in temps:
+                    os.fsync(fd)
             created = []
             for path, (_fd, name) in zip(paths, temps, strict=True):
                 try:
@@ -176,10 +188,11 @@ class LocalStore:
             for fd, name in done:
                 os.close(fd)
                 os.unlink(name)
-            # Every directory of the batch, not only those that gained a name now: a name linked
-            # by an earlier attempt that failed before its fsync reports "exists" on the retry.
-            for parent in dict.fromkeys(p.parent for p in paths):
-                fsync_dir(parent)
+            if fs is not None:
+                fs.sync()
+            else:
+                for parent in parents:
+                    fsync_dir(parent)
             return created
         except OSError as e:
             raise StoreError(f"{self.url}: cannot write {len(items)} object(s): {e.strerror or e}") from None
@@ -187,6 +200,8 @@ class LocalStore:
             for fd, name in temps:  # a failure before the links: nothing named, nothing left
                 os.close(fd)
                 Path(name).unlink(missing_ok=True)
+            if fs is not None:
+                fs.close()
 
     def get(self, key: str) -> bytes:
         try:

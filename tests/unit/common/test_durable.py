@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
@@ -10,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.common.durable import create_exclusive, makedirs_durable, replace_durable, write_exclusive
+from gatehouse.common import durable
+from gatehouse.common.durable import (
+    FileSystemSync,
+    create_exclusive,
+    makedirs_durable,
+    replace_durable,
+    write_exclusive,
+)
 
 
 def mode(path: Path) -> int:
@@ -90,3 +98,42 @@ def test_a_failed_replace_leaves_the_old_file_and_no_temporary_file(
     with pytest.raises(OSError, match="No space"):
         replace_durable(path, b"new", mode=0o600)
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["head.json"]
+
+
+@pytest.mark.skipif(not FileSystemSync.available(), reason="no syncfs(2) here")
+def test_file_system_sync_syncs_each_file_system_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = durable._SYNCFS
+    assert real is not None
+    synced: list[int] = []
+
+    def syncfs(fd: int) -> int:
+        synced.append(os.fstat(fd).st_dev)
+        return real(fd)
+
+    monkeypatch.setattr(durable, "_SYNCFS", syncfs)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with FileSystemSync.open([tmp_path / "a", tmp_path / "b", tmp_path]) as fs:
+        assert fs is not None
+        (tmp_path / "a" / "x").write_bytes(b"x")
+        fs.sync()
+    assert synced == [tmp_path.stat().st_dev]  # three folders, one file system: one call
+
+
+def test_file_system_sync_reports_a_failed_write_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def syncfs(fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(durable, "_SYNCFS", syncfs)
+    fs = FileSystemSync.open([tmp_path])
+    assert fs is not None
+    with fs, pytest.raises(OSError) as e:
+        fs.sync()
+    assert e.value.errno == errno.EIO
+
+
+def test_without_syncfs_there_is_no_file_system_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(durable, "_SYNCFS", None)
+    assert not FileSystemSync.available()
+    assert FileSystemSync.open([tmp_path]) is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import ctypes
+import errno
 import hashlib
 import os
 import secrets
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from gatehouse.common import durable
+from gatehouse.common.durable import FileSystemSync
 from gatehouse.recording.layout import record_key
 from gatehouse.recording.stores import LocalStore, NotFound, S3Store, StillRetained, StoreError, open_store
 from support.s3_server import S3Server
@@ -143,6 +147,77 @@ def test_local_store_not_writable_fails_the_check(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="not writable"):
         LocalStore(tmp_path / "file" / "rec").check()
+
+
+class Syncs:
+    """Counts the file system syncs a batch makes: fsync calls, and syncfs calls made through
+    `FileSystemSync` (the real one underneath, or None: the system has none)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, syncfs: bool) -> None:
+        self.fsync = 0
+        self.syncfs = 0
+        real_fsync, real_syncfs = os.fsync, durable._SYNCFS
+
+        def fsync(fd: int) -> None:
+            self.fsync += 1
+            real_fsync(fd)
+
+        def counted_syncfs(fd: int) -> int:
+            self.syncfs += 1
+            assert real_syncfs is not None
+            return real_syncfs(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(durable, "_SYNCFS", counted_syncfs if syncfs else None)
+
+
+BATCH = [(f"blobs/sha256/{i:02x}/{i:064x}.json", b"blob %d" % i) for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    "syncfs",
+    [
+        pytest.param(True, marks=pytest.mark.skipif(not FileSystemSync.available(), reason="no syncfs(2) here")),
+        False,
+    ],
+    ids=["syncfs", "fsync"],
+)
+def test_local_put_batch_is_exclusive_read_only_and_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    store = LocalStore(tmp_path / "rec")
+    store.check()
+    syncs = Syncs(monkeypatch, syncfs=syncfs)
+    made = store.put_batch([*BATCH, BATCH[3], ("records/c/000000000000.json", b"{}")])
+    assert made == [True] * 20 + [False, True]  # a key repeated in the batch is not written twice
+    assert store.put_batch([BATCH[0]]) == [False]
+    assert [store.get(k) for k, _ in BATCH] == [d for _, d in BATCH]
+    assert all(stat.S_IMODE(store.path(k).stat().st_mode) == 0o400 for k, _ in BATCH)
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "rec").rglob("*"))
+    if syncfs:  # one before the names are linked, one after: per batch, not per file
+        assert (syncs.syncfs, syncs.fsync) == (4, 0)
+    else:  # each file (21), then each directory that holds a name (21), then the second batch
+        assert syncs.syncfs == 0 and syncs.fsync >= 21 + 21 + 2
+
+
+@pytest.mark.skipif(not FileSystemSync.available(), reason="no syncfs(2) here")
+def test_local_put_batch_names_nothing_when_its_data_cannot_be_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "rec")
+    store.check()
+
+    def failing_syncfs(fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(durable, "_SYNCFS", failing_syncfs)
+    with pytest.raises(StoreError, match="cannot write 20 object"):
+        store.put_batch(BATCH)
+    assert list(store.list()) == []  # the write-back failed: not one name without its data
+    assert not any(p.is_file() for p in (tmp_path / "rec").rglob("*"))
+    monkeypatch.setattr(durable, "_SYNCFS", durable._load_syncfs())
+    assert store.put_batch(BATCH) == [True] * 20  # the uploader's retry writes them all
 
 
 def test_open_store_urls(tmp_path: Path) -> None:
