@@ -66,7 +66,8 @@ RESPONSE = json.dumps(
 
 class SyncCounter:
     """Counts os.fsync / os.fdatasync calls and the local store's syncfs (`FileSystemSync`), in
-    every thread, while installed."""
+    every thread, while installed. It swaps module globals: safe here because no uploader
+    thread runs (uploads are driven by `upload_pending` in this thread)."""
 
     def __init__(self) -> None:
         self.counts = {"fdatasync": 0, "fsync": 0, "syncfs": 0}

@@ -146,16 +146,42 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _load_syncfs()
 
 
+# File systems whose ``syncfs`` puts data and metadata on stable storage. On others (most FUSE
+# mounts, vfat, network and overlay file systems) it may return 0 without doing what fsync
+# does, or without reporting a lower layer's error: they keep the per-file fsyncs.
+SYNCFS_FILE_SYSTEMS = frozenset({"ext4", "xfs", "btrfs", "tmpfs"})
+_FS_TYPES: dict[int, str | None] = {}
+
+
+def _fs_type(dev: int) -> str | None:
+    """The type of the mounted file system with device number `dev` (/proc/self/mountinfo),
+    or None when no mount has it (a btrfs subvolume's own number, for one)."""
+    if dev not in _FS_TYPES:
+        want = f"{os.major(dev)}:{os.minor(dev)}"
+        found = None
+        try:
+            for line in Path("/proc/self/mountinfo").read_text().splitlines():
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == want and " - " in line:
+                    found = line.split(" - ", 1)[1].split()[0]
+                    break
+        except OSError:
+            pass
+        _FS_TYPES[dev] = found
+    return _FS_TYPES[dev]
+
+
 class FileSystemSync:
     """Makes everything written on the file systems holding some directories durable, with one
     ``syncfs`` each: file data, new names, new directories, other processes' writes too.
 
     Open it before the writes it is to cover: ``syncfs`` reports a write-back error that
     happened since its descriptor was opened. `FileSystemSync.open` returns None where the
-    system has no such call (the caller fsyncs each file and directory instead)."""
+    system has no such call, or a file system is not one whose ``syncfs`` is known to be as
+    good as fsync (`SYNCFS_FILE_SYSTEMS`): the caller fsyncs each file and directory instead."""
 
-    def __init__(self, fds: list[int]) -> None:
-        self._fds = fds
+    def __init__(self, fds: dict[int, int]) -> None:
+        self._fds = fds  # device number -> a descriptor of a directory on it
 
     @staticmethod
     def available() -> bool:
@@ -163,37 +189,51 @@ class FileSystemSync:
 
     @classmethod
     def open(cls, dirs: Iterable[Path]) -> FileSystemSync | None:
-        """One descriptor per file system among `dirs` (which must exist); None without syncfs."""
+        """One descriptor per file system among `dirs` (which must exist); None without syncfs
+        or on a file system outside `SYNCFS_FILE_SYSTEMS`."""
         if _SYNCFS is None:
             return None
-        fds: dict[int, int] = {}
+        fs = cls({})
         try:
             for d in dirs:
                 fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-                dev = os.fstat(fd).st_dev
-                if dev in fds:
+                try:
+                    dev = os.fstat(fd).st_dev
+                except BaseException:
                     os.close(fd)
-                else:
-                    fds[dev] = fd
+                    raise
+                if dev in fs._fds:
+                    os.close(fd)
+                    continue
+                fs._fds[dev] = fd
+                if _fs_type(dev) not in SYNCFS_FILE_SYSTEMS:
+                    fs.close()
+                    return None
         except BaseException:
-            for fd in fds.values():
-                os.close(fd)
+            fs.close()
             raise
-        return cls(list(fds.values()))
+        return fs
+
+    def covers(self, dirs: Iterable[Path]) -> bool:
+        """Whether every one of `dirs` is on a file system this syncs."""
+        return all(os.stat(d).st_dev in self._fds for d in dirs)
 
     def sync(self) -> None:
         """Wait until everything written on these file systems is on disk; OSError if any
         write-back failed since `open`."""
         assert _SYNCFS is not None
-        for fd in self._fds:
+        for fd in self._fds.values():
             if _SYNCFS(fd) != 0:
                 err = ctypes.get_errno() or errno.EIO
                 raise OSError(err, os.strerror(err))
 
     def close(self) -> None:
-        for fd in self._fds:
-            os.close(fd)
-        self._fds = []
+        fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # closing a directory descriptor loses nothing
 
     def __enter__(self) -> FileSystemSync:
         return self

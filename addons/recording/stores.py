@@ -162,9 +162,21 @@ class LocalStore:
         temps: list[tuple[int, str]] = []
         fs: FileSystemSync | None = None
         try:
+            makedirs_durable(self.root)
+            # Opened before anything is written, new folders included: its sync reports their
+            # write-back errors. A folder on another file system (a mount inside the store)
+            # takes the fsyncs.
+            fs = FileSystemSync.open([self.root])
             for parent in parents:
-                makedirs_durable(parent, fsync_parents=not FileSystemSync.available())
-            fs = FileSystemSync.open(parents)  # before the writes: its sync reports their errors
+                makedirs_durable(parent, fsync_parents=fs is None)
+            if fs is not None and not fs.covers(parents):
+                fs.close()
+                fs = None
+                for parent in parents:  # the folders just made: their names made durable
+                    p = parent
+                    while p != self.root and p.parent != p:
+                        fsync_dir(p.parent)
+                        p = p.parent
             for path, (_key, data) in zip(paths, items, strict=True):
                 fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
                 temps.append((fd, name))
@@ -197,11 +209,13 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"{self.url}: cannot write {len(items)} object(s): {e.strerror or e}") from None
         finally:
-            for fd, name in temps:  # a failure before the links: nothing named, nothing left
-                os.close(fd)
-                Path(name).unlink(missing_ok=True)
-            if fs is not None:
-                fs.close()
+            try:
+                for fd, name in temps:  # a failure before the links: nothing named, nothing left
+                    os.close(fd)
+                    Path(name).unlink(missing_ok=True)
+            finally:
+                if fs is not None:
+                    fs.close()
 
     def get(self, key: str) -> bytes:
         try:

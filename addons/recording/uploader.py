@@ -34,9 +34,10 @@ log = logging.getLogger("gatehouse.recording")
 BLOB_RETENTION_SLACK = timedelta(days=1)
 
 # Woken by an append while idle, the uploader waits this long for the appends that follow to
-# join its batch: every object of a batch is written on its own, but its directories and the
-# spool's cursor once (`LocalStore.put_batch`), and those writes compete with the appends'
-# fdatasync for the disk. A record is durable in the spool meanwhile.
+# join its batch: a local store makes a batch durable together (`LocalStore.put_batch`: two
+# syncfs, or each file then each directory once), the spool's cursor is saved once, and those
+# writes compete with the appends' fdatasync for the disk. A record is durable in the spool
+# meanwhile.
 UPLOAD_LINGER = 0.1
 
 

@@ -196,8 +196,9 @@ def test_local_put_batch_is_exclusive_read_only_and_synced(
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "rec").rglob("*"))
     if syncfs:  # one before the names are linked, one after: per batch, not per file
         assert (syncs.syncfs, syncs.fsync) == (4, 0)
-    else:  # each file (21), then each directory that holds a name (21), then the second batch
-        assert syncs.syncfs == 0 and syncs.fsync >= 21 + 21 + 2
+    else:  # each new folder's parent, each file written (22), each folder of a name (21), batch two
+        folders = sum(1 for p in (tmp_path / "rec").rglob("*") if p.is_dir())
+        assert syncs.syncfs == 0 and syncs.fsync == folders + 22 + 21 + 2
 
 
 @pytest.mark.skipif(not FileSystemSync.available(), reason="no syncfs(2) here")
@@ -218,6 +219,43 @@ def test_local_put_batch_names_nothing_when_its_data_cannot_be_made_durable(
     assert not any(p.is_file() for p in (tmp_path / "rec").rglob("*"))
     monkeypatch.setattr(durable, "_SYNCFS", durable._load_syncfs())
     assert store.put_batch(BATCH) == [True] * 20  # the uploader's retry writes them all
+
+
+@pytest.mark.skipif(not FileSystemSync.available(), reason="no syncfs(2) here")
+def test_local_put_batch_fails_when_its_names_cannot_be_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "rec")
+    store.check()
+    real = durable._SYNCFS
+    assert real is not None
+    calls = 0
+
+    def second_fails(fd: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            ctypes.set_errno(errno.EIO)
+            return -1
+        return real(fd)
+
+    monkeypatch.setattr(durable, "_SYNCFS", second_fails)
+    with pytest.raises(StoreError):
+        store.put_batch(BATCH)
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "rec").rglob("*"))
+    # The retry finds the names with their (synced) data and makes them durable.
+    assert store.put_batch(BATCH) == [False] * 20
+    assert [store.get(k) for k, _ in BATCH] == [d for _, d in BATCH]
+
+
+def test_file_system_sync_is_not_used_on_a_file_system_it_cannot_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(durable, "_fs_type", lambda dev: "fuse.sshfs")
+    syncs = Syncs(monkeypatch, syncfs=FileSystemSync.available())
+    store = LocalStore(tmp_path / "rec")
+    assert store.put_batch(BATCH[:2]) == [True, True]
+    assert syncs.syncfs == 0 and syncs.fsync >= 2
 
 
 def test_open_store_urls(tmp_path: Path) -> None:
