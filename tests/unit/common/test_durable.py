@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
@@ -19,6 +18,7 @@ from gatehouse.common.durable import (
     replace_durable,
     write_exclusive,
 )
+from support.syncfs import failing_syncfs
 
 
 def mode(path: Path) -> int:
@@ -121,11 +121,7 @@ def test_file_system_sync_syncs_each_file_system_once(tmp_path: Path, monkeypatc
 
 
 def test_file_system_sync_reports_a_failed_write_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def syncfs(fd: int) -> int:
-        ctypes.set_errno(errno.EIO)
-        return -1
-
-    monkeypatch.setattr(durable, "_SYNCFS", syncfs)
+    monkeypatch.setattr(durable, "_SYNCFS", failing_syncfs())
     fs = FileSystemSync.open([tmp_path])
     assert fs is not None
     with fs, pytest.raises(OSError) as e:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import ctypes
-import errno
 import hashlib
 import os
 import secrets
@@ -20,6 +18,7 @@ from gatehouse.common.durable import FileSystemSync
 from gatehouse.recording.layout import record_key
 from gatehouse.recording.stores import LocalStore, NotFound, S3Store, StillRetained, StoreError, open_store
 from support.s3_server import S3Server
+from support.syncfs import failing_syncfs
 
 
 @pytest.fixture
@@ -207,17 +206,12 @@ def test_local_put_batch_names_nothing_when_its_data_cannot_be_made_durable(
 ) -> None:
     store = LocalStore(tmp_path / "rec")
     store.check()
-
-    def failing_syncfs(fd: int) -> int:
-        ctypes.set_errno(errno.EIO)
-        return -1
-
-    monkeypatch.setattr(durable, "_SYNCFS", failing_syncfs)
+    monkeypatch.setattr(durable, "_SYNCFS", failing_syncfs())
     with pytest.raises(StoreError, match="cannot write 20 object"):
         store.put_batch(BATCH)
     assert list(store.list()) == []  # the write-back failed: not one name without its data
     assert not any(p.is_file() for p in (tmp_path / "rec").rglob("*"))
-    monkeypatch.setattr(durable, "_SYNCFS", durable._load_syncfs())
+    monkeypatch.undo()
     assert store.put_batch(BATCH) == [True] * 20  # the uploader's retry writes them all
 
 
@@ -228,21 +222,11 @@ def test_local_put_batch_fails_when_its_names_cannot_be_made_durable(
     store = LocalStore(tmp_path / "rec")
     store.check()
     real = durable._SYNCFS
-    assert real is not None
-    calls = 0
-
-    def second_fails(fd: int) -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            ctypes.set_errno(errno.EIO)
-            return -1
-        return real(fd)
-
-    monkeypatch.setattr(durable, "_SYNCFS", second_fails)
+    monkeypatch.setattr(durable, "_SYNCFS", failing_syncfs(on_calls={2}))
     with pytest.raises(StoreError):
         store.put_batch(BATCH)
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "rec").rglob("*"))
+    monkeypatch.setattr(durable, "_SYNCFS", real)
     # The retry finds the names with their (synced) data and makes them durable.
     assert store.put_batch(BATCH) == [False] * 20
     assert [store.get(k) for k, _ in BATCH] == [d for _, d in BATCH]
