@@ -199,6 +199,7 @@ class Recorder:
                 endpoint_url=policy.s3_endpoint_url,
                 object_lock_mode=policy.object_lock_mode,
                 kms_key_id=policy.kms_key_id,
+                max_connections=policy.upload_concurrency,
             )
             store.check(require_object_lock=policy.object_lock_mode is not None)
             key = load_signing_key(
@@ -213,6 +214,7 @@ class Recorder:
                 gateway_version=gateway_version,
                 policy_sha256=policy_sha256,
                 checkpoint_interval=policy.checkpoint_interval_seconds,
+                upload_concurrency=policy.upload_concurrency,
             )
             recording.start()
         except (StoreError, RecordError, SpoolLocked) as e:

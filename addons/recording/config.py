@@ -12,6 +12,7 @@ public_keys = ["keys/recording.pub"]  # trusted keys for `gatehouse verify --pol
 on_record_failure = "refuse"          # or "continue"
 spool_dir = "/var/spool/gatehouse"    # default: <state_dir>/spool
 checkpoint_interval_seconds = 60
+upload_concurrency = 16               # S3 puts in flight at once
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 from gatehouse.common.urls import http_url_problem
 from gatehouse.policy.reader import Section
 from gatehouse.recording.stores import LOCK_MODES
+from gatehouse.recording.uploader import UPLOAD_CONCURRENCY
 
 DEFAULT_STORE = "recordings"
 FAILURE_MODES = ("refuse", "continue")
@@ -42,6 +44,7 @@ class RecordingPolicy:
     on_record_failure: str = "refuse"
     spool_dir: Path | None = None  # None: <state_dir>/spool
     checkpoint_interval_seconds: int = 60
+    upload_concurrency: int = UPLOAD_CONCURRENCY
 
     @property
     def is_s3(self) -> bool:
@@ -108,6 +111,7 @@ def parse_recording(sec: Section | None, *, base_dir: Path | None = None) -> Rec
         on_record_failure=sec.str("on_record_failure", "refuse", choices=FAILURE_MODES),
         spool_dir=sec.path_value("spool_dir", None),
         checkpoint_interval_seconds=sec.int("checkpoint_interval_seconds", 60, min=1, max=86400),
+        upload_concurrency=sec.int("upload_concurrency", UPLOAD_CONCURRENCY, min=1, max=64),
     )
     sec.done()
     return policy

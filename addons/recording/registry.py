@@ -18,7 +18,7 @@ from gatehouse.recording.records import BuiltRecord
 from gatehouse.recording.signing import SigningKey
 from gatehouse.recording.spool import Spool, SpoolError, SpoolForOtherStore, SpoolLocked
 from gatehouse.recording.stores import LocalStore, Store, StoreError
-from gatehouse.recording.uploader import Uploader
+from gatehouse.recording.uploader import UPLOAD_CONCURRENCY, Uploader
 
 log = logging.getLogger("gatehouse.recording")
 
@@ -58,6 +58,7 @@ class Recording:
         gateway_version: str,
         policy_sha256: str | None,
         checkpoint_interval: float = 60.0,
+        upload_concurrency: int = UPLOAD_CONCURRENCY,
         clock: Callable[[], float] = time.time,
     ) -> Recording:
         path = Path(spool_dir).expanduser().absolute()
@@ -81,6 +82,7 @@ class Recording:
                     journal=journal,
                     checkpoint_interval=checkpoint_interval,
                     clock=clock,
+                    concurrency=upload_concurrency,
                 )
                 rec = cls._registry[path] = cls(spool, journal, uploader)
             else:
@@ -92,6 +94,7 @@ class Recording:
                 rec.uploader.store = store
                 rec.uploader.retention_days = retention_days
                 rec.uploader.checkpoint_interval = checkpoint_interval
+                rec.uploader.concurrency = upload_concurrency
             return rec
 
     def _move_to(self, store: Store, timeout: float = 10.0) -> None:

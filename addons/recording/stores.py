@@ -298,6 +298,7 @@ class S3Store:
         object_lock_mode: str | None = None,
         kms_key_id: str | None = None,
         client: Any = None,
+        max_connections: int = 10,
     ) -> None:
         if object_lock_mode is not None and object_lock_mode not in LOCK_MODES:
             raise StoreError(f"object_lock_mode must be one of {', '.join(LOCK_MODES)}; got {object_lock_mode!r}")
@@ -313,7 +314,13 @@ class S3Store:
 
             # Few, short retries: the spool's uploader retries with its own backoff, and a
             # start-up check against a dead endpoint must fail in seconds, not minutes.
-            config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
+            # As many pooled connections as the uploader has puts in flight (`max_connections`).
+            config = Config(
+                connect_timeout=5,
+                read_timeout=30,
+                retries={"max_attempts": 2, "mode": "standard"},
+                max_pool_connections=max_connections,
+            )
             # endpoint_url None lets boto3 apply AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
             client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
         self.client = client
@@ -529,8 +536,10 @@ def open_store(
     object_lock_mode: str | None = None,
     kms_key_id: str | None = None,
     client: Any = None,
+    max_connections: int = 10,
 ) -> LocalStore | S3Store:
-    """A store from ``s3://bucket/prefix``, ``file:///path`` or a plain path."""
+    """A store from ``s3://bucket/prefix``, ``file:///path`` or a plain path. `max_connections`:
+    an S3 client's connection pool (the uploader's concurrency)."""
     text = str(url)
     if text.startswith("s3://"):
         parts = urlsplit(text)
@@ -543,6 +552,7 @@ def open_store(
             object_lock_mode=object_lock_mode,
             kms_key_id=kms_key_id,
             client=client,
+            max_connections=max_connections,
         )
     if "://" in text and not text.startswith("file://"):
         raise StoreError(f"unsupported store URL {text!r}: use a directory or s3://bucket/prefix")

@@ -4,9 +4,16 @@ Objects go in the order they were spooled (a public key before the records it si
 record's blobs before it, records by chain and seq, checkpoints after the records they name),
 so the store never holds a record whose blobs or key are missing. They go in batches; the
 spool's cursor moves past a batch once the store holds it (re-uploading after a crash is safe:
-puts are exclusive, and an object already stored with the same bytes counts as uploaded). A blob or key that several records rely on is written once and its
-retention extended as newer records need it. Blocks on disk and network: it runs in its own
-thread.
+puts are exclusive, and an object already stored with the same bytes counts as uploaded). A
+blob or key that several records rely on is written once and its retention extended as newer
+records need it. Blocks on disk and network: it runs in its own thread.
+
+A store that puts one object per request (S3) gets a batch's puts from `concurrency` threads
+at once, in three steps that each finish before the next begins: blobs and keys (and the
+retention of blobs stored before), then records, then checkpoints. The order that matters
+(nothing names an object the store lacks) holds; within a step the order does not, and a
+batch cut short by a failure leaves the store with some of its records and not others until
+the retry puts the rest (the cursor moves only past a whole batch).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from gatehouse.common.lru import Lru
@@ -40,6 +47,14 @@ BLOB_RETENTION_SLACK = timedelta(days=1)
 # meanwhile.
 UPLOAD_LINGER = 0.1
 
+# Puts in flight at once to a store that takes one object per request (S3): one uploader
+# thread putting one object at a time fell behind 64 streaming sessions; 16 at a 20 ms
+# round trip move ~60 exchanges/s (benchmarks/upload_throughput.py).
+UPLOAD_CONCURRENCY = 16
+
+# (kind, store key, data, retain until, content type) of one object to put.
+Put = tuple[str, str, bytes, datetime, str]
+
 
 class Uploader:
     """Moves spooled objects to the store in a daemon thread, retrying with backoff."""
@@ -57,6 +72,7 @@ class Uploader:
         max_backoff: float = 30.0,
         blob_retention_slack: timedelta = BLOB_RETENTION_SLACK,
         linger: float = UPLOAD_LINGER,
+        concurrency: int = UPLOAD_CONCURRENCY,
     ) -> None:
         self.spool = spool
         self.store = store
@@ -68,6 +84,7 @@ class Uploader:
         self.max_backoff = max_backoff
         self.blob_retention_slack = blob_retention_slack
         self.linger = linger
+        self.concurrency = concurrency
         self.uploaded = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -78,6 +95,7 @@ class Uploader:
         self._idle = threading.Event()
         self._hurry = threading.Event()  # a flush or a stop: no lingering
         self._pass_lock = threading.Lock()
+        self._count_lock = threading.Lock()
 
     # -- control ------------------------------------------------------------------------------
     @property
@@ -201,57 +219,109 @@ class Uploader:
             self._pass_lock.release()
 
     def _ship(self, frames: list[Frame]) -> int:
-        """Put one batch of frames into the store, in their order. A store that can (the local
-        one) makes the whole batch durable together (`LocalStore.put_batch`)."""
+        """Put one batch of frames into the store. A store that can (the local one) makes the
+        whole batch durable together (`LocalStore.put_batch`); others get its puts in three
+        steps (see the module's docstring)."""
         until = self._needed_until()
         shared_until = until + self.blob_retention_slack
-        puts: list[tuple[str, str, bytes, datetime, str]] = []  # (kind, store key, data, retain, type)
+        shared: list[Put] = []  # blobs and keys: before the records that need them
+        records: list[Put] = []
+        checkpoints: list[Put] = []
+        stored_before: dict[str, None] = {}  # blobs of this batch's records stored by earlier ones
         in_batch: set[str] = set()
         for kind, key, data in frames:
             if kind == "blob":
-                puts.append((kind, blob_key(key), data, shared_until, "application/json"))
+                shared.append((kind, blob_key(key), data, shared_until, "application/json"))
                 in_batch.add(key)
             elif kind == "key":
-                puts.append((kind, key, data, shared_until, "application/x-pem-file"))
+                shared.append((kind, key, data, shared_until, "application/x-pem-file"))
             elif kind == "record":
                 for ref in blob_refs(parse_json(data)):
                     hx = ref_hex(ref)
                     if hx not in in_batch:  # stored by an earlier record: its retention is extended
-                        self._ensure_blob(hx, until)
-                puts.append((kind, key, data, until, "application/json"))
+                        stored_before[hx] = None
+                records.append((kind, key, data, until, "application/json"))
             elif kind == "checkpoint":
-                puts.append((kind, key, data, until, "application/json"))
+                checkpoints.append((kind, key, data, until, "application/json"))
         put_batch = getattr(self.store, "put_batch", None)
-        created_all = put_batch([(k, d) for _kind, k, d, _u, _t in puts]) if put_batch is not None else None
+        if put_batch is not None:
+            for hx in stored_before:
+                self._ensure_blob(hx, until)
+            puts = [*shared, *records, *checkpoints]
+            created = put_batch([(k, d) for _kind, k, d, _u, _t in puts])
+            return sum(self._after_put(p, c) for p, c in zip(puts, created, strict=True))
         n = 0
-        for i, (kind, key, data, retain, content_type) in enumerate(puts):
-            if created_all is not None:
-                created = created_all[i]
-            else:
-                created = self.store.put(key, data, retain_until=retain, content_type=content_type)
-            if kind in ("blob", "key"):
-                # Shared by several records: written once, its retention extended as needed.
-                if not created:
-                    self.store.extend_retention(key, retain)
-                self._retained.put(key, retain)
-                if kind == "blob":
-                    self.spool.uploaded.put(key.rsplit("/", 1)[1][: -len(".json")], True)
-                else:
-                    n += 1
-                continue
-            if not created and self.store.get(key) != data:
-                # Never overwritten and never dropped: kept aside for an operator to look at.
-                target = self.spool.set_aside(key, data)
-                log.error(
-                    "recording: %s already exists in %s with different content; kept the spooled copy at %s",
-                    key,
-                    self.store.url,
-                    target,
-                )
-                continue
-            self.uploaded += 1
-            n += 1
+        self._in_parallel([lambda hx=hx: self._ensure_blob(hx, until) for hx in stored_before])
+        for step in (shared, records, checkpoints):
+            n += sum(self._in_parallel([lambda p=p: self._after_put(p, self._put(p)) for p in step]))
         return n
+
+    def _put(self, put: Put) -> bool:
+        _kind, key, data, retain, content_type = put
+        return self.store.put(key, data, retain_until=retain, content_type=content_type)
+
+    def _in_parallel(self, calls: Sequence[Callable[[], int | None]]) -> list[int | None]:
+        """Run `calls` on up to `concurrency` threads; their results in order. All of them run
+        (none is cancelled by another's failure), then the first failure is raised. Daemon
+        threads, like the uploader's own: a put hanging on a dead endpoint must not hold up the
+        process's exit (a thread pool's workers are joined at exit)."""
+        if len(calls) <= 1 or self.concurrency <= 1:
+            return [call() for call in calls]
+        results: list[int | None] = [None] * len(calls)
+        errors: list[tuple[int, BaseException]] = []
+        todo = iter(range(len(calls)))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = calls[i]()
+                except BaseException as e:  # raised in the uploader's thread, below
+                    with lock:
+                        errors.append((i, e))
+
+        threads = [
+            threading.Thread(target=work, name="gatehouse-upload", daemon=True)
+            for _ in range(min(self.concurrency, len(calls)))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise min(errors, key=lambda ie: ie[0])[1]
+        return results
+
+    def _after_put(self, put: Put, created: bool) -> int:
+        """Account for one put (`created`: the store did not hold the key); 1 when it counts
+        as an uploaded record, checkpoint or key."""
+        kind, key, data, retain, _content_type = put
+        if kind in ("blob", "key"):
+            # Shared by several records: written once, its retention extended as needed.
+            if not created:
+                self.store.extend_retention(key, retain)
+            self._retained.put(key, retain)
+            if kind == "blob":
+                self.spool.uploaded.put(key.rsplit("/", 1)[1][: -len(".json")], True)
+                return 0
+            return 1
+        if not created and self.store.get(key) != data:
+            # Never overwritten and never dropped: kept aside for an operator to look at.
+            target = self.spool.set_aside(key, data)
+            log.error(
+                "recording: %s already exists in %s with different content; kept the spooled copy at %s",
+                key,
+                self.store.url,
+                target,
+            )
+            return 0
+        with self._count_lock:
+            self.uploaded += 1
+        return 1
 
     def _ensure_blob(self, hx: str, until: datetime) -> None:
         key = blob_key(hx)

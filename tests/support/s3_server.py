@@ -44,11 +44,13 @@ def _moto_server_bin() -> str:
 
 
 class _Relay:
-    """Accepts on `port` and pipes each connection to the moto server."""
+    """Accepts on `port` and pipes each connection to the moto server; with `delay`, each
+    chunk the server sends back waits that long first (a network's round trip)."""
 
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
+    def __init__(self, port: int, target: tuple[str, int], delay: float = 0.0) -> None:
         self.port = port
         self.target = target
+        self.delay = delay
         self._listener: socket.socket | None = None
         self._conns = OpenSockets()
         self._thread: threading.Thread | None = None
@@ -83,6 +85,8 @@ class _Relay:
                     data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
+                    if self.delay and key.fileobj is b:
+                        time.sleep(self.delay)
                     key.data.sendall(data)
         except OSError:
             return
@@ -106,7 +110,10 @@ class _Relay:
 
 
 class S3Server:
-    def __init__(self) -> None:
+    """`delay`: seconds each of the server's answers takes to come back (see `_Relay`)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
         self.moto_port = free_port()
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -141,7 +148,7 @@ class S3Server:
                     self.close()
                     raise RuntimeError(f"moto_server did not answer on {self.moto_url} within {timeout}s") from None
                 time.sleep(0.1)
-        self._relay = _Relay(self.port, ("127.0.0.1", self.moto_port))
+        self._relay = _Relay(self.port, ("127.0.0.1", self.moto_port), self.delay)
         self._relay.start()
         return self
 
@@ -155,7 +162,7 @@ class S3Server:
     def restart(self) -> None:
         """Bring the endpoint back on the same URL, with everything moto held."""
         if self._relay is None:
-            self._relay = _Relay(self.port, ("127.0.0.1", self.moto_port))
+            self._relay = _Relay(self.port, ("127.0.0.1", self.moto_port), self.delay)
             self._relay.start()
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -170,6 +171,95 @@ def test_the_cursor_lags_the_upload_and_is_saved_at_shutdown(
     again.open()
     assert not again.has_pending()
     again.close()
+
+
+# -- puts in flight at once (a store without put_batch, as S3) -------------------------------
+
+
+class OneByOneStore(LocalStore):
+    """A local store that takes one object per call, as S3 does (no `put_batch`), and notes
+    what each put saw: the objects in the store when it began, and how many were in flight."""
+
+    put_batch = None  # type: ignore[assignment]
+
+    def __init__(self, root: Path, *, fail_on: str | None = None, delay: float = 0.01) -> None:
+        super().__init__(root)
+        self.fail_on = fail_on
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.peak = 0
+        self.began: list[tuple[str, frozenset[str]]] = []  # (key, keys stored before it began)
+        self.stored: set[str] = set()
+
+    def put(self, key: str, data: bytes, **kw: Any) -> bool:
+        with self.lock:
+            self.began.append((key, frozenset(self.stored)))
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            time.sleep(self.delay)  # a round trip, so that puts overlap
+            if self.fail_on is not None and key.startswith(self.fail_on):
+                self.fail_on = None
+                raise StoreError(f"simulated failure putting {key}")
+            created = super().put(key, data, **kw)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+        with self.lock:
+            self.stored.add(key)
+        return created
+
+
+def test_a_store_without_batches_gets_puts_in_parallel_and_in_a_safe_order(tmp_path: Path, key: SigningKey) -> None:
+    store = OneByOneStore(tmp_path / "store")
+    sp = Spool(tmp_path / "spool")
+    journal = Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=None)
+    for i in range(12):
+        journal.append(numbered_record(i))
+    journal.checkpoint()
+    up = Uploader(sp, store, retention_days=None, concurrency=4)
+    up.upload_pending()
+    assert 1 < store.peak <= 4
+    for put_key, before in store.began:
+        if put_key.startswith("records/"):
+            # Every blob and key the batch holds was stored before any record went.
+            assert all(k in before for k in store.stored if k.startswith(("blobs/", "keys/"))), put_key
+        if put_key.startswith("checkpoints/"):
+            assert all(k in before for k in store.stored if k.startswith("records/")), put_key
+    assert not sp.has_pending()
+    assert verify_store(store, trusted_keys={key.key_id: key.public_key}).ok
+
+
+def test_a_failed_put_among_parallel_ones_leaves_the_batch_spooled_for_the_retry(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    store = OneByOneStore(tmp_path / "store", fail_on="records/")
+    sp = Spool(tmp_path / "spool")
+    journal = Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=None)
+    for i in range(8):
+        journal.append(numbered_record(i))
+    up = Uploader(sp, store, retention_days=None, concurrency=4)
+    with pytest.raises(StoreError, match="simulated failure putting records/"):
+        up.upload_pending()
+    # The other records of the batch went on and were stored; the batch stays spooled.
+    assert 0 < len(list(store.list("records/"))) < 9
+    assert len(sp.pending()) == 10  # the key, the start record and 8 records
+    up.upload_pending()  # the retry puts the rest; those stored already count as uploaded
+    assert not sp.has_pending()
+    result = verify_store(store, trusted_keys={key.key_id: key.public_key})
+    assert result.ok and result.records == 9, [str(p) for p in result.problems]
+
+
+def test_one_put_at_a_time_when_concurrency_is_one(tmp_path: Path, key: SigningKey) -> None:
+    store = OneByOneStore(tmp_path / "store", delay=0.002)
+    sp = Spool(tmp_path / "spool")
+    journal = Journal(sp, key, gateway_version="t", policy_sha256=None, retention_days=None)
+    for i in range(4):
+        journal.append(numbered_record(i))
+    Uploader(sp, store, retention_days=None, concurrency=1).upload_pending()
+    assert store.peak == 1
+    assert verify_store(store, trusted_keys={key.key_id: key.public_key}).ok
 
 
 # -- faults and retention against a real S3 endpoint ------------------------------------------
