@@ -25,6 +25,7 @@ from gatehouse.mitm.policyloader import PolicyLoader
 from gatehouse.mitm.protocols import ProtocolGuard
 from gatehouse.mitm.recorder import Recorder
 from gatehouse.mitm.runtime import Runtime
+from gatehouse.mitm.shutdown import GracefulStop
 from gatehouse.mitm.state import GatewayState
 
 state = GatewayState()
@@ -40,6 +41,9 @@ addons = [
     ProtocolGuard(),
     PolicyLoader(state, identity=identity, masking=masking, recorder=recorder),
     ExchangeIds(),
+    # Its `done` (on SIGTERM) drains flows and the spool before the other addons' `done` run;
+    # while it does, new requests are refused.
+    GracefulStop(state, recorder=recorder),
     identity,
     Access(state),
     ApprovalsApi(state),  # answers gatehouse.internal itself: nothing after it forwards that

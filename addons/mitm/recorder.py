@@ -177,6 +177,7 @@ class Recorder:
             weakref.WeakKeyDictionary()
         )
         self._recorded: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
+        self._finished = False  # `finish` ran: the process is exiting
 
     # -- configuration --------------------------------------------------------------------------
     def configure_recording(
@@ -325,8 +326,35 @@ class Recorder:
             self._failed(flow, ex, e, can_refuse=False)
 
     def done(self) -> None:
-        if self.recording is not None:
+        # A script reload (or an exit without `GracefulStop`, which calls `finish` first).
+        if self.recording is not None and not self._finished:
             self.recording.shutdown(timeout=10.0)
+
+    # -- a graceful stop (gatehouse.mitm.shutdown) ----------------------------------------------
+    def record_cut_off(self, flows: list[http.HTTPFlow], why: str) -> None:
+        """Record flows the gateway stops before they end, as they are now, with `why` among
+        their errors (a streamed answer's request record is spooled already; this is its end).
+        Blocks on disk: run it in a worker thread."""
+        if self.recording is None:
+            return
+        for flow in flows:
+            if flow in self._recorded or flow.request.method == "CONNECT":
+                continue
+            ex = exchange_of(flow)
+            ex.errors.append(why)
+            try:
+                self._record_exchange(flow, ex, "refusal" if ex.refused else "exchange")
+            except Exception as e:
+                log.error(f"gatehouse: exchange {ex.exchange_id} could not be recorded: {e}")
+
+    def finish(self, timeout: float) -> bool:
+        """The last checkpoint, and the spool uploaded for up to `timeout` seconds (what the
+        store does not take stays spooled, and is logged); True when the spool was emptied.
+        Blocks: run it in a worker thread."""
+        if self.recording is None or self._finished:
+            return True
+        self._finished = True
+        return self.recording.shutdown(timeout=timeout)
 
     @property
     def _refuses(self) -> bool:

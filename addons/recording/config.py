@@ -13,6 +13,7 @@ on_record_failure = "refuse"          # or "continue"
 spool_dir = "/var/spool/gatehouse"    # default: <state_dir>/spool
 checkpoint_interval_seconds = 60
 upload_concurrency = 16               # S3 puts in flight at once
+drain_seconds = 60                    # a graceful stop (SIGTERM) uploads the spool this long
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class RecordingPolicy:
     spool_dir: Path | None = None  # None: <state_dir>/spool
     checkpoint_interval_seconds: int = 60
     upload_concurrency: int = UPLOAD_CONCURRENCY
+    drain_seconds: int = 60
 
     @property
     def is_s3(self) -> bool:
@@ -112,6 +114,7 @@ def parse_recording(sec: Section | None, *, base_dir: Path | None = None) -> Rec
         spool_dir=sec.path_value("spool_dir", None),
         checkpoint_interval_seconds=sec.int("checkpoint_interval_seconds", 60, min=1, max=86400),
         upload_concurrency=sec.int("upload_concurrency", UPLOAD_CONCURRENCY, min=1, max=64),
+        drain_seconds=sec.int("drain_seconds", 60, min=0, max=3600),
     )
     sec.done()
     return policy

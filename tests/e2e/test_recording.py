@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,34 +17,12 @@ from gatehouse.recording.reader import expand_request_body, iter_records, respon
 from gatehouse.recording.stores import open_store
 from support.fake_upstream import Reply, claude_code_tool_responder
 from support.harness import CALLER_KEY, GATEWAY_KEY, run_claude, sdk_client
-from support.s3_server import CREDENTIALS, S3Server
+from support.recorded import GATEHOUSE, s3_env, s3_policy, store_records, verify, wait_records
+from support.s3_server import CREDENTIALS
 
 pytestmark = pytest.mark.e2e
 MODEL = "claude-sonnet-4-6"
 GITHUB_PAT = "ghp_" + "R8x2Lq9ZkV4mT7wN1pY6sD3fH5jB0cXeUaGi"
-GATEHOUSE = str(Path(sys.executable).parent / "gatehouse")
-
-
-def store_records(store_url: str, kinds=("exchange", "refusal"), **kw) -> list[dict]:
-    return list(iter_records(open_store(store_url, **kw), kinds=list(kinds)))
-
-
-def wait_records(store_url: str, n: int, timeout: float = 30, **kw) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            recs = store_records(store_url, **kw)
-        except Exception:  # the store may be down in fault tests
-            recs = []
-        if len(recs) >= n or time.monotonic() > deadline:
-            return recs
-        time.sleep(0.2)
-
-
-def verify(store: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [GATEHOUSE, "verify", store, *args], capture_output=True, text=True, timeout=120, env=env or dict(os.environ)
-    )
 
 
 def local_policy(store: Path, extra: str = "") -> str:
@@ -121,17 +98,6 @@ def test_claude_code_session_is_recorded(gateway_factory, upstream, tmp_path):
     last = expand_request_body(recs[-1], st)
     assert "recorded-run" in json.dumps(last["messages"][-1])
     assert verify(str(store)).returncode == 0
-
-
-def s3_env(s3: S3Server) -> dict[str, str]:
-    return dict(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3.endpoint_url)
-
-
-def s3_policy(s3: S3Server, bucket: str, extra: str = "") -> str:
-    return (
-        f'[recording]\nstore = "s3://{bucket}/gatehouse"\ns3_endpoint_url = "{s3.endpoint_url}"\n'
-        f'object_lock_mode = "COMPLIANCE"\nretention_days = 1\n{extra}'
-    )
 
 
 def test_s3_store_down_during_traffic_loses_nothing(gateway_factory, upstream, s3):

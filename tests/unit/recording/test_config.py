@@ -28,14 +28,14 @@ def test_recording_policy_defaults_and_paths(tmp_path: Path) -> None:
     p = parse(
         '[recording]\nstore = "rec"\nspool_dir = "sp"\nsigning_key_file = "k.pem"\npublic_keys = ["a.pub"]\n'
         'on_record_failure = "continue"\ncheckpoint_interval_seconds = 5\nretention_days = 30\n'
-        "upload_concurrency = 4\n",
+        "upload_concurrency = 4\ndrain_seconds = 0\n",
         tmp_path,
     )
     assert p.store == str(tmp_path / "rec") and p.spool_dir == tmp_path / "sp"
     assert p.signing_key_file == tmp_path / "k.pem" and p.public_keys == (tmp_path / "a.pub",)
     assert (p.on_record_failure, p.checkpoint_interval_seconds, p.retention_days) == ("continue", 5, 30)
-    assert p.upload_concurrency == 4
-    assert default.upload_concurrency == 16
+    assert (p.upload_concurrency, p.drain_seconds) == (4, 0)
+    assert (default.upload_concurrency, default.drain_seconds) == (16, 60)
 
     s3 = parse(
         '[recording]\nstore = "s3://bucket/pre/fix/"\nobject_lock_mode = "GOVERNANCE"\nretention_days = 7\n'
@@ -70,6 +70,8 @@ def test_recording_policy_defaults_and_paths(tmp_path: Path) -> None:
         ("checkpoint_interval_seconds = 0", "must be at least 1"),
         ("upload_concurrency = 0", "recording.upload_concurrency: must be at least 1; got 0"),
         ("upload_concurrency = 65", "recording.upload_concurrency: must be at most 64; got 65"),
+        ("drain_seconds = -1", "recording.drain_seconds: must be at least 0; got -1"),
+        ('drain_seconds = "1m"', "recording.drain_seconds"),
         ('stroe = "x"', "recording.stroe: unknown key"),
     ],
 )
