@@ -80,9 +80,11 @@ class GracefulStop:
         if self.stopping:
             refuse(flow, SHUTTING_DOWN, "shutdown")
 
+    @fail_closed("shutdown")
     def response(self, flow: http.HTTPFlow) -> None:
         self._in_flight.discard(flow)
 
+    @fail_closed("shutdown")
     def error(self, flow: http.HTTPFlow) -> None:
         self._in_flight.discard(flow)
 
