@@ -43,7 +43,12 @@ BUCKET = "bench-uploads"
 
 def upload(s3: S3Server, records: list, key: SigningKey, concurrency: int, prefix: str) -> tuple[float, int, bool]:
     """Spool `records`, then time uploading them all; (seconds, objects put, verify ok)."""
-    store = open_store(f"s3://{BUCKET}/{prefix}", object_lock_mode="GOVERNANCE", max_connections=concurrency)
+    store = open_store(
+        f"s3://{BUCKET}/{prefix}",
+        endpoint_url=s3.endpoint_url,
+        object_lock_mode="GOVERNANCE",
+        max_connections=concurrency,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         spool_dir = Path(tmp) / "spool"
         rec = Recording.open(
@@ -82,7 +87,6 @@ def main() -> int:
     records = built_records(args.exchanges)
     key = SigningKey.generate()
     with S3Server(delay=args.rtt_ms / 1000) as s3:
-        os.environ["AWS_ENDPOINT_URL_S3"] = s3.endpoint_url
         s3.create_bucket(BUCKET, object_lock=True)
         upload(s3, records[:5], key, levels[0], "warm-up")  # moto's first requests are slow
         print(

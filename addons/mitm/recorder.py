@@ -334,7 +334,8 @@ class Recorder:
     def record_cut_off(self, flows: list[http.HTTPFlow], why: str) -> None:
         """Record flows the gateway stops before they end, as they are now, with `why` among
         their errors (a streamed answer's request record is spooled already; this is its end).
-        Blocks on disk: run it in a worker thread."""
+        Blocks on disk, but reads flows that are still live: call it on the event loop, which
+        is what changes them."""
         if self.recording is None:
             return
         for flow in flows:

@@ -110,6 +110,8 @@ class GracefulStop:
             waiting = self.in_flight()
         if waiting:
             log.warning(f"gatehouse: stopping: {len(waiting)} flow(s) still in progress after drain_seconds; cut off")
-            await asyncio.to_thread(self.recorder.record_cut_off, waiting, CUT_OFF)
+            # On the loop, not in a worker thread: these flows are still live, and the loop is
+            # what changes them. Nothing else is served any more that this would hold up.
+            self.recorder.record_cut_off(waiting, CUT_OFF)
         upload_seconds = max(deadline - self.clock(), MIN_UPLOAD_SECONDS)
         await asyncio.to_thread(self.recorder.finish, upload_seconds)

@@ -261,10 +261,12 @@ class Uploader:
         return self.store.put(key, data, retain_until=retain, content_type=content_type)
 
     def _in_parallel(self, calls: Sequence[Callable[[], int | None]]) -> list[int | None]:
-        """Run `calls` on up to `concurrency` threads; their results in order. All of them run
-        (none is cancelled by another's failure), then the first failure is raised. Daemon
-        threads, like the uploader's own: a put hanging on a dead endpoint must not hold up the
-        process's exit (a thread pool's workers are joined at exit)."""
+        """Run `calls` on up to `concurrency` threads; their results in order. On several
+        threads all of them run (none is cancelled by another's failure), then the first
+        failure is raised; on one (a single call, or `concurrency` 1) they run in turn and the
+        first failure stops them. Daemon threads, like the uploader's own: a put hanging on a
+        dead endpoint must not hold up the process's exit (a thread pool's workers are joined
+        at exit)."""
         if len(calls) <= 1 or self.concurrency <= 1:
             return [call() for call in calls]
         results: list[int | None] = [None] * len(calls)
